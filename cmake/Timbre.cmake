@@ -1,0 +1,37 @@
+# Helpers shared by every folder's CMakeLists.txt.
+
+# timbre_cuda_sources(<target>): the target's .cu files are CUDA in the cuda
+# flavour and plain C++ (compiled by g++ against simcuda) in the sim flavour.
+function(timbre_cuda_sources target)
+  get_target_property(_srcs ${target} SOURCES)
+  foreach(_s IN LISTS _srcs)
+    if(_s MATCHES "\\.cu$")
+      if(TIMBRE_BACKEND STREQUAL "sim")
+        set_source_files_properties(${_s} TARGET_DIRECTORY ${target}
+                                    PROPERTIES LANGUAGE CXX)
+      endif()
+    endif()
+  endforeach()
+  if(TIMBRE_BACKEND STREQUAL "cuda")
+    # ptxas's per-kernel register / spill / shared-memory report goes to the
+    # build log; scripts/ptxas_report.sh collects it.
+    target_compile_options(${target} PRIVATE
+      $<$<COMPILE_LANGUAGE:CUDA>:-Xptxas=-v --expt-relaxed-constexpr -lineinfo>)
+  endif()
+endfunction()
+
+# timbre_add_test(<name> SOURCES ... LIBS ... [LABELS ...]): one GoogleTest
+# executable, registered with CTest test by test.
+function(timbre_add_test name)
+  cmake_parse_arguments(T "" "" "SOURCES;LIBS;LABELS" ${ARGN})
+  add_executable(${name} ${T_SOURCES})
+  target_link_libraries(${name} PRIVATE ${T_LIBS} timbre_testing GTest::gtest_main)
+  timbre_cuda_sources(${name})
+  if(TIMBRE_BACKEND STREQUAL "sim")
+    # Tests run here: register each TEST with CTest. In the cuda flavour they
+    # are built (so nothing rots) and run by hand on a GPU machine.
+    gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60
+      PROPERTIES LABELS "${T_LABELS}"
+                 ENVIRONMENT "OMP_WAIT_POLICY=PASSIVE;OPENBLAS_NUM_THREADS=1")
+  endif()
+endfunction()

@@ -1,0 +1,31 @@
+// internal.h: what simcuda's executor and runtime share. Not for users.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <string>
+
+namespace simcuda::detail {
+
+// The simulated device's shared-memory limits (those of an H100).
+constexpr int kDefaultSharedPerBlock = 48 * 1024;    // without opt-in
+constexpr int kMaxSharedPerBlockOptin = 227 * 1024;  // cudaFuncSetAttribute ceiling
+
+#if defined(SIMCUDA_SHARED_STATIC)
+constexpr bool SIMCUDA_SHARED_STATIC_ON = true;
+#else
+constexpr bool SIMCUDA_SHARED_STATIC_ON = false;
+#endif
+
+// Records `e` as this host thread's last error (cudaGetLastError), with an
+// explanation that simcuda::last_error_detail() returns (runtime.cpp).
+void set_error(cudaError_t e, std::string detail = {});
+// Only the explanation: for launches, whose error simcuda::launch returns and
+// which, like kernel<<<>>> followed by cudaGetLastError, leave no last error.
+void set_error_detail(cudaError_t e, std::string detail);
+
+// cudaFuncAttributeMaxDynamicSharedMemorySize, per kernel (executor.cpp).
+cudaError_t set_max_dynamic_smem(const void* kernel, int bytes);
+int max_dynamic_smem(const void* kernel);
+
+}  // namespace simcuda::detail

@@ -1,0 +1,629 @@
+// runtime.cpp: simcuda's CUDA runtime subset, compiled against the toolkit's
+// own cuda_runtime_api.h so host code is the same in both flavours.
+//
+// The simulated device shares the host's address space: "device memory" is
+// host memory that cudaMalloc registered. Every call completes before it
+// returns, so all streams are trivially in order and events time the host's
+// wall clock. What simcuda adds over a GPU is strictness:
+//   * new cudaMalloc memory is filled with 0xFF bytes (a NaN in every float)
+//     unless poisoning is off, so reads of never-written memory show up;
+//   * copies are checked against the allocation registry: the direction must
+//     match what the pointers are, and a copy must stay inside its allocation;
+//   * freed device blocks of 64 KiB and more are kept (already mapped) and
+//     handed out again for the same size, so training steps do not page-fault.
+#include <cuda_runtime_api.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "kernels/sim/control.h"
+#include "kernels/sim/internal.h"
+
+struct CUstream_st {
+  unsigned flags = 0;
+};
+struct CUevent_st {
+  unsigned flags = 0;
+  bool recorded = false;
+  std::chrono::steady_clock::time_point when{};
+};
+
+namespace simcuda {
+namespace detail {
+namespace {
+
+// ------------------------------ error state --------------------------------
+struct ErrorState {
+  cudaError_t last = cudaSuccess;
+  cudaError_t detail_code = cudaSuccess;
+  std::string detail;
+};
+thread_local ErrorState t_error;
+
+cudaError_t fail(cudaError_t e, std::string detail = {}) {
+  set_error(e, std::move(detail));
+  return e;
+}
+
+std::string hex(const void* p) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%p", p);
+  return b;
+}
+
+// --------------------------- allocation registry ---------------------------
+enum class Kind { device, pinned };
+struct Allocation {
+  size_t size;       // as requested
+  size_t capacity;   // as allocated (rounded to 256 bytes)
+  Kind kind;
+};
+
+constexpr size_t kAlign = 256;               // cudaMalloc's guarantee
+constexpr size_t kCacheMinBytes = 64 << 10;  // smaller blocks go back to malloc
+
+struct Memory {
+  std::mutex m;
+  std::map<uintptr_t, Allocation> live;    // base address -> allocation
+  std::multimap<size_t, void*> cache;      // capacity -> freed device block
+  size_t cached = 0;
+  size_t cache_limit() const {
+    static const size_t l = std::min<size_t>(size_t(sysconf(_SC_PHYS_PAGES)) *
+                                                 size_t(sysconf(_SC_PAGESIZE)) / 4,
+                                             size_t(8) << 30);
+    return l;
+  }
+  // The allocation containing p, if any.
+  const std::pair<const uintptr_t, Allocation>* find(const void* p) const {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    auto it = live.upper_bound(a);
+    if (it == live.begin()) return nullptr;
+    --it;
+    return a < it->first + std::max<size_t>(it->second.size, 1) ? &*it : nullptr;
+  }
+};
+Memory& memory() {
+  static Memory* m = new Memory;  // never destroyed: frees may come from static destructors
+  return *m;
+}
+
+size_t physical_bytes() {
+  return size_t(sysconf(_SC_PHYS_PAGES)) * size_t(sysconf(_SC_PAGESIZE));
+}
+
+cudaError_t allocate(void** out, size_t size, Kind kind, const char* api) {
+  if (!out) return fail(cudaErrorInvalidValue, std::string(api) + ": null result pointer");
+  *out = nullptr;
+  if (size == 0) return cudaSuccess;
+  const size_t cap = (size + kAlign - 1) / kAlign * kAlign;
+  Memory& M = memory();
+  void* p = nullptr;
+  {
+    std::lock_guard<std::mutex> lk(M.m);
+    if (kind == Kind::device) {
+      auto it = M.cache.find(cap);
+      if (it != M.cache.end()) {
+        p = it->second;
+        M.cache.erase(it);
+        M.cached -= cap;
+      }
+    }
+  }
+  if (!p) {
+    if (size > physical_bytes())
+      return fail(cudaErrorMemoryAllocation, std::string(api) + " of " + std::to_string(size) +
+                                                 " bytes: more than the machine's memory");
+    p = std::aligned_alloc(kAlign, cap);
+    if (!p)
+      return fail(cudaErrorMemoryAllocation,
+                  std::string(api) + " of " + std::to_string(size) + " bytes failed");
+  }
+  if (kind == Kind::device && options().poison) std::memset(p, 0xff, cap);
+  std::lock_guard<std::mutex> lk(M.m);
+  M.live[reinterpret_cast<uintptr_t>(p)] = Allocation{size, cap, kind};
+  *out = p;
+  return cudaSuccess;
+}
+
+cudaError_t release(void* p, Kind kind, const char* api) {
+  if (!p) return cudaSuccess;
+  Memory& M = memory();
+  std::lock_guard<std::mutex> lk(M.m);
+  auto it = M.live.find(reinterpret_cast<uintptr_t>(p));
+  if (it == M.live.end() || it->second.kind != kind)
+    return fail(cudaErrorInvalidValue,
+                std::string(api) + "(" + hex(p) + "): not the start of a live " +
+                    (kind == Kind::device ? "cudaMalloc" : "cudaMallocHost") +
+                    " allocation (double free, offset pointer or wrong kind of memory)");
+  const size_t cap = it->second.capacity;
+  M.live.erase(it);
+  if (kind == Kind::device && cap >= kCacheMinBytes && M.cached + cap <= M.cache_limit()) {
+    M.cache.emplace(cap, p);
+    M.cached += cap;
+    return cudaSuccess;
+  }
+  std::free(p);
+  return cudaSuccess;
+}
+
+const char* kind_name(cudaMemcpyKind k) {
+  switch (k) {
+    case cudaMemcpyHostToHost: return "HostToHost";
+    case cudaMemcpyHostToDevice: return "HostToDevice";
+    case cudaMemcpyDeviceToHost: return "DeviceToHost";
+    case cudaMemcpyDeviceToDevice: return "DeviceToDevice";
+    case cudaMemcpyDefault: return "Default";
+  }
+  return "?";
+}
+
+// Checks one side of a copy or memset: whether [p, p+count) must be device
+// memory (and lie inside one allocation) or must not be.
+cudaError_t check_side(const Memory& M, const void* p, size_t count, bool want_device,
+                       const std::string& what) {
+  if (!p) return fail(cudaErrorInvalidValue, what + " is a null pointer");
+  const auto* a = M.find(p);
+  const bool is_device = a && a->second.kind == Kind::device;
+  if (want_device != is_device)
+    return fail(cudaErrorInvalidValue,
+                what + " " + hex(p) +
+                    (want_device ? " is not device memory from cudaMalloc"
+                                 : " is device memory, but the copy kind says host"));
+  if (is_device) {
+    const uintptr_t off = reinterpret_cast<uintptr_t>(p) - a->first;
+    if (off + count > a->second.size)
+      return fail(cudaErrorInvalidValue,
+                  what + ": " + std::to_string(count) + " bytes at offset " +
+                      std::to_string(off) + " run past the end of its " +
+                      std::to_string(a->second.size) + "-byte allocation");
+  }
+  return cudaSuccess;
+}
+
+cudaError_t copy(void* dst, const void* src, size_t count, cudaMemcpyKind kind, const char* api) {
+  if (count == 0) return cudaSuccess;
+  const std::string name = std::string(api) + "(" + kind_name(kind) + ")";
+  Memory& M = memory();
+  std::unique_lock<std::mutex> lk(M.m);
+  bool dst_dev, src_dev;
+  switch (kind) {
+    case cudaMemcpyHostToHost: dst_dev = false, src_dev = false; break;
+    case cudaMemcpyHostToDevice: dst_dev = true, src_dev = false; break;
+    case cudaMemcpyDeviceToHost: dst_dev = false, src_dev = true; break;
+    case cudaMemcpyDeviceToDevice: dst_dev = true, src_dev = true; break;
+    case cudaMemcpyDefault: {
+      const auto* d = M.find(dst);
+      const auto* s = M.find(src);
+      dst_dev = d && d->second.kind == Kind::device;
+      src_dev = s && s->second.kind == Kind::device;
+      break;
+    }
+    default:
+      return fail(cudaErrorInvalidMemcpyDirection,
+                  std::string(api) + ": copy kind " + std::to_string(int(kind)) + " is not valid");
+  }
+  if (cudaError_t e = check_side(M, dst, count, dst_dev, name + " destination")) return e;
+  if (cudaError_t e = check_side(M, src, count, src_dev, name + " source")) return e;
+  lk.unlock();
+  std::memmove(dst, src, count);
+  return cudaSuccess;
+}
+
+cudaError_t set_bytes(void* dst, int value, size_t count, const char* api) {
+  if (count == 0) return cudaSuccess;
+  Memory& M = memory();
+  {
+    std::lock_guard<std::mutex> lk(M.m);
+    if (cudaError_t e = check_side(M, dst, count, true, std::string(api) + " destination"))
+      return e;
+  }
+  std::memset(dst, value, count);
+  return cudaSuccess;
+}
+
+// ----------------------------- streams, events -----------------------------
+struct Handles {
+  std::mutex m;
+  std::set<const void*> streams, events;
+};
+Handles& handles() {
+  static Handles* h = new Handles;
+  return *h;
+}
+bool valid_stream(cudaStream_t s) {
+  if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread) return true;
+  std::lock_guard<std::mutex> lk(handles().m);
+  return handles().streams.count(s) != 0;
+}
+bool valid_event(cudaEvent_t e) {
+  std::lock_guard<std::mutex> lk(handles().m);
+  return e && handles().events.count(e) != 0;
+}
+cudaError_t bad_stream(cudaStream_t s, const char* api) {
+  return fail(cudaErrorInvalidResourceHandle,
+              std::string(api) + ": stream " + hex(s) + " was not created or was destroyed");
+}
+cudaError_t bad_event(cudaEvent_t e, const char* api) {
+  return fail(cudaErrorInvalidResourceHandle,
+              std::string(api) + ": event " + hex(e) + " was not created or was destroyed");
+}
+
+}  // namespace
+
+void set_error(cudaError_t e, std::string detail) {
+  t_error.last = e;
+  t_error.detail_code = e;
+  t_error.detail = std::move(detail);
+}
+
+void set_error_detail(cudaError_t e, std::string detail) {
+  t_error.detail_code = e;
+  t_error.detail = std::move(detail);
+}
+
+}  // namespace detail
+
+std::string error_detail(cudaError_t e) {
+  return detail::t_error.detail_code == e ? detail::t_error.detail : std::string();
+}
+
+}  // namespace simcuda
+
+using simcuda::detail::fail;
+
+// ================================ the API ==================================
+extern "C" {
+
+// ------------------------------- errors ------------------------------------
+cudaError_t cudaGetLastError(void) {
+  const cudaError_t e = simcuda::detail::t_error.last;
+  simcuda::detail::t_error.last = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError(void) { return simcuda::detail::t_error.last; }
+
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+#define SIMCUDA_NAME(x) \
+  case x: return #x;
+    SIMCUDA_NAME(cudaSuccess)
+    SIMCUDA_NAME(cudaErrorInvalidValue)
+    SIMCUDA_NAME(cudaErrorMemoryAllocation)
+    SIMCUDA_NAME(cudaErrorInitializationError)
+    SIMCUDA_NAME(cudaErrorInvalidConfiguration)
+    SIMCUDA_NAME(cudaErrorInvalidSymbol)
+    SIMCUDA_NAME(cudaErrorInvalidDevicePointer)
+    SIMCUDA_NAME(cudaErrorInvalidMemcpyDirection)
+    SIMCUDA_NAME(cudaErrorInvalidDeviceFunction)
+    SIMCUDA_NAME(cudaErrorNoDevice)
+    SIMCUDA_NAME(cudaErrorInvalidDevice)
+    SIMCUDA_NAME(cudaErrorInvalidResourceHandle)
+    SIMCUDA_NAME(cudaErrorNotReady)
+    SIMCUDA_NAME(cudaErrorIllegalAddress)
+    SIMCUDA_NAME(cudaErrorLaunchOutOfResources)
+    SIMCUDA_NAME(cudaErrorLaunchFailure)
+    SIMCUDA_NAME(cudaErrorNotSupported)
+    SIMCUDA_NAME(cudaErrorUnknown)
+#undef SIMCUDA_NAME
+    default: return "cudaErrorUnrecognized";
+  }
+}
+
+const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInitializationError: return "initialization error";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidSymbol: return "invalid device symbol";
+    case cudaErrorInvalidDevicePointer: return "invalid device pointer";
+    case cudaErrorInvalidMemcpyDirection: return "invalid copy direction for memcpy";
+    case cudaErrorInvalidDeviceFunction: return "invalid device function";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorNotReady: return "device not ready";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
+    case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
+    case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorNotSupported: return "operation not supported";
+    case cudaErrorUnknown: return "unknown error";
+    default: return "unrecognized error code";
+  }
+}
+
+// ------------------------------- device ------------------------------------
+cudaError_t cudaGetDeviceCount(int* count) {
+  if (!count) return fail(cudaErrorInvalidValue, "cudaGetDeviceCount: null pointer");
+  *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* device) {
+  if (!device) return fail(cudaErrorInvalidValue, "cudaGetDevice: null pointer");
+  *device = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) {
+  if (device != 0)
+    return fail(cudaErrorInvalidDevice, "simcuda has one device, 0; asked for " +
+                                            std::to_string(device));
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp* p, int device) {
+  if (!p) return fail(cudaErrorInvalidValue, "cudaGetDeviceProperties: null pointer");
+  if (device != 0) return cudaSetDevice(device);
+  std::memset(p, 0, sizeof *p);
+  const int workers = simcuda::worker_count();
+  std::snprintf(p->name, sizeof p->name, "simcuda (CPU, %d worker%s)", workers,
+                workers == 1 ? "" : "s");
+  p->totalGlobalMem = simcuda::detail::physical_bytes();
+  p->sharedMemPerBlock = simcuda::detail::kDefaultSharedPerBlock;
+  p->sharedMemPerBlockOptin = simcuda::detail::kMaxSharedPerBlockOptin;
+  p->sharedMemPerMultiprocessor = 228 * 1024;
+  p->regsPerBlock = 65536;
+  p->regsPerMultiprocessor = 65536;
+  p->warpSize = 32;
+  p->memPitch = SIZE_MAX;
+  p->maxThreadsPerBlock = 1024;
+  p->maxThreadsDim[0] = 1024;
+  p->maxThreadsDim[1] = 1024;
+  p->maxThreadsDim[2] = 64;
+  p->maxGridSize[0] = 2147483647;
+  p->maxGridSize[1] = 65535;
+  p->maxGridSize[2] = 65535;
+  p->totalConstMem = 64 * 1024;
+  p->major = 9;  // the limits above are those of compute capability 9.0
+  p->minor = 0;
+  p->multiProcessorCount = workers;
+  p->maxThreadsPerMultiProcessor = 2048;
+  p->maxBlocksPerMultiProcessor = 32;
+  p->integrated = 1;
+  p->canMapHostMemory = 1;
+  p->unifiedAddressing = 1;
+  p->concurrentKernels = 0;  // launches run one at a time
+  p->asyncEngineCount = 0;   // copies do not overlap kernels
+  p->l2CacheSize = 1 << 20;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int device) {
+  if (!value) return fail(cudaErrorInvalidValue, "cudaDeviceGetAttribute: null pointer");
+  if (device != 0) return cudaSetDevice(device);
+  cudaDeviceProp p;
+  cudaGetDeviceProperties(&p, 0);
+  switch (attr) {
+    case cudaDevAttrMaxThreadsPerBlock: *value = p.maxThreadsPerBlock; break;
+    case cudaDevAttrMaxBlockDimX: *value = p.maxThreadsDim[0]; break;
+    case cudaDevAttrMaxBlockDimY: *value = p.maxThreadsDim[1]; break;
+    case cudaDevAttrMaxBlockDimZ: *value = p.maxThreadsDim[2]; break;
+    case cudaDevAttrMaxGridDimX: *value = p.maxGridSize[0]; break;
+    case cudaDevAttrMaxGridDimY: *value = p.maxGridSize[1]; break;
+    case cudaDevAttrMaxGridDimZ: *value = p.maxGridSize[2]; break;
+    case cudaDevAttrMaxSharedMemoryPerBlock: *value = int(p.sharedMemPerBlock); break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = int(p.sharedMemPerBlockOptin); break;
+    case cudaDevAttrWarpSize: *value = p.warpSize; break;
+    case cudaDevAttrMultiProcessorCount: *value = p.multiProcessorCount; break;
+    case cudaDevAttrComputeCapabilityMajor: *value = p.major; break;
+    case cudaDevAttrComputeCapabilityMinor: *value = p.minor; break;
+    default:
+      return fail(cudaErrorInvalidValue, "cudaDeviceGetAttribute: attribute " +
+                                             std::to_string(int(attr)) +
+                                             " is not described by simcuda");
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }  // all work is done already
+
+cudaError_t cudaDeviceReset(void) {
+  // Releases the cache of freed blocks; live allocations stay valid (a GPU
+  // would invalidate them, but a host program that still holds them would
+  // crash here rather than report an error, which helps nobody).
+  auto& M = simcuda::detail::memory();
+  std::lock_guard<std::mutex> lk(M.m);
+  for (auto& [cap, p] : M.cache) std::free(p);
+  M.cache.clear();
+  M.cached = 0;
+  simcuda::detail::t_error = {};
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
+  if (!free_bytes || !total) return fail(cudaErrorInvalidValue, "cudaMemGetInfo: null pointer");
+  *total = simcuda::detail::physical_bytes();
+  const size_t avail = size_t(sysconf(_SC_AVPHYS_PAGES)) * size_t(sysconf(_SC_PAGESIZE));
+  *free_bytes = std::min(avail, *total);
+  return cudaSuccess;
+}
+
+cudaError_t cudaRuntimeGetVersion(int* v) {
+  if (!v) return fail(cudaErrorInvalidValue, "cudaRuntimeGetVersion: null pointer");
+  *v = CUDART_VERSION;
+  return cudaSuccess;
+}
+cudaError_t cudaDriverGetVersion(int* v) { return cudaRuntimeGetVersion(v); }
+
+cudaError_t cudaFuncSetAttribute(const void* func, enum cudaFuncAttribute attr, int value) {
+  if (!func) return fail(cudaErrorInvalidDeviceFunction, "cudaFuncSetAttribute: null kernel");
+  switch (attr) {
+    case cudaFuncAttributeMaxDynamicSharedMemorySize:
+      if (simcuda::detail::set_max_dynamic_smem(func, value) != cudaSuccess)
+        return fail(cudaErrorInvalidValue,
+                    "cudaFuncSetAttribute: " + std::to_string(value) +
+                        " bytes of dynamic shared memory is more than the device's " +
+                        std::to_string(simcuda::detail::kMaxSharedPerBlockOptin));
+      return cudaSuccess;
+    case cudaFuncAttributePreferredSharedMemoryCarveout:
+      return cudaSuccess;  // a performance hint; nothing to do on the CPU
+    default:
+      return fail(cudaErrorInvalidValue, "cudaFuncSetAttribute: attribute " +
+                                             std::to_string(int(attr)) +
+                                             " is not supported by simcuda");
+  }
+}
+
+// ------------------------------- memory ------------------------------------
+cudaError_t cudaMalloc(void** p, size_t size) {
+  return simcuda::detail::allocate(p, size, simcuda::detail::Kind::device, "cudaMalloc");
+}
+cudaError_t cudaFree(void* p) {
+  return simcuda::detail::release(p, simcuda::detail::Kind::device, "cudaFree");
+}
+cudaError_t cudaMallocHost(void** p, size_t size) {
+  return simcuda::detail::allocate(p, size, simcuda::detail::Kind::pinned, "cudaMallocHost");
+}
+cudaError_t cudaHostAlloc(void** p, size_t size, unsigned int /*flags*/) {
+  return simcuda::detail::allocate(p, size, simcuda::detail::Kind::pinned, "cudaHostAlloc");
+}
+cudaError_t cudaFreeHost(void* p) {
+  return simcuda::detail::release(p, simcuda::detail::Kind::pinned, "cudaFreeHost");
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind) {
+  return simcuda::detail::copy(dst, src, count, kind, "cudaMemcpy");
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind,
+                            cudaStream_t stream) {
+  if (!simcuda::detail::valid_stream(stream))
+    return simcuda::detail::bad_stream(stream, "cudaMemcpyAsync");
+  return simcuda::detail::copy(dst, src, count, kind, "cudaMemcpyAsync");
+}
+cudaError_t cudaMemset(void* dst, int value, size_t count) {
+  return simcuda::detail::set_bytes(dst, value, count, "cudaMemset");
+}
+cudaError_t cudaMemsetAsync(void* dst, int value, size_t count, cudaStream_t stream) {
+  if (!simcuda::detail::valid_stream(stream))
+    return simcuda::detail::bad_stream(stream, "cudaMemsetAsync");
+  return simcuda::detail::set_bytes(dst, value, count, "cudaMemsetAsync");
+}
+
+cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes* a, const void* p) {
+  if (!a) return fail(cudaErrorInvalidValue, "cudaPointerGetAttributes: null pointer");
+  auto& M = simcuda::detail::memory();
+  std::lock_guard<std::mutex> lk(M.m);
+  const auto* found = M.find(p);
+  std::memset(a, 0, sizeof *a);
+  a->device = 0;
+  if (!found) {
+    a->type = cudaMemoryTypeUnregistered;
+    a->hostPointer = const_cast<void*>(p);
+  } else if (found->second.kind == simcuda::detail::Kind::device) {
+    a->type = cudaMemoryTypeDevice;
+    a->devicePointer = const_cast<void*>(p);
+  } else {
+    a->type = cudaMemoryTypeHost;
+    a->hostPointer = a->devicePointer = const_cast<void*>(p);
+  }
+  return cudaSuccess;
+}
+
+// __constant__ and __device__ variables are ordinary globals under g++.
+cudaError_t cudaMemcpyToSymbol(const void* symbol, const void* src, size_t count, size_t offset,
+                               enum cudaMemcpyKind kind) {
+  if (!symbol || !src) return fail(cudaErrorInvalidSymbol, "cudaMemcpyToSymbol: null pointer");
+  if (kind != cudaMemcpyHostToDevice && kind != cudaMemcpyDeviceToDevice &&
+      kind != cudaMemcpyDefault)
+    return fail(cudaErrorInvalidMemcpyDirection, "cudaMemcpyToSymbol: copy kind must be "
+                                                 "HostToDevice, DeviceToDevice or Default");
+  std::memmove(static_cast<char*>(const_cast<void*>(symbol)) + offset, src, count);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyFromSymbol(void* dst, const void* symbol, size_t count, size_t offset,
+                                 enum cudaMemcpyKind kind) {
+  if (!symbol || !dst) return fail(cudaErrorInvalidSymbol, "cudaMemcpyFromSymbol: null pointer");
+  if (kind != cudaMemcpyDeviceToHost && kind != cudaMemcpyDeviceToDevice &&
+      kind != cudaMemcpyDefault)
+    return fail(cudaErrorInvalidMemcpyDirection, "cudaMemcpyFromSymbol: copy kind must be "
+                                                 "DeviceToHost, DeviceToDevice or Default");
+  std::memmove(dst, static_cast<const char*>(symbol) + offset, count);
+  return cudaSuccess;
+}
+
+// ------------------------------- streams -----------------------------------
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
+  if (!s) return fail(cudaErrorInvalidValue, "cudaStreamCreate: null pointer");
+  *s = new CUstream_st{flags};
+  std::lock_guard<std::mutex> lk(simcuda::detail::handles().m);
+  simcuda::detail::handles().streams.insert(*s);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, 0); }
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  auto& H = simcuda::detail::handles();
+  std::lock_guard<std::mutex> lk(H.m);
+  if (!H.streams.erase(s)) return simcuda::detail::bad_stream(s, "cudaStreamDestroy");
+  delete s;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  if (!simcuda::detail::valid_stream(s))
+    return simcuda::detail::bad_stream(s, "cudaStreamSynchronize");
+  return cudaSuccess;
+}
+cudaError_t cudaStreamQuery(cudaStream_t s) {
+  if (!simcuda::detail::valid_stream(s)) return simcuda::detail::bad_stream(s, "cudaStreamQuery");
+  return cudaSuccess;  // nothing is ever pending
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int /*flags*/) {
+  if (!simcuda::detail::valid_stream(s))
+    return simcuda::detail::bad_stream(s, "cudaStreamWaitEvent");
+  if (!simcuda::detail::valid_event(e)) return simcuda::detail::bad_event(e, "cudaStreamWaitEvent");
+  return cudaSuccess;
+}
+
+// -------------------------------- events -----------------------------------
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int flags) {
+  if (!e) return fail(cudaErrorInvalidValue, "cudaEventCreate: null pointer");
+  *e = new CUevent_st{flags};
+  std::lock_guard<std::mutex> lk(simcuda::detail::handles().m);
+  simcuda::detail::handles().events.insert(*e);
+  return cudaSuccess;
+}
+cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, 0); }
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  auto& H = simcuda::detail::handles();
+  std::lock_guard<std::mutex> lk(H.m);
+  if (!H.events.erase(e)) return simcuda::detail::bad_event(e, "cudaEventDestroy");
+  delete e;
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+  if (!simcuda::detail::valid_event(e)) return simcuda::detail::bad_event(e, "cudaEventRecord");
+  if (!simcuda::detail::valid_stream(s)) return simcuda::detail::bad_stream(s, "cudaEventRecord");
+  e->recorded = true;
+  e->when = std::chrono::steady_clock::now();  // work before it on s is already done
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  if (!simcuda::detail::valid_event(e)) return simcuda::detail::bad_event(e, "cudaEventSynchronize");
+  return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+  if (!simcuda::detail::valid_event(e)) return simcuda::detail::bad_event(e, "cudaEventQuery");
+  return cudaSuccess;
+}
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (!ms) return fail(cudaErrorInvalidValue, "cudaEventElapsedTime: null pointer");
+  if (!simcuda::detail::valid_event(start)) return simcuda::detail::bad_event(start, "cudaEventElapsedTime");
+  if (!simcuda::detail::valid_event(end)) return simcuda::detail::bad_event(end, "cudaEventElapsedTime");
+  if ((start->flags | end->flags) & cudaEventDisableTiming)
+    return fail(cudaErrorInvalidResourceHandle,
+                "cudaEventElapsedTime: an event was created with cudaEventDisableTiming");
+  if (!start->recorded || !end->recorded)
+    return fail(cudaErrorInvalidResourceHandle,
+                "cudaEventElapsedTime: an event has not been recorded");
+  *ms = std::chrono::duration<float, std::milli>(end->when - start->when).count();
+  return cudaSuccess;
+}
+
+}  // extern "C"

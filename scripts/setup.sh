@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs every Debian package timbre needs to build, test and benchmark.
+# Idempotent: packages already present are left alone, and apt is not touched
+# at all when nothing is missing. Needs root (or sudo) only when installing.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config ccache
+  libboost-context-dev   # simcuda: fibers for the threads of a block
+  libopenblas-dev        # simcuda: cuBLAS subset
+  libfftw3-dev           # simcuda: cuFFT subset
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libcli11-dev libfmt-dev nlohmann-json3-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "setup: all ${#packages[@]} Debian packages present"
+fi
+
+# The CUDA toolkit is not a Debian package here: it must already be installed.
+if ! command -v nvcc >/dev/null 2>&1 && [[ ! -x /usr/local/cuda/bin/nvcc ]]; then
+  echo "setup: the CUDA toolkit (nvcc, headers, cuBLAS, cuFFT) is required but was not found;" >&2
+  echo "       install CUDA 12 or newer and put nvcc on PATH" >&2
+  exit 1
+fi

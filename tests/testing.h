@@ -1,0 +1,104 @@
+// testing.h: the one comparison helper and the random inputs every test uses.
+//
+//   EXPECT_TRUE(timbre::testing::all_close(got, ref, {.atol = 1e-5, .rtol = 1e-5}));
+//
+// passes when |got - ref| <= atol + rtol * |ref| everywhere; on failure the
+// message lists the first mismatches with their indices, the worst absolute
+// and relative errors, and the NMSE. NaN never compares close (except to NaN
+// when `nan_equal`). Tolerances are loosened only with a comment saying why.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#if TIMBRE_BACKEND_SIM
+#include "kernels/sim/control.h"
+#endif
+
+namespace timbre::testing {
+
+struct Tolerance {
+  double atol = 1e-6;
+  double rtol = 1e-5;
+  bool nan_equal = false;
+};
+
+template <class A, class B>
+::testing::AssertionResult all_close(const A& got, const B& ref, Tolerance tol = {},
+                                     int show = 8) {
+  if (got.size() != ref.size())
+    return ::testing::AssertionFailure()
+           << "size " << got.size() << " differs from reference size " << ref.size();
+  size_t bad = 0;
+  double worst_abs = 0, worst_rel = 0, err2 = 0, ref2 = 0;
+  std::ostringstream first;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double g = double(got[i]), r = double(ref[i]);
+    const double d = std::fabs(g - r);
+    bool ok;
+    if (std::isnan(g) || std::isnan(r)) {
+      ok = tol.nan_equal && std::isnan(g) && std::isnan(r);
+    } else {
+      ok = d <= tol.atol + tol.rtol * std::fabs(r);
+      worst_abs = std::max(worst_abs, d);
+      if (r != 0) worst_rel = std::max(worst_rel, d / std::fabs(r));
+      err2 += d * d;
+      ref2 += r * r;
+    }
+    if (!ok && bad++ < size_t(show))
+      first << "\n  [" << i << "] got " << g << ", expected " << r << " (diff " << d << ")";
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << bad << " of " << got.size() << " values differ beyond atol " << tol.atol
+         << " + rtol " << tol.rtol << "*|ref|; worst abs " << worst_abs << ", worst rel "
+         << worst_rel << ", NMSE " << (ref2 > 0 ? err2 / ref2 : err2) << first.str();
+}
+
+// Uniform values in [lo, hi) from a fixed seed. Never all zeros: a kernel
+// that ignores its input must not pass by accident.
+inline std::vector<float> random_floats(size_t n, uint64_t seed, float lo = -1.f, float hi = 1.f) {
+  std::mt19937_64 g(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(g);
+  return v;
+}
+
+inline std::vector<int> random_ints(size_t n, uint64_t seed, int lo, int hi) {
+  std::mt19937_64 g(seed);
+  std::uniform_int_distribution<int> u(lo, hi);
+  std::vector<int> v(n);
+  for (auto& x : v) x = u(g);
+  return v;
+}
+
+// Runs `body(label)` under several simcuda thread orders (forward, reverse,
+// random) with two workers, so a missing barrier cannot hide behind one
+// order. On a GPU it runs once, in whatever order the hardware picks.
+template <class F>
+void for_each_thread_order(F&& body) {
+#if TIMBRE_BACKEND_SIM
+  const std::pair<simcuda::Order, uint64_t> orders[] = {
+      {simcuda::Order::forward, 1}, {simcuda::Order::reverse, 1}, {simcuda::Order::random, 5}};
+  for (auto [order, seed] : orders) {
+    simcuda::Options o = simcuda::options();
+    o.order = order;
+    o.seed = seed;
+    o.workers = 2;
+    simcuda::ScopedOptions scope(o);
+    SCOPED_TRACE("thread order " + simcuda::describe(order, seed));
+    body();
+  }
+#else
+  body();
+#endif
+}
+
+}  // namespace timbre::testing
