@@ -162,6 +162,7 @@ struct Job {
   Options opt;
   bool fast_path;
   unsigned nblocks;
+  unsigned grain = 1;  // blocks a worker takes at a time
   std::atomic<unsigned> next{0};
   std::atomic<bool> failed{false};
   std::mutex error_mutex;
@@ -535,9 +536,15 @@ void work(Job* j) {
   tc.dynamic_smem = j->smem ? w->smem : nullptr;
   tc.bdim = uint3{j->block.x, j->block.y, j->block.z};
   tc.gdim = uint3{j->grid.x, j->grid.y, j->grid.z};
-  for (unsigned b; !j->failed.load(std::memory_order_relaxed) &&
-                   (b = j->next.fetch_add(1, std::memory_order_relaxed)) < j->nblocks;)
-    run_block(w, b);
+  // Blocks are taken in runs of `grain` so that workers do not fight over
+  // the counter's cache line for every small block.
+  for (unsigned first; !j->failed.load(std::memory_order_relaxed) &&
+                       (first = j->next.fetch_add(j->grain, std::memory_order_relaxed)) <
+                           j->nblocks;) {
+    const unsigned last = std::min(j->nblocks, first + j->grain);
+    for (unsigned b = first; b < last && !j->failed.load(std::memory_order_relaxed); ++b)
+      run_block(w, b);
+  }
   w->job = nullptr;
 }
 
@@ -742,7 +749,9 @@ cudaError_t launch(const KernelThunks& k, void* args, dim3 grid, dim3 block, siz
   j.opt = options();
   j.fast_path = fast && j.opt.fast_path;
   j.nblocks = grid.x * grid.y * grid.z;
-  pool(resolve_workers(j.opt)).run(&j);
+  const int workers = resolve_workers(j.opt);
+  j.grain = std::max(1u, j.nblocks / (8u * unsigned(workers)));
+  pool(workers).run(&j);
   if (j.disable_fast_path) {
     std::lock_guard<std::mutex> lk(g_kernels_mutex);
     kernels()[k.key].no_fast_path = true;
