@@ -133,8 +133,10 @@ __global__ void shuffles(const float* in, float* out, int kind, int arg, int wid
   out[t] = r;
 }
 
-// What the CUDA programming guide says each lane receives.
-float shuffle_ref(const std::vector<float>& in, int t, int kind, int arg, int width, int n) {
+// What the CUDA programming guide says each lane receives, or -1 when the
+// source lane does not exist (the last warp of the block is partial): the
+// result is undefined then, and the test does not look at it.
+int shuffle_source(int t, int kind, int arg, int width, int n) {
   const int lane = t % 32, base = t - lane, seg = lane / width * width;
   int src;
   switch (kind) {
@@ -143,23 +145,27 @@ float shuffle_ref(const std::vector<float>& in, int t, int kind, int arg, int wi
     case kDown: src = lane + arg < seg + width ? lane + arg : lane; break;
     default: src = (lane ^ arg) < seg + width ? lane ^ arg : lane; break;  // earlier segments allowed
   }
-  // A partial warp: lanes past the block's end do not exist; the tests pick
-  // arguments whose sources exist.
-  EXPECT_LT(base + src, n);
-  return in[base + src];
+  return base + src < n ? base + src : -1;
 }
 
 TEST_P(Executor, ShufflesWithWidthsAndPartialWarps) {
-  const int n = 64;  // two full warps
+  const int n = 56;  // a full warp and one of 24 lanes
   const auto in = random_floats(n, 3);
   DeviceBuffer<float> d_in(in), d_out(n);
   for (int width : {32, 16, 8, 4, 2})
     for (int kind : {kIdx, kUp, kDown, kXor})
-      for (int arg : {1, 3, width - 1}) {
+      for (int arg : {1, 3, width - 1, 21}) {
         LAUNCH(shuffles, 1, n, 0, nullptr, d_in.get(), d_out.get(), kind, arg, width);
-        std::vector<float> want(n);
-        for (int t = 0; t < n; ++t) want[t] = shuffle_ref(in, t, kind, arg, width, n);
-        EXPECT_EQ(d_out.to_host(), want) << "kind " << kind << " arg " << arg << " width " << width;
+        const auto got = d_out.to_host();
+        int checked = 0;
+        for (int t = 0; t < n; ++t) {
+          const int src = shuffle_source(t, kind, arg, width, n);
+          if (src < 0) continue;
+          EXPECT_EQ(got[t], in[src]) << "thread " << t << " kind " << kind << " arg " << arg
+                                     << " width " << width;
+          ++checked;
+        }
+        EXPECT_GE(checked, 32);  // at least the full warp
       }
 }
 
