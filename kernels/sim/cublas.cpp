@@ -46,9 +46,10 @@ CBLAS_TRANSPOSE to_cblas(cublasOperation_t op) {
 
 // The checks cuBLAS documents for cublas<t>gemm, in its order: the handle,
 // then the values.
+template <class T>
 cublasStatus_t check_gemm(cublasHandle_t handle, cublasOperation_t transa,
-                          cublasOperation_t transb, int m, int n, int k, const float* alpha,
-                          int lda, int ldb, const float* beta, int ldc) {
+                          cublasOperation_t transb, int m, int n, int k, const T* alpha,
+                          int lda, int ldb, const T* beta, int ldc) {
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
   if (!valid_op(transa) || !valid_op(transb)) return CUBLAS_STATUS_INVALID_VALUE;
   if (m < 0 || n < 0 || k < 0) return CUBLAS_STATUS_INVALID_VALUE;
@@ -61,27 +62,66 @@ cublasStatus_t check_gemm(cublasHandle_t handle, cublasOperation_t transa,
 }
 
 // C = beta * C on the m x n block; beta == 0 writes zeros without reading C.
-void scale_c(int m, int n, float beta, float* C, int ldc) {
+template <class T>
+void scale_c(int m, int n, T beta, T* C, int ldc) {
   for (int j = 0; j < n; ++j) {
-    float* col = C + int64_t(j) * ldc;
-    if (beta == 0.f)
-      std::fill(col, col + m, 0.f);
-    else if (beta != 1.f)
+    T* col = C + int64_t(j) * ldc;
+    if (beta == T(0))
+      std::fill(col, col + m, T(0));
+    else if (beta != T(1))
       for (int i = 0; i < m; ++i) col[i] *= beta;
   }
 }
 
+void cblas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, float alpha,
+                const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+  cblas_sgemm(CblasColMajor, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+void cblas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, double alpha,
+                const double* A, int lda, const double* B, int ldb, double beta, double* C,
+                int ldc) {
+  cblas_dgemm(CblasColMajor, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 // One GEMM after the checks passed.
-void gemm(cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k, float alpha,
-          const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc) {
-  if (m == 0 || n == 0) return;  // empty C: nothing to do
-  if (k == 0 || alpha == 0.f) {  // op(A) * op(B) contributes nothing: A and B unread
+template <class T>
+void gemm(cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k, T alpha,
+          const T* A, int lda, const T* B, int ldb, T beta, T* C, int ldc) {
+  if (m == 0 || n == 0) return;     // empty C: nothing to do
+  if (k == 0 || alpha == T(0)) {    // op(A) * op(B) contributes nothing: A and B unread
     scale_c(m, n, beta, C, ldc);
     return;
   }
-  if (beta == 0.f) scale_c(m, n, 0.f, C, ldc);  // so NaN in C cannot leak
-  cblas_sgemm(CblasColMajor, to_cblas(transa), to_cblas(transb), m, n, k, alpha, A, lda, B, ldb,
-              beta, C, ldc);
+  if (beta == T(0)) scale_c(m, n, T(0), C, ldc);  // so NaN in C cannot leak
+  cblas_gemm(to_cblas(transa), to_cblas(transb), m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+template <class T>
+cublasStatus_t gemm_call(cublasHandle_t handle, cublasOperation_t transa,
+                         cublasOperation_t transb, int m, int n, int k, const T* alpha,
+                         const T* A, int lda, const T* B, int ldb, const T* beta, T* C, int ldc) {
+  const cublasStatus_t s = check_gemm(handle, transa, transb, m, n, k, alpha, lda, ldb, beta, ldc);
+  if (s != CUBLAS_STATUS_SUCCESS) return s;
+  gemm(transa, transb, m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc);
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+// Batch i multiplies A + i*strideA by B + i*strideB into C + i*strideC
+// (strides in elements, 64-bit).
+template <class T>
+cublasStatus_t gemm_strided_batched_call(cublasHandle_t handle, cublasOperation_t transa,
+                                         cublasOperation_t transb, int m, int n, int k,
+                                         const T* alpha, const T* A, int lda, long long strideA,
+                                         const T* B, int ldb, long long strideB, const T* beta,
+                                         T* C, int ldc, long long strideC, int batchCount) {
+  const cublasStatus_t s = check_gemm(handle, transa, transb, m, n, k, alpha, lda, ldb, beta, ldc);
+  if (s != CUBLAS_STATUS_SUCCESS) return s;
+  if (batchCount < 0) return CUBLAS_STATUS_INVALID_VALUE;
+  const T a = *alpha, b = *beta;
+  for (int i = 0; i < batchCount; ++i)
+    gemm(transa, transb, m, n, k, a, A + i * strideA, lda, B + i * strideB, ldb, b,
+         C + i * strideC, ldc);
+  return CUBLAS_STATUS_SUCCESS;
 }
 
 }  // namespace
@@ -190,28 +230,34 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa,
                            cublasOperation_t transb, int m, int n, int k, const float* alpha,
                            const float* A, int lda, const float* B, int ldb, const float* beta,
                            float* C, int ldc) {
-  const cublasStatus_t s = check_gemm(handle, transa, transb, m, n, k, alpha, lda, ldb, beta, ldc);
-  if (s != CUBLAS_STATUS_SUCCESS) return s;
-  gemm(transa, transb, m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc);
-  return CUBLAS_STATUS_SUCCESS;
+  return gemm_call(handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-// Batch i multiplies A + i*strideA by B + i*strideB into C + i*strideC
-// (strides in elements, 64-bit).
+cublasStatus_t cublasDgemm(cublasHandle_t handle, cublasOperation_t transa,
+                           cublasOperation_t transb, int m, int n, int k, const double* alpha,
+                           const double* A, int lda, const double* B, int ldb,
+                           const double* beta, double* C, int ldc) {
+  return gemm_call(handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t handle, cublasOperation_t transa,
                                          cublasOperation_t transb, int m, int n, int k,
                                          const float* alpha, const float* A, int lda,
                                          long long int strideA, const float* B, int ldb,
                                          long long int strideB, const float* beta, float* C,
                                          int ldc, long long int strideC, int batchCount) {
-  const cublasStatus_t s = check_gemm(handle, transa, transb, m, n, k, alpha, lda, ldb, beta, ldc);
-  if (s != CUBLAS_STATUS_SUCCESS) return s;
-  if (batchCount < 0) return CUBLAS_STATUS_INVALID_VALUE;
-  const float a = *alpha, b = *beta;
-  for (int i = 0; i < batchCount; ++i)
-    gemm(transa, transb, m, n, k, a, A + i * strideA, lda, B + i * strideB, ldb, b,
-         C + i * strideC, ldc);
-  return CUBLAS_STATUS_SUCCESS;
+  return gemm_strided_batched_call(handle, transa, transb, m, n, k, alpha, A, lda, strideA, B,
+                                   ldb, strideB, beta, C, ldc, strideC, batchCount);
+}
+
+cublasStatus_t cublasDgemmStridedBatched(cublasHandle_t handle, cublasOperation_t transa,
+                                         cublasOperation_t transb, int m, int n, int k,
+                                         const double* alpha, const double* A, int lda,
+                                         long long int strideA, const double* B, int ldb,
+                                         long long int strideB, const double* beta, double* C,
+                                         int ldc, long long int strideC, int batchCount) {
+  return gemm_strided_batched_call(handle, transa, transb, m, n, k, alpha, A, lda, strideA, B,
+                                   ldb, strideB, beta, C, ldc, strideC, batchCount);
 }
 
 }  // extern "C"

@@ -447,3 +447,67 @@ TEST(CublasStatus, EveryStatusHasANameAndADescription) {
 }
 
 }  // namespace
+
+// Double precision (used by the engine's finite-difference gradient checks):
+// every transpose case with padded leading dimensions, and strided batches,
+// against a plain loop. Both sides accumulate in double over k <= 13 terms
+// of magnitude <= 1, so they agree to ~1e-15.
+namespace {
+void naive_dgemm(bool ta, bool tb, int m, int n, int k, double alpha, const std::vector<double>& A,
+                 int lda, const std::vector<double>& B, int ldb, double beta,
+                 std::vector<double>& C, int ldc) {
+  for (int j = 0; j < n; ++j)
+    for (int i = 0; i < m; ++i) {
+      double acc = 0;
+      for (int p = 0; p < k; ++p)
+        acc += (ta ? A[size_t(i) * lda + p] : A[size_t(p) * lda + i]) *
+               (tb ? B[size_t(p) * ldb + j] : B[size_t(j) * ldb + p]);
+      C[size_t(j) * ldc + i] = alpha * acc + beta * C[size_t(j) * ldc + i];
+    }
+}
+std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+}  // namespace
+
+TEST(CublasDouble, DgemmEveryTransposeAndStridedBatched) {
+  cublasHandle_t h;
+  ASSERT_EQ(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
+  const int m = 7, n = 5, k = 13, batches = 3;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      const int lda = (ta ? k : m) + 2, ldb = (tb ? n : k) + 1, ldc = m + 3;
+      const size_t sa = size_t(lda) * (ta ? m : k) + 5, sb = size_t(ldb) * (tb ? k : n) + 4,
+                   sc = size_t(ldc) * n + 6;
+      const auto A = to_double(random_floats(sa * batches, 1));
+      const auto B = to_double(random_floats(sb * batches, 2));
+      auto C = to_double(random_floats(sc * batches, 3));
+      DeviceBuffer<double> dA(A), dB(B), dC(C);
+      const double alpha = 0.75, beta = -0.5;
+      const cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+      ASSERT_EQ(cublasDgemmStridedBatched(h, oa, ob, m, n, k, &alpha, dA.get(), lda, (long long)sa,
+                                          dB.get(), ldb, (long long)sb, &beta, dC.get(), ldc,
+                                          (long long)sc, batches),
+                CUBLAS_STATUS_SUCCESS);
+      std::vector<double> want = C;
+      for (int b = 0; b < batches; ++b) {
+        std::vector<double> a(A.begin() + b * sa, A.begin() + (b + 1) * sa),
+            bb(B.begin() + b * sb, B.begin() + (b + 1) * sb),
+            c(want.begin() + b * sc, want.begin() + (b + 1) * sc);
+        naive_dgemm(ta, tb, m, n, k, alpha, a, lda, bb, ldb, beta, c, ldc);
+        std::copy(c.begin(), c.end(), want.begin() + b * sc);
+      }
+      EXPECT_TRUE(all_close(dC.to_host(), want, {1e-13, 1e-13})) << "ta " << ta << " tb " << tb;
+      // The single-matrix call equals batch 0.
+      DeviceBuffer<double> dC1(C);
+      ASSERT_EQ(cublasDgemm(h, oa, ob, m, n, k, &alpha, dA.get(), lda, dB.get(), ldb, &beta,
+                            dC1.get(), ldc),
+                CUBLAS_STATUS_SUCCESS);
+      const auto got1 = dC1.to_host();
+      EXPECT_TRUE(all_close(std::vector<double>(got1.begin(), got1.begin() + sc),
+                            std::vector<double>(want.begin(), want.begin() + sc), {1e-13, 1e-13}));
+      int bad_ld = 0;
+      EXPECT_EQ(cublasDgemm(h, oa, ob, m, n, k, &alpha, dA.get(), bad_ld, dB.get(), ldb, &beta,
+                            dC1.get(), ldc),
+                CUBLAS_STATUS_INVALID_VALUE);
+    }
+  cublasDestroy(h);
+}

@@ -1,0 +1,131 @@
+#include "engine/autograd.h"
+
+#include <unordered_set>
+
+namespace timbre {
+
+struct Variable::Node {
+  Tensor value;
+  Tensor grad;
+  bool requires_grad = false;
+  const char* op = "leaf";
+  Inputs inputs;        // empty for leaves and after backward
+  BackwardFn backward;  // empty for leaves
+  ~Node();
+};
+
+// Destroying the last reference to a long chain (a graph never passed to
+// backward) would recurse once per node; unlink iteratively instead.
+Variable::Node::~Node() {
+  std::vector<std::shared_ptr<Node>> pending;
+  auto take = [&](Inputs& in) {
+    for (Variable& v : in)
+      if (v.node_ && v.node_.use_count() == 1) pending.push_back(std::move(v.node_));
+    in.clear();
+  };
+  take(inputs);
+  while (!pending.empty()) {
+    std::shared_ptr<Node> n = std::move(pending.back());
+    pending.pop_back();
+    take(n->inputs);
+  }  // n is destroyed here, with no inputs left to recurse into
+}
+
+namespace {
+thread_local bool t_grad_enabled = true;
+}
+
+bool grad_enabled() { return t_grad_enabled; }
+NoGradGuard::NoGradGuard() : saved_(t_grad_enabled) { t_grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { t_grad_enabled = saved_; }
+
+Variable::Variable(Tensor value, bool requires_grad) : node_(std::make_shared<Node>()) {
+  if (requires_grad) check_float("Variable", value);
+  node_->value = std::move(value);
+  node_->requires_grad = requires_grad;
+}
+
+Variable Variable::from_op(const char* op, Tensor value, Inputs inputs, BackwardFn backward) {
+  Variable v(std::move(value));
+  v.node_->op = op;
+  bool any = false;
+  for (const Variable& in : inputs) any |= in.defined() && in.requires_grad();
+  if (any && t_grad_enabled) {
+    v.node_->requires_grad = true;
+    v.node_->inputs = std::move(inputs);
+    v.node_->backward = std::move(backward);
+  }
+  return v;
+}
+
+const Tensor& Variable::value() const {
+  if (!node_) throw ShapeError("Variable: used before being given a value");
+  return node_->value;
+}
+bool Variable::requires_grad() const { return node_ && node_->requires_grad; }
+const char* Variable::op() const { return node_ ? node_->op : "undefined"; }
+const Tensor& Variable::grad() const {
+  if (!node_) throw ShapeError("Variable: used before being given a value");
+  return node_->grad;
+}
+void Variable::zero_grad() {
+  if (node_) node_->grad = Tensor();
+}
+
+Tensor& Variable::grad_for_update(bool* accumulate) {
+  Node& n = *node_;
+  *accumulate = n.grad.defined();
+  if (!n.grad.defined()) n.grad = Tensor::empty(n.value.shape(), n.value.dtype());
+  return n.grad;
+}
+
+void Variable::backward() {
+  if (value().numel() != 1)
+    throw ShapeError(std::string("backward: without a seed the output must hold one element; ") +
+                     op() + " gave " + value().str());
+  backward(Tensor::full(value().shape(), 1.0, value().dtype()));
+}
+
+void Variable::backward(const Tensor& seed) {
+  check_same_shape("backward", value(), seed);
+  if (!requires_grad())
+    throw ShapeError(std::string("backward: ") + op() +
+                     " does not depend on any Variable that requires a gradient");
+  if (!node_->backward && std::string(node_->op) != "leaf")
+    throw ShapeError(std::string("backward: the graph of ") + op() +
+                     " was released by an earlier backward()");
+
+  // Topological order by an iterative depth-first search (deep graphs, such
+  // as a GRU unrolled over time, must not overflow the stack).
+  // `order` owns its nodes: releasing a node's inputs below must not free a
+  // node the walk has still to visit.
+  std::vector<std::shared_ptr<Node>> order;
+  std::unordered_set<Node*> seen;
+  std::vector<std::pair<std::shared_ptr<Node>, size_t>> stack{{node_, 0}};
+  seen.insert(node_.get());
+  while (!stack.empty()) {
+    auto& [n, next] = stack.back();
+    if (next < n->inputs.size()) {
+      const std::shared_ptr<Node>& in = n->inputs[next++].node_;
+      if (in && in->requires_grad && seen.insert(in.get()).second) stack.push_back({in, 0});
+    } else {
+      order.push_back(n);
+      stack.pop_back();
+    }
+  }
+
+  // Seed, then outputs before inputs.
+  node_->grad = seed.clone();
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    Node* n = it->get();
+    if (!n->backward) continue;  // a leaf
+    if (n->grad.defined()) n->backward(n->grad, n->inputs);
+    // Release the graph as we go: activations and non-leaf gradients are
+    // freed as soon as their gradients have been passed on.
+    n->inputs.clear();
+    n->backward = nullptr;
+    n->grad = Tensor();
+  }
+}
+
+}  // namespace timbre

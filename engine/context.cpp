@@ -1,0 +1,21 @@
+#include "engine/context.h"
+
+#include "kernels/cuda_check.h"
+
+namespace timbre {
+
+cudaStream_t stream() { return nullptr; }  // the default stream
+
+cublasHandle_t cublas() {
+  static cublasHandle_t h = [] {
+    cublasHandle_t handle;
+    CUBLAS_CHECK(cublasCreate(&handle));
+    CUBLAS_CHECK(cublasSetStream(handle, stream()));
+    // Exact FP32 (no TF32) so results match the CPU references and PyTorch.
+    CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
+    return handle;
+  }();
+  return h;
+}
+
+}  // namespace timbre

@@ -1,0 +1,15 @@
+// context.h: the device state every op uses: the stream work is issued on
+// and the cuBLAS handle. One of each per process for now; every op runs on
+// the same stream, so ops are ordered and the allocator can reuse a block
+// as soon as its tensor is gone.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+namespace timbre {
+
+cudaStream_t stream();
+cublasHandle_t cublas();
+
+}  // namespace timbre

@@ -1,0 +1,140 @@
+// Ops: forward against the kernels' CPU references through the engine, and
+// every backward rule against finite differences in double.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "engine/ops.h"
+#include "kernels/activation.cuh"
+#include "kernels/softmax.cuh"
+#include "tests/engine/gradcheck.h"
+#include "tests/testing.h"
+
+namespace {
+
+using timbre::DType;
+using timbre::Shape;
+using timbre::ShapeError;
+using timbre::Tensor;
+using timbre::Variable;
+using timbre::testing::gradcheck;
+namespace ops = timbre::ops;
+
+// Random doubles in [lo, hi), kept at least `gap` away from 0 (the kink of
+// relu and elu) so that finite differences never straddle it.
+Tensor random_f64(const Shape& s, uint64_t seed, double lo = -2, double hi = 2, double gap = 0.05) {
+  auto f = timbre::testing::random_floats(size_t(s.numel()), seed, float(lo), float(hi));
+  std::vector<double> d(f.begin(), f.end());
+  for (double& v : d)
+    if (std::fabs(v) < gap) v = v < 0 ? -gap : gap;
+  return Tensor::from_host(s, d);
+}
+
+TEST(Ops, ActivationGradients) {
+  const Tensor x = random_f64(Shape{3, 5, 7}, 1);
+  EXPECT_TRUE(gradcheck([](auto& in) { return ops::relu(in[0]); }, {x}));
+  EXPECT_TRUE(gradcheck([](auto& in) { return ops::elu(in[0], 0.7); }, {x}));
+  EXPECT_TRUE(gradcheck([](auto& in) { return ops::tanh(in[0]); }, {x}));
+  EXPECT_TRUE(gradcheck([](auto& in) { return ops::sigmoid(in[0]); }, {x}));
+}
+
+TEST(Ops, AddGradients) {
+  const Tensor a = random_f64(Shape{4, 3}, 2), b = random_f64(Shape{4, 3}, 3);
+  EXPECT_TRUE(gradcheck([](auto& in) { return ops::add(in[0], in[1]); }, {a, b}));
+  EXPECT_THROW(ops::add(Variable(a), Variable(random_f64(Shape{3, 4}, 4))), ShapeError);
+}
+
+TEST(Ops, LinearGradients) {
+  const Tensor x = random_f64(Shape{5, 7}, 5), w = random_f64(Shape{3, 7}, 6),
+               b = random_f64(Shape{3}, 7);
+  EXPECT_TRUE(gradcheck([](auto& in) { return ops::linear(in[0], in[1], in[2]); }, {x, w, b}));
+  EXPECT_TRUE(gradcheck([](auto& in) { return ops::linear(in[0], in[1], Variable()); }, {x, w}));
+  // A composite: a two-layer perceptron with tanh in between.
+  const Tensor w2 = random_f64(Shape{2, 3}, 8);
+  EXPECT_TRUE(gradcheck(
+      [](auto& in) { return ops::linear(ops::tanh(ops::linear(in[0], in[1], in[2])), in[3], Variable()); },
+      {x, w, b, w2}));
+}
+
+TEST(Ops, LinearForwardMatchesLoops) {
+  const int N = 9, in = 13, out = 6;
+  const auto xs = timbre::testing::random_floats(N * in, 11), ws = timbre::testing::random_floats(out * in, 12),
+             bs = timbre::testing::random_floats(out, 13);
+  Variable y = ops::linear(Variable(Tensor::from_host(Shape{N, in}, xs)),
+                           Variable(Tensor::from_host(Shape{out, in}, ws)),
+                           Variable(Tensor::from_host(Shape{out}, bs)));
+  EXPECT_EQ(y.value().shape(), (Shape{N, out}));
+  std::vector<double> want(N * out);
+  for (int n = 0; n < N; ++n)
+    for (int o = 0; o < out; ++o) {
+      double acc = bs[o];
+      for (int i = 0; i < in; ++i) acc += double(xs[n * in + i]) * ws[o * in + i];
+      want[n * out + o] = acc;
+    }
+  // float GEMM over 13 products of magnitude <= 1 against double: 1e-5.
+  EXPECT_TRUE(timbre::testing::all_close(y.value().to_host<float>(), want, {1e-5, 1e-5}));
+}
+
+TEST(Ops, LinearShapeErrorsNameTheShapes) {
+  Variable x(Tensor::zeros(Shape{4, 5})), w(Tensor::zeros(Shape{3, 6}));
+  try {
+    ops::linear(x, w, Variable());
+    FAIL();
+  } catch (const ShapeError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("linear"), std::string::npos) << m;
+    EXPECT_NE(m.find("f32(4, 5)"), std::string::npos) << m;
+    EXPECT_NE(m.find("f32(3, 6)"), std::string::npos) << m;
+  }
+}
+
+TEST(Ops, ActivationForwardMatchesReferenceInFloat) {
+  const auto xs = timbre::testing::random_floats(1001, 21, -5, 5);
+  Variable x(Tensor::from_host(Shape{7, 11, 13}, xs));
+  const auto got = ops::elu(x, 1.0).value().to_host<float>();
+  std::vector<float> want(xs.size());
+  timbre::kernels::activation_forward_cpu<float>(timbre::kernels::Activation::elu, xs.data(),
+                                                 want.data(), (long long)xs.size(), 1.f);
+  // expf differs between libm and a GPU by a few ulp.
+  EXPECT_TRUE(timbre::testing::all_close(got, want, {1e-6, 1e-6}));
+}
+
+TEST(Ops, SoftmaxGradients) {
+  const Tensor x = random_f64(Shape{3, 5, 7}, 31, -3, 3, 0);
+  EXPECT_TRUE(gradcheck([](auto& in) { return ops::softmax(in[0]); }, {x}));
+  EXPECT_TRUE(gradcheck([](auto& in) { return ops::log_softmax(in[0]); }, {x}));
+}
+
+TEST(Ops, CrossEntropyGradientAndValue) {
+  const Tensor logits = random_f64(Shape{5, 8}, 41, -3, 3, 0);
+  const Tensor labels = Tensor::from_host(Shape{5}, std::vector<int32_t>{0, 7, 3, 3, 5});
+  EXPECT_TRUE(gradcheck([&](auto& in) { return ops::cross_entropy(in[0], labels); }, {logits}));
+  // The value: mean of -log softmax at the label, from the kernels' reference.
+  const auto x = logits.to_host<double>();
+  const std::vector<int> l{0, 7, 3, 3, 5};
+  const double want = timbre::kernels::cross_entropy_forward_cpu<double>(
+      x.data(), l.data(), 5, 8, nullptr, nullptr, nullptr);
+  const double got = ops::cross_entropy(Variable(logits), labels).value().to_host<double>()[0];
+  EXPECT_NEAR(got, want, 1e-14 * std::fabs(want));
+  // Composite: a linear classifier's loss, through log-softmax-free CE.
+  const Tensor feats = random_f64(Shape{5, 6}, 42), w = random_f64(Shape{8, 6}, 43);
+  EXPECT_TRUE(gradcheck(
+      [&](auto& in) { return ops::cross_entropy(ops::linear(in[0], in[1], Variable()), labels); },
+      {feats, w}));
+}
+
+TEST(Ops, CrossEntropyRejectsBadLabels) {
+  Variable logits(Tensor::zeros(Shape{3, 4}));
+  const Tensor labels = Tensor::from_host(Shape{3}, std::vector<int32_t>{0, 4, -1});
+  try {
+    ops::cross_entropy(logits, labels);
+    FAIL();
+  } catch (const ShapeError& e) {
+    EXPECT_NE(std::string(e.what()).find("2 of 3 labels are outside [0, 4)"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(ops::cross_entropy(logits, Tensor::zeros(Shape{4}, DType::i32)), ShapeError);
+  EXPECT_THROW(ops::cross_entropy(logits, Tensor::zeros(Shape{3}, DType::f32)), ShapeError);
+}
+
+}  // namespace
