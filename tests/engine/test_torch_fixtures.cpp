@@ -1,0 +1,92 @@
+// The engine's ops against PyTorch: golden inputs, outputs and gradients
+// written by tests/fixtures/make_engine_fixtures.py (torch on the CPU,
+// float32). Each case runs the op forward, backpropagates the saved
+// grad_output, and compares the output and every gradient.
+//
+// Tolerance: relative error <= 1e-5 in the norm sense,
+//   max_i |got_i - ref_i| <= 1e-5 * max_i |ref_i|  (+ 1e-7 absolute),
+// because two float32 implementations that sum in different orders agree to
+// a few ulp of the largest terms, not of each (possibly cancelled) element.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "engine/ops.h"
+#include "tests/fixtures/npy.h"
+
+namespace {
+
+using timbre::Shape;
+using timbre::Tensor;
+using timbre::Variable;
+namespace ops = timbre::ops;
+
+std::string dir(const std::string& c) { return std::string(TIMBRE_FIXTURES_DIR) + "/engine/" + c + "/"; }
+
+Tensor load(const std::string& c, const std::string& name) {
+  const auto a = timbre::testing::load_npy(dir(c) + name + ".npy");
+  if (a.dtype == "<i4" || a.dtype == "<i8")
+    return Tensor::from_host(Shape(a.shape), a.as<int32_t>());
+  return Tensor::from_host(Shape(a.shape), a.as<float>());
+}
+
+::testing::AssertionResult close_to_torch(const Tensor& got, const std::string& c,
+                                          const std::string& name) {
+  const auto ref = timbre::testing::load_npy(dir(c) + name + ".npy").as<double>();
+  if (!got.defined()) return ::testing::AssertionFailure() << name << ": no tensor";
+  const auto g = got.to_host<float>();
+  if (g.size() != ref.size())
+    return ::testing::AssertionFailure() << name << ": " << g.size() << " values, torch has "
+                                         << ref.size();
+  double scale = 0, worst = 0;
+  size_t at = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    scale = std::max(scale, std::fabs(ref[i]));
+    const double d = std::fabs(g[i] - ref[i]);
+    if (!(d <= worst)) worst = d, at = i;
+  }
+  if (worst <= 1e-5 * scale + 1e-7) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << c << "/" << name << ": max |diff| " << worst << " at ["
+                                       << at << "] (timbre " << g[at] << ", torch " << ref[at]
+                                       << "), scale " << scale;
+}
+
+// Runs y = f(inputs), backpropagates grad_output, checks y and the gradients.
+template <class F>
+void check_case(const std::string& c, const std::vector<std::string>& names, F f) {
+  SCOPED_TRACE(c);
+  std::vector<Variable> in;
+  for (const auto& n : names) in.emplace_back(load(c, n), true);
+  Variable y = f(in);
+  EXPECT_TRUE(close_to_torch(y.value(), c, "output"));
+  y.backward(load(c, "grad_output").reshape(y.value().shape().dims()));
+  for (size_t i = 0; i < names.size(); ++i)
+    EXPECT_TRUE(close_to_torch(in[i].grad(), c, "grad_" + names[i]));
+}
+
+TEST(TorchFixtures, Linear) {
+  for (const char* c : {"linear_head", "linear_parallel_head", "linear_embedding"})
+    check_case(c, {"x", "weight", "bias"}, [](auto& v) { return ops::linear(v[0], v[1], v[2]); });
+}
+
+TEST(TorchFixtures, Activations) {
+  check_case("relu", {"x"}, [](auto& v) { return ops::relu(v[0]); });
+  check_case("elu", {"x"}, [](auto& v) { return ops::elu(v[0], 1.0); });
+  check_case("tanh", {"x"}, [](auto& v) { return ops::tanh(v[0]); });
+  check_case("sigmoid", {"x"}, [](auto& v) { return ops::sigmoid(v[0]); });
+}
+
+TEST(TorchFixtures, SoftmaxAndLogSoftmax) {
+  check_case("softmax_time", {"x"}, [](auto& v) { return ops::softmax(v[0]); });
+  check_case("log_softmax_classes", {"x"}, [](auto& v) { return ops::log_softmax(v[0]); });
+}
+
+TEST(TorchFixtures, CrossEntropy) {
+  const Tensor labels = load("cross_entropy", "labels");
+  check_case("cross_entropy", {"logits"},
+             [&](auto& v) { return ops::cross_entropy(v[0], labels); });
+}
+
+}  // namespace
