@@ -1,9 +1,14 @@
 #include "engine/ops.h"
 
+#include <algorithm>
 #include <string>
 
 #include "engine/context.h"
 #include "kernels/activation.cuh"
+#include "kernels/conv2d.cuh"
+#include "kernels/copy_rows.cuh"
+#include "kernels/gru.cuh"
+#include "kernels/philox.cuh"
 #include "kernels/cuda_check.h"
 #include "kernels/softmax.cuh"
 
@@ -134,6 +139,254 @@ Variable linear(const Variable& x, const Variable& w, const Variable& b) {
           gemm(CUBLAS_OP_N, CUBLAS_OP_N, out, 1, N, 1.0, dY, out, ones, N, acc ? 1.0 : 0.0, db,
                out);
         }
+      });
+}
+
+namespace {
+
+// Column workspace for im2col: whole chunks of images, at most ~64 MiB
+// (one image's columns at least).
+Tensor conv_workspace(const kernels::Conv2dShape& cs, DType d) {
+  if (cs.pointwise()) return Tensor();
+  const size_t per_image = size_t(kernels::conv2d_col_elements(cs)) * dtype_size(d);
+  const int64_t images = std::max<int64_t>(1, std::min<int64_t>(cs.N, (64 << 20) / per_image));
+  return Tensor::empty(Shape{images * int64_t(per_image / dtype_size(d))}, d);
+}
+
+}  // namespace
+
+Variable conv2d(const Variable& x, const Variable& w, const Variable& b, Conv2dOptions o) {
+  const Tensor& X = x.value();
+  const Tensor& Wt = w.value();
+  check_float("conv2d", X);
+  if (X.rank() != 4 || Wt.rank() != 4 || Wt.size(1) != X.size(1) || Wt.dtype() != X.dtype())
+    throw ShapeError("conv2d: input " + X.str() + " and weight " + Wt.str() +
+                     " do not fit: need (N, C, H, W) and (K, C, R, S)");
+  if (b.defined() && (b.value().shape() != Shape{Wt.size(0)} || b.value().dtype() != X.dtype()))
+    throw ShapeError("conv2d: bias " + b.value().str() + " for weight " + Wt.str() + ": need (K)");
+  kernels::Conv2dShape cs;
+  cs.N = int(X.size(0)), cs.C = int(X.size(1)), cs.H = int(X.size(2)), cs.W = int(X.size(3));
+  cs.K = int(Wt.size(0)), cs.R = int(Wt.size(2)), cs.S = int(Wt.size(3));
+  cs.stride_h = o.stride_h, cs.stride_w = o.stride_w, cs.pad_h = o.pad_h, cs.pad_w = o.pad_w;
+  try {
+    cs.validate("conv2d");
+  } catch (const std::invalid_argument& e) {
+    throw ShapeError(std::string(e.what()) + " (input " + X.str() + ", weight " + Wt.str() + ")");
+  }
+  Tensor Y = Tensor::empty(Shape{cs.N, cs.K, cs.P(), cs.Q()}, X.dtype());
+  Tensor ws = conv_workspace(cs, X.dtype());
+  dispatch(X.dtype(), [&](auto t) {
+    using T = decltype(t);
+    kernels::conv2d_forward_v2_im2col<T>(cs, X.data<T>(), Wt.data<T>(),
+                                         b.defined() ? b.value().data<T>() : nullptr, Y.data<T>(),
+                                         ws.defined() ? ws.data<T>() : nullptr, ws.bytes(),
+                                         cublas(), stream());
+  });
+  // dx = col2im(W^T dy), dW = sum_n dy_n col_n^T, db = sum of dy over N, P, Q.
+  return Variable::from_op("conv2d", Y, {x, w, b}, [cs, X, Wt](const Tensor& dY, Inputs& v) {
+    Tensor ws = conv_workspace(cs, X.dtype());
+    dispatch(X.dtype(), [&](auto t) {
+      using T = decltype(t);
+      bool acc_x = false, acc_w = false, acc_b = false;
+      T* dx = v[0].requires_grad() ? v[0].grad_for_update(&acc_x).template data<T>() : nullptr;
+      T* dw = v[1].requires_grad() ? v[1].grad_for_update(&acc_w).template data<T>() : nullptr;
+      T* db = v[2].defined() && v[2].requires_grad()
+                  ? v[2].grad_for_update(&acc_b).template data<T>()
+                  : nullptr;
+      kernels::conv2d_backward_v2_im2col<T>(cs, X.data<T>(), Wt.data<T>(), dY.data<T>(), dx, acc_x,
+                                            dw, acc_w, db, acc_b,
+                                            ws.defined() ? ws.data<T>() : nullptr, ws.bytes(),
+                                            cublas(), stream());
+    });
+  });
+}
+
+Variable dropout(const Variable& x, double p, bool training, Generator& g) {
+  check_float("dropout", x.value());
+  if (!(p >= 0 && p < 1))
+    throw ShapeError("dropout: probability " + std::to_string(p) + " is not in [0, 1)");
+  if (!training || p == 0) return x;
+  const Tensor& in = x.value();
+  const uint64_t seed = g.seed(), offset = g.take(in.numel());
+  Tensor out = Tensor::empty(in.shape(), in.dtype());
+  dispatch(in.dtype(), [&](auto t) {
+    using T = decltype(t);
+    kernels::dropout_forward<T>(in.data<T>(), out.data<T>(), in.numel(), p, seed, offset, stream());
+  });
+  // dx = dy * mask / (1 - p), the same mask regenerated from (seed, offset).
+  return Variable::from_op("dropout", out, {x}, [p, seed, offset](const Tensor& dy, Inputs& v) {
+    bool acc;
+    Tensor& dx = v[0].grad_for_update(&acc);
+    dispatch(dy.dtype(), [&](auto t) {
+      using T = decltype(t);
+      kernels::dropout_backward<T>(dy.data<T>(), dx.data<T>(), dy.numel(), p, seed, offset, acc,
+                                   stream());
+    });
+  });
+}
+
+Variable concat_last(const Variable& a, const Variable& b) {
+  const Tensor& A = a.value();
+  const Tensor& B = b.value();
+  check_float("concat_last", A);
+  bool fits = A.rank() == B.rank() && A.rank() >= 1 && A.dtype() == B.dtype();
+  for (int i = 0; fits && i + 1 < A.rank(); ++i) fits = A.size(i) == B.size(i);
+  if (!fits)
+    throw ShapeError("concat_last: " + A.str() + " and " + B.str() +
+                     " differ in more than the last dimension");
+  const int64_t fa = A.size(-1), fb = B.size(-1), rows = A.numel() / std::max<int64_t>(fa, 1);
+  std::vector<int64_t> dims = A.shape().dims();
+  dims.back() = fa + fb;
+  Tensor out = Tensor::empty(Shape(dims), A.dtype());
+  dispatch(A.dtype(), [&](auto t) {
+    using T = decltype(t);
+    kernels::copy_rows<T>(A.data<T>(), fa, out.data<T>(), fa + fb, rows, fa, false, stream());
+    kernels::copy_rows<T>(B.data<T>(), fb, out.data<T>() + fa, fa + fb, rows, fb, false, stream());
+  });
+  // Each input's gradient is its block of columns of dy.
+  return Variable::from_op("concat_last", out, {a, b}, [fa, fb, rows](const Tensor& dy, Inputs& v) {
+    dispatch(dy.dtype(), [&](auto t) {
+      using T = decltype(t);
+      bool acc;
+      if (v[0].requires_grad()) {
+        Tensor& ga = v[0].grad_for_update(&acc);
+        kernels::copy_rows<T>(dy.data<T>(), fa + fb, ga.data<T>(), fa, rows, fa, acc, stream());
+      }
+      if (v[1].requires_grad()) {
+        Tensor& gb = v[1].grad_for_update(&acc);
+        kernels::copy_rows<T>(dy.data<T>() + fa, fa + fb, gb.data<T>(), fb, rows, fb, acc, stream());
+      }
+    });
+  });
+}
+
+Variable time_step(const Variable& x, int t) {
+  const Tensor& X = x.value();
+  check_float("time_step", X);
+  if (X.rank() != 3 || t < 0 || t >= X.size(1))
+    throw ShapeError("time_step: step " + std::to_string(t) + " of " + X.str() +
+                     ": need (B, T, F) and 0 <= t < T");
+  const int64_t B = X.size(0), T_ = X.size(1), F = X.size(2);
+  Tensor out = Tensor::empty(Shape{B, F}, X.dtype());
+  dispatch(X.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    kernels::copy_rows<T>(X.data<T>() + t * F, T_ * F, out.data<T>(), F, B, F, false, stream());
+  });
+  // dx[:, t] = dy, zero at the other steps.
+  return Variable::from_op("time_step", out, {x}, [B, T_, F, t](const Tensor& dy, Inputs& v) {
+    bool acc;
+    Tensor& g = v[0].grad_for_update(&acc);
+    if (!acc) g.fill(0);
+    dispatch(dy.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      kernels::copy_rows<T>(dy.data<T>(), F, g.data<T>() + t * F, T_ * F, B, F, true, stream());
+    });
+  });
+}
+
+Variable gru(const Variable& x, const Variable& w_ih, const Variable& w_hh, const Variable& b_ih,
+             const Variable& b_hh, const Variable& h0, bool reverse) {
+  const Tensor& X = x.value();
+  check_float("gru", X);
+  if (X.rank() != 3 || w_ih.value().rank() != 2 || w_ih.value().size(0) % 3 != 0)
+    throw ShapeError("gru: input " + X.str() + " and w_ih " + w_ih.value().str() +
+                     ": need (B, T, I) and (3H, I)");
+  const int B = int(X.size(0)), T_ = int(X.size(1)), I = int(X.size(2));
+  const int H = int(w_ih.value().size(0) / 3);
+  auto expect = [&](const Variable& v, const Shape& s, const char* what) {
+    if (v.value().shape() != s || v.value().dtype() != X.dtype())
+      throw ShapeError(std::string("gru: ") + what + " is " + v.value().str() + ", need " +
+                       s.str() + " for input " + X.str() + " and hidden size " + std::to_string(H));
+  };
+  expect(w_ih, Shape{3 * H, I}, "w_ih");
+  expect(w_hh, Shape{3 * H, H}, "w_hh");
+  expect(b_ih, Shape{3 * H}, "b_ih");
+  expect(b_hh, Shape{3 * H}, "b_hh");
+  if (h0.defined()) expect(h0, Shape{B, H}, "h0");
+  const DType d = X.dtype();
+  auto elems = [d](size_t n) { return Tensor::empty(Shape{int64_t(n)}, d); };
+  Tensor out = Tensor::empty(Shape{B, T_, H}, d);
+  Tensor last = Tensor::empty(Shape{B, H}, d);
+  Tensor reserve = elems(kernels::gru_reserve_size(B, T_, H));
+  {
+    Tensor ws = elems(kernels::gru_forward_workspace_size(B, T_, I, H));
+    dispatch(d, [&](auto t) {
+      using T = decltype(t);
+      kernels::gru_forward<T>(cublas(), B, T_, I, H, X.data<T>(), w_ih.value().data<T>(),
+                              w_hh.value().data<T>(), b_ih.value().data<T>(),
+                              b_hh.value().data<T>(), h0.defined() ? h0.value().data<T>() : nullptr,
+                              reverse, out.data<T>(), last.data<T>(), reserve.data<T>(),
+                              ws.data<T>(), stream());
+    });
+  }
+  // Backward through time (kernels/gru.cuh, docs/kernels/recurrent.md).
+  return Variable::from_op(
+      "gru", out, {x, w_ih, w_hh, b_ih, b_hh, h0},
+      [=](const Tensor& dY, Inputs& v) {
+        Tensor ws = elems(kernels::gru_backward_workspace_size(B, T_, I, H));
+        dispatch(d, [&](auto t) {
+          using T = decltype(t);
+          kernels::GruAccumulate acc;
+          auto grad = [&](int i, bool* a) -> T* {
+            if (!v[size_t(i)].defined() || !v[size_t(i)].requires_grad()) return nullptr;
+            return v[size_t(i)].grad_for_update(a).template data<T>();
+          };
+          T* dx = grad(0, &acc.dx);
+          T* dw_ih = grad(1, &acc.w_ih);
+          T* dw_hh = grad(2, &acc.w_hh);
+          T* db_ih = grad(3, &acc.b_ih);
+          T* db_hh = grad(4, &acc.b_hh);
+          T* dh0 = grad(5, &acc.dh0);
+          kernels::gru_backward<T>(cublas(), B, T_, I, H, X.data<T>(), v[1].value().data<T>(),
+                                   v[2].value().data<T>(), reserve.data<T>(), reverse,
+                                   dY.data<T>(), nullptr, dx, dh0, dw_ih, dw_hh, db_ih, db_hh,
+                                   acc, ws.data<T>(), stream());
+        });
+      });
+}
+
+Variable attention(const Variable& h, const Variable& w, const Variable& b, const Variable& v) {
+  const Tensor& Hs = h.value();
+  check_float("attention", Hs);
+  if (Hs.rank() != 3 || w.value().rank() != 2 || w.value().size(1) != Hs.size(2))
+    throw ShapeError("attention: sequence " + Hs.str() + " and W " + w.value().str() +
+                     ": need (B, T, D) and (A, D)");
+  const int B = int(Hs.size(0)), T_ = int(Hs.size(1)), D = int(Hs.size(2));
+  const int A = int(w.value().size(0));
+  for (const Variable* p : {&b, &v})
+    if (p->value().shape() != Shape{A} || p->value().dtype() != Hs.dtype())
+      throw ShapeError("attention: b and v must be (" + std::to_string(A) + "), got " +
+                       p->value().str());
+  const DType d = Hs.dtype();
+  Tensor out = Tensor::empty(Shape{B, D}, d);
+  Tensor alpha = Tensor::empty(Shape{B, T_}, d);
+  Tensor reserve = Tensor::empty(Shape{int64_t(kernels::attention_reserve_size(B, T_, A))}, d);
+  dispatch(d, [&](auto t) {
+    using T = decltype(t);
+    kernels::attention_forward<T>(cublas(), B, T_, D, A, Hs.data<T>(), w.value().data<T>(),
+                                  b.value().data<T>(), v.value().data<T>(), out.data<T>(),
+                                  alpha.data<T>(), reserve.data<T>(), stream());
+  });
+  return Variable::from_op(
+      "attention", out, {h, w, b, v}, [=](const Tensor& dOut, Inputs& in) {
+        Tensor ws = Tensor::empty(
+            Shape{int64_t(kernels::attention_backward_workspace_size(B, T_, A))}, d);
+        dispatch(d, [&](auto t) {
+          using T = decltype(t);
+          kernels::AttentionAccumulate acc;
+          auto grad = [&](int i, bool* a) -> T* {
+            if (!in[size_t(i)].requires_grad()) return nullptr;
+            return in[size_t(i)].grad_for_update(a).template data<T>();
+          };
+          T* dh = grad(0, &acc.dhseq);
+          T* dw = grad(1, &acc.w);
+          T* db = grad(2, &acc.b);
+          T* dv = grad(3, &acc.v);
+          kernels::attention_backward<T>(cublas(), B, T_, D, A, Hs.data<T>(),
+                                         in[1].value().data<T>(), in[3].value().data<T>(),
+                                         alpha.data<T>(), reserve.data<T>(), dOut.data<T>(), dh,
+                                         dw, db, dv, acc, ws.data<T>(), stream());
+        });
       });
 }
 

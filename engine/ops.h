@@ -6,6 +6,7 @@
 #pragma once
 
 #include "engine/autograd.h"
+#include "engine/random.h"
 
 namespace timbre::ops {
 
@@ -22,6 +23,39 @@ Variable add(const Variable& a, const Variable& b);
 // Three cuBLAS GEMMs forward and backward (the bias enters as a rank-1
 // update with a vector of ones).
 Variable linear(const Variable& x, const Variable& w, const Variable& b);
+
+// 2-D convolution (cross-correlation, as PyTorch): x (N, C, H, W), weight
+// (K, C, R, S), bias (K) or undefined; zero padding. im2col + cuBLAS GEMM
+// (kernels/conv2d.cuh); the column workspace comes from the allocator.
+struct Conv2dOptions {
+  int stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+};
+Variable conv2d(const Variable& x, const Variable& w, const Variable& b, Conv2dOptions o = {});
+
+// Concatenation along the last dimension: (..., F1) and (..., F2) with
+// equal leading dimensions give (..., F1 + F2).
+Variable concat_last(const Variable& a, const Variable& b);
+
+// x[:, t] of a (B, T, F) sequence: (B, F).
+Variable time_step(const Variable& x, int t);
+
+// One GRU layer, batch-first x (B, T, I), PyTorch weights w_ih (3H, I),
+// w_hh (3H, H), b_ih, b_hh (3H), gate order r, z, n (kernels/gru.cuh).
+// Returns every hidden state (B, T, H); with reverse the sequence is read
+// from the end, and state t is still the one after reading x[:, t]. The last
+// state is time_step(out, reverse ? 0 : T - 1). h0: (B, H) or undefined (zeros).
+Variable gru(const Variable& x, const Variable& w_ih, const Variable& w_hh,
+             const Variable& b_ih, const Variable& b_hh, const Variable& h0, bool reverse);
+
+// Additive attention over time: h (B, T, D), W (A, D), b (A), v (A):
+// u_t = tanh(W h_t + b), alpha = softmax_t(v . u_t), out = sum_t alpha_t h_t (B, D).
+Variable attention(const Variable& h, const Variable& w, const Variable& b, const Variable& v);
+
+// Inverted dropout: in training, each element is kept with probability
+// 1 - p and scaled by 1/(1 - p); the mask comes from the generator's Philox
+// stream and is regenerated, not stored, for backward. Identity when not
+// training or p == 0.
+Variable dropout(const Variable& x, double p, bool training, Generator& g);
 
 // Softmax and log-softmax over the last dimension (kernels/softmax.cuh).
 Variable softmax(const Variable& x);

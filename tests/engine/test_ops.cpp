@@ -99,6 +99,69 @@ TEST(Ops, ActivationForwardMatchesReferenceInFloat) {
   EXPECT_TRUE(timbre::testing::all_close(got, want, {1e-6, 1e-6}));
 }
 
+TEST(Ops, Conv2dGradients) {
+  // 3x3 pad 1, and 2x3 stride 2 without padding, on odd shapes.
+  const Tensor x = random_f64(Shape{2, 3, 5, 7}, 51), w = random_f64(Shape{4, 3, 3, 3}, 52),
+               b = random_f64(Shape{4}, 53), w23 = random_f64(Shape{2, 3, 2, 3}, 54);
+  ops::Conv2dOptions same{1, 1, 1, 1}, strided{2, 2, 0, 0};
+  EXPECT_TRUE(gradcheck([&](auto& in) { return ops::conv2d(in[0], in[1], in[2], same); }, {x, w, b}));
+  EXPECT_TRUE(gradcheck([&](auto& in) { return ops::conv2d(in[0], in[1], Variable(), strided); },
+                        {x, w23}));
+  // 1x1 (the residual shortcut) and a composite with relu.
+  const Tensor w11 = random_f64(Shape{5, 3, 1, 1}, 55);
+  EXPECT_TRUE(gradcheck(
+      [&](auto& in) { return ops::relu(ops::conv2d(in[0], in[1], Variable())); }, {x, w11}));
+}
+
+TEST(Ops, Conv2dShapeErrors) {
+  Variable x(Tensor::zeros(Shape{1, 3, 5, 5})), w(Tensor::zeros(Shape{4, 2, 3, 3}));
+  EXPECT_THROW(ops::conv2d(x, w, Variable()), ShapeError);
+  Variable big(Tensor::zeros(Shape{4, 3, 7, 7}));
+  EXPECT_THROW(ops::conv2d(x, big, Variable()), ShapeError);  // kernel larger than the input
+}
+
+TEST(Ops, ConcatAndTimeStepGradients) {
+  const Tensor a = random_f64(Shape{3, 4, 2}, 61), b = random_f64(Shape{3, 4, 5}, 62);
+  EXPECT_TRUE(gradcheck([](auto& in) { return ops::concat_last(in[0], in[1]); }, {a, b}));
+  // A Variable used in two slices gets both gradients.
+  EXPECT_TRUE(gradcheck(
+      [](auto& in) { return ops::concat_last(ops::time_step(in[0], 0), ops::time_step(in[0], 3)); },
+      {b}));
+  EXPECT_THROW(ops::concat_last(Variable(a), Variable(random_f64(Shape{3, 5, 2}, 63))), ShapeError);
+  EXPECT_THROW(ops::time_step(Variable(a), 4), ShapeError);
+}
+
+TEST(Ops, GruGradients) {
+  const int B = 2, T = 3, I = 4, H = 3;
+  const Tensor x = random_f64(Shape{B, T, I}, 71), w_ih = random_f64(Shape{3 * H, I}, 72),
+               w_hh = random_f64(Shape{3 * H, H}, 73), b_ih = random_f64(Shape{3 * H}, 74),
+               b_hh = random_f64(Shape{3 * H}, 75), h0 = random_f64(Shape{B, H}, 76);
+  for (bool reverse : {false, true}) {
+    EXPECT_TRUE(gradcheck(
+        [&](auto& in) { return ops::gru(in[0], in[1], in[2], in[3], in[4], in[5], reverse); },
+        {x, w_ih, w_hh, b_ih, b_hh, h0}))
+        << "reverse " << reverse;
+    // The last state alone, and a bidirectional pair.
+    EXPECT_TRUE(gradcheck(
+        [&](auto& in) {
+          Variable f = ops::gru(in[0], in[1], in[2], in[3], in[4], Variable(), false);
+          Variable r = ops::gru(in[0], in[1], in[2], in[3], in[4], Variable(), true);
+          return ops::concat_last(ops::time_step(f, T - 1), ops::time_step(r, 0));
+        },
+        {x, w_ih, w_hh, b_ih, b_hh}));
+  }
+  EXPECT_THROW(ops::gru(Variable(x), Variable(w_ih), Variable(w_ih), Variable(b_ih), Variable(b_hh),
+                        Variable(), false),
+               ShapeError);  // w_hh of the wrong shape
+}
+
+TEST(Ops, AttentionGradients) {
+  const Tensor h = random_f64(Shape{3, 5, 6}, 81), w = random_f64(Shape{4, 6}, 82),
+               b = random_f64(Shape{4}, 83), v = random_f64(Shape{4}, 84);
+  EXPECT_TRUE(gradcheck([](auto& in) { return ops::attention(in[0], in[1], in[2], in[3]); },
+                        {h, w, b, v}));
+}
+
 TEST(Ops, SoftmaxGradients) {
   const Tensor x = random_f64(Shape{3, 5, 7}, 31, -3, 3, 0);
   EXPECT_TRUE(gradcheck([](auto& in) { return ops::softmax(in[0]); }, {x}));

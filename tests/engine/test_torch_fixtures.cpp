@@ -71,6 +71,35 @@ TEST(TorchFixtures, Linear) {
     check_case(c, {"x", "weight", "bias"}, [](auto& v) { return ops::linear(v[0], v[1], v[2]); });
 }
 
+TEST(TorchFixtures, Conv2d) {
+  const ops::Conv2dOptions pad1{1, 1, 1, 1}, none{}, stride2{2, 2, 0, 0};
+  for (const char* c : {"conv3x3_first", "conv3x3_block"})
+    check_case(c, {"x", "weight", "bias"},
+               [&](auto& v) { return ops::conv2d(v[0], v[1], v[2], pad1); });
+  check_case("conv1x1_shortcut", {"x", "weight", "bias"},
+             [&](auto& v) { return ops::conv2d(v[0], v[1], v[2], none); });
+  check_case("conv_strided_odd", {"x", "weight", "bias"},
+             [&](auto& v) { return ops::conv2d(v[0], v[1], v[2], stride2); });
+}
+
+TEST(TorchFixtures, Gru) {
+  check_case("gru_crnn", {"x", "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"},
+             [](auto& v) { return ops::gru(v[0], v[1], v[2], v[3], v[4], Variable(), false); });
+  check_case("bigru_parallel",
+             {"x", "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0",
+              "weight_ih_l0_reverse", "weight_hh_l0_reverse", "bias_ih_l0_reverse",
+              "bias_hh_l0_reverse"},
+             [](auto& v) {
+               return ops::concat_last(ops::gru(v[0], v[1], v[2], v[3], v[4], Variable(), false),
+                                       ops::gru(v[0], v[5], v[6], v[7], v[8], Variable(), true));
+             });
+}
+
+TEST(TorchFixtures, Attention) {
+  check_case("attention", {"h", "weight", "bias", "v"},
+             [](auto& v) { return ops::attention(v[0], v[1], v[2], v[3]); });
+}
+
 TEST(TorchFixtures, Activations) {
   check_case("relu", {"x"}, [](auto& v) { return ops::relu(v[0]); });
   check_case("elu", {"x"}, [](auto& v) { return ops::elu(v[0], 1.0); });

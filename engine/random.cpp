@@ -1,0 +1,85 @@
+#include "engine/random.h"
+
+#include "engine/context.h"
+#include "kernels/philox.cuh"
+
+namespace timbre {
+namespace {
+
+// (fan_in, fan_out) of a weight tensor: dim 0 is the output, dim 1 the
+// input, the rest the receptive field.
+std::pair<int64_t, int64_t> fans(const Tensor& w) {
+  if (w.rank() < 2) throw ShapeError("initialiser: weight " + w.str() + " needs 2+ dimensions");
+  int64_t field = 1;
+  for (int i = 2; i < w.rank(); ++i) field *= w.size(i);
+  return {w.size(1) * field, w.size(0) * field};
+}
+
+template <class F>
+void floating(const char* op, Tensor& t, F&& f) {
+  check_float(op, t);
+  if (t.dtype() == DType::f32)
+    f(t.data<float>(), float{});
+  else
+    f(t.data<double>(), double{});
+}
+
+}  // namespace
+
+uint64_t Generator::take(int64_t n) {
+  const uint64_t first = offset_;
+  offset_ += uint64_t(kernels::philox_counters(n));
+  return first;
+}
+
+void Generator::uniform(Tensor& t, double lo, double hi) {
+  const uint64_t off = take(t.numel());
+  floating("uniform", t, [&](auto* p, auto tag) {
+    using T = decltype(tag);
+    kernels::fill_uniform<T>(p, t.numel(), T(lo), T(hi), seed_, off, stream());
+  });
+}
+
+void Generator::normal(Tensor& t, double mean, double std) {
+  const uint64_t off = take(t.numel());
+  floating("normal", t, [&](auto* p, auto tag) {
+    using T = decltype(tag);
+    kernels::fill_normal<T>(p, t.numel(), T(mean), T(std), seed_, off, stream());
+  });
+}
+
+void Generator::glorot_uniform(Tensor& w) {
+  const auto [fan_in, fan_out] = fans(w);
+  const uint64_t off = take(w.numel());
+  floating("glorot_uniform", w, [&](auto* p, auto tag) {
+    using T = decltype(tag);
+    kernels::glorot_uniform<T>(p, w.numel(), fan_in, fan_out, seed_, off, stream());
+  });
+}
+
+void Generator::he_uniform(Tensor& w) {
+  const auto [fan_in, fan_out] = fans(w);
+  (void)fan_out;
+  const uint64_t off = take(w.numel());
+  floating("he_uniform", w, [&](auto* p, auto tag) {
+    using T = decltype(tag);
+    kernels::he_uniform<T>(p, w.numel(), fan_in, seed_, off, stream());
+  });
+}
+
+void Generator::orthogonal(Tensor& w, double gain) {
+  if (w.rank() < 2) throw ShapeError("orthogonal: weight " + w.str() + " needs 2+ dimensions");
+  const int64_t rows = w.size(0), cols = w.numel() / rows;
+  const uint64_t off = take(rows * cols);  // one normal matrix of that size
+  floating("orthogonal", w, [&](auto* p, auto tag) {
+    using T = decltype(tag);
+    kernels::orthogonal<T>(p, rows, cols, gain, seed_, off, stream());
+  });
+}
+
+Generator& default_generator() {
+  static Generator g(0);
+  return g;
+}
+
+}  // namespace timbre

@@ -1,0 +1,828 @@
+#include "kernels/conv2d.cuh"
+
+#include <algorithm>
+#include <initializer_list>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/common.cuh"
+
+namespace timbre::kernels {
+
+// ===========================================================================
+// The shape.
+
+std::string Conv2dShape::str() const {
+  auto tuple = [](std::initializer_list<long long> v) {
+    std::string s = "(";
+    for (long long e : v) s += (s.size() > 1 ? ", " : "") + std::to_string(e);
+    return s + ")";
+  };
+  return "x " + tuple({N, C, H, W}) + ", w " + tuple({K, C, R, S}) + ", stride " +
+         tuple({stride_h, stride_w}) + ", pad " + tuple({pad_h, pad_w}) + " -> y " +
+         tuple({N, K, P(), Q()});
+}
+
+void Conv2dShape::validate(const std::string& op) const {
+  auto fail = [&](const std::string& what) {
+    throw std::invalid_argument(op + ": " + what + " (" + str() + ")");
+  };
+  auto pair = [](long long a, long long b) {
+    return "(" + std::to_string(a) + ", " + std::to_string(b) + ")";
+  };
+  if (N < 1 || C < 1 || H < 1 || W < 1)
+    fail("x (N, C, H, W) = (" + std::to_string(N) + ", " + std::to_string(C) + ", " +
+         std::to_string(H) + ", " + std::to_string(W) + "): every size must be >= 1");
+  if (K < 1 || R < 1 || S < 1)
+    fail("w (K, C, R, S) = (" + std::to_string(K) + ", " + std::to_string(C) + ", " +
+         std::to_string(R) + ", " + std::to_string(S) + "): every size must be >= 1");
+  if (stride_h < 1 || stride_w < 1)
+    fail("stride (stride_h, stride_w) = " + pair(stride_h, stride_w) + " must be >= 1");
+  if (pad_h < 0 || pad_w < 0)
+    fail("pad (pad_h, pad_w) = " + pair(pad_h, pad_w) + " must be >= 0");
+  const long long padded_h = H + 2LL * pad_h, padded_w = W + 2LL * pad_w;
+  constexpr long long kIntMax = 0x7fffffffLL;
+  if (padded_h > kIntMax || padded_w > kIntMax)
+    fail("padded input (H + 2*pad_h, W + 2*pad_w) = " + pair(padded_h, padded_w) +
+         " exceeds 2^31 - 1");
+  if (R > padded_h || S > padded_w)
+    fail("kernel (R, S) = " + pair(R, S) + " is larger than the padded input (H + 2*pad_h, " +
+         "W + 2*pad_w) = " + pair(padded_h, padded_w));
+  // GEMM dimensions are ints in cuBLAS; sizes are long long (double avoids
+  // overflow in the check itself).
+  if (double(C) * R * S > double(kIntMax))
+    fail("C*R*S = " + std::to_string(col_rows()) + " exceeds 2^31 - 1");
+  if (double(P()) * Q() > double(kIntMax))
+    fail("P*Q = " + std::to_string(col_cols()) + " exceeds 2^31 - 1");
+  constexpr double kMaxElements = 0x1p62;
+  if (double(N) * C * H * W > kMaxElements || double(N) * K * P() * Q() > kMaxElements ||
+      double(K) * C * R * S > kMaxElements)
+    fail("a tensor has more than 2^62 elements");
+}
+
+long long conv2d_col_elements(const Conv2dShape& shape) {
+  return shape.pointwise() ? 0 : shape.col_rows() * shape.col_cols();
+}
+
+// ===========================================================================
+// CPU references: plain loops, double accumulation.
+
+namespace {
+
+// Index helpers for contiguous NCHW / KCRS arrays.
+struct Index4 {
+  long long d1, d2, d3;  // sizes of dimensions 1..3
+  long long operator()(long long a, long long b, long long c, long long d) const {
+    return ((a * d1 + b) * d2 + c) * d3 + d;
+  }
+};
+
+template <class T>
+void store_cpu(T* dst, double v, bool accumulate) {
+  *dst = accumulate ? T(double(*dst) + v) : T(v);
+}
+
+}  // namespace
+
+template <class T>
+void conv2d_forward_cpu(const Conv2dShape& sh, const T* x, const T* w, const T* b, T* y) {
+  sh.validate("conv2d_forward_cpu");
+  const int P = sh.P(), Q = sh.Q();
+  const Index4 X{sh.C, sh.H, sh.W}, Wt{sh.C, sh.R, sh.S}, Y{sh.K, P, Q};
+  for (int n = 0; n < sh.N; ++n)
+    for (int k = 0; k < sh.K; ++k)
+      for (int p = 0; p < P; ++p)
+        for (int q = 0; q < Q; ++q) {
+          double acc = b ? double(b[k]) : 0.0;
+          for (int c = 0; c < sh.C; ++c)
+            for (int r = 0; r < sh.R; ++r)
+              for (int s = 0; s < sh.S; ++s) {
+                const int ih = p * sh.stride_h - sh.pad_h + r, iw = q * sh.stride_w - sh.pad_w + s;
+                if (ih < 0 || ih >= sh.H || iw < 0 || iw >= sh.W) continue;  // padding: 0
+                acc += double(w[Wt(k, c, r, s)]) * double(x[X(n, c, ih, iw)]);
+              }
+          y[Y(n, k, p, q)] = T(acc);
+        }
+}
+
+// Scatter: every product w * dy goes to the input pixel it was multiplied
+// with in forward.
+template <class T>
+void conv2d_backward_data_cpu(const Conv2dShape& sh, const T* w, const T* dy, T* dx,
+                              bool accumulate) {
+  sh.validate("conv2d_backward_data_cpu");
+  const int P = sh.P(), Q = sh.Q();
+  const Index4 X{sh.C, sh.H, sh.W}, Wt{sh.C, sh.R, sh.S}, Y{sh.K, P, Q};
+  std::vector<double> acc(size_t(sh.x_size()), 0.0);
+  for (int n = 0; n < sh.N; ++n)
+    for (int k = 0; k < sh.K; ++k)
+      for (int p = 0; p < P; ++p)
+        for (int q = 0; q < Q; ++q) {
+          const double g = dy[Y(n, k, p, q)];
+          for (int c = 0; c < sh.C; ++c)
+            for (int r = 0; r < sh.R; ++r)
+              for (int s = 0; s < sh.S; ++s) {
+                const int ih = p * sh.stride_h - sh.pad_h + r, iw = q * sh.stride_w - sh.pad_w + s;
+                if (ih < 0 || ih >= sh.H || iw < 0 || iw >= sh.W) continue;
+                acc[size_t(X(n, c, ih, iw))] += double(w[Wt(k, c, r, s)]) * g;
+              }
+        }
+  for (size_t i = 0; i < acc.size(); ++i) store_cpu(dx + i, acc[i], accumulate);
+}
+
+template <class T>
+void conv2d_backward_filter_cpu(const Conv2dShape& sh, const T* x, const T* dy, T* dw,
+                                bool accumulate) {
+  sh.validate("conv2d_backward_filter_cpu");
+  const int P = sh.P(), Q = sh.Q();
+  const Index4 X{sh.C, sh.H, sh.W}, Wt{sh.C, sh.R, sh.S}, Y{sh.K, P, Q};
+  for (int k = 0; k < sh.K; ++k)
+    for (int c = 0; c < sh.C; ++c)
+      for (int r = 0; r < sh.R; ++r)
+        for (int s = 0; s < sh.S; ++s) {
+          double acc = 0;
+          for (int n = 0; n < sh.N; ++n)
+            for (int p = 0; p < P; ++p)
+              for (int q = 0; q < Q; ++q) {
+                const int ih = p * sh.stride_h - sh.pad_h + r, iw = q * sh.stride_w - sh.pad_w + s;
+                if (ih < 0 || ih >= sh.H || iw < 0 || iw >= sh.W) continue;
+                acc += double(dy[Y(n, k, p, q)]) * double(x[X(n, c, ih, iw)]);
+              }
+          store_cpu(dw + Wt(k, c, r, s), acc, accumulate);
+        }
+}
+
+template <class T>
+void conv2d_backward_bias_cpu(const Conv2dShape& sh, const T* dy, T* db, bool accumulate) {
+  sh.validate("conv2d_backward_bias_cpu");
+  const long long PQ = sh.col_cols();
+  for (int k = 0; k < sh.K; ++k) {
+    double acc = 0;
+    for (int n = 0; n < sh.N; ++n)
+      for (long long j = 0; j < PQ; ++j) acc += double(dy[(n * (long long)sh.K + k) * PQ + j]);
+    store_cpu(db + k, acc, accumulate);
+  }
+}
+
+// ===========================================================================
+// Kernels. In an anonymous namespace: other kernel files may use the same
+// names.
+
+namespace {
+
+// The geometry as kernels read it: plain ints, P and Q computed once.
+struct Dims {
+  int N, C, H, W, K, R, S, stride_h, stride_w, pad_h, pad_w, P, Q;
+};
+
+Dims dims_of(const Conv2dShape& s) {
+  return Dims{s.N,        s.C,        s.H,     s.W,     s.K,   s.R,  s.S,
+              s.stride_h, s.stride_w, s.pad_h, s.pad_w, s.P(), s.Q()};
+}
+
+// A launch uses at most this many threads (2^19, about two waves of a large
+// GPU); grid-stride loops cover the rest.
+constexpr long long kMaxThreads = 1LL << 19;
+
+unsigned blocks_for(long long n, int block) {
+  return timbre::grid_1d(n, unsigned(block), unsigned(kMaxThreads / block));
+}
+
+// Index helpers on the device.
+__device__ __forceinline__ long long nchw(long long plane, int h, int w, int H, int W) {
+  return (plane * H + h) * W + w;  // plane = n * channels + c
+}
+
+// ---------------------------------------------------------------------------
+// v1_direct.
+
+// One thread per output y[n,k,p,q] (grid-strided over N*K*P*Q, consecutive
+// threads on consecutive q: coalesced writes, and reads of x at stride
+// stride_w). Each sums its C*R*S products in the order c, r, s; taps in the
+// padding are skipped. No barrier: simcuda's fast path.
+template <class T>
+__global__ void forward_direct_kernel(Dims d, const T* __restrict__ x, const T* __restrict__ w,
+                                      const T* __restrict__ b, T* __restrict__ y) {
+  const long long total = (long long)d.N * d.K * d.P * d.Q;
+  const long long step = (long long)blockDim.x * gridDim.x;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+    long long t = i;
+    const int q = int(t % d.Q);
+    t /= d.Q;
+    const int p = int(t % d.P);
+    t /= d.P;
+    const int k = int(t % d.K);
+    const long long n = t / d.K;
+    T acc = b ? b[k] : T(0);
+    for (int c = 0; c < d.C; ++c) {
+      const T* wc = w + ((long long)k * d.C + c) * d.R * d.S;
+      const long long plane = n * d.C + c;
+      for (int r = 0; r < d.R; ++r) {
+        const int ih = p * d.stride_h - d.pad_h + r;
+        if (ih < 0 || ih >= d.H) continue;
+        for (int s = 0; s < d.S; ++s) {
+          const int iw = q * d.stride_w - d.pad_w + s;
+          if (iw < 0 || iw >= d.W) continue;
+          acc += wc[r * d.S + s] * x[nchw(plane, ih, iw, d.H, d.W)];
+        }
+      }
+    }
+    y[i] = acc;
+  }
+}
+
+// One thread per input pixel dx[n,c,h,w] (grid-strided over N*C*H*W). It
+// gathers the outputs whose windows covered it: tap (r, s) of output (p, q)
+// read pixel (h, w) when h = p*stride_h - pad_h + r, i.e. p = (h + pad_h -
+// r) / stride_h must be a whole number in [0, P) (q likewise). Sum order: k,
+// then r, then s. Each thread writes only its own pixel: no atomics.
+template <class T>
+__global__ void backward_data_direct_kernel(Dims d, const T* __restrict__ w,
+                                            const T* __restrict__ dy, T* __restrict__ dx,
+                                            bool accumulate) {
+  const long long total = (long long)d.N * d.C * d.H * d.W;
+  const long long step = (long long)blockDim.x * gridDim.x;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+    long long t = i;
+    const int iw = int(t % d.W);
+    t /= d.W;
+    const int ih = int(t % d.H);
+    t /= d.H;
+    const int c = int(t % d.C);
+    const long long n = t / d.C;
+    T acc = T(0);
+    for (int k = 0; k < d.K; ++k) {
+      const T* wk = w + ((long long)k * d.C + c) * d.R * d.S;
+      const T* dyk = dy + (n * d.K + k) * d.P * d.Q;
+      for (int r = 0; r < d.R; ++r) {
+        const int hp = ih + d.pad_h - r;  // p * stride_h, if tap r of some row p read ih
+        if (hp < 0 || hp % d.stride_h != 0 || hp / d.stride_h >= d.P) continue;
+        const int p = hp / d.stride_h;
+        for (int s = 0; s < d.S; ++s) {
+          const int wq = iw + d.pad_w - s;
+          if (wq < 0 || wq % d.stride_w != 0 || wq / d.stride_w >= d.Q) continue;
+          acc += wk[r * d.S + s] * dyk[(long long)p * d.Q + wq / d.stride_w];
+        }
+      }
+    }
+    dx[i] = accumulate ? dx[i] + acc : acc;
+  }
+}
+
+// One thread per weight dw[k,c,r,s] (grid-strided over K*C*R*S), summing
+// dy * x over n, p, q in that order. Little parallelism (K*C*R*S threads,
+// N*P*Q terms each): a reference, not a fast kernel.
+template <class T>
+__global__ void backward_filter_direct_kernel(Dims d, const T* __restrict__ x,
+                                              const T* __restrict__ dy, T* __restrict__ dw,
+                                              bool accumulate) {
+  const long long total = (long long)d.K * d.C * d.R * d.S;
+  const long long step = (long long)blockDim.x * gridDim.x;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+    long long t = i;
+    const int s = int(t % d.S);
+    t /= d.S;
+    const int r = int(t % d.R);
+    t /= d.R;
+    const int c = int(t % d.C);
+    const int k = int(t / d.C);
+    T acc = T(0);
+    for (int n = 0; n < d.N; ++n) {
+      const T* dyk = dy + ((long long)n * d.K + k) * d.P * d.Q;
+      const long long plane = (long long)n * d.C + c;
+      for (int p = 0; p < d.P; ++p) {
+        const int ih = p * d.stride_h - d.pad_h + r;
+        if (ih < 0 || ih >= d.H) continue;
+        for (int q = 0; q < d.Q; ++q) {
+          const int iw = q * d.stride_w - d.pad_w + s;
+          if (iw < 0 || iw >= d.W) continue;
+          acc += dyk[(long long)p * d.Q + q] * x[nchw(plane, ih, iw, d.H, d.W)];
+        }
+      }
+    }
+    dw[i] = accumulate ? dw[i] + acc : acc;
+  }
+}
+
+// One thread per channel k (K threads), summing dy over n, then p*Q + q.
+template <class T>
+__global__ void backward_bias_direct_kernel(Dims d, const T* __restrict__ dy, T* __restrict__ db,
+                                            bool accumulate) {
+  const long long PQ = (long long)d.P * d.Q;
+  const long long step = (long long)blockDim.x * gridDim.x;
+  for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < d.K; k += step) {
+    T acc = T(0);
+    for (int n = 0; n < d.N; ++n) {
+      const T* plane = dy + ((long long)n * d.K + k) * PQ;
+      for (long long j = 0; j < PQ; ++j) acc += plane[j];
+    }
+    db[k] = accumulate ? db[k] + acc : acc;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// v2_im2col's own kernels.
+//
+// They walk "planes" (one channel of one image: an H x W input plane or a
+// P x Q output plane) with a 3-D grid: x along the columns of a plane
+// (consecutive threads on consecutive addresses: coalesced), y along its
+// rows, z over planes, each a grid-stride loop. A thread's indices come
+// straight from the grid, with no division to decompose a flat index (which
+// dominated im2col's cost under simcuda).
+
+// Grid of a plane kernel with 2-D blocks `block`: x and y cover the cols x
+// rows of one plane (at most 65535 blocks each; the loops stride beyond), z
+// covers planes, capped so that a launch has about kMaxThreads threads (at
+// least one plane, at most 65535).
+dim3 plane_grid(long long planes, long long rows, long long cols, dim3 block) {
+  const long long gx = std::min<long long>(ceil_div(cols, block.x), 65535);
+  const long long gy = std::min<long long>(ceil_div(rows, block.y), 65535);
+  const long long per_plane = gx * gy * block.x * block.y;
+  const long long gz = std::min<long long>({planes, 65535, std::max(1LL, kMaxThreads / per_plane)});
+  return dim3(unsigned(gx), unsigned(gy), unsigned(gz));
+}
+
+// im2col for `planes` = images*C input planes starting at x:
+//   col[(plane*R + r)*S + s][p*Q + q] = x[plane][p*stride_h - pad_h + r][q*stride_w - pad_w + s]
+// (0 in the padding), i.e. for each image i, channel c the rows (c, r, s) of
+// image i's (C*R*S) x (P*Q) column matrix. Thread (q, p) of a plane writes
+// the R*S entries of output pixel (p, q), one per row of col: for each tap
+// the threads of a warp write consecutive entries. Every entry is written,
+// zeros included. No barrier.
+template <class T>
+__global__ void im2col_kernel(Dims d, long long planes, const T* __restrict__ x,
+                              T* __restrict__ col) {
+  const long long PQ = (long long)d.P * d.Q, RS = (long long)d.R * d.S;
+  for (long long plane = blockIdx.z; plane < planes; plane += gridDim.z) {
+    const T* xp = x + plane * d.H * d.W;
+    for (long long p = (long long)blockIdx.y * blockDim.y + threadIdx.y; p < d.P;
+         p += (long long)gridDim.y * blockDim.y)
+      for (long long q = (long long)blockIdx.x * blockDim.x + threadIdx.x; q < d.Q;
+           q += (long long)gridDim.x * blockDim.x) {
+        T* out = col + plane * RS * PQ + p * d.Q + q;
+        const int h0 = int(p) * d.stride_h - d.pad_h, w0 = int(q) * d.stride_w - d.pad_w;
+        for (int r = 0; r < d.R; ++r) {
+          const int ih = h0 + r;
+          const bool row_inside = ih >= 0 && ih < d.H;
+          for (int s = 0; s < d.S; ++s, out += PQ) {
+            const int iw = w0 + s;
+            *out = row_inside && iw >= 0 && iw < d.W ? xp[(long long)ih * d.W + iw] : T(0);
+          }
+        }
+      }
+  }
+}
+
+// col2im as a gather, for `planes` = images*C planes: dx[plane][h][w] (=, or
+// +=) the sum of the column entries im2col copied from pixel (h, w):
+// dcol[(plane*R + r)*S + s][p*Q + q] over the taps with h = p*stride_h -
+// pad_h + r and w = q*stride_w - pad_w + s, (p, q) in [0, P) x [0, Q).
+// For rows: r = h + pad_h - p*stride_h, so the taps are r = (h + pad_h) mod
+// stride_h + j*stride_h, with p = (h + pad_h) / stride_h - j, for j = 0, 1,
+// ... while r < R and p >= 0, skipping those with p >= P; columns likewise.
+// One thread per pixel (x along w, y along h, z over planes), at most R*S
+// terms summed in the order r, s. Each thread writes only its own pixel: no
+// atomics, and the result does not depend on the schedule. No barrier.
+template <class T>
+__global__ void col2im_kernel(Dims d, long long planes, const T* __restrict__ dcol,
+                              T* __restrict__ dx, bool accumulate) {
+  const long long PQ = (long long)d.P * d.Q, RS = (long long)d.R * d.S;
+  for (long long plane = blockIdx.z; plane < planes; plane += gridDim.z) {
+    const T* dc = dcol + plane * RS * PQ;
+    for (long long h = (long long)blockIdx.y * blockDim.y + threadIdx.y; h < d.H;
+         h += (long long)gridDim.y * blockDim.y)
+      for (long long w = (long long)blockIdx.x * blockDim.x + threadIdx.x; w < d.W;
+           w += (long long)gridDim.x * blockDim.x) {
+        // First tap and its output row/column, moved past outputs >= P (Q).
+        const int hp = int(h) + d.pad_h, wq = int(w) + d.pad_w;
+        int r0 = hp % d.stride_h, p0 = hp / d.stride_h;
+        if (p0 >= d.P) r0 += (p0 - d.P + 1) * d.stride_h, p0 = d.P - 1;
+        int s0 = wq % d.stride_w, q0 = wq / d.stride_w;
+        if (q0 >= d.Q) s0 += (q0 - d.Q + 1) * d.stride_w, q0 = d.Q - 1;
+        T acc = T(0);
+        for (int r = r0, p = p0; r < d.R && p >= 0; r += d.stride_h, --p)
+          for (int s = s0, q = q0; s < d.S && q >= 0; s += d.stride_w, --q)
+            acc += dc[((long long)r * d.S + s) * PQ + (long long)p * d.Q + q];
+        T* out = dx + (plane * d.H + h) * d.W + w;
+        *out = accumulate ? *out + acc : acc;
+      }
+  }
+}
+
+// y[n][k][j] = b[k] for every j < P*Q: the bias, written before the forward
+// GEMM adds w * col into y (beta = 1). x along j, y over channels k, z over
+// images n. No barrier.
+template <class T>
+__global__ void bias_fill_kernel(Dims d, const T* __restrict__ b, T* __restrict__ y) {
+  const long long PQ = (long long)d.P * d.Q;
+  for (long long n = blockIdx.z; n < d.N; n += gridDim.z)
+    for (long long k = blockIdx.y; k < d.K; k += gridDim.y) {
+      const T v = b[k];
+      T* yp = y + (n * d.K + k) * PQ;
+      for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < PQ;
+           j += (long long)gridDim.x * blockDim.x)
+        yp[j] = v;
+    }
+}
+
+// db[k] (=, or +=) sum over n, p, q of dy[n][k][p][q]. Block k owns channel
+// k. Thread t adds, in T, the entries j = t, t + blockDim, ... of each plane
+// dy[n][k] for n = 0..N-1 (coalesced); each warp then folds its 32 partial
+// sums with a __shfl_down_sync tree, lane 0 of each warp stores its result
+// in shared memory, one __syncthreads, and warp 0 folds those the same way.
+// Every addition has a fixed place in that order: the same bits on every
+// run, whatever the schedule. blockDim.x: a multiple of 32.
+template <class T>
+__global__ void bias_grad_kernel(Dims d, const T* __restrict__ dy, T* __restrict__ db,
+                                 bool accumulate) {
+  __shared__ T warp_sums[32];
+  const int k = blockIdx.x;
+  const long long PQ = (long long)d.P * d.Q;
+  T acc = T(0);
+  for (int n = 0; n < d.N; ++n) {
+    const T* plane = dy + ((long long)n * d.K + k) * PQ;
+    for (long long j = threadIdx.x; j < PQ; j += blockDim.x) acc += plane[j];
+  }
+  for (int offset = 16; offset > 0; offset >>= 1)
+    acc += __shfl_down_sync(0xffffffffu, acc, offset);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) warp_sums[warp] = acc;
+  __syncthreads();
+  if (warp == 0) {
+    T v = lane < int(blockDim.x / 32) ? warp_sums[lane] : T(0);
+    for (int offset = 16; offset > 0; offset >>= 1)
+      v += __shfl_down_sync(0xffffffffu, v, offset);
+    if (lane == 0) db[k] = accumulate ? db[k] + v : v;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// cuBLAS in T. alpha is always 1.
+void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+          const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+  const float one = 1.f;
+  CUBLAS_CHECK(cublasSgemm(h, ta, tb, m, n, k, &one, A, lda, B, ldb, &beta, C, ldc));
+}
+void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+          const double* A, int lda, const double* B, int ldb, double beta, double* C, int ldc) {
+  const double one = 1.0;
+  CUBLAS_CHECK(cublasDgemm(h, ta, tb, m, n, k, &one, A, lda, B, ldb, &beta, C, ldc));
+}
+void gemm_batched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                  int k, const float* A, int lda, long long sa, const float* B, int ldb,
+                  long long sb, float beta, float* C, int ldc, long long sc, int batch) {
+  const float one = 1.f;
+  CUBLAS_CHECK(cublasSgemmStridedBatched(h, ta, tb, m, n, k, &one, A, lda, sa, B, ldb, sb, &beta,
+                                         C, ldc, sc, batch));
+}
+void gemm_batched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                  int k, const double* A, int lda, long long sa, const double* B, int ldb,
+                  long long sb, double beta, double* C, int ldc, long long sc, int batch) {
+  const double one = 1.0;
+  CUBLAS_CHECK(cublasDgemmStridedBatched(h, ta, tb, m, n, k, &one, A, lda, sa, B, ldb, sb, &beta,
+                                         C, ldc, sc, batch));
+}
+
+// ---------------------------------------------------------------------------
+// Argument checks.
+void check_block(const std::string& op, int block) {
+  if (block < 32 || block > 1024 || block % 32 != 0)
+    throw std::invalid_argument(op + ": block must be a multiple of 32 in [32, 1024], not " +
+                                std::to_string(block));
+}
+
+void check_pointer(const std::string& op, const void* p, const char* name) {
+  if (p == nullptr) throw std::invalid_argument(op + ": " + name + " is null");
+}
+
+// The GEMMs run on the handle's stream, the kernels on `stream`: they must
+// be one stream for the kernels and GEMMs to run in order. alpha and beta
+// are host values.
+void check_handle(const std::string& op, cublasHandle_t handle, cudaStream_t stream) {
+  if (handle == nullptr) throw std::invalid_argument(op + ": the cuBLAS handle is null");
+  cudaStream_t handle_stream = nullptr;
+  CUBLAS_CHECK(cublasGetStream(handle, &handle_stream));
+  if (handle_stream != stream)
+    throw std::invalid_argument(op + ": the cuBLAS handle is set to another stream than the " +
+                                "launch's; call cublasSetStream(handle, stream) first");
+  cublasPointerMode_t mode = CUBLAS_POINTER_MODE_HOST;
+  CUBLAS_CHECK(cublasGetPointerMode(handle, &mode));
+  if (mode != CUBLAS_POINTER_MODE_HOST)
+    throw std::invalid_argument(op + ": the cuBLAS handle must be in CUBLAS_POINTER_MODE_HOST");
+}
+
+// Images per chunk that the workspace holds (N for pointwise convolutions,
+// which need no workspace). Throws if it holds less than one image.
+template <class T>
+int chunk_images(const std::string& op, const Conv2dShape& sh, const T* d_workspace,
+                 size_t workspace_bytes) {
+  if (sh.pointwise()) return sh.N;
+  const size_t per_image = size_t(conv2d_col_elements(sh)) * sizeof(T);
+  if (workspace_bytes < per_image)
+    throw std::invalid_argument(
+        op + ": workspace of " + std::to_string(workspace_bytes) +
+        " bytes is smaller than one image's column matrix (C*R*S x P*Q = " +
+        std::to_string(sh.col_rows()) + " x " + std::to_string(sh.col_cols()) + " values, " +
+        std::to_string(per_image) + " bytes); see conv2d_workspace_bytes");
+  check_pointer(op, d_workspace, "d_workspace");
+  return int(std::min<size_t>(size_t(sh.N), workspace_bytes / per_image));
+}
+
+}  // namespace
+
+// ===========================================================================
+// v1 launchers.
+
+template <class T>
+void conv2d_forward_v1_direct(const Conv2dShape& shape, const T* d_x, const T* d_w, const T* d_b,
+                              T* d_y, cudaStream_t stream, int block) {
+  const std::string op = "conv2d_forward_v1_direct";
+  shape.validate(op);
+  check_block(op, block);
+  check_pointer(op, d_x, "d_x");
+  check_pointer(op, d_w, "d_w");
+  check_pointer(op, d_y, "d_y");
+  LAUNCH(forward_direct_kernel<T>, blocks_for(shape.y_size(), block), block, 0, stream,
+         dims_of(shape), d_x, d_w, d_b, d_y);
+}
+
+template <class T>
+void conv2d_backward_data_v1_direct(const Conv2dShape& shape, const T* d_w, const T* d_dy, T* d_dx,
+                                    bool accumulate, cudaStream_t stream, int block) {
+  const std::string op = "conv2d_backward_data_v1_direct";
+  shape.validate(op);
+  check_block(op, block);
+  check_pointer(op, d_w, "d_w");
+  check_pointer(op, d_dy, "d_dy");
+  check_pointer(op, d_dx, "d_dx");
+  LAUNCH(backward_data_direct_kernel<T>, blocks_for(shape.x_size(), block), block, 0, stream,
+         dims_of(shape), d_w, d_dy, d_dx, accumulate);
+}
+
+template <class T>
+void conv2d_backward_filter_v1_direct(const Conv2dShape& shape, const T* d_x, const T* d_dy,
+                                      T* d_dw, bool accumulate, cudaStream_t stream, int block) {
+  const std::string op = "conv2d_backward_filter_v1_direct";
+  shape.validate(op);
+  check_block(op, block);
+  check_pointer(op, d_x, "d_x");
+  check_pointer(op, d_dy, "d_dy");
+  check_pointer(op, d_dw, "d_dw");
+  LAUNCH(backward_filter_direct_kernel<T>, blocks_for(shape.w_size(), block), block, 0, stream,
+         dims_of(shape), d_x, d_dy, d_dw, accumulate);
+}
+
+template <class T>
+void conv2d_backward_bias_v1_direct(const Conv2dShape& shape, const T* d_dy, T* d_db,
+                                    bool accumulate, cudaStream_t stream, int block) {
+  const std::string op = "conv2d_backward_bias_v1_direct";
+  shape.validate(op);
+  check_block(op, block);
+  check_pointer(op, d_dy, "d_dy");
+  check_pointer(op, d_db, "d_db");
+  LAUNCH(backward_bias_direct_kernel<T>, blocks_for(shape.K, block), block, 0, stream,
+         dims_of(shape), d_dy, d_db, accumulate);
+}
+
+// ===========================================================================
+// v2 launchers.
+//
+// The GEMM mapping. cuBLAS is column-major: a row-major (r x c) matrix is,
+// to cuBLAS, its transpose, a column-major (c x r) matrix with leading
+// dimension c. Per image n, with CRS = C*R*S and PQ = P*Q:
+//   row-major            column-major view (what cuBLAS sees)
+//   w      (K x CRS)     Wc  = w^T      (CRS x K,  ld CRS)
+//   col_n  (CRS x PQ)    Cc  = col_n^T  (PQ x CRS, ld PQ)
+//   y_n    (K x PQ)      Yc  = y_n^T    (PQ x K,   ld PQ)   (dy_n, dYc likewise)
+//   dw     (K x CRS)     dWc = dw^T     (CRS x K,  ld CRS)
+// so
+//   forward   y_n = w col_n        <=>  Yc  = Cc Wc      gemm(N, N, PQ, K, CRS, Cc, Wc)
+//   dx        dcol_n = w^T dy_n    <=>  dCc = dYc Wc^T   gemm(N, T, PQ, CRS, K, dYc, Wc)
+//   dw        dw += dy_n col_n^T   <=>  dWc += Cc^T dYc  gemm(T, N, CRS, K, PQ, Cc, dYc)
+// (gemm(ta, tb, m, n, k, A, B): C (m x n) = op(A) op(B) + beta C.) A chunk of
+// images is one strided-batched GEMM: Cc, Yc, dYc step by one image's matrix,
+// Wc by 0 (shared). dw sums over images into one matrix, so it is one GEMM
+// per image, in order, beta = 1 after the first (batched GEMMs writing one C
+// would race). For pointwise convolutions Cc is x_n itself (CRS = C, PQ = H*W)
+// and dCc is dx_n.
+
+template <class T>
+void conv2d_forward_v2_im2col(const Conv2dShape& shape, const T* d_x, const T* d_w, const T* d_b,
+                              T* d_y, T* d_workspace, size_t workspace_bytes,
+                              cublasHandle_t handle, cudaStream_t stream, int block) {
+  const std::string op = "conv2d_forward_v2_im2col";
+  shape.validate(op);
+  check_block(op, block);
+  check_pointer(op, d_x, "d_x");
+  check_pointer(op, d_w, "d_w");
+  check_pointer(op, d_y, "d_y");
+  check_handle(op, handle, stream);
+  const int images = chunk_images(op, shape, d_workspace, workspace_bytes);
+  const Dims d = dims_of(shape);
+  const int CRS = int(shape.col_rows()), PQ = int(shape.col_cols());
+  const dim3 tile(32, unsigned(block / 32));  // im2col and col2im: 32 columns x block/32 rows
+  const long long image_x = (long long)d.C * d.H * d.W, image_y = (long long)d.K * PQ;
+  if (d_b)
+    LAUNCH(bias_fill_kernel<T>, plane_grid(d.N, d.K, PQ, dim3(block)), block, 0, stream, d, d_b,
+           d_y);
+  const T beta = d_b ? T(1) : T(0);
+  for (int n0 = 0; n0 < d.N; n0 += images) {
+    const int count = std::min(images, d.N - n0);
+    const T* col = d_x + n0 * image_x;
+    long long col_step = image_x;
+    if (!shape.pointwise()) {
+      const long long planes = (long long)count * d.C;
+      LAUNCH(im2col_kernel<T>, plane_grid(planes, d.P, d.Q, tile), tile, 0, stream, d, planes,
+             col, d_workspace);
+      col = d_workspace;
+      col_step = (long long)CRS * PQ;
+    }
+    gemm_batched(handle, CUBLAS_OP_N, CUBLAS_OP_N, PQ, d.K, CRS, col, PQ, col_step, d_w, CRS, 0,
+                 beta, d_y + n0 * image_y, PQ, image_y, count);
+  }
+}
+
+template <class T>
+void conv2d_backward_data_v2_im2col(const Conv2dShape& shape, const T* d_w, const T* d_dy,
+                                    T* d_dx, bool accumulate, T* d_workspace,
+                                    size_t workspace_bytes, cublasHandle_t handle,
+                                    cudaStream_t stream, int block) {
+  const std::string op = "conv2d_backward_data_v2_im2col";
+  shape.validate(op);
+  check_block(op, block);
+  check_pointer(op, d_w, "d_w");
+  check_pointer(op, d_dy, "d_dy");
+  check_pointer(op, d_dx, "d_dx");
+  check_handle(op, handle, stream);
+  const int images = chunk_images(op, shape, d_workspace, workspace_bytes);
+  const Dims d = dims_of(shape);
+  const int CRS = int(shape.col_rows()), PQ = int(shape.col_cols());
+  const dim3 tile(32, unsigned(block / 32));  // im2col and col2im: 32 columns x block/32 rows
+  const long long image_x = (long long)d.C * d.H * d.W, image_y = (long long)d.K * PQ;
+  for (int n0 = 0; n0 < d.N; n0 += images) {
+    const int count = std::min(images, d.N - n0);
+    const T* dy = d_dy + n0 * image_y;
+    T* dx = d_dx + n0 * image_x;
+    if (shape.pointwise()) {  // dcol_n is dx_n: the GEMM assigns or adds
+      gemm_batched(handle, CUBLAS_OP_N, CUBLAS_OP_T, PQ, CRS, d.K, dy, PQ, image_y, d_w, CRS, 0,
+                   accumulate ? T(1) : T(0), dx, PQ, image_x, count);
+      continue;
+    }
+    const long long col_step = (long long)CRS * PQ;
+    gemm_batched(handle, CUBLAS_OP_N, CUBLAS_OP_T, PQ, CRS, d.K, dy, PQ, image_y, d_w, CRS, 0,
+                 T(0), d_workspace, PQ, col_step, count);
+    const long long planes = (long long)count * d.C;
+    LAUNCH(col2im_kernel<T>, plane_grid(planes, d.H, d.W, tile), tile, 0, stream, d, planes,
+           d_workspace, dx, accumulate);
+  }
+}
+
+template <class T>
+void conv2d_backward_filter_v2_im2col(const Conv2dShape& shape, const T* d_x, const T* d_dy,
+                                      T* d_dw, bool accumulate, T* d_workspace,
+                                      size_t workspace_bytes, cublasHandle_t handle,
+                                      cudaStream_t stream, int block) {
+  const std::string op = "conv2d_backward_filter_v2_im2col";
+  shape.validate(op);
+  check_block(op, block);
+  check_pointer(op, d_x, "d_x");
+  check_pointer(op, d_dy, "d_dy");
+  check_pointer(op, d_dw, "d_dw");
+  check_handle(op, handle, stream);
+  const int images = chunk_images(op, shape, d_workspace, workspace_bytes);
+  const Dims d = dims_of(shape);
+  const int CRS = int(shape.col_rows()), PQ = int(shape.col_cols());
+  const dim3 tile(32, unsigned(block / 32));  // im2col and col2im: 32 columns x block/32 rows
+  const long long image_x = (long long)d.C * d.H * d.W, image_y = (long long)d.K * PQ;
+  for (int n0 = 0; n0 < d.N; n0 += images) {
+    const int count = std::min(images, d.N - n0);
+    const T* col = d_x + n0 * image_x;
+    long long col_step = image_x;
+    if (!shape.pointwise()) {
+      const long long planes = (long long)count * d.C;
+      LAUNCH(im2col_kernel<T>, plane_grid(planes, d.P, d.Q, tile), tile, 0, stream, d, planes,
+             col, d_workspace);
+      col = d_workspace;
+      col_step = (long long)CRS * PQ;
+    }
+    for (int i = 0; i < count; ++i) {
+      const int n = n0 + i;
+      const T beta = (n == 0 && !accumulate) ? T(0) : T(1);
+      gemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, CRS, d.K, PQ, col + i * col_step, PQ,
+           d_dy + n * image_y, PQ, beta, d_dw, CRS);
+    }
+  }
+}
+
+template <class T>
+void conv2d_backward_bias_v2_reduce(const Conv2dShape& shape, const T* d_dy, T* d_db,
+                                    bool accumulate, cudaStream_t stream, int block) {
+  const std::string op = "conv2d_backward_bias_v2_reduce";
+  shape.validate(op);
+  check_block(op, block);
+  check_pointer(op, d_dy, "d_dy");
+  check_pointer(op, d_db, "d_db");
+  LAUNCH(bias_grad_kernel<T>, unsigned(shape.K), block, 0, stream, dims_of(shape), d_dy, d_db,
+         accumulate);
+}
+
+template <class T>
+void conv2d_backward_v2_im2col(const Conv2dShape& shape, const T* d_x, const T* d_w,
+                               const T* d_dy, T* d_dx, bool accumulate_dx, T* d_dw,
+                               bool accumulate_dw, T* d_db, bool accumulate_db, T* d_workspace,
+                               size_t workspace_bytes, cublasHandle_t handle, cudaStream_t stream,
+                               int block) {
+  const std::string op = "conv2d_backward_v2_im2col";
+  // Every argument is checked before anything runs, so a bad one leaves all
+  // three gradients untouched.
+  shape.validate(op);
+  check_block(op, block);
+  check_pointer(op, d_dy, "d_dy");
+  if (d_dx) check_pointer(op, d_w, "d_w (needed for d_dx)");
+  if (d_dw) check_pointer(op, d_x, "d_x (needed for d_dw)");
+  if (d_dx || d_dw) {
+    check_handle(op, handle, stream);
+    chunk_images(op, shape, d_workspace, workspace_bytes);
+  }
+  if (d_dw)
+    conv2d_backward_filter_v2_im2col(shape, d_x, d_dy, d_dw, accumulate_dw, d_workspace,
+                                     workspace_bytes, handle, stream, block);
+  if (d_dx)
+    conv2d_backward_data_v2_im2col(shape, d_w, d_dy, d_dx, accumulate_dx, d_workspace,
+                                   workspace_bytes, handle, stream, block);
+  if (d_db) conv2d_backward_bias_v2_reduce(shape, d_dy, d_db, accumulate_db, stream, block);
+}
+
+// ===========================================================================
+// Costs.
+
+namespace {
+double macs(const Conv2dShape& s) {
+  return double(s.N) * s.K * s.P() * s.Q() * double(s.C) * s.R * s.S;
+}
+}  // namespace
+
+Cost conv2d_forward_cost(const Conv2dShape& s, bool bias, int elem) {
+  const double y = double(s.y_size());
+  return Cost{2 * macs(s) + (bias ? y : 0),
+              elem * (double(s.x_size()) + double(s.w_size()) + y + (bias ? s.K : 0))};
+}
+
+Cost conv2d_backward_data_cost(const Conv2dShape& s, bool accumulate, int elem) {
+  const double x = double(s.x_size());
+  return Cost{2 * macs(s) + (accumulate ? x : 0),
+              elem * (double(s.y_size()) + double(s.w_size()) + x * (accumulate ? 2 : 1))};
+}
+
+Cost conv2d_backward_filter_cost(const Conv2dShape& s, bool accumulate, int elem) {
+  const double w = double(s.w_size());
+  return Cost{2 * macs(s) + (accumulate ? w : 0),
+              elem * (double(s.x_size()) + double(s.y_size()) + w * (accumulate ? 2 : 1))};
+}
+
+Cost conv2d_backward_bias_cost(const Conv2dShape& s, bool accumulate, int elem) {
+  const double y = double(s.y_size());
+  return Cost{y + (accumulate ? s.K : 0), elem * (y + double(s.K) * (accumulate ? 2 : 1))};
+}
+
+Cost conv2d_im2col_cost(const Conv2dShape& s, int elem) {
+  return Cost{0, 2.0 * elem * double(s.N) * double(conv2d_col_elements(s))};
+}
+
+// ===========================================================================
+// Explicit instantiations: float and double.
+
+#define TIMBRE_CONV2D_INSTANTIATE(T)                                                            \
+  template void conv2d_forward_v1_direct<T>(const Conv2dShape&, const T*, const T*, const T*,  \
+                                            T*, cudaStream_t, int);                             \
+  template void conv2d_backward_data_v1_direct<T>(const Conv2dShape&, const T*, const T*, T*,  \
+                                                  bool, cudaStream_t, int);                     \
+  template void conv2d_backward_filter_v1_direct<T>(const Conv2dShape&, const T*, const T*,    \
+                                                    T*, bool, cudaStream_t, int);               \
+  template void conv2d_backward_bias_v1_direct<T>(const Conv2dShape&, const T*, T*, bool,      \
+                                                  cudaStream_t, int);                           \
+  template void conv2d_forward_v2_im2col<T>(const Conv2dShape&, const T*, const T*, const T*,  \
+                                            T*, T*, size_t, cublasHandle_t, cudaStream_t, int); \
+  template void conv2d_backward_data_v2_im2col<T>(const Conv2dShape&, const T*, const T*, T*,  \
+                                                  bool, T*, size_t, cublasHandle_t,             \
+                                                  cudaStream_t, int);                           \
+  template void conv2d_backward_filter_v2_im2col<T>(const Conv2dShape&, const T*, const T*,    \
+                                                    T*, bool, T*, size_t, cublasHandle_t,       \
+                                                    cudaStream_t, int);                         \
+  template void conv2d_backward_bias_v2_reduce<T>(const Conv2dShape&, const T*, T*, bool,      \
+                                                  cudaStream_t, int);                           \
+  template void conv2d_backward_v2_im2col<T>(const Conv2dShape&, const T*, const T*, const T*, \
+                                             T*, bool, T*, bool, T*, bool, T*, size_t,          \
+                                             cublasHandle_t, cudaStream_t, int);                \
+  template void conv2d_forward_cpu<T>(const Conv2dShape&, const T*, const T*, const T*, T*);   \
+  template void conv2d_backward_data_cpu<T>(const Conv2dShape&, const T*, const T*, T*, bool); \
+  template void conv2d_backward_filter_cpu<T>(const Conv2dShape&, const T*, const T*, T*,      \
+                                              bool);                                            \
+  template void conv2d_backward_bias_cpu<T>(const Conv2dShape&, const T*, T*, bool);
+
+TIMBRE_CONV2D_INSTANTIATE(float)
+TIMBRE_CONV2D_INSTANTIATE(double)
+#undef TIMBRE_CONV2D_INSTANTIATE
+
+}  // namespace timbre::kernels

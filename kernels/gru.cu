@@ -1,0 +1,999 @@
+#include "kernels/gru.cuh"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/activation.cuh"
+#include "kernels/common.cuh"
+#include "kernels/softmax.cuh"
+
+namespace timbre::kernels {
+
+// Kernels and helpers in an anonymous namespace: other kernel files may use
+// the same names.
+namespace {
+
+// ===========================================================================
+// Device math for float and double, by overload, so that a float kernel
+// never calls a double function by accident.
+__device__ __forceinline__ float exp_of(float x) { return expf(x); }
+__device__ __forceinline__ double exp_of(double x) { return exp(x); }
+__device__ __forceinline__ float tanh_of(float x) { return tanhf(x); }
+__device__ __forceinline__ double tanh_of(double x) { return tanh(x); }
+__device__ __forceinline__ float abs_of(float x) { return fabsf(x); }
+__device__ __forceinline__ double abs_of(double x) { return fabs(x); }
+
+// sigmoid without overflow for any x: e = exp(-|x|) is in (0, 1];
+// x >= 0: 1 / (1 + e), x < 0: e / (1 + e) (as in activation.cu).
+template <class T>
+__device__ __forceinline__ T sigmoid_of(T x) {
+  const T e = exp_of(-abs_of(x));
+  const T r = T(1) / (T(1) + e);
+  return x >= T(0) ? r : e * r;
+}
+
+// ===========================================================================
+// GRU gate kernels. Thread i of the grid-stride loop handles (b, j) =
+// (i / H, i % H); the three gates of unit j sit at columns j, H + j, 2H + j
+// of the (3H)-wide rows. No barrier, no shared memory, no atomics.
+//
+// Forward, for one (b, j), with a_* the gate pre-activations:
+//   a_r = (gx_r + b_ir) + (gh_r + b_hr)      r = sigmoid(a_r)
+//   a_z = (gx_z + b_iz) + (gh_z + b_hz)      z = sigmoid(a_z)
+//   hn  = gh_n + b_hn
+//   a_n = (gx_n + b_in) + r * hn             n = tanh(a_n)
+//   h   = n + z * (h_prev - n)               (= (1 - z) n + z h_prev)
+template <class T>
+__global__ void gru_gates_forward_kernel(int batch, int hidden, const T* gx, long long gx_stride,
+                                         const T* gh, const T* b_ih, const T* b_hh,
+                                         const T* h_prev, long long h_prev_stride, T* h,
+                                         long long h_stride, T* h_copy, T* saved,
+                                         long long saved_stride) {
+  const long long n_items = (long long)batch * hidden;
+  const long long grid_stride = (long long)blockDim.x * gridDim.x;
+  const int H = hidden;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n_items;
+       i += grid_stride) {
+    const long long b = i / H;
+    const int j = int(i - b * H);
+    const T* x_row = gx + b * gx_stride;
+    T gh_r = T(0), gh_z = T(0), gh_n = T(0);
+    if (gh) {
+      const T* h_row = gh + b * 3 * H;
+      gh_r = h_row[j];
+      gh_z = h_row[H + j];
+      gh_n = h_row[2 * H + j];
+    }
+    const T hp = h_prev ? h_prev[b * h_prev_stride + j] : T(0);
+    const T r = sigmoid_of((x_row[j] + b_ih[j]) + (gh_r + b_hh[j]));
+    const T z = sigmoid_of((x_row[H + j] + b_ih[H + j]) + (gh_z + b_hh[H + j]));
+    const T hn = gh_n + b_hh[2 * H + j];
+    const T n = tanh_of((x_row[2 * H + j] + b_ih[2 * H + j]) + r * hn);
+    const T hv = n + z * (hp - n);
+    h[b * h_stride + j] = hv;
+    if (h_copy) h_copy[b * H + j] = hv;
+    if (saved) {
+      T* s_row = saved + b * saved_stride;
+      s_row[kGruSavedR * H + j] = r;
+      s_row[kGruSavedZ * H + j] = z;
+      s_row[kGruSavedN * H + j] = n;
+      s_row[kGruSavedHn * H + j] = hn;
+      s_row[kGruSavedHPrev * H + j] = hp;
+    }
+  }
+}
+
+// Backward, for one (b, j), from dh = dL/dh_t (both contributions):
+//   h = n + z (h_prev - n)  gives  dn = dh (1 - z),  dz = dh (h_prev - n),
+//                                  dh_prev (direct) = dh z;
+//   n = tanh(a_n)            gives  da_n = dn (1 - n)(1 + n);
+//   z = sigmoid(a_z)         gives  da_z = dz z (1 - z);
+//   a_n = ... + r hn         gives  dr = da_n hn,  dhn = da_n r;
+//   r = sigmoid(a_r)         gives  da_r = dr r (1 - r).
+// gx_* enter a_* with slope 1, so dGx = [da_r, da_z, da_n]; gh_r, gh_z
+// likewise, gh_n through hn = gh_n + b_hn: dGh = [da_r, da_z, da_n r].
+// dh_in is read before dh_out is written, by the same thread: they may alias.
+template <class T>
+__global__ void gru_gates_backward_kernel(int batch, int hidden, const T* saved,
+                                          long long saved_stride, const T* dh_seq,
+                                          long long dh_seq_stride, const T* dh_in, T* dgx,
+                                          long long dgx_stride, T* dgh, long long dgh_stride,
+                                          T* dh_out) {
+  const long long n_items = (long long)batch * hidden;
+  const long long grid_stride = (long long)blockDim.x * gridDim.x;
+  const int H = hidden;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n_items;
+       i += grid_stride) {
+    const long long b = i / H;
+    const int j = int(i - b * H);
+    T dh = T(0);
+    if (dh_seq) dh += dh_seq[b * dh_seq_stride + j];
+    if (dh_in) dh += dh_in[b * H + j];
+    const T* s_row = saved + b * saved_stride;
+    const T r = s_row[kGruSavedR * H + j];
+    const T z = s_row[kGruSavedZ * H + j];
+    const T n = s_row[kGruSavedN * H + j];
+    const T hn = s_row[kGruSavedHn * H + j];
+    const T hp = s_row[kGruSavedHPrev * H + j];
+    // (1 - n)(1 + n) rather than 1 - n*n: exact where n is near +-1.
+    const T da_n = dh * (T(1) - z) * ((T(1) - n) * (T(1) + n));
+    const T da_z = dh * (hp - n) * (z * (T(1) - z));
+    const T da_r = da_n * hn * (r * (T(1) - r));
+    T* x_row = dgx + b * dgx_stride;
+    x_row[j] = da_r;
+    x_row[H + j] = da_z;
+    x_row[2 * H + j] = da_n;
+    T* h_row = dgh + b * dgh_stride;
+    h_row[j] = da_r;
+    h_row[H + j] = da_z;
+    h_row[2 * H + j] = da_n * r;
+    if (dh_out) dh_out[b * H + j] = dh * z;
+  }
+}
+
+// ===========================================================================
+// Attention kernels.
+
+// Bias, tanh and score, one thread per row (b, t) of the (B*S, A) matrix P =
+// H W^T: u = tanh(P + b) in place, e = sum_a v_a u_a, accumulated in T in
+// the order a = 0..A-1. A thread walks its own row (A contiguous values): no
+// barrier, no shuffle (simcuda's fast path); on a GPU a warp touches 32 rows
+// per iteration, each cache line used over the next iterations from L1.
+template <class T>
+__global__ void attention_score_kernel(long long rows, int attn, T* u, const T* bias, const T* v,
+                                       T* score) {
+  const long long grid_stride = (long long)blockDim.x * gridDim.x;
+  for (long long row = (long long)blockIdx.x * blockDim.x + threadIdx.x; row < rows;
+       row += grid_stride) {
+    T* u_row = u + row * attn;
+    T e = T(0);
+    for (int a = 0; a < attn; ++a) {
+      const T val = tanh_of(u_row[a] + bias[a]);
+      u_row[a] = val;
+      e += v[a] * val;
+    }
+    score[row] = e;
+  }
+}
+
+// out[b, d] = sum_t alpha[b, t] h[b, t, d]: one thread per (b, d), summing
+// over t = 0..S-1 in order; consecutive threads read consecutive d
+// (coalesced).
+template <class T>
+__global__ void attention_weighted_sum_kernel(int batch, int steps, int dim, const T* hseq,
+                                              const T* alpha, T* out) {
+  const long long n_items = (long long)batch * dim;
+  const long long grid_stride = (long long)blockDim.x * gridDim.x;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n_items;
+       i += grid_stride) {
+    const long long b = i / dim;
+    const int d = int(i - b * dim);
+    const T* a_row = alpha + b * steps;
+    const T* h_col = hseq + b * steps * dim + d;
+    T acc = T(0);
+    for (int t = 0; t < steps; ++t) acc += a_row[t] * h_col[(long long)t * dim];
+    out[i] = acc;
+  }
+}
+
+// Backward of the weighted sum, one thread per row (b, t):
+//   dalpha[b, t] = sum_d dout[b, d] h[b, t, d]
+//   dh[b, t, d]  = alpha[b, t] dout[b, d]     (= or +=; skipped when dh is null)
+// Same access pattern as attention_score_kernel.
+template <class T>
+__global__ void attention_weighted_sum_backward_kernel(int batch, int steps, int dim,
+                                                       const T* hseq, const T* alpha,
+                                                       const T* dout, T* dalpha, T* dh,
+                                                       bool accumulate) {
+  const long long rows = (long long)batch * steps;
+  const long long grid_stride = (long long)blockDim.x * gridDim.x;
+  for (long long row = (long long)blockIdx.x * blockDim.x + threadIdx.x; row < rows;
+       row += grid_stride) {
+    const T* d_row = dout + (row / steps) * dim;
+    const T* h_row = hseq + row * dim;
+    const T a = alpha[row];
+    T acc = T(0);
+    for (int d = 0; d < dim; ++d) {
+      acc += d_row[d] * h_row[d];
+      if (dh) {
+        const T g = a * d_row[d];
+        T* dst = dh + row * dim + d;
+        *dst = accumulate ? *dst + g : g;
+      }
+    }
+    dalpha[row] = acc;
+  }
+}
+
+// dP[row, a] = de[row] v[a] (1 - u)(1 + u): the gradient of the
+// pre-activation P + b. One thread per element, coalesced.
+template <class T>
+__global__ void attention_score_backward_kernel(long long rows, int attn, const T* u,
+                                                const T* v, const T* de, T* dp) {
+  const long long n_items = rows * attn;
+  const long long grid_stride = (long long)blockDim.x * gridDim.x;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n_items;
+       i += grid_stride) {
+    const long long row = i / attn;
+    const int a = int(i - row * attn);
+    const T uu = u[i];
+    dp[i] = de[row] * v[a] * ((T(1) - uu) * (T(1) + uu));
+  }
+}
+
+// ===========================================================================
+// Argument checks.
+[[noreturn]] void fail(const char* op, const std::string& what) {
+  throw std::invalid_argument(std::string(op) + ": " + what);
+}
+
+void check_at_least(const char* op, const char* name, long long value, long long least) {
+  if (value < least)
+    fail(op, std::string(name) + " must be >= " + std::to_string(least) + ", not " +
+                 std::to_string(value));
+}
+
+void check_block(const char* op, int block) {
+  if (block < 32 || block > 1024 || block % 32 != 0)
+    fail(op, "block must be a multiple of 32 in [32, 1024], not " + std::to_string(block));
+}
+
+void check_pointer(const char* op, const void* p, const char* name) {
+  if (!p) fail(op, std::string(name) + " is null");
+}
+
+// cuBLAS takes int sizes and leading dimensions.
+void check_fits_int(const char* op, const char* what, long long value) {
+  if (value > INT_MAX)
+    fail(op, std::string(what) + " = " + std::to_string(value) + " does not fit in int");
+}
+
+void check_gru_sizes(const char* op, int batch, int steps, int input, int hidden, int block) {
+  check_at_least(op, "batch", batch, 0);
+  check_at_least(op, "steps", steps, 1);
+  check_at_least(op, "input", input, 1);
+  check_at_least(op, "hidden", hidden, 1);
+  check_block(op, block);
+  check_fits_int(op, "batch*steps", (long long)batch * steps);
+  check_fits_int(op, "steps*5*hidden", (long long)steps * kGruSavedWidth * hidden);
+}
+
+void check_attention_sizes(const char* op, int batch, int steps, int dim, int attn, int block) {
+  check_at_least(op, "batch", batch, 0);
+  check_at_least(op, "steps", steps, 1);
+  check_at_least(op, "dim", dim, 1);
+  check_at_least(op, "attn", attn, 1);
+  check_block(op, block);
+  check_fits_int(op, "batch*steps", (long long)batch * steps);
+}
+
+// The handle must issue its GEMMs on the stream of the kernels (or the
+// kernels and the GEMMs would race on a GPU; simcuda runs everything in
+// issue order and could not tell) and read alpha/beta from the host.
+void check_handle(const char* op, cublasHandle_t handle, cudaStream_t s) {
+  check_pointer(op, handle, "handle");
+  cudaStream_t handle_stream = nullptr;
+  CUBLAS_CHECK(cublasGetStream(handle, &handle_stream));
+  if (handle_stream != s)
+    fail(op, "the cuBLAS handle is bound to another stream than s (cublasSetStream)");
+  cublasPointerMode_t mode = CUBLAS_POINTER_MODE_HOST;
+  CUBLAS_CHECK(cublasGetPointerMode(handle, &mode));
+  if (mode != CUBLAS_POINTER_MODE_HOST)
+    fail(op, "the cuBLAS handle must be in CUBLAS_POINTER_MODE_HOST");
+}
+
+// ===========================================================================
+// Column-major GEMM, C = alpha op(A) op(B) + beta C, in T. Row-major
+// matrices are passed as their column-major transposes (see the layer
+// functions, and linear() in engine/ops.cpp).
+void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+          float alpha, const float* A, int lda, const float* B, int ldb, float beta, float* C,
+          int ldc) {
+  CUBLAS_CHECK(cublasSgemm(h, ta, tb, m, n, k, &alpha, A, lda, B, ldb, &beta, C, ldc));
+}
+void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+          double alpha, const double* A, int lda, const double* B, int ldb, double beta,
+          double* C, int ldc) {
+  CUBLAS_CHECK(cublasDgemm(h, ta, tb, m, n, k, &alpha, A, lda, B, ldb, &beta, C, ldc));
+}
+
+constexpr cublasOperation_t kN = CUBLAS_OP_N;
+constexpr cublasOperation_t kT = CUBLAS_OP_T;
+
+// Blocks for n items: at most elementwise_max_threads threads (as
+// activation.cu); the grid-stride loops do the rest.
+unsigned blocks_for(long long n, int block) {
+  return timbre::grid_1d(n, unsigned(block), unsigned(elementwise_max_threads / block));
+}
+
+template <class T>
+T beta_for(bool accumulate) {
+  return accumulate ? T(1) : T(0);
+}
+
+}  // namespace
+
+// ===========================================================================
+// Gate launchers.
+
+template <class T>
+void gru_gates_forward(int batch, int hidden, const T* d_gx, long long gx_stride, const T* d_gh,
+                       const T* d_b_ih, const T* d_b_hh, const T* d_h_prev,
+                       long long h_prev_stride, T* d_h, long long h_stride, T* d_h_copy,
+                       T* d_saved, long long saved_stride, cudaStream_t s, int block) {
+  const char* op = "gru_gates_forward";
+  check_at_least(op, "batch", batch, 0);
+  check_at_least(op, "hidden", hidden, 1);
+  check_block(op, block);
+  if (batch == 0) return;
+  check_pointer(op, d_gx, "d_gx");
+  check_pointer(op, d_b_ih, "d_b_ih");
+  check_pointer(op, d_b_hh, "d_b_hh");
+  check_pointer(op, d_h, "d_h");
+  if (d_h_prev && !d_gh) fail(op, "d_gh is null but d_h_prev is not");
+  const long long H = hidden;
+  check_at_least(op, "gx_stride", gx_stride, 3 * H);
+  check_at_least(op, "h_stride", h_stride, H);
+  if (d_h_prev) check_at_least(op, "h_prev_stride", h_prev_stride, H);
+  if (d_saved) check_at_least(op, "saved_stride", saved_stride, kGruSavedWidth * H);
+  LAUNCH((gru_gates_forward_kernel<T>), blocks_for(batch * H, block), block, 0, s,
+         batch, hidden, d_gx, gx_stride, d_gh, d_b_ih, d_b_hh, d_h_prev, h_prev_stride, d_h,
+         h_stride, d_h_copy, d_saved, saved_stride);
+}
+
+template <class T>
+void gru_gates_backward(int batch, int hidden, const T* d_saved, long long saved_stride,
+                        const T* d_dh_seq, long long dh_seq_stride, const T* d_dh_in, T* d_dgx,
+                        long long dgx_stride, T* d_dgh, long long dgh_stride, T* d_dh_out,
+                        cudaStream_t s, int block) {
+  const char* op = "gru_gates_backward";
+  check_at_least(op, "batch", batch, 0);
+  check_at_least(op, "hidden", hidden, 1);
+  check_block(op, block);
+  if (batch == 0) return;
+  check_pointer(op, d_saved, "d_saved");
+  check_pointer(op, d_dgx, "d_dgx");
+  check_pointer(op, d_dgh, "d_dgh");
+  const long long H = hidden;
+  check_at_least(op, "saved_stride", saved_stride, kGruSavedWidth * H);
+  if (d_dh_seq) check_at_least(op, "dh_seq_stride", dh_seq_stride, H);
+  check_at_least(op, "dgx_stride", dgx_stride, 3 * H);
+  check_at_least(op, "dgh_stride", dgh_stride, 3 * H);
+  LAUNCH((gru_gates_backward_kernel<T>), blocks_for(batch * H, block), block, 0,
+         s, batch, hidden, d_saved, saved_stride, d_dh_seq, dh_seq_stride, d_dh_in, d_dgx,
+         dgx_stride, d_dgh, dgh_stride, d_dh_out);
+}
+
+// ===========================================================================
+// Whole GRU layer.
+//
+// Row-major (rows, cols) is column-major (cols x rows) with leading
+// dimension cols (or the row stride). Writing G = 3H, R = B*S, and X^c for
+// the column-major view of row-major X:
+//   Gx^c (G x R)      = W_ih^c^T (G x I) x^c (I x R)      gemm(T, N, G, R, I)
+//   Gh^c (G x B)      = W_hh^c^T (G x H) h_prev^c (H x B) gemm(T, N, G, B, H)
+//   dh^c (H x B)     += W_hh^c (H x G) dGh_t^c (G x B)    gemm(N, N, H, B, G)
+//   dx^c (I x R)      = W_ih^c (I x G) dGx^c (G x R)      gemm(N, N, I, R, G)
+//   dW_ih^c (I x G)   = x^c (I x R) dGx^c^T (R x G)       gemm(N, T, I, G, R)
+//   dW_hh^c (H x G)   = h_prev^c (H x R) dGh^c^T (R x G)  gemm(N, T, H, G, R)
+//   db (G x 1)        = dG^c (G x R) 1 (R x 1)            gemm(N, N, G, 1, R)
+// Rows of x, Gx, dGx, dGh, the reserve and hseq are indexed b*S + t, so the
+// B rows of one step t are every S-th row: one step's matrices are the same
+// arrays with a leading dimension S times larger (no copies).
+
+size_t gru_forward_workspace_size(int batch, int steps, int input, int hidden) {
+  (void)input;
+  return size_t(batch) * steps * 3 * hidden + size_t(batch) * 3 * hidden;
+}
+
+size_t gru_reserve_size(int batch, int steps, int hidden) {
+  return size_t(batch) * steps * kGruSavedWidth * hidden;
+}
+
+size_t gru_backward_workspace_size(int batch, int steps, int input, int hidden) {
+  (void)input;
+  const size_t rows = size_t(batch) * steps;
+  return 2 * rows * 3 * hidden + size_t(batch) * hidden + rows;
+}
+
+template <class T>
+void gru_forward(cublasHandle_t handle, int batch, int steps, int input, int hidden,
+                 const T* d_x, const T* d_w_ih, const T* d_w_hh, const T* d_b_ih,
+                 const T* d_b_hh, const T* d_h0, bool reverse, T* d_hseq, T* d_h_last,
+                 T* d_reserve, T* d_workspace, cudaStream_t s, int block) {
+  const char* op = "gru_forward";
+  check_gru_sizes(op, batch, steps, input, hidden, block);
+  if (batch == 0) return;
+  check_pointer(op, d_x, "d_x");
+  check_pointer(op, d_w_ih, "d_w_ih");
+  check_pointer(op, d_w_hh, "d_w_hh");
+  check_pointer(op, d_b_ih, "d_b_ih");
+  check_pointer(op, d_b_hh, "d_b_hh");
+  check_pointer(op, d_hseq, "d_hseq");
+  check_pointer(op, d_workspace, "d_workspace");
+  check_handle(op, handle, s);
+
+  const int B = batch, S = steps, I = input, H = hidden, G = 3 * hidden, R = batch * steps;
+  const int W = kGruSavedWidth * hidden;
+  T* gx = d_workspace;
+  T* gh = gx + size_t(R) * G;
+
+  gemm(handle, kT, kN, G, R, I, T(1), d_w_ih, I, d_x, I, T(0), gx, G);
+  for (int step = 0; step < S; ++step) {
+    const int t = reverse ? S - 1 - step : step;
+    // h_prev: h0 (maybe null) first, then the row the previous step wrote.
+    const T* h_prev = d_h0;
+    long long h_prev_stride = H;
+    if (step > 0) {
+      h_prev = d_hseq + size_t(reverse ? t + 1 : t - 1) * H;
+      h_prev_stride = (long long)S * H;
+    }
+    if (h_prev)
+      gemm(handle, kT, kN, G, B, H, T(1), d_w_hh, H, h_prev, int(h_prev_stride), T(0), gh, G);
+    gru_gates_forward<T>(B, H, gx + size_t(t) * G, (long long)S * G, h_prev ? gh : nullptr,
+                         d_b_ih, d_b_hh, h_prev, h_prev_stride, d_hseq + size_t(t) * H,
+                         (long long)S * H, step == S - 1 ? d_h_last : nullptr,
+                         d_reserve ? d_reserve + size_t(t) * W : nullptr, (long long)S * W, s,
+                         block);
+  }
+}
+
+template <class T>
+void gru_backward(cublasHandle_t handle, int batch, int steps, int input, int hidden,
+                  const T* d_x, const T* d_w_ih, const T* d_w_hh, const T* d_reserve,
+                  bool reverse, const T* d_dhseq, const T* d_dh_last, T* d_dx, T* d_dh0,
+                  T* d_dw_ih, T* d_dw_hh, T* d_db_ih, T* d_db_hh, GruAccumulate accumulate,
+                  T* d_workspace, cudaStream_t s, int block) {
+  const char* op = "gru_backward";
+  check_gru_sizes(op, batch, steps, input, hidden, block);
+  if (batch == 0) return;
+  check_pointer(op, d_x, "d_x");
+  check_pointer(op, d_w_ih, "d_w_ih");
+  check_pointer(op, d_w_hh, "d_w_hh");
+  check_pointer(op, d_reserve, "d_reserve");
+  check_pointer(op, d_workspace, "d_workspace");
+  check_handle(op, handle, s);
+
+  const int B = batch, S = steps, I = input, H = hidden, G = 3 * hidden, R = batch * steps;
+  const int W = kGruSavedWidth * hidden;
+  T* dgx = d_workspace;
+  T* dgh = dgx + size_t(R) * G;
+  T* dh = dgh + size_t(R) * G;  // dL/dh of the step being processed, (B, H)
+  T* ones = dh + size_t(B) * H;
+
+  // Steps in the reverse of the forward's order. The first one processed
+  // (the forward's last) starts from dh_last; later ones from dh, which the
+  // step before left as dL/dh_prev. The last one needs dh_prev only for dh0.
+  for (int step = S - 1; step >= 0; --step) {
+    const int t = reverse ? S - 1 - step : step;
+    const bool need_dh_prev = step > 0 || d_dh0 != nullptr;
+    gru_gates_backward<T>(B, H, d_reserve + size_t(t) * W, (long long)S * W,
+                          d_dhseq ? d_dhseq + size_t(t) * H : nullptr, (long long)S * H,
+                          step == S - 1 ? d_dh_last : dh, dgx + size_t(t) * G, (long long)S * G,
+                          dgh + size_t(t) * G, (long long)S * G, need_dh_prev ? dh : nullptr, s,
+                          block);
+    if (need_dh_prev)
+      gemm(handle, kN, kN, H, B, G, T(1), d_w_hh, H, dgh + size_t(t) * G, S * G, T(1), dh, H);
+  }
+
+  if (d_dh0) {
+    if (accumulate.dh0)
+      add<T>(d_dh0, dh, d_dh0, (long long)B * H, T(1), T(1), s, block);
+    else
+      CUDA_CHECK(cudaMemcpyAsync(d_dh0, dh, size_t(B) * H * sizeof(T), cudaMemcpyDeviceToDevice,
+                                 s));
+  }
+  if (d_dx) gemm(handle, kN, kN, I, R, G, T(1), d_w_ih, I, dgx, G, beta_for<T>(accumulate.dx),
+                 d_dx, I);
+  if (d_dw_ih) gemm(handle, kN, kT, I, G, R, T(1), d_x, I, dgx, G, beta_for<T>(accumulate.w_ih),
+                    d_dw_ih, I);
+  // h_prev of every (b, t) is column kGruSavedHPrev*H of its reserve row.
+  if (d_dw_hh) gemm(handle, kN, kT, H, G, R, T(1), d_reserve + size_t(kGruSavedHPrev) * H, W, dgh,
+                    G, beta_for<T>(accumulate.w_hh), d_dw_hh, H);
+  if (d_db_ih || d_db_hh) fill<T>(ones, R, T(1), s, block);
+  if (d_db_ih) gemm(handle, kN, kN, G, 1, R, T(1), dgx, G, ones, R, beta_for<T>(accumulate.b_ih),
+                    d_db_ih, G);
+  if (d_db_hh) gemm(handle, kN, kN, G, 1, R, T(1), dgh, G, ones, R, beta_for<T>(accumulate.b_hh),
+                    d_db_hh, G);
+}
+
+// ===========================================================================
+// Attention. With R = B*S rows and the column-major views as above:
+//   P^c (A x R)     = W^c^T (A x D) H^c (D x R)   gemm(T, N, A, R, D), then
+//                     u = tanh(P + b) in place (the reserve)
+//   dv (A x 1)      = u^c (A x R) de (R x 1)      gemm(N, N, A, 1, R)
+//   db (A x 1)      = dP^c (A x R) 1 (R x 1)      gemm(N, N, A, 1, R)
+//   dW^c (D x A)    = H^c (D x R) dP^c^T (R x A)  gemm(N, T, D, A, R)
+//   dH^c (D x R)   += W^c (D x A) dP^c (A x R)    gemm(N, N, D, R, A)
+
+size_t attention_reserve_size(int batch, int steps, int attn) {
+  return size_t(batch) * steps * attn;
+}
+
+size_t attention_backward_workspace_size(int batch, int steps, int attn) {
+  const size_t rows = size_t(batch) * steps;
+  return rows * attn + 3 * rows;
+}
+
+template <class T>
+void attention_forward(cublasHandle_t handle, int batch, int steps, int dim, int attn,
+                       const T* d_hseq, const T* d_w, const T* d_b, const T* d_v, T* d_out,
+                       T* d_alpha, T* d_reserve, cudaStream_t s, int block) {
+  const char* op = "attention_forward";
+  check_attention_sizes(op, batch, steps, dim, attn, block);
+  if (batch == 0) return;
+  check_pointer(op, d_hseq, "d_hseq");
+  check_pointer(op, d_w, "d_w");
+  check_pointer(op, d_b, "d_b");
+  check_pointer(op, d_v, "d_v");
+  check_pointer(op, d_out, "d_out");
+  check_pointer(op, d_alpha, "d_alpha");
+  check_pointer(op, d_reserve, "d_reserve");
+  check_handle(op, handle, s);
+
+  const int R = batch * steps;
+  T* u = d_reserve;
+  gemm(handle, kT, kN, attn, R, dim, T(1), d_w, dim, d_hseq, dim, T(0), u, attn);
+  // The scores go straight into alpha; the softmax then runs in place.
+  LAUNCH((attention_score_kernel<T>), blocks_for(R, block), block, 0, s,
+         (long long)R, attn, u, d_b, d_v, d_alpha);
+  softmax_forward<T>(d_alpha, d_alpha, batch, steps, s, block);
+  LAUNCH((attention_weighted_sum_kernel<T>),
+         blocks_for((long long)batch * dim, block), block, 0, s, batch, steps, dim,
+         d_hseq, d_alpha, d_out);
+}
+
+template <class T>
+void attention_backward(cublasHandle_t handle, int batch, int steps, int dim, int attn,
+                        const T* d_hseq, const T* d_w, const T* d_v, const T* d_alpha,
+                        const T* d_reserve, const T* d_dout, T* d_dhseq, T* d_dw, T* d_db,
+                        T* d_dv, AttentionAccumulate accumulate, T* d_workspace, cudaStream_t s,
+                        int block) {
+  const char* op = "attention_backward";
+  check_attention_sizes(op, batch, steps, dim, attn, block);
+  if (batch == 0) return;
+  check_pointer(op, d_hseq, "d_hseq");
+  check_pointer(op, d_w, "d_w");
+  check_pointer(op, d_v, "d_v");
+  check_pointer(op, d_alpha, "d_alpha");
+  check_pointer(op, d_reserve, "d_reserve");
+  check_pointer(op, d_dout, "d_dout");
+  check_pointer(op, d_workspace, "d_workspace");
+  check_handle(op, handle, s);
+
+  const int R = batch * steps;
+  const T* u = d_reserve;
+  T* dp = d_workspace;
+  T* dalpha = dp + size_t(R) * attn;
+  T* de = dalpha + R;
+  T* ones = de + R;
+
+  LAUNCH((attention_weighted_sum_backward_kernel<T>), blocks_for(R, block), block,
+         0, s, batch, steps, dim, d_hseq, d_alpha, d_dout, dalpha, d_dhseq, accumulate.dhseq);
+  softmax_backward<T>(d_alpha, dalpha, de, batch, steps, false, s, block);
+  LAUNCH((attention_score_backward_kernel<T>),
+         blocks_for((long long)R * attn, block), block, 0, s, (long long)R, attn,
+         u, d_v, de, dp);
+  if (d_dv) gemm(handle, kN, kN, attn, 1, R, T(1), u, attn, de, R, beta_for<T>(accumulate.v),
+                 d_dv, attn);
+  if (d_db) {
+    fill<T>(ones, R, T(1), s, block);
+    gemm(handle, kN, kN, attn, 1, R, T(1), dp, attn, ones, R, beta_for<T>(accumulate.b), d_db,
+         attn);
+  }
+  if (d_dw) gemm(handle, kN, kT, dim, attn, R, T(1), d_hseq, dim, dp, attn,
+                 beta_for<T>(accumulate.w), d_dw, dim);
+  // The kernel above assigned or accumulated alpha * dout; the W path adds.
+  if (d_dhseq) gemm(handle, kN, kN, dim, R, attn, T(1), d_w, dim, dp, attn, T(1), d_dhseq, dim);
+}
+
+// ===========================================================================
+// CPU references: the formulas of the header, one loop nest each, in double.
+
+namespace {
+double sigmoid_cpu(double x) { return 1 / (1 + std::exp(-x)); }
+
+template <class T>
+void store(T* dst, double v, bool accumulate) {
+  *dst = accumulate ? T(double(*dst) + v) : T(v);
+}
+
+// Stores a double array into an optional T array.
+template <class T>
+void store_all(T* dst, const std::vector<double>& v, bool accumulate) {
+  if (!dst) return;
+  for (size_t i = 0; i < v.size(); ++i) store(dst + i, v[i], accumulate);
+}
+
+// What the GRU forward computes, in double, for the backward reference:
+// per (b, t) row the gate values and h_prev.
+struct GruTrace {
+  std::vector<double> r, z, n, hn, h_prev;  // (B*S, H) each
+  std::vector<double> h_last;               // (B, H)
+};
+
+template <class T>
+GruTrace gru_trace_cpu(int B, int S, int I, int H, const T* x, const T* w_ih, const T* w_hh,
+                       const T* b_ih, const T* b_hh, const T* h0, bool reverse) {
+  const int G = 3 * H;
+  const size_t rows = size_t(B) * S;
+  GruTrace tr;
+  for (auto* v : {&tr.r, &tr.z, &tr.n, &tr.hn, &tr.h_prev}) v->assign(rows * H, 0.0);
+  std::vector<double> h(size_t(B) * H, 0.0), ax(G), ah(G);
+  if (h0)
+    for (size_t i = 0; i < h.size(); ++i) h[i] = h0[i];
+  for (int step = 0; step < S; ++step) {
+    const int t = reverse ? S - 1 - step : step;
+    for (int b = 0; b < B; ++b) {
+      const size_t row = size_t(b) * S + t;
+      const T* xr = x + row * I;
+      double* hb = h.data() + size_t(b) * H;
+      for (int g = 0; g < G; ++g) {
+        double sx = b_ih[g], sh = b_hh[g];
+        for (int i = 0; i < I; ++i) sx += double(w_ih[size_t(g) * I + i]) * xr[i];
+        for (int j = 0; j < H; ++j) sh += double(w_hh[size_t(g) * H + j]) * hb[j];
+        ax[g] = sx;
+        ah[g] = sh;
+      }
+      for (int j = 0; j < H; ++j) {
+        const size_t k = row * H + j;
+        tr.r[k] = sigmoid_cpu(ax[j] + ah[j]);
+        tr.z[k] = sigmoid_cpu(ax[H + j] + ah[H + j]);
+        tr.hn[k] = ah[2 * H + j];
+        tr.n[k] = std::tanh(ax[2 * H + j] + tr.r[k] * tr.hn[k]);
+        tr.h_prev[k] = hb[j];
+      }
+      for (int j = 0; j < H; ++j) {
+        const size_t k = row * H + j;
+        hb[j] = (1 - tr.z[k]) * tr.n[k] + tr.z[k] * tr.h_prev[k];
+      }
+    }
+  }
+  tr.h_last = h;
+  return tr;
+}
+}  // namespace
+
+template <class T>
+void gru_gates_forward_cpu(int batch, int hidden, const T* gx, long long gx_stride, const T* gh,
+                           const T* b_ih, const T* b_hh, const T* h_prev, long long h_prev_stride,
+                           T* h, long long h_stride, T* h_copy, T* saved,
+                           long long saved_stride) {
+  const int H = hidden;
+  for (long long b = 0; b < batch; ++b)
+    for (int j = 0; j < H; ++j) {
+      const T* xr = gx + b * gx_stride;
+      const T* hr = gh ? gh + b * 3 * H : nullptr;
+      auto gh_at = [&](int g) { return hr ? double(hr[g]) : 0.0; };
+      const double hp = h_prev ? double(h_prev[b * h_prev_stride + j]) : 0.0;
+      const double r = sigmoid_cpu(double(xr[j]) + b_ih[j] + gh_at(j) + b_hh[j]);
+      const double z = sigmoid_cpu(double(xr[H + j]) + b_ih[H + j] + gh_at(H + j) + b_hh[H + j]);
+      const double hn = gh_at(2 * H + j) + b_hh[2 * H + j];
+      const double n = std::tanh(double(xr[2 * H + j]) + b_ih[2 * H + j] + r * hn);
+      const double hv = (1 - z) * n + z * hp;
+      h[b * h_stride + j] = T(hv);
+      if (h_copy) h_copy[b * H + j] = T(hv);
+      if (saved) {
+        T* sr = saved + b * saved_stride;
+        sr[kGruSavedR * H + j] = T(r);
+        sr[kGruSavedZ * H + j] = T(z);
+        sr[kGruSavedN * H + j] = T(n);
+        sr[kGruSavedHn * H + j] = T(hn);
+        sr[kGruSavedHPrev * H + j] = T(hp);
+      }
+    }
+}
+
+template <class T>
+void gru_gates_backward_cpu(int batch, int hidden, const T* saved, long long saved_stride,
+                            const T* dh_seq, long long dh_seq_stride, const T* dh_in, T* dgx,
+                            long long dgx_stride, T* dgh, long long dgh_stride, T* dh_out) {
+  const int H = hidden;
+  for (long long b = 0; b < batch; ++b)
+    for (int j = 0; j < H; ++j) {
+      const double dh = (dh_seq ? double(dh_seq[b * dh_seq_stride + j]) : 0.0) +
+                        (dh_in ? double(dh_in[b * H + j]) : 0.0);
+      const T* sr = saved + b * saved_stride;
+      const double r = sr[kGruSavedR * H + j], z = sr[kGruSavedZ * H + j],
+                   n = sr[kGruSavedN * H + j], hn = sr[kGruSavedHn * H + j],
+                   hp = sr[kGruSavedHPrev * H + j];
+      const double da_n = dh * (1 - z) * (1 - n * n);
+      const double da_z = dh * (hp - n) * z * (1 - z);
+      const double da_r = da_n * hn * r * (1 - r);
+      dgx[b * dgx_stride + j] = T(da_r);
+      dgx[b * dgx_stride + H + j] = T(da_z);
+      dgx[b * dgx_stride + 2 * H + j] = T(da_n);
+      dgh[b * dgh_stride + j] = T(da_r);
+      dgh[b * dgh_stride + H + j] = T(da_z);
+      dgh[b * dgh_stride + 2 * H + j] = T(da_n * r);
+      if (dh_out) dh_out[b * H + j] = T(dh * z);
+    }
+}
+
+template <class T>
+void gru_forward_cpu(int batch, int steps, int input, int hidden, const T* x, const T* w_ih,
+                     const T* w_hh, const T* b_ih, const T* b_hh, const T* h0, bool reverse,
+                     T* hseq, T* h_last) {
+  const GruTrace tr =
+      gru_trace_cpu(batch, steps, input, hidden, x, w_ih, w_hh, b_ih, b_hh, h0, reverse);
+  // h_t of row (b, t) is h_prev of the next step's row, or h_last.
+  for (int b = 0; b < batch; ++b)
+    for (int step = 0; step < steps; ++step) {
+      const int t = reverse ? steps - 1 - step : step;
+      const int t_next = reverse ? t - 1 : t + 1;
+      for (int j = 0; j < hidden; ++j) {
+        const double h = step == steps - 1
+                             ? tr.h_last[size_t(b) * hidden + j]
+                             : tr.h_prev[(size_t(b) * steps + t_next) * hidden + j];
+        hseq[(size_t(b) * steps + t) * hidden + j] = T(h);
+      }
+    }
+  if (h_last)
+    for (size_t i = 0; i < tr.h_last.size(); ++i) h_last[i] = T(tr.h_last[i]);
+}
+
+template <class T>
+void gru_backward_cpu(int batch, int steps, int input, int hidden, const T* x, const T* w_ih,
+                      const T* w_hh, const T* b_ih, const T* b_hh, const T* h0, bool reverse,
+                      const T* dhseq, const T* dh_last, T* dx, T* dh0, T* dw_ih, T* dw_hh,
+                      T* db_ih, T* db_hh, GruAccumulate accumulate) {
+  const int B = batch, S = steps, I = input, H = hidden, G = 3 * hidden;
+  const GruTrace tr = gru_trace_cpu(B, S, I, H, x, w_ih, w_hh, b_ih, b_hh, h0, reverse);
+  std::vector<double> gdx(size_t(B) * S * I, 0.0), gw_ih(size_t(G) * I, 0.0),
+      gw_hh(size_t(G) * H, 0.0), gb_ih(G, 0.0), gb_hh(G, 0.0);
+  std::vector<double> dh(size_t(B) * H, 0.0), dh_prev(size_t(B) * H), da_x(G), da_h(G);
+  if (dh_last)
+    for (size_t i = 0; i < dh.size(); ++i) dh[i] = dh_last[i];
+  for (int step = S - 1; step >= 0; --step) {
+    const int t = reverse ? S - 1 - step : step;
+    for (int b = 0; b < B; ++b) {
+      const size_t row = size_t(b) * S + t;
+      for (int j = 0; j < H; ++j) {
+        const size_t k = row * H + j;
+        const double d = dh[size_t(b) * H + j] + (dhseq ? double(dhseq[k]) : 0.0);
+        const double r = tr.r[k], z = tr.z[k], n = tr.n[k], hn = tr.hn[k], hp = tr.h_prev[k];
+        // h = (1 - z) n + z h_prev
+        const double dn = d * (1 - z), dz = d * (hp - n);
+        const double dan = dn * (1 - n * n);
+        const double daz = dz * z * (1 - z);
+        const double dar = dan * hn * r * (1 - r);
+        da_x[j] = dar;
+        da_x[H + j] = daz;
+        da_x[2 * H + j] = dan;
+        da_h[j] = dar;
+        da_h[H + j] = daz;
+        da_h[2 * H + j] = dan * r;
+        dh_prev[size_t(b) * H + j] = d * z;
+      }
+      for (int j = 0; j < H; ++j) {
+        double sum = 0;
+        for (int g = 0; g < G; ++g) sum += da_h[g] * w_hh[size_t(g) * H + j];
+        dh_prev[size_t(b) * H + j] += sum;
+      }
+      for (int i = 0; i < I; ++i) {
+        double sum = 0;
+        for (int g = 0; g < G; ++g) sum += da_x[g] * w_ih[size_t(g) * I + i];
+        gdx[row * I + i] = sum;
+      }
+      for (int g = 0; g < G; ++g) {
+        for (int i = 0; i < I; ++i) gw_ih[size_t(g) * I + i] += da_x[g] * x[row * I + i];
+        for (int j = 0; j < H; ++j) gw_hh[size_t(g) * H + j] += da_h[g] * tr.h_prev[row * H + j];
+        gb_ih[g] += da_x[g];
+        gb_hh[g] += da_h[g];
+      }
+    }
+    dh = dh_prev;
+  }
+  store_all(dx, gdx, accumulate.dx);
+  store_all(dh0, dh, accumulate.dh0);
+  store_all(dw_ih, gw_ih, accumulate.w_ih);
+  store_all(dw_hh, gw_hh, accumulate.w_hh);
+  store_all(db_ih, gb_ih, accumulate.b_ih);
+  store_all(db_hh, gb_hh, accumulate.b_hh);
+}
+
+namespace {
+// u (B*S, A) and alpha (B, S) of the attention, in double.
+template <class T>
+void attention_trace_cpu(int B, int S, int D, int A, const T* hseq, const T* w, const T* b,
+                         const T* v, std::vector<double>& u, std::vector<double>& alpha) {
+  u.assign(size_t(B) * S * A, 0.0);
+  alpha.assign(size_t(B) * S, 0.0);
+  for (size_t row = 0; row < size_t(B) * S; ++row) {
+    double e = 0;
+    for (int a = 0; a < A; ++a) {
+      double p = b[a];
+      for (int d = 0; d < D; ++d) p += double(w[size_t(a) * D + d]) * hseq[row * D + d];
+      u[row * A + a] = std::tanh(p);
+      e += double(v[a]) * u[row * A + a];
+    }
+    alpha[row] = e;
+  }
+  for (int bb = 0; bb < B; ++bb) {
+    double* ar = alpha.data() + size_t(bb) * S;
+    double m = ar[0], sum = 0;
+    for (int t = 1; t < S; ++t) m = std::max(m, ar[t]);
+    for (int t = 0; t < S; ++t) sum += std::exp(ar[t] - m);
+    for (int t = 0; t < S; ++t) ar[t] = std::exp(ar[t] - m) / sum;
+  }
+}
+}  // namespace
+
+template <class T>
+void attention_forward_cpu(int batch, int steps, int dim, int attn, const T* hseq, const T* w,
+                           const T* b, const T* v, T* out, T* alpha) {
+  std::vector<double> u, al;
+  attention_trace_cpu(batch, steps, dim, attn, hseq, w, b, v, u, al);
+  for (int bb = 0; bb < batch; ++bb)
+    for (int d = 0; d < dim; ++d) {
+      double sum = 0;
+      for (int t = 0; t < steps; ++t)
+        sum += al[size_t(bb) * steps + t] * hseq[(size_t(bb) * steps + t) * dim + d];
+      out[size_t(bb) * dim + d] = T(sum);
+    }
+  if (alpha)
+    for (size_t i = 0; i < al.size(); ++i) alpha[i] = T(al[i]);
+}
+
+template <class T>
+void attention_backward_cpu(int batch, int steps, int dim, int attn, const T* hseq, const T* w,
+                            const T* b, const T* v, const T* dout, T* dhseq, T* dw, T* db,
+                            T* dv, AttentionAccumulate accumulate) {
+  const int B = batch, S = steps, D = dim, A = attn;
+  std::vector<double> u, al;
+  attention_trace_cpu(B, S, D, A, hseq, w, b, v, u, al);
+  std::vector<double> gh(size_t(B) * S * D, 0.0), gw(size_t(A) * D, 0.0), gb(A, 0.0),
+      gv(A, 0.0), dalpha(S), de(S), dp(A);
+  for (int bb = 0; bb < B; ++bb) {
+    const T* dr = dout + size_t(bb) * D;
+    const double* ar = al.data() + size_t(bb) * S;
+    // out = sum_t alpha_t h_t
+    for (int t = 0; t < S; ++t) {
+      const size_t row = size_t(bb) * S + t;
+      double sum = 0;
+      for (int d = 0; d < D; ++d) {
+        sum += double(dr[d]) * hseq[row * D + d];
+        gh[row * D + d] = ar[t] * dr[d];
+      }
+      dalpha[t] = sum;
+    }
+    // alpha = softmax(e): de_t = alpha_t (dalpha_t - sum_s alpha_s dalpha_s)
+    double dot = 0;
+    for (int t = 0; t < S; ++t) dot += ar[t] * dalpha[t];
+    for (int t = 0; t < S; ++t) de[t] = ar[t] * (dalpha[t] - dot);
+    // e = v . u, u = tanh(W h + b)
+    for (int t = 0; t < S; ++t) {
+      const size_t row = size_t(bb) * S + t;
+      for (int a = 0; a < A; ++a) {
+        const double uu = u[row * A + a];
+        gv[a] += de[t] * uu;
+        dp[a] = de[t] * v[a] * (1 - uu * uu);
+        gb[a] += dp[a];
+        for (int d = 0; d < D; ++d) {
+          gw[size_t(a) * D + d] += dp[a] * hseq[row * D + d];
+          gh[row * D + d] += dp[a] * w[size_t(a) * D + d];
+        }
+      }
+    }
+  }
+  store_all(dhseq, gh, accumulate.dhseq);
+  store_all(dw, gw, accumulate.w);
+  store_all(db, gb, accumulate.b);
+  store_all(dv, gv, accumulate.v);
+}
+
+// ===========================================================================
+// Costs. Operations per element of the gate kernels (sigmoid 4, tanh 1;
+// adds, multiplies and subtractions 1 each):
+//   forward : r 3 + 4, z 3 + 4, hn 1, n 3 + 1, h 3              = 22
+//   backward: dh 1, da_n 5, da_z 4, da_r 4, da_n r 1, dh z 1    = 16
+// Bytes per element: forward reads gx, gh (3 each) and h_prev, writes h and
+// the 5 saved values (biases: 6H once); backward reads the 5 saved values,
+// dh_seq and dh_in, writes dGx, dGh (3 each) and dh_out.
+namespace {
+Cost gemm_cost(double m, double n, double k, int elem, bool accumulate = false) {
+  return Cost{2 * m * n * k, (m * k + k * n + m * n * (accumulate ? 2 : 1)) * elem};
+}
+void operator+=(Cost& a, const Cost& b) {
+  a.flops += b.flops;
+  a.bytes += b.bytes;
+}
+Cost times(Cost c, double k) { return Cost{c.flops * k, c.bytes * k}; }
+}  // namespace
+
+Cost gru_gates_forward_cost(int batch, int hidden, int elem) {
+  const double n = double(batch) * hidden;
+  return Cost{22 * n, (13 * n + 6.0 * hidden) * elem};
+}
+
+Cost gru_gates_backward_cost(int batch, int hidden, int elem) {
+  const double n = double(batch) * hidden;
+  return Cost{16 * n, 14 * n * elem};
+}
+
+Cost gru_forward_cost(int batch, int steps, int input, int hidden, int elem) {
+  const double R = double(batch) * steps, G = 3.0 * hidden;
+  Cost c = gemm_cost(G, R, input, elem);
+  c += times(gemm_cost(G, batch, hidden, elem), steps);
+  c += times(gru_gates_forward_cost(batch, hidden, elem), steps);
+  return c;
+}
+
+Cost gru_backward_cost(int batch, int steps, int input, int hidden, int elem) {
+  const double R = double(batch) * steps, G = 3.0 * hidden;
+  Cost c = times(gru_gates_backward_cost(batch, hidden, elem), steps);
+  c += times(gemm_cost(hidden, batch, G, elem, true), steps);  // dh += dGh W_hh
+  c += gemm_cost(input, R, G, elem);                            // dx
+  c += gemm_cost(input, G, R, elem);                            // dW_ih
+  c += gemm_cost(hidden, G, R, elem);                           // dW_hh
+  c += times(gemm_cost(G, 1, R, elem), 2);                      // db_ih, db_hh
+  return c;
+}
+
+Cost attention_forward_cost(int batch, int steps, int dim, int attn, int elem) {
+  const double R = double(batch) * steps;
+  Cost c = gemm_cost(attn, R, dim, elem);
+  c += Cost{4 * R * attn, (2 * R * attn + 2.0 * attn + R) * elem};  // u, e
+  c += softmax_forward_cost(batch, steps, elem);
+  c += Cost{2 * R * dim, (R * dim + R + double(batch) * dim) * elem};  // weighted sum
+  return c;
+}
+
+Cost attention_backward_cost(int batch, int steps, int dim, int attn, int elem) {
+  const double R = double(batch) * steps;
+  // dalpha and dh = alpha dout: reads h, alpha, dout; writes dalpha, dh.
+  Cost c{3 * R * dim, (2 * R * dim + 2 * R + double(batch) * dim) * elem};
+  c += softmax_backward_cost(batch, steps, false, elem);
+  c += Cost{5 * R * attn, (2 * R * attn + attn + R) * elem};  // dP
+  c += gemm_cost(attn, 1, R, elem);                           // dv
+  c += gemm_cost(attn, 1, R, elem);                           // db
+  c += gemm_cost(dim, attn, R, elem);                         // dW
+  c += gemm_cost(dim, R, attn, elem, true);                   // dH += dP W
+  return c;
+}
+
+// ===========================================================================
+#define TIMBRE_GRU_INSTANTIATE(T)                                                               \
+  template void gru_gates_forward<T>(int, int, const T*, long long, const T*, const T*,        \
+                                     const T*, const T*, long long, T*, long long, T*, T*,     \
+                                     long long, cudaStream_t, int);                            \
+  template void gru_gates_backward<T>(int, int, const T*, long long, const T*, long long,      \
+                                      const T*, T*, long long, T*, long long, T*, cudaStream_t, \
+                                      int);                                                    \
+  template void gru_forward<T>(cublasHandle_t, int, int, int, int, const T*, const T*,         \
+                               const T*, const T*, const T*, const T*, bool, T*, T*, T*, T*,   \
+                               cudaStream_t, int);                                             \
+  template void gru_backward<T>(cublasHandle_t, int, int, int, int, const T*, const T*,        \
+                                const T*, const T*, bool, const T*, const T*, T*, T*, T*, T*,  \
+                                T*, T*, GruAccumulate, T*, cudaStream_t, int);                 \
+  template void attention_forward<T>(cublasHandle_t, int, int, int, int, const T*, const T*,   \
+                                     const T*, const T*, T*, T*, T*, cudaStream_t, int);       \
+  template void attention_backward<T>(cublasHandle_t, int, int, int, int, const T*, const T*,  \
+                                      const T*, const T*, const T*, const T*, T*, T*, T*, T*,  \
+                                      AttentionAccumulate, T*, cudaStream_t, int);             \
+  template void gru_gates_forward_cpu<T>(int, int, const T*, long long, const T*, const T*,    \
+                                         const T*, const T*, long long, T*, long long, T*, T*, \
+                                         long long);                                           \
+  template void gru_gates_backward_cpu<T>(int, int, const T*, long long, const T*, long long,  \
+                                          const T*, T*, long long, T*, long long, T*);         \
+  template void gru_forward_cpu<T>(int, int, int, int, const T*, const T*, const T*, const T*, \
+                                   const T*, const T*, bool, T*, T*);                          \
+  template void gru_backward_cpu<T>(int, int, int, int, const T*, const T*, const T*,          \
+                                    const T*, const T*, const T*, bool, const T*, const T*,    \
+                                    T*, T*, T*, T*, T*, T*, GruAccumulate);                    \
+  template void attention_forward_cpu<T>(int, int, int, int, const T*, const T*, const T*,     \
+                                         const T*, T*, T*);                                    \
+  template void attention_backward_cpu<T>(int, int, int, int, const T*, const T*, const T*,    \
+                                          const T*, const T*, T*, T*, T*, T*,                  \
+                                          AttentionAccumulate);
+
+TIMBRE_GRU_INSTANTIATE(float)
+TIMBRE_GRU_INSTANTIATE(double)
+
+#undef TIMBRE_GRU_INSTANTIATE
+
+}  // namespace timbre::kernels

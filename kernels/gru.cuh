@@ -1,0 +1,237 @@
+// gru: one GRU layer over a batch-first sequence, forward and backward
+// through time, and the additive attention over time that follows it in the
+// parallel CNN-RNN model. T is float or double (double for finite-difference
+// gradient checks). Derivations and layouts: docs/kernels/recurrent.md.
+//
+// GRU, the cuDNN/PyTorch formula (Keras reset_after=True), gates in the
+// order r, z, n (PyTorch's and cuDNN's; Keras stores z, r, n):
+//   r_t = sigmoid(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
+//   z_t = sigmoid(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
+//   n_t = tanh(W_in x_t + b_in + r_t * (W_hn h_{t-1} + b_hn))
+//   h_t = (1 - z_t) * n_t + z_t * h_{t-1}          (computed n + z (h_{t-1} - n))
+// Shapes, all row-major: x (B, S, I), the sequence of S steps (S is "T" in
+// the docs; `steps` here, T being the element type); W_ih (3H, I) and W_hh
+// (3H, H) with row blocks [r; z; n]; b_ih, b_hh (3H); h0 (B, H), zeros when
+// null; outputs hseq (B, S, H) = h_t for every t, and h_last (B, H).
+// reverse = true runs t = S-1, ..., 0 (the backward direction of a
+// bidirectional layer, as PyTorch: hseq[:, t] is still the state after
+// reading x_t, and h_last = hseq[:, 0]).
+//
+// Parallel strategy (whole layer):
+//   forward : Gx = x W_ih^T for all B*S rows, one GEMM; then per step one
+//             GEMM Gh = h_prev W_hh^T (B x 3H) and one fused gate kernel that
+//             adds the biases, applies the gates, writes h_t and saves
+//             [r, z, n, W_hn h_prev + b_hn, h_prev] for backward ("reserve").
+//   backward: per step, in reverse, one fused gate-backward kernel giving the
+//             pre-activation gradients dGx (input side) and dGh (hidden side)
+//             and dh_prev's direct part dh*z, then one GEMM dh_prev += dGh W_hh;
+//             at the end one GEMM each for dx, dW_ih, dW_hh, and the biases as
+//             GEMMs with a ones vector. No atomics: every output has the same
+//             bits on every run.
+//
+// Attention over time (the model's attention), for hseq (B, S, D):
+//   u_t   = tanh(W h_t + b)           W (A, D), b (A)
+//   e_t   = v . u_t                   v (A)
+//   alpha = softmax_t(e)              (B, S)
+//   out   = sum_t alpha_t h_t         (B, D)
+// W h_t for all B*S rows is one GEMM; bias + tanh + score is one fused
+// kernel; the softmax over t is kernels/softmax (rows B, cols S); the
+// weighted sum is one kernel. Backward likewise, with GEMMs for dW, dv, db
+// and the dW-side part of dhseq.
+//
+// Gradients: each output of a backward function has its own accumulate flag
+// (false: assign, true: add into it), so that the engine can pass what
+// Variable::grad_for_update says for each. Defaults follow timbre's rule:
+// input gradients assign, parameter gradients accumulate. An output pointer
+// that is null is not computed.
+//
+// cuBLAS: the handle must be bound to the stream s given (cublasSetStream)
+// and in CUBLAS_POINTER_MODE_HOST; both are checked. Its math mode should
+// not allow TF32 (the default does not): the tolerances of the tests assume
+// full FP32 GEMMs.
+//
+// Arguments: batch >= 0 (0 is a no-op), every other size >= 1, and products
+// such as batch*steps and steps*5*hidden must fit in int (cuBLAS takes int
+// sizes); block = threads per block for the elementwise kernels, a multiple
+// of 32 in [32, 1024]; required pointers not null. Violations throw
+// std::invalid_argument naming the function and the argument.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+
+#include "kernels/cost.h"
+
+namespace timbre::kernels {
+
+// ===========================================================================
+// Fused GRU gate kernels, one time step, all B rows. One thread per (b, j),
+// j < H, in a grid-stride loop: no barrier, no shared memory (simcuda's fast
+// path), consecutive threads on consecutive j (coalesced). Row b of a
+// strided array starts at ptr + b*stride.
+
+// Layout of one saved row (5H values) for a (b, t):
+constexpr int kGruSavedR = 0;      // r
+constexpr int kGruSavedZ = 1;      // z
+constexpr int kGruSavedN = 2;      // n
+constexpr int kGruSavedHn = 3;     // W_hn h_prev + b_hn
+constexpr int kGruSavedHPrev = 4;  // h_prev
+constexpr int kGruSavedWidth = 5;  // values per hidden unit: a row is 5H
+
+// Forward step. Reads, for each row b:
+//   gx     (3H) = W_ih x_t without bias, row stride gx_stride;
+//   gh     (3H) = W_hh h_prev without bias, contiguous (B, 3H); may be null
+//                 only when h_prev is null (then it is taken as 0);
+//   b_ih, b_hh (3H);
+//   h_prev (H), row stride h_prev_stride; null = zeros.
+// Writes h_t to h (row stride h_stride), and also to h_copy (contiguous
+// (B, H)) when not null; when saved is not null, the row [r z n hn h_prev]
+// (5H, row stride saved_stride). Outputs must not overlap the inputs.
+template <class T>
+void gru_gates_forward(int batch, int hidden, const T* d_gx, long long gx_stride, const T* d_gh,
+                       const T* d_b_ih, const T* d_b_hh, const T* d_h_prev,
+                       long long h_prev_stride, T* d_h, long long h_stride, T* d_h_copy,
+                       T* d_saved, long long saved_stride, cudaStream_t s, int block = 256);
+
+// Backward step. With dh = dh_seq + dh_in (either may be null = 0), the
+// gradient of the loss with respect to h_t, and the saved row of the step:
+//   dGx = [da_r, da_z, da_n]       written to dgx (row stride dgx_stride)
+//   dGh = [da_r, da_z, da_n * r]   written to dgh (row stride dgh_stride)
+//   dh_out = dh * z                (contiguous (B, H); null: not written)
+// where da_* are the gradients of the gate pre-activations (derivation in
+// the .cu file and the docs). dh_out may alias dh_in (each element is read
+// and written by one thread); nothing else may overlap.
+template <class T>
+void gru_gates_backward(int batch, int hidden, const T* d_saved, long long saved_stride,
+                        const T* d_dh_seq, long long dh_seq_stride, const T* d_dh_in, T* d_dgx,
+                        long long dgx_stride, T* d_dgh, long long dgh_stride, T* d_dh_out,
+                        cudaStream_t s, int block = 256);
+
+// ===========================================================================
+// Whole GRU layer.
+
+// Sizes, in elements of T.
+// Forward workspace: Gx (B*S*3H) and Gh (B*3H).
+size_t gru_forward_workspace_size(int batch, int steps, int input, int hidden);
+// Reserve: the saved rows, B*S*5H, written by forward, read by backward.
+size_t gru_reserve_size(int batch, int steps, int hidden);
+// Backward workspace: dGx and dGh (B*S*3H each), dh (B*H), ones (B*S).
+size_t gru_backward_workspace_size(int batch, int steps, int input, int hidden);
+
+// Forward. Writes hseq (B, S, H) and, when not null, h_last (B, H). d_h0
+// may be null (zeros). d_reserve may be null (inference: nothing saved);
+// backward needs it. d_workspace: gru_forward_workspace_size elements.
+template <class T>
+void gru_forward(cublasHandle_t handle, int batch, int steps, int input, int hidden,
+                 const T* d_x, const T* d_w_ih, const T* d_w_hh, const T* d_b_ih,
+                 const T* d_b_hh, const T* d_h0, bool reverse, T* d_hseq, T* d_h_last,
+                 T* d_reserve, T* d_workspace, cudaStream_t s, int block = 256);
+
+// Which gradients of gru_backward add into their buffer (true) or
+// overwrite it (false).
+struct GruAccumulate {
+  bool dx = false;
+  bool dh0 = false;
+  bool w_ih = true;
+  bool w_hh = true;
+  bool b_ih = true;
+  bool b_hh = true;
+};
+
+// Backward through time. Takes x, the weights, the reserve of the forward
+// call with the same arguments (and direction), and the gradients of the
+// forward's outputs: dhseq (B, S, H) and dh_last (B, H), either may be null
+// (zero). Produces, each only when its pointer is not null: dx (B, S, I),
+// dh0 (B, H) (also when forward ran with h0 = null: the gradient at zeros),
+// dW_ih (3H, I), dW_hh (3H, H), db_ih, db_hh (3H). d_workspace:
+// gru_backward_workspace_size elements.
+template <class T>
+void gru_backward(cublasHandle_t handle, int batch, int steps, int input, int hidden,
+                  const T* d_x, const T* d_w_ih, const T* d_w_hh, const T* d_reserve,
+                  bool reverse, const T* d_dhseq, const T* d_dh_last, T* d_dx, T* d_dh0,
+                  T* d_dw_ih, T* d_dw_hh, T* d_db_ih, T* d_db_hh, GruAccumulate accumulate,
+                  T* d_workspace, cudaStream_t s, int block = 256);
+
+// ===========================================================================
+// Additive attention over time.
+
+// Reserve: u = tanh(H W^T + b), B*S*A, written by forward, read by backward.
+size_t attention_reserve_size(int batch, int steps, int attn);
+// Backward workspace: dP (B*S*A), dalpha, de and ones (B*S each).
+size_t attention_backward_workspace_size(int batch, int steps, int attn);
+
+// Forward. Writes out (B, D), alpha (B, S) (the attention weights: backward
+// needs them, and they are worth plotting) and the reserve.
+template <class T>
+void attention_forward(cublasHandle_t handle, int batch, int steps, int dim, int attn,
+                       const T* d_hseq, const T* d_w, const T* d_b, const T* d_v, T* d_out,
+                       T* d_alpha, T* d_reserve, cudaStream_t s, int block = 256);
+
+struct AttentionAccumulate {
+  bool dhseq = false;
+  bool w = true;
+  bool b = true;
+  bool v = true;
+};
+
+// Backward from dout (B, D): dhseq (B, S, D), dW (A, D), db (A), dv (A),
+// each only when its pointer is not null. d_alpha and d_reserve: what
+// forward wrote. d_workspace: attention_backward_workspace_size elements.
+template <class T>
+void attention_backward(cublasHandle_t handle, int batch, int steps, int dim, int attn,
+                        const T* d_hseq, const T* d_w, const T* d_v, const T* d_alpha,
+                        const T* d_reserve, const T* d_dout, T* d_dhseq, T* d_dw, T* d_db,
+                        T* d_dv, AttentionAccumulate accumulate, T* d_workspace, cudaStream_t s,
+                        int block = 256);
+
+// ===========================================================================
+// CPU references: plain loops of the formulas above, double arithmetic and
+// accumulation, results rounded to T. Same arguments and null rules as the
+// device functions (no handle, workspace, stream or block). The layer
+// references recompute everything from the inputs: they share no
+// intermediate with the device code (backward takes h0 and the biases
+// instead of a reserve).
+
+template <class T>
+void gru_gates_forward_cpu(int batch, int hidden, const T* gx, long long gx_stride, const T* gh,
+                           const T* b_ih, const T* b_hh, const T* h_prev, long long h_prev_stride,
+                           T* h, long long h_stride, T* h_copy, T* saved, long long saved_stride);
+template <class T>
+void gru_gates_backward_cpu(int batch, int hidden, const T* saved, long long saved_stride,
+                            const T* dh_seq, long long dh_seq_stride, const T* dh_in, T* dgx,
+                            long long dgx_stride, T* dgh, long long dgh_stride, T* dh_out);
+
+template <class T>
+void gru_forward_cpu(int batch, int steps, int input, int hidden, const T* x, const T* w_ih,
+                     const T* w_hh, const T* b_ih, const T* b_hh, const T* h0, bool reverse,
+                     T* hseq, T* h_last);
+template <class T>
+void gru_backward_cpu(int batch, int steps, int input, int hidden, const T* x, const T* w_ih,
+                      const T* w_hh, const T* b_ih, const T* b_hh, const T* h0, bool reverse,
+                      const T* dhseq, const T* dh_last, T* dx, T* dh0, T* dw_ih, T* dw_hh,
+                      T* db_ih, T* db_hh, GruAccumulate accumulate);
+
+template <class T>
+void attention_forward_cpu(int batch, int steps, int dim, int attn, const T* hseq, const T* w,
+                           const T* b, const T* v, T* out, T* alpha);
+template <class T>
+void attention_backward_cpu(int batch, int steps, int dim, int attn, const T* hseq, const T* w,
+                            const T* b, const T* v, const T* dout, T* dhseq, T* dw, T* db,
+                            T* dv, AttentionAccumulate accumulate);
+
+// ===========================================================================
+// Costs, for benchmarks: a GEMM (m, n, k) is 2mnk operations; sigmoid counts
+// 4 (exp, add, divide, select), tanh 1; bytes are the ideal traffic (each
+// array once per kernel or GEMM that touches it). elem = sizeof(T). The
+// layer costs assume every optional output is produced, h0 given and all
+// gradients assigned.
+Cost gru_gates_forward_cost(int batch, int hidden, int elem = 4);
+Cost gru_gates_backward_cost(int batch, int hidden, int elem = 4);
+Cost gru_forward_cost(int batch, int steps, int input, int hidden, int elem = 4);
+Cost gru_backward_cost(int batch, int steps, int input, int hidden, int elem = 4);
+Cost attention_forward_cost(int batch, int steps, int dim, int attn, int elem = 4);
+Cost attention_backward_cost(int batch, int steps, int dim, int attn, int elem = 4);
+
+}  // namespace timbre::kernels

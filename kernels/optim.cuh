@@ -1,0 +1,110 @@
+// optim: one optimiser step on one parameter tensor, in place. T is float
+// (training) or double (tests). See docs/kernels/optimiser.md.
+//
+// Adam (Kingma & Ba 2015), step t = 1, 2, ... (the first update is t = 1),
+// gradient g, state m and v (zero before the first step):
+//   m = b1 m + (1 - b1) g
+//   v = b2 v + (1 - b2) g^2
+// then, in one of two forms that differ only in where eps goes:
+//   pytorch (torch.optim.Adam):
+//     p -= (lr / (1 - b1^t)) * (m / (sqrt(v) / sqrt(1 - b2^t) + eps))
+//        = lr * mhat / (sqrt(vhat) + eps),  mhat = m/(1-b1^t), vhat = v/(1-b2^t)
+//   keras (Keras 2 `Adam`, tf.keras optimizer_v1/v2, TF's ApplyAdam):
+//     lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t)
+//     p -= lr_t * m / (sqrt(v) + eps)
+//        = lr * mhat / (sqrt(vhat) + eps / sqrt(1 - b2^t))
+// The Keras form is the PyTorch form with eps_t = eps / sqrt(1 - b2^t): 31.6
+// eps at t = 1 with b2 = 0.999, tending to eps. Defaults differ too: PyTorch
+// eps = 1e-8, Keras eps = K.epsilon() = 1e-7 (both lr 1e-3, betas 0.9,
+// 0.999): pytorch_adam() and keras_adam() below.
+// Keras 2's `decay` argument (inverse time decay) multiplies lr before the
+// bias correction: lr / (1 + decay * iterations), iterations = updates
+// already applied (t - 1); keras_decayed_lr() computes it on the host, and
+// the caller passes the result as AdamConfig::lr.
+//
+// SGD with momentum, PyTorch's torch.optim.SGD (momentum mu, dampening tau):
+//   mu = 0:   p -= lr g
+//   else:     b = (t == 1) ? g : mu b + (1 - tau) g    (b: the momentum buffer)
+//             d = nesterov ? g + mu b : b
+//             p -= lr d
+// Keras 2's SGD keeps v = mu v - lr g and p += v (nesterov: p += mu v - lr g):
+// v = -lr b when lr is constant and tau = 0, so the two agree then; they
+// differ when lr changes (Keras's velocity remembers past learning rates).
+//
+// The bias corrections and step sizes are computed on the host in double,
+// rounded once to T. Every kernel is elementwise: one thread per element
+// in a grid-stride loop, no barrier, no atomics, so the result is the same
+// bits on every run and for every launch configuration. Weight decay,
+// AMSGrad and gradient clipping are not here (the engine can add an L2
+// term to the gradient with kernels::add before the step).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "kernels/cost.h"
+
+namespace timbre::kernels {
+
+enum class AdamForm { pytorch, keras };
+
+// "pytorch", "keras"; throws std::invalid_argument otherwise.
+const char* adam_form_name(AdamForm f);
+
+struct AdamConfig {
+  double lr = 1e-3;     // >= 0
+  double beta1 = 0.9;   // [0, 1)
+  double beta2 = 0.999; // [0, 1)
+  double eps = 1e-8;    // >= 0
+  AdamForm form = AdamForm::pytorch;
+};
+
+// torch.optim.Adam's defaults (eps 1e-8) and Keras 2's (eps 1e-7).
+inline AdamConfig pytorch_adam(double lr = 1e-3) {
+  return AdamConfig{lr, 0.9, 0.999, 1e-8, AdamForm::pytorch};
+}
+inline AdamConfig keras_adam(double lr = 1e-3) {
+  return AdamConfig{lr, 0.9, 0.999, 1e-7, AdamForm::keras};
+}
+
+// Keras 2's inverse time decay: lr / (1 + decay * iterations), where
+// iterations = updates already applied (0 at the first step, so t - 1).
+// decay >= 0, iterations >= 0.
+double keras_decayed_lr(double lr, double decay, long long iterations);
+
+struct SgdConfig {
+  double lr = 0.01;        // >= 0 (Keras's default; PyTorch has none)
+  double momentum = 0;     // >= 0; 0: plain SGD, no buffer
+  double dampening = 0;    // applies from the second step on
+  bool nesterov = false;   // needs momentum > 0 and dampening = 0 (as PyTorch)
+};
+
+// Launchers. n >= 0 (0 is a no-op); step >= 1; block a multiple of 32 in
+// [32, 1024]. Arrays distinct, each n long; bad arguments throw
+// std::invalid_argument.
+//
+// Adam: updates d_param, d_m, d_v in place from d_grad.
+template <class T>
+void adam_step(T* d_param, const T* d_grad, T* d_m, T* d_v, long long n, const AdamConfig& c,
+               long long step, cudaStream_t s, int block = 256);
+
+// SGD: updates d_param and, with momentum, d_buf (null when momentum = 0).
+// At step 1 the buffer is written, not read (it may hold anything).
+template <class T>
+void sgd_step(T* d_param, const T* d_grad, T* d_buf, long long n, const SgdConfig& c,
+              long long step, cudaStream_t s, int block = 256);
+
+// CPU references: the formulas above, one loop each, with the same host
+// scalars as the launchers (computed in double, rounded to T).
+template <class T>
+void adam_step_cpu(T* param, const T* grad, T* m, T* v, long long n, const AdamConfig& c,
+                   long long step);
+template <class T>
+void sgd_step_cpu(T* param, const T* grad, T* buf, long long n, const SgdConfig& c,
+                  long long step);
+
+// Work of one launch, for benchmarks. elem: 4 float, 8 double. sqrt and
+// division count as one operation each.
+Cost adam_step_cost(AdamForm form, long long n, int elem = 4);
+Cost sgd_step_cost(const SgdConfig& c, long long n, int elem = 4);
+
+}  // namespace timbre::kernels

@@ -1,0 +1,802 @@
+// conv2d (kernels/conv2d.cuh) against its CPU references, in float and
+// double: v1_direct and v2_im2col, forward (with and without bias) and the
+// three gradients (assigning and accumulating into pre-filled buffers), at
+// odd shapes (kernels 1x1, 3x3, 2x3, 3x2, strides 1 to 3, pads 0 to 2, one
+// input channel, windows entirely in the padding, pixels no window reads),
+// two block sizes, two workspace sizes (one image per chunk, several), three
+// thread orders. Also: skipping gradients, finite differences in double,
+// determinism, model-sized shapes, argument errors, workspace sizes, costs.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/conv2d.cuh"
+#include "kernels/device_buffer.h"
+#include "tests/testing.h"
+
+namespace {
+
+namespace k = timbre::kernels;
+using k::Conv2dShape;
+using timbre::DeviceBuffer;
+using timbre::testing::all_close;
+using timbre::testing::for_each_thread_order;
+using timbre::testing::Tolerance;
+
+// ---------------------------------------------------------------------------
+// Tolerances.
+//
+// Every output of every pass is a sum of L products (forward: C*R*S, plus
+// the bias; dx: at most K*R*S; dw and db: N*P*Q terms), plus the old value
+// when accumulating. The kernels sum in T in orders we do not control on a
+// GPU (cuBLAS picks its own blocking, split-k, fma), so the tolerance is the
+// bound that holds for every order: a sum of L rounded products computed
+// in any order is within gamma_L * sum|terms| of the exact value (Higham,
+// "Accuracy and Stability of Numerical Algorithms", 3.1; gamma_L = L u / (1
+// - L u) ~ L u, u = 2^-24 in float, 2^-53 in double; an fma only removes
+// roundings). sum|terms| is computed exactly as it is defined: the same CPU
+// reference run on |x|, |w|, |dy|, ... (every pass is a sum of products, so
+// the reference on absolute values is sum|terms| element by element). We
+// take its maximum over the output as the atol, and double the bound: the
+// double reference has the same bound, which matters when T = double. A
+// wrong index or a missing term is off by a whole product (|term| >= 1e-6
+// and typically 0.25 with these inputs), far outside it. These bounds are
+// worst cases; the largest errors seen are 5-10 times smaller.
+template <class T>
+constexpr double kU = std::is_same_v<T, float> ? 0x1p-24 : 0x1p-53;
+
+template <class T>
+Tolerance sum_bound(long long terms, const std::vector<double>& magnitude) {
+  double m = 0;
+  for (double v : magnitude) m = std::max(m, v);
+  return Tolerance{2.0 * double(terms) * kU<T> * m, 0};
+}
+
+// ---------------------------------------------------------------------------
+// Inputs: magnitudes uniform in [0.001, 1) with random signs, drawn in double
+// (double inputs use all 53 bits). Never zero.
+template <class T>
+std::vector<T> random_values(size_t n, uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  std::vector<T> v(n);
+  for (auto& x : v) {
+    const double m = 0.001 + 0.999 * u(g);
+    x = T(u(g) < 0.5 ? -m : m);
+  }
+  return v;
+}
+
+template <class T>
+std::vector<double> widen(const std::vector<T>& v) {
+  return std::vector<double>(v.begin(), v.end());
+}
+template <class T>
+std::vector<double> absolute(const std::vector<T>& v) {
+  std::vector<double> a(v.size());
+  for (size_t i = 0; i < v.size(); ++i) a[i] = std::fabs(double(v[i]));
+  return a;
+}
+std::vector<double> plus_abs(std::vector<double> a, const std::vector<double>& b) {
+  for (size_t i = 0; i < a.size(); ++i) a[i] += std::fabs(b[i]);
+  return a;
+}
+
+// 0xFF bytes: NaN in every float and double. An output a kernel skips, or
+// reads before writing when it should assign, then fails the comparison.
+template <class T>
+void poison(DeviceBuffer<T>& b) {
+  if (b.size()) CUDA_CHECK(cudaMemset(b.get(), 0xFF, b.bytes()));
+}
+
+template <class T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+// One cuBLAS handle for the whole test program, on the default stream.
+cublasHandle_t handle() {
+  static cublasHandle_t h = [] {
+    cublasHandle_t created = nullptr;
+    CUBLAS_CHECK(cublasCreate(&created));
+    return created;
+  }();
+  return h;
+}
+
+// ---------------------------------------------------------------------------
+// Shapes: Conv2dShape{N, C, H, W, K, R, S, stride_h, stride_w, pad_h, pad_w}.
+struct Case {
+  const char* name;
+  Conv2dShape shape;
+};
+const Case kCases[] = {
+    {"3x3 pad 1", {3, 5, 7, 9, 4, 3, 3, 1, 1, 1, 1}},
+    {"3x3 stride 2 pad 1", {3, 5, 7, 9, 4, 3, 3, 2, 2, 1, 1}},
+    {"3x3 no padding", {3, 5, 7, 9, 4, 3, 3, 1, 1, 0, 0}},
+    {"1x1 pointwise (no im2col)", {3, 5, 7, 9, 4, 1, 1, 1, 1, 0, 0}},
+    {"1x1 stride 2", {3, 5, 7, 9, 4, 1, 1, 2, 2, 0, 0}},
+    {"2x3 stride (2, 1) pad (0, 1)", {3, 5, 7, 9, 4, 2, 3, 2, 1, 0, 1}},
+    {"3x2 stride (1, 2) pad (2, 2)", {2, 3, 4, 5, 3, 3, 2, 1, 2, 2, 2}},
+    {"one input channel, 3x3 pad 1", {2, 1, 9, 7, 6, 3, 3, 1, 1, 1, 1}},
+    // Padding wider than the kernel: the border outputs see only padding
+    // (y = b there; their dy reaches no pixel).
+    {"1x1 pad 1 (windows in the padding)", {2, 3, 5, 6, 4, 1, 1, 1, 1, 1, 1}},
+    // The kernel covers the whole padded input: P = Q = 1.
+    {"kernel = padded input", {2, 3, 4, 5, 2, 6, 7, 1, 1, 1, 1}},
+    // Stride 3 > kernel 2: rows 2, 5, 8 and columns 2, 5, 8, 9 are never read,
+    // so their dx is 0 (which the kernel must still write).
+    {"2x2 stride 3 (unread pixels)", {2, 2, 11, 10, 3, 2, 2, 3, 3, 0, 0}},
+    {"N = 1, K = 1", {1, 4, 6, 5, 1, 3, 3, 2, 1, 1, 0}},
+};
+
+constexpr int kBlocks[] = {64, 256};
+
+// Random inputs and pre-filled gradients for one shape.
+template <class T>
+struct Problem {
+  Conv2dShape sh;
+  std::vector<T> x, w, b, dy, dx0, dw0, db0;
+  Problem(const Conv2dShape& s, uint64_t seed)
+      : sh(s),
+        x(random_values<T>(size_t(s.x_size()), seed)),
+        w(random_values<T>(size_t(s.w_size()), seed + 1)),
+        b(random_values<T>(size_t(s.K), seed + 2)),
+        dy(random_values<T>(size_t(s.y_size()), seed + 3)),
+        dx0(random_values<T>(size_t(s.x_size()), seed + 4)),
+        dw0(random_values<T>(size_t(s.w_size()), seed + 5)),
+        db0(random_values<T>(size_t(s.K), seed + 6)) {}
+
+  // Workspace sizes to try: one image per chunk, and N - 1 images (so that,
+  // for N = 3, the batch splits into a chunk of 2 and a chunk of 1).
+  std::vector<size_t> workspaces() const {
+    return {k::conv2d_workspace_bytes<T>(sh, 1),
+            k::conv2d_workspace_bytes<T>(sh, std::max(1, sh.N - 1))};
+  }
+};
+
+// Double references on the inputs widened to double.
+std::vector<double> forward_ref(const Conv2dShape& sh, const std::vector<double>& x,
+                                const std::vector<double>& w, const std::vector<double>* b) {
+  std::vector<double> y(size_t(sh.y_size()));
+  k::conv2d_forward_cpu<double>(sh, x.data(), w.data(), b ? b->data() : nullptr, y.data());
+  return y;
+}
+std::vector<double> data_ref(const Conv2dShape& sh, const std::vector<double>& w,
+                             const std::vector<double>& dy, std::vector<double> dx,
+                             bool accumulate) {
+  k::conv2d_backward_data_cpu<double>(sh, w.data(), dy.data(), dx.data(), accumulate);
+  return dx;
+}
+std::vector<double> filter_ref(const Conv2dShape& sh, const std::vector<double>& x,
+                               const std::vector<double>& dy, std::vector<double> dw,
+                               bool accumulate) {
+  k::conv2d_backward_filter_cpu<double>(sh, x.data(), dy.data(), dw.data(), accumulate);
+  return dw;
+}
+std::vector<double> bias_ref(const Conv2dShape& sh, const std::vector<double>& dy,
+                             std::vector<double> db, bool accumulate) {
+  k::conv2d_backward_bias_cpu<double>(sh, dy.data(), db.data(), accumulate);
+  return db;
+}
+
+// Terms per output of each pass.
+long long forward_terms(const Conv2dShape& s) { return s.col_rows() + 1; }
+long long data_terms(const Conv2dShape& s) { return (long long)s.K * s.R * s.S + 1; }
+long long filter_terms(const Conv2dShape& s) { return s.N * s.col_cols() + 1; }
+
+template <class T>
+class Conv2dTest : public ::testing::Test {};
+using Types = ::testing::Types<float, double>;
+TYPED_TEST_SUITE(Conv2dTest, Types);
+
+// ---------------------------------------------------------------------------
+// Forward.
+TYPED_TEST(Conv2dTest, ForwardMatchesReference) {
+  using T = TypeParam;
+  uint64_t seed = 100;
+  for (const Case& c : kCases) {
+    SCOPED_TRACE(std::string(c.name) + ": " + c.shape.str());
+    const Conv2dShape& sh = c.shape;
+    const Problem<T> pr(sh, seed += 10);
+    const auto x = widen(pr.x), w = widen(pr.w), b = widen(pr.b);
+    const auto ax = absolute(pr.x), aw = absolute(pr.w), ab = absolute(pr.b);
+    const std::vector<double> ref[2] = {forward_ref(sh, x, w, nullptr), forward_ref(sh, x, w, &b)};
+    // The magnitude with the bias bounds both.
+    const Tolerance tol = sum_bound<T>(forward_terms(sh), forward_ref(sh, ax, aw, &ab));
+    DeviceBuffer<T> d_x(pr.x), d_w(pr.w), d_b(pr.b), d_y(size_t(sh.y_size()));
+    for_each_thread_order([&] {
+      for (int block : kBlocks)
+        for (int bias : {0, 1}) {
+          const T* bp = bias ? d_b.get() : nullptr;
+          poison(d_y);
+          k::conv2d_forward_v1_direct<T>(sh, d_x.get(), d_w.get(), bp, d_y.get(), nullptr, block);
+          EXPECT_TRUE(all_close(d_y.to_host(), ref[bias], tol))
+              << "v1, block " << block << ", bias " << bias;
+          for (size_t ws : pr.workspaces()) {
+            DeviceBuffer<T> d_ws(ws / sizeof(T));
+            poison(d_y);
+            k::conv2d_forward_v2_im2col<T>(sh, d_x.get(), d_w.get(), bp, d_y.get(), d_ws.get(),
+                                           ws, handle(), nullptr, block);
+            EXPECT_TRUE(all_close(d_y.to_host(), ref[bias], tol))
+                << "v2, block " << block << ", bias " << bias << ", workspace " << ws;
+          }
+        }
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Backward, each gradient on its own. Assigning runs start from NaN
+// (poison), accumulating runs from random values.
+TYPED_TEST(Conv2dTest, BackwardDataMatchesReference) {
+  using T = TypeParam;
+  uint64_t seed = 200;
+  for (const Case& c : kCases) {
+    SCOPED_TRACE(std::string(c.name) + ": " + c.shape.str());
+    const Conv2dShape& sh = c.shape;
+    const Problem<T> pr(sh, seed += 10);
+    const auto w = widen(pr.w), dy = widen(pr.dy), dx0 = widen(pr.dx0);
+    const auto mag = data_ref(sh, absolute(pr.w), absolute(pr.dy), dx0, false);
+    DeviceBuffer<T> d_w(pr.w), d_dy(pr.dy), d_dx(size_t(sh.x_size()));
+    for (bool acc : {false, true}) {
+      const auto ref = data_ref(sh, w, dy, dx0, acc);
+      const Tolerance tol = sum_bound<T>(data_terms(sh), acc ? plus_abs(mag, dx0) : mag);
+      auto reset = [&] { acc ? d_dx.copy_from_host(pr.dx0) : poison(d_dx); };
+      for_each_thread_order([&] {
+        for (int block : kBlocks) {
+          reset();
+          k::conv2d_backward_data_v1_direct<T>(sh, d_w.get(), d_dy.get(), d_dx.get(), acc,
+                                               nullptr, block);
+          EXPECT_TRUE(all_close(d_dx.to_host(), ref, tol))
+              << "v1, block " << block << ", accumulate " << acc;
+          for (size_t ws : pr.workspaces()) {
+            DeviceBuffer<T> d_ws(ws / sizeof(T));
+            reset();
+            k::conv2d_backward_data_v2_im2col<T>(sh, d_w.get(), d_dy.get(), d_dx.get(), acc,
+                                                 d_ws.get(), ws, handle(), nullptr, block);
+            EXPECT_TRUE(all_close(d_dx.to_host(), ref, tol))
+                << "v2, block " << block << ", accumulate " << acc << ", workspace " << ws;
+          }
+        }
+      });
+    }
+  }
+}
+
+TYPED_TEST(Conv2dTest, BackwardFilterMatchesReference) {
+  using T = TypeParam;
+  uint64_t seed = 300;
+  for (const Case& c : kCases) {
+    SCOPED_TRACE(std::string(c.name) + ": " + c.shape.str());
+    const Conv2dShape& sh = c.shape;
+    const Problem<T> pr(sh, seed += 10);
+    const auto x = widen(pr.x), dy = widen(pr.dy), dw0 = widen(pr.dw0);
+    const auto mag = filter_ref(sh, absolute(pr.x), absolute(pr.dy), dw0, false);
+    DeviceBuffer<T> d_x(pr.x), d_dy(pr.dy), d_dw(size_t(sh.w_size()));
+    for (bool acc : {false, true}) {
+      const auto ref = filter_ref(sh, x, dy, dw0, acc);
+      const Tolerance tol = sum_bound<T>(filter_terms(sh), acc ? plus_abs(mag, dw0) : mag);
+      auto reset = [&] { acc ? d_dw.copy_from_host(pr.dw0) : poison(d_dw); };
+      for_each_thread_order([&] {
+        for (int block : kBlocks) {
+          reset();
+          k::conv2d_backward_filter_v1_direct<T>(sh, d_x.get(), d_dy.get(), d_dw.get(), acc,
+                                                 nullptr, block);
+          EXPECT_TRUE(all_close(d_dw.to_host(), ref, tol))
+              << "v1, block " << block << ", accumulate " << acc;
+          for (size_t ws : pr.workspaces()) {
+            DeviceBuffer<T> d_ws(ws / sizeof(T));
+            reset();
+            k::conv2d_backward_filter_v2_im2col<T>(sh, d_x.get(), d_dy.get(), d_dw.get(), acc,
+                                                   d_ws.get(), ws, handle(), nullptr, block);
+            EXPECT_TRUE(all_close(d_dw.to_host(), ref, tol))
+                << "v2, block " << block << ", accumulate " << acc << ", workspace " << ws;
+          }
+        }
+      });
+    }
+  }
+}
+
+TYPED_TEST(Conv2dTest, BackwardBiasMatchesReference) {
+  using T = TypeParam;
+  uint64_t seed = 400;
+  for (const Case& c : kCases) {
+    SCOPED_TRACE(std::string(c.name) + ": " + c.shape.str());
+    const Conv2dShape& sh = c.shape;
+    const Problem<T> pr(sh, seed += 10);
+    const auto dy = widen(pr.dy), db0 = widen(pr.db0);
+    const auto mag = bias_ref(sh, absolute(pr.dy), db0, false);
+    DeviceBuffer<T> d_dy(pr.dy), d_db(size_t(sh.K));
+    for (bool acc : {false, true}) {
+      const auto ref = bias_ref(sh, dy, db0, acc);
+      const Tolerance tol = sum_bound<T>(filter_terms(sh), acc ? plus_abs(mag, db0) : mag);
+      auto reset = [&] { acc ? d_db.copy_from_host(pr.db0) : poison(d_db); };
+      for_each_thread_order([&] {
+        for (int block : kBlocks) {
+          reset();
+          k::conv2d_backward_bias_v1_direct<T>(sh, d_dy.get(), d_db.get(), acc, nullptr, block);
+          EXPECT_TRUE(all_close(d_db.to_host(), ref, tol))
+              << "v1, block " << block << ", accumulate " << acc;
+          reset();
+          k::conv2d_backward_bias_v2_reduce<T>(sh, d_dy.get(), d_db.get(), acc, nullptr, block);
+          EXPECT_TRUE(all_close(d_db.to_host(), ref, tol))
+              << "v2, block " << block << ", accumulate " << acc;
+        }
+      });
+    }
+  }
+}
+
+// A plane of P*Q = 4096 outputs: the bias reduction's threads each sum many
+// terms, and every warp and lane of a 1024-thread block takes part.
+TYPED_TEST(Conv2dTest, BackwardBiasOfLargePlanes) {
+  using T = TypeParam;
+  const Conv2dShape sh{3, 1, 64, 64, 5, 1, 1, 1, 1, 0, 0};
+  const Problem<T> pr(sh, 450);
+  const auto ref = bias_ref(sh, widen(pr.dy), widen(pr.db0), true);
+  const auto mag = bias_ref(sh, absolute(pr.dy), widen(pr.db0), false);
+  const Tolerance tol = sum_bound<T>(filter_terms(sh), plus_abs(mag, widen(pr.db0)));
+  DeviceBuffer<T> d_dy(pr.dy), d_db(size_t(sh.K));
+  for_each_thread_order([&] {
+    for (int block : {32, 96, 1024}) {
+      d_db.copy_from_host(pr.db0);
+      k::conv2d_backward_bias_v2_reduce<T>(sh, d_dy.get(), d_db.get(), true, nullptr, block);
+      EXPECT_TRUE(all_close(d_db.to_host(), ref, tol)) << "block " << block;
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------
+// The combined backward: any subset of the gradients, each with its own
+// accumulate flag; a skipped gradient's buffer keeps its bits, and the
+// input it alone needs may be null.
+TYPED_TEST(Conv2dTest, CombinedBackwardComputesTheRequestedGradients) {
+  using T = TypeParam;
+  const Conv2dShape sh{3, 5, 7, 9, 4, 3, 3, 2, 1, 1, 1};
+  const Problem<T> pr(sh, 500);
+  const auto x = widen(pr.x), w = widen(pr.w), dy = widen(pr.dy);
+  const auto dx0 = widen(pr.dx0), dw0 = widen(pr.dw0), db0 = widen(pr.db0);
+  const auto ax = absolute(pr.x), aw = absolute(pr.w), ady = absolute(pr.dy);
+  const Tolerance tol_dx = sum_bound<T>(data_terms(sh), plus_abs(data_ref(sh, aw, ady, dx0, false), dx0));
+  const Tolerance tol_dw =
+      sum_bound<T>(filter_terms(sh), plus_abs(filter_ref(sh, ax, ady, dw0, false), dw0));
+  const Tolerance tol_db =
+      sum_bound<T>(filter_terms(sh), plus_abs(bias_ref(sh, ady, db0, false), db0));
+  const size_t ws = k::conv2d_workspace_bytes<T>(sh, 2);
+  DeviceBuffer<T> d_x(pr.x), d_w(pr.w), d_dy(pr.dy), d_ws(ws / sizeof(T));
+  DeviceBuffer<T> d_dx(pr.dx0), d_dw(pr.dw0), d_db(pr.db0);
+  for (int mask = 0; mask < 8; ++mask) {
+    const bool want_dx = mask & 1, want_dw = mask & 2, want_db = mask & 4;
+    SCOPED_TRACE("dx " + std::to_string(want_dx) + " dw " + std::to_string(want_dw) + " db " +
+                 std::to_string(want_db));
+    // Flags differ per gradient: dx assigns, dw and db accumulate (the engine's use).
+    d_dx.copy_from_host(pr.dx0);
+    d_dw.copy_from_host(pr.dw0);
+    d_db.copy_from_host(pr.db0);
+    k::conv2d_backward_v2_im2col<T>(sh, want_dw ? d_x.get() : nullptr,
+                                    want_dx ? d_w.get() : nullptr, d_dy.get(),
+                                    want_dx ? d_dx.get() : nullptr, false,
+                                    want_dw ? d_dw.get() : nullptr, true,
+                                    want_db ? d_db.get() : nullptr, true, d_ws.get(), ws,
+                                    handle(), nullptr);
+    if (want_dx)
+      EXPECT_TRUE(all_close(d_dx.to_host(), data_ref(sh, w, dy, dx0, false), tol_dx));
+    else
+      EXPECT_TRUE(same_bits(d_dx.to_host(), pr.dx0));
+    if (want_dw)
+      EXPECT_TRUE(all_close(d_dw.to_host(), filter_ref(sh, x, dy, dw0, true), tol_dw));
+    else
+      EXPECT_TRUE(same_bits(d_dw.to_host(), pr.dw0));
+    if (want_db)
+      EXPECT_TRUE(all_close(d_db.to_host(), bias_ref(sh, dy, db0, true), tol_db));
+    else
+      EXPECT_TRUE(same_bits(d_db.to_host(), pr.db0));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Finite differences, in double: L = sum_i g_i y_i(x, w, b) with fixed random
+// g, so dL/dx = backward_data(dy = g), dL/dw = backward_filter, dL/db =
+// backward_bias. Each element is checked against the central difference
+// (L(v + h) - L(v - h)) / 2h, h = 1e-6. L is linear in each of x, w, b, so
+// the difference has no truncation error; its rounding error is about
+// u*|L|/h ~ 1e-16 * 10 / 1e-6 = 1e-9. Tolerance 1e-6 + 1e-5*|ref| (the
+// engine's gradcheck): a wrong rule is off by O(0.1) or more. This checks
+// the backward launchers against the forward one, independently of the CPU
+// references.
+TEST(Conv2dGradients, MatchFiniteDifferences) {
+  const Conv2dShape shapes[] = {{2, 2, 5, 4, 3, 3, 2, 2, 1, 1, 1},
+                                {2, 3, 4, 4, 2, 1, 1, 1, 1, 0, 0},
+                                {1, 2, 6, 5, 2, 2, 3, 3, 2, 2, 0}};
+  for (const Conv2dShape& sh : shapes) {
+    SCOPED_TRACE(sh.str());
+    const Problem<double> pr(sh, 600);
+    std::vector<double> x = pr.x, w = pr.w, b = pr.b;
+    const std::vector<double>& g = pr.dy;
+    const size_t ws = k::conv2d_workspace_bytes<double>(sh, sh.N);
+    DeviceBuffer<double> d_x(x), d_w(w), d_b(b), d_y(size_t(sh.y_size())), d_g(g),
+        d_ws(ws / sizeof(double));
+    auto loss = [&] {
+      d_x.copy_from_host(x);
+      d_w.copy_from_host(w);
+      d_b.copy_from_host(b);
+      k::conv2d_forward_v2_im2col<double>(sh, d_x.get(), d_w.get(), d_b.get(), d_y.get(),
+                                          d_ws.get(), ws, handle(), nullptr);
+      const auto y = d_y.to_host();
+      double l = 0;
+      for (size_t i = 0; i < y.size(); ++i) l += g[i] * y[i];
+      return l;
+    };
+    auto numeric = [&](std::vector<double>& v) {
+      std::vector<double> grad(v.size());
+      const double h = 1e-6;
+      for (size_t i = 0; i < v.size(); ++i) {
+        const double keep = v[i];
+        v[i] = keep + h;
+        const double up = loss();
+        v[i] = keep - h;
+        const double down = loss();
+        v[i] = keep;
+        grad[i] = (up - down) / (2 * h);
+      }
+      return grad;
+    };
+    const auto num_dx = numeric(x), num_dw = numeric(w), num_db = numeric(b);
+    const Tolerance tol{1e-6, 1e-5};
+
+    DeviceBuffer<double> d_dx(x.size()), d_dw(w.size()), d_db(b.size());
+    k::conv2d_backward_v2_im2col<double>(sh, d_x.get(), d_w.get(), d_g.get(), d_dx.get(), false,
+                                         d_dw.get(), false, d_db.get(), false, d_ws.get(), ws,
+                                         handle(), nullptr);
+    EXPECT_TRUE(all_close(d_dx.to_host(), num_dx, tol)) << "v2 dx";
+    EXPECT_TRUE(all_close(d_dw.to_host(), num_dw, tol)) << "v2 dw";
+    EXPECT_TRUE(all_close(d_db.to_host(), num_db, tol)) << "v2 db";
+
+    k::conv2d_backward_data_v1_direct<double>(sh, d_w.get(), d_g.get(), d_dx.get(), false,
+                                              nullptr);
+    k::conv2d_backward_filter_v1_direct<double>(sh, d_x.get(), d_g.get(), d_dw.get(), false,
+                                                nullptr);
+    k::conv2d_backward_bias_v1_direct<double>(sh, d_g.get(), d_db.get(), false, nullptr);
+    EXPECT_TRUE(all_close(d_dx.to_host(), num_dx, tol)) << "v1 dx";
+    EXPECT_TRUE(all_close(d_dw.to_host(), num_dw, tol)) << "v1 dw";
+    EXPECT_TRUE(all_close(d_db.to_host(), num_db, tol)) << "v1 db";
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Determinism: the same inputs give the same bits, run after run and under
+// every thread order (no atomics; every sum has a fixed order). dw is also
+// independent of the workspace size: whatever the chunking, it is the same
+// sequence of GEMMs (one per image, in order), on a GPU as well.
+TEST(Conv2dDeterminism, SameBitsEveryRun) {
+  const Conv2dShape sh{4, 16, 20, 18, 8, 3, 3, 1, 1, 1, 1};
+  const Problem<float> pr(sh, 700);
+  const size_t ws = k::conv2d_workspace_bytes<float>(sh, 2);
+  DeviceBuffer<float> d_x(pr.x), d_w(pr.w), d_b(pr.b), d_dy(pr.dy), d_ws(ws / sizeof(float));
+  DeviceBuffer<float> d_y(size_t(sh.y_size())), d_dx(size_t(sh.x_size())),
+      d_dw(size_t(sh.w_size())), d_db(size_t(sh.K));
+  auto run_v2 = [&](size_t workspace) {
+    k::conv2d_forward_v2_im2col<float>(sh, d_x.get(), d_w.get(), d_b.get(), d_y.get(), d_ws.get(),
+                                       workspace, handle(), nullptr);
+    k::conv2d_backward_v2_im2col<float>(sh, d_x.get(), d_w.get(), d_dy.get(), d_dx.get(), false,
+                                        d_dw.get(), false, d_db.get(), false, d_ws.get(),
+                                        workspace, handle(), nullptr);
+    return std::vector<std::vector<float>>{d_y.to_host(), d_dx.to_host(), d_dw.to_host(),
+                                           d_db.to_host()};
+  };
+  auto run_v1 = [&] {
+    k::conv2d_forward_v1_direct<float>(sh, d_x.get(), d_w.get(), d_b.get(), d_y.get(), nullptr);
+    k::conv2d_backward_data_v1_direct<float>(sh, d_w.get(), d_dy.get(), d_dx.get(), false,
+                                             nullptr);
+    k::conv2d_backward_filter_v1_direct<float>(sh, d_x.get(), d_dy.get(), d_dw.get(), false,
+                                               nullptr);
+    k::conv2d_backward_bias_v1_direct<float>(sh, d_dy.get(), d_db.get(), false, nullptr);
+    return std::vector<std::vector<float>>{d_y.to_host(), d_dx.to_host(), d_dw.to_host(),
+                                           d_db.to_host()};
+  };
+  const auto first_v2 = run_v2(ws), first_v1 = run_v1();
+  const char* names[] = {"y", "dx", "dw", "db"};
+  for_each_thread_order([&] {
+    for (int rep = 0; rep < 2; ++rep) {
+      const auto again_v2 = run_v2(ws), again_v1 = run_v1();
+      for (int i = 0; i < 4; ++i) {
+        EXPECT_TRUE(same_bits(again_v2[i], first_v2[i])) << "v2 " << names[i];
+        EXPECT_TRUE(same_bits(again_v1[i], first_v1[i])) << "v1 " << names[i];
+      }
+    }
+  });
+  const auto one_image = run_v2(k::conv2d_workspace_bytes<float>(sh, 1));
+  EXPECT_TRUE(same_bits(one_image[2], first_v2[2])) << "dw with one image per chunk";
+}
+
+// ---------------------------------------------------------------------------
+// The model's layer kinds (3x3 pad 1 and 1x1 on 128x128 inputs, channels
+// 1 -> 16 -> 32 -> ...), at a size the CPU reference can afford: 32x32
+// inputs, batch 2. Float, v2 only (the engine's path), every pass.
+TEST(Conv2dModelShapes, V2MatchesReference) {
+  const Conv2dShape shapes[] = {{2, 1, 32, 32, 16, 3, 3, 1, 1, 1, 1},
+                                {2, 16, 32, 32, 32, 3, 3, 1, 1, 1, 1},
+                                {2, 32, 32, 32, 16, 1, 1, 1, 1, 0, 0}};
+  for (const Conv2dShape& sh : shapes) {
+    SCOPED_TRACE(sh.str());
+    const Problem<float> pr(sh, 800);
+    const auto x = widen(pr.x), w = widen(pr.w), b = widen(pr.b), dy = widen(pr.dy);
+    const auto ax = absolute(pr.x), aw = absolute(pr.w), ab = absolute(pr.b),
+               ady = absolute(pr.dy);
+    const auto dx0 = widen(pr.dx0), dw0 = widen(pr.dw0), db0 = widen(pr.db0);
+    const size_t ws = k::conv2d_workspace_bytes<float>(sh, sh.N);
+    DeviceBuffer<float> d_x(pr.x), d_w(pr.w), d_b(pr.b), d_dy(pr.dy), d_ws(ws / sizeof(float));
+    DeviceBuffer<float> d_y(size_t(sh.y_size())), d_dx(size_t(sh.x_size())), d_dw(pr.dw0),
+        d_db(pr.db0);
+    k::conv2d_forward_v2_im2col<float>(sh, d_x.get(), d_w.get(), d_b.get(), d_y.get(), d_ws.get(),
+                                       ws, handle(), nullptr);
+    EXPECT_TRUE(all_close(d_y.to_host(), forward_ref(sh, x, w, &b),
+                          sum_bound<float>(forward_terms(sh), forward_ref(sh, ax, aw, &ab))));
+    k::conv2d_backward_v2_im2col<float>(sh, d_x.get(), d_w.get(), d_dy.get(), d_dx.get(), false,
+                                        d_dw.get(), true, d_db.get(), true, d_ws.get(), ws,
+                                        handle(), nullptr);
+    EXPECT_TRUE(all_close(d_dx.to_host(), data_ref(sh, w, dy, dx0, false),
+                          sum_bound<float>(data_terms(sh), data_ref(sh, aw, ady, dx0, false))));
+    EXPECT_TRUE(all_close(
+        d_dw.to_host(), filter_ref(sh, x, dy, dw0, true),
+        sum_bound<float>(filter_terms(sh), plus_abs(filter_ref(sh, ax, ady, dw0, false), dw0))));
+    EXPECT_TRUE(all_close(
+        d_db.to_host(), bias_ref(sh, dy, db0, true),
+        sum_bound<float>(filter_terms(sh), plus_abs(bias_ref(sh, ady, db0, false), db0))));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The float CPU references (the engine may use them) agree with the double
+// ones: they accumulate in double and round once, so to 0.5 ulp of float
+// (rtol 2^-24 = 6e-8); atol for results near 0, where 0.5 ulp is tiny.
+TEST(Conv2dCpu, FloatReferencesMatchDouble) {
+  const Conv2dShape sh{2, 3, 6, 5, 4, 3, 2, 2, 1, 1, 0};
+  const Problem<float> pr(sh, 900);
+  const auto x = widen(pr.x), w = widen(pr.w), b = widen(pr.b), dy = widen(pr.dy);
+  const Tolerance tol{1e-12, 6e-8};
+  std::vector<float> y(size_t(sh.y_size())), dx(pr.dx0), dw(pr.dw0), db(pr.db0);
+  k::conv2d_forward_cpu<float>(sh, pr.x.data(), pr.w.data(), pr.b.data(), y.data());
+  EXPECT_TRUE(all_close(y, forward_ref(sh, x, w, &b), tol));
+  k::conv2d_backward_data_cpu<float>(sh, pr.w.data(), pr.dy.data(), dx.data(), true);
+  EXPECT_TRUE(all_close(dx, data_ref(sh, w, dy, widen(pr.dx0), true), tol));
+  k::conv2d_backward_filter_cpu<float>(sh, pr.x.data(), pr.dy.data(), dw.data(), true);
+  EXPECT_TRUE(all_close(dw, filter_ref(sh, x, dy, widen(pr.dw0), true), tol));
+  k::conv2d_backward_bias_cpu<float>(sh, pr.dy.data(), db.data(), true);
+  EXPECT_TRUE(all_close(db, bias_ref(sh, dy, widen(pr.db0), true), tol));
+}
+
+// ---------------------------------------------------------------------------
+// Shapes, workspace sizes and costs.
+TEST(Conv2dShapeTest, OutputSizesAndDescription) {
+  const Conv2dShape a{3, 5, 7, 9, 4, 3, 3, 1, 1, 1, 1};
+  EXPECT_EQ(a.P(), 7);
+  EXPECT_EQ(a.Q(), 9);
+  EXPECT_EQ(a.str(), "x (3, 5, 7, 9), w (4, 5, 3, 3), stride (1, 1), pad (1, 1) -> y (3, 4, 7, 9)");
+  const Conv2dShape b{1, 1, 7, 9, 1, 2, 3, 2, 3, 0, 1};  // (7-2)/2+1 = 3, (9+2-3)/3+1 = 3
+  EXPECT_EQ(b.P(), 3);
+  EXPECT_EQ(b.Q(), 3);
+  const Conv2dShape model{32, 128, 128, 128, 128, 3, 3, 1, 1, 1, 1};
+  EXPECT_EQ(model.P(), 128);
+  EXPECT_EQ(model.y_size(), 32LL * 128 * 128 * 128);
+  EXPECT_NO_THROW(model.validate("test"));
+  // A kernel larger than the padded input has no output.
+  EXPECT_EQ((Conv2dShape{1, 1, 2, 2, 1, 5, 1}.P()), 0);
+}
+
+TEST(Conv2dShapeTest, WorkspaceBytes) {
+  const Conv2dShape sh{3, 5, 7, 9, 4, 3, 3, 2, 2, 1, 1};  // P = 4, Q = 5
+  EXPECT_EQ(k::conv2d_col_elements(sh), 5LL * 9 * 4 * 5);
+  EXPECT_EQ(k::conv2d_workspace_bytes<float>(sh), size_t(5 * 9 * 4 * 5 * 4));
+  EXPECT_EQ(k::conv2d_workspace_bytes<double>(sh, 2), size_t(2 * 5 * 9 * 4 * 5 * 8));
+  EXPECT_EQ(k::conv2d_workspace_bytes<float>(sh, 10), k::conv2d_workspace_bytes<float>(sh, 3));
+  // Pointwise: none, and the launchers accept a null workspace.
+  const Conv2dShape pw{3, 5, 7, 9, 4, 1, 1};
+  EXPECT_TRUE(pw.pointwise());
+  EXPECT_EQ(k::conv2d_workspace_bytes<float>(pw, 3), 0u);
+  EXPECT_FALSE((Conv2dShape{3, 5, 7, 9, 4, 1, 1, 1, 1, 1, 0}.pointwise()));
+  EXPECT_FALSE((Conv2dShape{3, 5, 7, 9, 4, 1, 1, 2, 1, 0, 0}.pointwise()));
+  // The model's largest layer: 128 channels 3x3 on 128x128, one image = 72 MiB.
+  const Conv2dShape model{32, 128, 128, 128, 128, 3, 3, 1, 1, 1, 1};
+  EXPECT_EQ(k::conv2d_workspace_bytes<float>(model), size_t(1152) * 16384 * 4);
+}
+
+TEST(Conv2dCost, CountsFlopsAndBytes) {
+  const Conv2dShape sh{2, 3, 8, 8, 4, 3, 3, 1, 1, 1, 1};  // P = Q = 8
+  const double macs = 2.0 * 4 * 64 * 27, x = 2 * 3 * 64, w = 4 * 27, y = 2 * 4 * 64;
+  EXPECT_EQ(k::conv2d_forward_cost(sh, false).flops, 2 * macs);
+  EXPECT_EQ(k::conv2d_forward_cost(sh, true).flops, 2 * macs + y);
+  EXPECT_EQ(k::conv2d_forward_cost(sh, true).bytes, 4 * (x + w + y + 4));
+  EXPECT_EQ(k::conv2d_backward_data_cost(sh, false, 8).bytes, 8 * (y + w + x));
+  EXPECT_EQ(k::conv2d_backward_data_cost(sh, true).flops, 2 * macs + x);
+  EXPECT_EQ(k::conv2d_backward_filter_cost(sh, true).bytes, 4 * (x + y + 2 * w));
+  EXPECT_EQ(k::conv2d_backward_bias_cost(sh, false).flops, y);
+  EXPECT_EQ(k::conv2d_backward_bias_cost(sh, true).bytes, 4 * (y + 8));
+  EXPECT_EQ(k::conv2d_im2col_cost(sh).bytes, 2.0 * 4 * 2 * 27 * 64);
+  EXPECT_EQ(k::conv2d_im2col_cost(Conv2dShape{2, 3, 8, 8, 4, 1, 1}).bytes, 0);
+  // The model: 3x3 128 -> 128 on 128x128, batch 32: 2*32*128*16384*1152 = 154.6 GFLOP.
+  const Conv2dShape model{32, 128, 128, 128, 128, 3, 3, 1, 1, 1, 1};
+  EXPECT_DOUBLE_EQ(k::conv2d_forward_cost(model, false).flops, 2.0 * 32 * 128 * 16384 * 1152);
+}
+
+// ---------------------------------------------------------------------------
+// Argument errors.
+
+// Runs f, expects std::invalid_argument whose message contains `part`.
+template <class F>
+void expect_invalid(F&& f, const std::string& part) {
+  try {
+    f();
+    ADD_FAILURE() << "no exception; expected one mentioning \"" << part << "\"";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
+        << "message \"" << e.what() << "\" does not mention \"" << part << "\"";
+  }
+}
+
+TEST(Conv2dArguments, BadShapesAreRejected) {
+  const Conv2dShape good{3, 5, 7, 9, 4, 3, 3, 1, 1, 1, 1};
+  struct Bad {
+    Conv2dShape shape;
+    const char* message;
+  };
+  auto with = [&](auto field, int value) {
+    Conv2dShape s = good;
+    s.*field = value;
+    return s;
+  };
+  const Bad bad[] = {
+      {with(&Conv2dShape::N, 0), "x (N, C, H, W) = (0, 5, 7, 9): every size must be >= 1"},
+      {with(&Conv2dShape::C, -1), "x (N, C, H, W) = (3, -1, 7, 9)"},
+      {with(&Conv2dShape::H, 0), "x (N, C, H, W) = (3, 5, 0, 9)"},
+      {with(&Conv2dShape::W, 0), "x (N, C, H, W) = (3, 5, 7, 0)"},
+      {with(&Conv2dShape::K, 0), "w (K, C, R, S) = (0, 5, 3, 3): every size must be >= 1"},
+      {with(&Conv2dShape::R, 0), "w (K, C, R, S) = (4, 5, 0, 3)"},
+      {with(&Conv2dShape::S, -3), "w (K, C, R, S) = (4, 5, 3, -3)"},
+      {with(&Conv2dShape::stride_h, 0), "stride (stride_h, stride_w) = (0, 1) must be >= 1"},
+      {with(&Conv2dShape::stride_w, -2), "stride (stride_h, stride_w) = (1, -2)"},
+      {with(&Conv2dShape::pad_h, -1), "pad (pad_h, pad_w) = (-1, 1) must be >= 0"},
+      {with(&Conv2dShape::R, 10),
+       "kernel (R, S) = (10, 3) is larger than the padded input (H + 2*pad_h, W + 2*pad_w) = (9, 11)"},
+      {with(&Conv2dShape::S, 12), "kernel (R, S) = (3, 12)"},
+      {with(&Conv2dShape::pad_w, 0x40000000),
+       "padded input (H + 2*pad_h, W + 2*pad_w) = (9, 2147483657) exceeds 2^31 - 1"},
+      {Conv2dShape{1, 1 << 20, 8, 8, 1, 64, 64, 1, 1, 32, 32}, "C*R*S = 4294967296 exceeds"},
+      {Conv2dShape{1, 1, 1 << 16, 1 << 16, 1, 1, 1}, "P*Q = 4294967296 exceeds"},
+  };
+  DeviceBuffer<float> d(16);
+  float* p = d.get();
+  for (const Bad& b : bad) {
+    SCOPED_TRACE(b.message);
+    expect_invalid([&] { b.shape.validate("op"); }, std::string("op: ") + b.message);
+    // Every launcher and reference validates first, whatever the pointers.
+    expect_invalid([&] { k::conv2d_forward_v1_direct<float>(b.shape, p, p, p, p, nullptr); },
+                   std::string("conv2d_forward_v1_direct: ") + b.message);
+    expect_invalid([&] {
+      k::conv2d_forward_v2_im2col<float>(b.shape, p, p, p, p, p, 64, handle(), nullptr);
+    }, "conv2d_forward_v2_im2col: ");
+    expect_invalid([&] {
+      k::conv2d_backward_v2_im2col<float>(b.shape, p, p, p, p, false, p, true, p, true, p, 64,
+                                          handle(), nullptr);
+    }, "conv2d_backward_v2_im2col: ");
+    expect_invalid([&] { k::conv2d_backward_bias_v2_reduce<float>(b.shape, p, p, true, nullptr); },
+                   "conv2d_backward_bias_v2_reduce: ");
+    expect_invalid([&] { k::conv2d_forward_cpu<float>(b.shape, p, p, p, p); },
+                   "conv2d_forward_cpu: ");
+  }
+  // The message ends with the whole shape.
+  expect_invalid([&] { with(&Conv2dShape::K, 0).validate("op"); },
+                 "(x (3, 5, 7, 9), w (0, 5, 3, 3), stride (1, 1), pad (1, 1) -> y (3, 0, 7, 9))");
+}
+
+TEST(Conv2dArguments, BadPointersBlocksWorkspacesAndHandles) {
+  const Conv2dShape sh{3, 5, 7, 9, 4, 3, 3, 1, 1, 1, 1};
+  const size_t ws = k::conv2d_workspace_bytes<float>(sh);
+  DeviceBuffer<float> d(size_t(sh.x_size() + sh.y_size() + sh.w_size())), d_ws(ws / 4);
+  float* p = d.get();
+  float* w = d_ws.get();
+  cublasHandle_t h = handle();
+  // Null pointers that a launcher needs (the bias may be null).
+  expect_invalid([&] { k::conv2d_forward_v1_direct<float>(sh, nullptr, p, p, p, nullptr); },
+                 "conv2d_forward_v1_direct: d_x is null");
+  expect_invalid([&] { k::conv2d_forward_v2_im2col<float>(sh, p, nullptr, p, p, w, ws, h, nullptr); },
+                 "conv2d_forward_v2_im2col: d_w is null");
+  expect_invalid([&] { k::conv2d_forward_v2_im2col<float>(sh, p, p, p, nullptr, w, ws, h, nullptr); },
+                 "d_y is null");
+  expect_invalid([&] {
+    k::conv2d_backward_data_v1_direct<float>(sh, p, nullptr, p, false, nullptr);
+  }, "conv2d_backward_data_v1_direct: d_dy is null");
+  expect_invalid([&] {
+    k::conv2d_backward_filter_v2_im2col<float>(sh, p, p, nullptr, true, w, ws, h, nullptr);
+  }, "conv2d_backward_filter_v2_im2col: d_dw is null");
+  expect_invalid([&] { k::conv2d_backward_bias_v1_direct<float>(sh, p, nullptr, true, nullptr); },
+                 "d_db is null");
+  expect_invalid([&] {
+    k::conv2d_backward_v2_im2col<float>(sh, p, nullptr, p, p, false, nullptr, true, nullptr, true,
+                                        w, ws, h, nullptr);
+  }, "conv2d_backward_v2_im2col: d_w (needed for d_dx) is null");
+  expect_invalid([&] {
+    k::conv2d_backward_v2_im2col<float>(sh, nullptr, p, p, nullptr, false, p, true, nullptr, true,
+                                        w, ws, h, nullptr);
+  }, "d_x (needed for d_dw) is null");
+  expect_invalid([&] {
+    k::conv2d_backward_v2_im2col<float>(sh, p, p, nullptr, p, false, p, true, p, true, w, ws, h,
+                                        nullptr);
+  }, "d_dy is null");
+  // Blocks.
+  for (int block : {0, 16, 48, 1056, -32}) {
+    SCOPED_TRACE(block);
+    expect_invalid([&] { k::conv2d_forward_v1_direct<float>(sh, p, p, p, p, nullptr, block); },
+                   "block must be a multiple of 32 in [32, 1024], not " + std::to_string(block));
+    expect_invalid([&] {
+      k::conv2d_forward_v2_im2col<float>(sh, p, p, p, p, w, ws, h, nullptr, block);
+    }, "block must be");
+    expect_invalid([&] {
+      k::conv2d_backward_bias_v2_reduce<float>(sh, p, p, false, nullptr, block);
+    }, "block must be");
+  }
+  // Workspace: too small, or null.
+  expect_invalid([&] {
+    k::conv2d_forward_v2_im2col<float>(sh, p, p, p, p, w, ws - 1, h, nullptr);
+  }, "conv2d_forward_v2_im2col: workspace of 11339 bytes is smaller than one image's column "
+     "matrix (C*R*S x P*Q = 45 x 63 values, 11340 bytes); see conv2d_workspace_bytes");
+  expect_invalid([&] {
+    k::conv2d_backward_data_v2_im2col<float>(sh, p, p, p, false, nullptr, ws, h, nullptr);
+  }, "d_workspace is null");
+  expect_invalid([&] {
+    k::conv2d_backward_v2_im2col<float>(sh, p, p, p, nullptr, false, p, true, nullptr, true, w, 0,
+                                        h, nullptr);
+  }, "workspace of 0 bytes");
+  // The combined backward checks everything before running anything: with a
+  // bad workspace, db (which needs none) is not touched either.
+  {
+    std::vector<float> db0(4, 0.5f);
+    DeviceBuffer<float> d_db(db0);
+    expect_invalid([&] {
+      k::conv2d_backward_v2_im2col<float>(sh, p, p, p, p, false, nullptr, true, d_db.get(), true,
+                                          w, 8, h, nullptr);
+    }, "workspace of 8 bytes");
+    EXPECT_TRUE(same_bits(d_db.to_host(), db0));
+  }
+  // Handles: null, on another stream, in device pointer mode.
+  expect_invalid([&] {
+    k::conv2d_forward_v2_im2col<float>(sh, p, p, p, p, w, ws, nullptr, nullptr);
+  }, "conv2d_forward_v2_im2col: the cuBLAS handle is null");
+  cudaStream_t other = nullptr;
+  CUDA_CHECK(cudaStreamCreate(&other));
+  expect_invalid([&] {
+    k::conv2d_backward_filter_v2_im2col<float>(sh, p, p, p, false, w, ws, h, other);
+  }, "the cuBLAS handle is set to another stream than the launch's; call "
+     "cublasSetStream(handle, stream) first");
+  cublasHandle_t device_mode = nullptr;
+  CUBLAS_CHECK(cublasCreate(&device_mode));
+  CUBLAS_CHECK(cublasSetPointerMode(device_mode, CUBLAS_POINTER_MODE_DEVICE));
+  expect_invalid([&] {
+    k::conv2d_forward_v2_im2col<float>(sh, p, p, p, p, w, ws, device_mode, nullptr);
+  }, "CUBLAS_POINTER_MODE_HOST");
+  // On a stream that matches the handle's, the launch runs.
+  CUBLAS_CHECK(cublasSetStream(device_mode, other));
+  CUBLAS_CHECK(cublasSetPointerMode(device_mode, CUBLAS_POINTER_MODE_HOST));
+  EXPECT_NO_THROW(k::conv2d_forward_v2_im2col<float>(sh, p, p, p, p + sh.x_size(), w, ws,
+                                                     device_mode, other));
+  CUDA_CHECK(cudaStreamSynchronize(other));
+  CUBLAS_CHECK(cublasDestroy(device_mode));
+  CUDA_CHECK(cudaStreamDestroy(other));
+  // Pointwise convolutions need no workspace.
+  const Conv2dShape pw{3, 5, 7, 9, 4, 1, 1};
+  EXPECT_NO_THROW(k::conv2d_forward_v2_im2col<float>(pw, p, p + pw.x_size(), nullptr,
+                                                     p + pw.x_size() + pw.w_size(), nullptr, 0, h,
+                                                     nullptr));
+}
+
+}  // namespace
