@@ -1,14 +1,17 @@
 #include "engine/ops.h"
 
 #include <algorithm>
+#include <array>
 #include <string>
 
 #include "engine/context.h"
 #include "kernels/activation.cuh"
+#include "kernels/batchnorm.cuh"
 #include "kernels/conv2d.cuh"
 #include "kernels/copy_rows.cuh"
 #include "kernels/gru.cuh"
 #include "kernels/philox.cuh"
+#include "kernels/pooling.cuh"
 #include "kernels/cuda_check.h"
 #include "kernels/softmax.cuh"
 
@@ -221,6 +224,179 @@ Variable dropout(const Variable& x, double p, bool training, Generator& g) {
       using T = decltype(t);
       kernels::dropout_backward<T>(dy.data<T>(), dx.data<T>(), dy.numel(), p, seed, offset, acc,
                                    stream());
+    });
+  });
+}
+
+namespace {
+// (N, C, H, W) of a rank-4 tensor, or (N, C, 1, 1) of a rank-2 one.
+std::array<int, 4> nchw(const char* op, const Tensor& x, bool allow_2d) {
+  check_float(op, x);
+  if (x.rank() == 4) return {int(x.size(0)), int(x.size(1)), int(x.size(2)), int(x.size(3))};
+  if (allow_2d && x.rank() == 2) return {int(x.size(0)), int(x.size(1)), 1, 1};
+  throw ShapeError(std::string(op) + ": input " + x.str() + " must be (N, C, H, W)" +
+                   (allow_2d ? " or (N, C)" : ""));
+}
+}  // namespace
+
+Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& beta,
+                    Tensor& running_mean, Tensor& running_var, bool training, BatchNormOptions o) {
+  const Tensor& X = x.value();
+  const auto [n, c, h, w] = nchw("batch_norm", X, true);
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&gamma.value(), &beta.value(), &running_mean, &running_var})
+    if (t->shape() != Shape{c} || t->dtype() != X.dtype())
+      throw ShapeError("batch_norm: gamma, beta and the running statistics must be " +
+                       std::string(dtype_name(X.dtype())) + "(" + std::to_string(c) +
+                       ") for input " + X.str() + ", got " + t->str());
+  const DType d = X.dtype();
+  Tensor Y = Tensor::empty(X.shape(), d);
+  Tensor ws = Tensor::empty(Shape{kernels::batchnorm_workspace_size(c)}, DType::f64);
+  Tensor mean, inv_std;
+  dispatch(d, [&](auto t) {
+    using T = decltype(t);
+    if (training) {
+      mean = Tensor::empty(Shape{c}, d);
+      inv_std = Tensor::empty(Shape{c}, d);
+      kernels::batchnorm_forward_train<T>(X.data<T>(), gamma.value().data<T>(),
+                                          beta.value().data<T>(), Y.data<T>(), mean.data<T>(),
+                                          inv_std.data<T>(), running_mean.data<T>(),
+                                          running_var.data<T>(), ws.data<double>(), n, c, h, w,
+                                          o.eps, o.running, stream());
+    } else {
+      kernels::batchnorm_forward_eval<T>(X.data<T>(), gamma.value().data<T>(),
+                                         beta.value().data<T>(), running_mean.data<T>(),
+                                         running_var.data<T>(), Y.data<T>(), n, c, h, w, o.eps,
+                                         stream());
+    }
+  });
+  // Training: dx = gamma inv_std / M (M dy - sum dy - xhat sum(dy xhat)),
+  // dgamma = sum dy xhat, dbeta = sum dy. Evaluation: dx = gamma inv_std_run dy.
+  // (Evaluation captures the running statistics as they are now.)
+  Tensor rm = training ? Tensor() : running_mean.clone(), rv = training ? Tensor() : running_var.clone();
+  return Variable::from_op(
+      "batch_norm", Y, {x, gamma, beta},
+      [=](const Tensor& dY, Inputs& v) {
+        Tensor ws2 = Tensor::empty(Shape{kernels::batchnorm_workspace_size(c)}, DType::f64);
+        dispatch(d, [&](auto t) {
+          using T = decltype(t);
+          kernels::BatchNormAccumulate acc;
+          T* dx = v[0].requires_grad() ? v[0].grad_for_update(&acc.dx).template data<T>() : nullptr;
+          T* dg = v[1].requires_grad() ? v[1].grad_for_update(&acc.dgamma).template data<T>() : nullptr;
+          T* db = v[2].requires_grad() ? v[2].grad_for_update(&acc.dbeta).template data<T>() : nullptr;
+          if (training)
+            kernels::batchnorm_backward_train<T>(X.data<T>(), dY.data<T>(), v[1].value().data<T>(),
+                                                 mean.data<T>(), inv_std.data<T>(), dx, dg, db,
+                                                 ws2.data<double>(), n, c, h, w, acc, stream());
+          else
+            kernels::batchnorm_backward_eval<T>(X.data<T>(), dY.data<T>(), v[1].value().data<T>(),
+                                                rm.data<T>(), rv.data<T>(), dx, dg, db,
+                                                ws2.data<double>(), n, c, h, w, o.eps, acc,
+                                                stream());
+        });
+      });
+}
+
+Variable max_pool2d(const Variable& x, kernels::PoolWindow pw) {
+  const Tensor& X = x.value();
+  const auto [n, c, h, w] = nchw("max_pool2d", X, false);
+  const int ph = kernels::pool_out_size(h, pw.kh, pw.sh), qw = kernels::pool_out_size(w, pw.kw, pw.sw);
+  if (pw.kh < 1 || pw.kw < 1 || pw.sh < 1 || pw.sw < 1 || pw.kh > h || pw.kw > w || ph < 1 || qw < 1)
+    throw ShapeError("max_pool2d: window " + std::to_string(pw.kh) + "x" + std::to_string(pw.kw) +
+                     " (stride " + std::to_string(pw.sh) + "x" + std::to_string(pw.sw) + ") does not fit input " + X.str());
+  Tensor Y = Tensor::empty(Shape{n, c, ph, qw}, X.dtype());
+  Tensor argmax = Tensor::empty(Y.shape(), DType::i32);
+  dispatch(X.dtype(), [&](auto t) {
+    using T = decltype(t);
+    kernels::max_pool2d_forward<T>(X.data<T>(), Y.data<T>(), argmax.data<int32_t>(), n, c, h, w,
+                                   pw, stream());
+  });
+  // dx at each window's argmax gets that window's dy (gathered).
+  return Variable::from_op("max_pool2d", Y, {x}, [=](const Tensor& dY, Inputs& v) {
+    bool acc;
+    Tensor& g = v[0].grad_for_update(&acc);
+    dispatch(dY.dtype(), [&](auto t) {
+      using T = decltype(t);
+      kernels::max_pool2d_backward<T>(dY.data<T>(), argmax.data<int32_t>(), g.data<T>(), n, c, h,
+                                      w, pw, acc, stream());
+    });
+  });
+}
+
+Variable avg_pool2d(const Variable& x, kernels::PoolWindow pw) {
+  const Tensor& X = x.value();
+  const auto [n, c, h, w] = nchw("avg_pool2d", X, false);
+  const int ph = kernels::pool_out_size(h, pw.kh, pw.sh), qw = kernels::pool_out_size(w, pw.kw, pw.sw);
+  if (pw.kh < 1 || pw.kw < 1 || pw.sh < 1 || pw.sw < 1 || pw.kh > h || pw.kw > w || ph < 1 || qw < 1)
+    throw ShapeError("avg_pool2d: window " + std::to_string(pw.kh) + "x" + std::to_string(pw.kw) +
+                     " (stride " + std::to_string(pw.sh) + "x" + std::to_string(pw.sw) + ") does not fit input " + X.str());
+  Tensor Y = Tensor::empty(Shape{n, c, ph, qw}, X.dtype());
+  dispatch(X.dtype(), [&](auto t) {
+    using T = decltype(t);
+    kernels::avg_pool2d_forward<T>(X.data<T>(), Y.data<T>(), n, c, h, w, pw, stream());
+  });
+  // dx = the sum over the windows containing x of dy / (kh kw).
+  return Variable::from_op("avg_pool2d", Y, {x}, [=](const Tensor& dY, Inputs& v) {
+    bool acc;
+    Tensor& g = v[0].grad_for_update(&acc);
+    dispatch(dY.dtype(), [&](auto t) {
+      using T = decltype(t);
+      kernels::avg_pool2d_backward<T>(dY.data<T>(), g.data<T>(), n, c, h, w, pw, acc, stream());
+    });
+  });
+}
+
+Variable global_avg_pool(const Variable& x) {
+  const Tensor& X = x.value();
+  const auto [n, c, h, w] = nchw("global_avg_pool", X, false);
+  Tensor Y = Tensor::empty(Shape{n, c}, X.dtype());
+  dispatch(X.dtype(), [&](auto t) {
+    using T = decltype(t);
+    kernels::global_avg_pool_forward<T>(X.data<T>(), Y.data<T>(), n, c, h, w, stream());
+  });
+  // dx = dy / (H W) everywhere in the plane.
+  return Variable::from_op("global_avg_pool", Y, {x}, [=](const Tensor& dY, Inputs& v) {
+    bool acc;
+    Tensor& g = v[0].grad_for_update(&acc);
+    dispatch(dY.dtype(), [&](auto t) {
+      using T = decltype(t);
+      kernels::global_avg_pool_backward<T>(dY.data<T>(), g.data<T>(), n, c, h, w, acc, stream());
+    });
+  });
+}
+
+Variable reshape(const Variable& x, const std::vector<int64_t>& dims) {
+  const Tensor out = x.value().reshape(dims);
+  // The gradient is dy seen in the input's shape.
+  return Variable::from_op("reshape", out, {x}, [in_dims = x.value().shape().dims()](
+                                                    const Tensor& dy, Inputs& v) {
+    pass_through(dy.reshape(in_dims), v[0]);
+  });
+}
+
+Variable flatten(const Variable& x) {
+  check_defined("flatten", x.value(), "input");
+  return reshape(x, x.value().flatten(1).shape().dims());
+}
+
+Variable transpose_last2(const Variable& x) {
+  const Tensor& X = x.value();
+  check_float("transpose_last2", X);
+  if (X.rank() < 2) throw ShapeError("transpose_last2: " + X.str() + " has fewer than 2 dimensions");
+  const int64_t R = X.size(-2), C = X.size(-1), B = X.numel() / std::max<int64_t>(R * C, 1);
+  std::vector<int64_t> dims = X.shape().dims();
+  std::swap(dims[dims.size() - 1], dims[dims.size() - 2]);
+  Tensor out = Tensor::empty(Shape(dims), X.dtype());
+  dispatch(X.dtype(), [&](auto t) {
+    using T = decltype(t);
+    kernels::transpose_last2<T>(X.data<T>(), out.data<T>(), B, R, C, false, stream());
+  });
+  // dx = dy transposed back.
+  return Variable::from_op("transpose_last2", out, {x}, [B, R, C](const Tensor& dy, Inputs& v) {
+    bool acc;
+    Tensor& g = v[0].grad_for_update(&acc);
+    dispatch(dy.dtype(), [&](auto t) {
+      using T = decltype(t);
+      kernels::transpose_last2<T>(dy.data<T>(), g.data<T>(), B, C, R, acc, stream());
     });
   });
 }

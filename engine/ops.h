@@ -7,6 +7,8 @@
 
 #include "engine/autograd.h"
 #include "engine/random.h"
+#include "kernels/batchnorm.cuh"
+#include "kernels/pooling.cuh"
 
 namespace timbre::ops {
 
@@ -32,6 +34,13 @@ struct Conv2dOptions {
 };
 Variable conv2d(const Variable& x, const Variable& w, const Variable& b, Conv2dOptions o = {});
 
+// A view with another shape (one -1 allowed); the gradient is reshaped back.
+Variable reshape(const Variable& x, const std::vector<int64_t>& dims);
+// (N, d1, d2, ...) -> (N, d1*d2*...).
+Variable flatten(const Variable& x);
+// Swaps the last two dimensions: (..., R, C) -> (..., C, R), a copy.
+Variable transpose_last2(const Variable& x);
+
 // Concatenation along the last dimension: (..., F1) and (..., F2) with
 // equal leading dimensions give (..., F1 + F2).
 Variable concat_last(const Variable& a, const Variable& b);
@@ -56,6 +65,27 @@ Variable attention(const Variable& h, const Variable& w, const Variable& b, cons
 // stream and is regenerated, not stored, for backward. Identity when not
 // training or p == 0.
 Variable dropout(const Variable& x, double p, bool training, Generator& g);
+
+// Batch normalisation over (N, C, H, W) or (N, C): per channel, statistics
+// over every other dimension (kernels/batchnorm.cuh). Training normalises
+// with the batch's statistics and updates running_mean / running_var in place
+// (running = keep * running + (1 - keep) * batch, see BatchNormRunning for
+// the Keras and PyTorch conventions); evaluation uses the running statistics.
+struct BatchNormOptions {
+  double eps = 1e-3;                                              // Keras's default
+  kernels::BatchNormRunning running = kernels::keras_running();  // momentum 0.99
+};
+Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& beta,
+                    Tensor& running_mean, Tensor& running_var, bool training,
+                    BatchNormOptions o = {});
+
+// Pooling over (N, C, H, W) with a (kh, kw) window moved by (sh, sw), no
+// padding, floor output size (kernels/pooling.cuh). Max pooling remembers its
+// argmax; both backward passes are gathers (deterministic).
+Variable max_pool2d(const Variable& x, kernels::PoolWindow w);
+Variable avg_pool2d(const Variable& x, kernels::PoolWindow w);
+// (N, C, H, W) -> (N, C): the mean over H, W.
+Variable global_avg_pool(const Variable& x);
 
 // Softmax and log-softmax over the last dimension (kernels/softmax.cuh).
 Variable softmax(const Variable& x);

@@ -49,10 +49,54 @@ void copy_rows_cpu(const T* src, long long src_stride, T* dst, long long dst_str
     }
 }
 
+// Output element i of (batch, cols, rows) is (b, c, r); it reads in[b][r][c].
+template <class T>
+__global__ void transpose_last2_kernel(const T* in, T* out, long long batch, long long rows,
+                                       long long cols, bool accumulate) {
+  const long long n = batch * rows * cols;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+       i += (long long)blockDim.x * gridDim.x) {
+    const long long r = i % rows, c = (i / rows) % cols, b = i / (rows * cols);
+    const T v = in[(b * rows + r) * cols + c];
+    out[i] = accumulate ? out[i] + v : v;
+  }
+}
+
+template <class T>
+void transpose_last2(const T* d_in, T* d_out, long long batch, long long rows, long long cols,
+                     bool accumulate, cudaStream_t s, int block) {
+  if (batch < 0 || rows < 0 || cols < 0)
+    throw std::invalid_argument("transpose_last2: negative size");
+  if (block < 32 || block > 1024 || block % 32)
+    throw std::invalid_argument("transpose_last2: block must be a multiple of 32 in [32, 1024], not " +
+                                std::to_string(block));
+  const long long n = batch * rows * cols;
+  if (n == 0) return;
+  if (!d_in || !d_out || d_in == d_out)
+    throw std::invalid_argument("transpose_last2: null or aliased pointers");
+  LAUNCH(transpose_last2_kernel<T>, grid_1d(n, unsigned(block), 4096), block, 0, s, d_in, d_out,
+         batch, rows, cols, accumulate);
+}
+
+template <class T>
+void transpose_last2_cpu(const T* in, T* out, long long batch, long long rows, long long cols,
+                         bool accumulate) {
+  for (long long b = 0; b < batch; ++b)
+    for (long long r = 0; r < rows; ++r)
+      for (long long c = 0; c < cols; ++c) {
+        T& o = out[(b * cols + c) * rows + r];
+        const T v = in[(b * rows + r) * cols + c];
+        o = accumulate ? o + v : v;
+      }
+}
+
 #define TIMBRE_COPY_ROWS(T)                                                                  \
   template void copy_rows<T>(const T*, long long, T*, long long, long long, long long, bool, \
                              cudaStream_t, int);                                             \
-  template void copy_rows_cpu<T>(const T*, long long, T*, long long, long long, long long, bool);
+  template void copy_rows_cpu<T>(const T*, long long, T*, long long, long long, long long, bool); \
+  template void transpose_last2<T>(const T*, T*, long long, long long, long long, bool,        \
+                                   cudaStream_t, int);                                        \
+  template void transpose_last2_cpu<T>(const T*, T*, long long, long long, long long, bool);
 TIMBRE_COPY_ROWS(float)
 TIMBRE_COPY_ROWS(double)
 TIMBRE_COPY_ROWS(int)

@@ -21,6 +21,17 @@ template <class T>
 void copy_rows(const T* d_src, long long src_stride, T* d_dst, long long dst_stride,
                long long rows, long long cols, bool accumulate, cudaStream_t s, int block = 256);
 
+// Batched transpose: out[b][c][r] = in[b][r][c] for a (batch, rows, cols)
+// array (or += with accumulate). Turns (N, C, T) feature maps into (N, T, C)
+// sequences. One thread per output element, consecutive threads along the
+// output's last dimension (coalesced writes), no barrier.
+template <class T>
+void transpose_last2(const T* d_in, T* d_out, long long batch, long long rows, long long cols,
+                     bool accumulate, cudaStream_t s, int block = 256);
+template <class T>
+void transpose_last2_cpu(const T* in, T* out, long long batch, long long rows, long long cols,
+                         bool accumulate);
+
 template <class T>
 void copy_rows_cpu(const T* src, long long src_stride, T* dst, long long dst_stride,
                    long long rows, long long cols, bool accumulate);

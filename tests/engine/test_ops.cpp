@@ -131,6 +131,53 @@ TEST(Ops, ConcatAndTimeStepGradients) {
   EXPECT_THROW(ops::time_step(Variable(a), 4), ShapeError);
 }
 
+TEST(Ops, ReshapeFlattenTransposeGradients) {
+  const Tensor x = random_f64(Shape{2, 3, 4, 5}, 91);
+  EXPECT_TRUE(gradcheck([](auto& in) { return ops::tanh(ops::flatten(in[0])); }, {x}));
+  EXPECT_TRUE(gradcheck([](auto& in) { return ops::reshape(in[0], {6, -1}); }, {x}));
+  EXPECT_TRUE(gradcheck([](auto& in) { return ops::transpose_last2(in[0]); }, {x}));
+  // (N, C, 1, T) feature maps to a (N, T, C) sequence, as the C-RNN does.
+  const Tensor maps = random_f64(Shape{2, 6, 1, 4}, 92);
+  EXPECT_TRUE(gradcheck(
+      [](auto& in) { return ops::transpose_last2(ops::reshape(in[0], {2, 6, 4})); }, {maps}));
+  EXPECT_EQ(ops::transpose_last2(Variable(x)).value().shape(), (Shape{2, 3, 5, 4}));
+}
+
+TEST(Ops, BatchNormGradients) {
+  const Tensor x = random_f64(Shape{3, 4, 5, 7}, 101), gamma = random_f64(Shape{4}, 102),
+               beta = random_f64(Shape{4}, 103), x1d = random_f64(Shape{6, 5}, 104),
+               g1d = random_f64(Shape{5}, 105), b1d = random_f64(Shape{5}, 106);
+  for (bool training : {true, false}) {
+    Tensor rm = random_f64(Shape{4}, 107), rv = Tensor::full(Shape{4}, 1.5, DType::f64);
+    EXPECT_TRUE(gradcheck(
+        [&](auto& in) { return ops::batch_norm(in[0], in[1], in[2], rm, rv, training); },
+        {x, gamma, beta}))
+        << "training " << training;
+    Tensor rm1 = Tensor::zeros(Shape{5}, DType::f64), rv1 = Tensor::full(Shape{5}, 1.0, DType::f64);
+    EXPECT_TRUE(gradcheck(
+        [&](auto& in) { return ops::batch_norm(in[0], in[1], in[2], rm1, rv1, training); },
+        {x1d, g1d, b1d}));
+  }
+  Tensor rm = Tensor::zeros(Shape{3}, DType::f64), rv = Tensor::zeros(Shape{3}, DType::f64);
+  EXPECT_THROW(ops::batch_norm(Variable(x), Variable(gamma), Variable(beta), rm, rv, true),
+               ShapeError);  // 3 running statistics for 4 channels
+}
+
+TEST(Ops, PoolingGradients) {
+  // Distinct values 0.01 apart so that no max-pool window has a near-tie.
+  std::vector<double> v(2 * 3 * 8 * 6);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = 0.01 * double((i * 37) % v.size());
+  const Tensor x = Tensor::from_host(Shape{2, 3, 8, 6}, v);
+  for (timbre::kernels::PoolWindow w : {timbre::kernels::PoolWindow{2, 2, 2, 2}, {4, 2, 4, 2},
+                                        {4, 1, 4, 1}, {3, 3, 2, 2}}) {
+    EXPECT_TRUE(gradcheck([&](auto& in) { return ops::max_pool2d(in[0], w); }, {x}));
+    EXPECT_TRUE(gradcheck([&](auto& in) { return ops::avg_pool2d(in[0], w); }, {x}));
+  }
+  EXPECT_TRUE(gradcheck([](auto& in) { return ops::global_avg_pool(in[0]); }, {x}));
+  EXPECT_EQ(ops::max_pool2d(Variable(x), {4, 2, 4, 2}).value().shape(), (Shape{2, 3, 2, 3}));
+  EXPECT_THROW(ops::max_pool2d(Variable(x), {9, 2, 9, 2}), ShapeError);
+}
+
 TEST(Ops, GruGradients) {
   const int B = 2, T = 3, I = 4, H = 3;
   const Tensor x = random_f64(Shape{B, T, I}, 71), w_ih = random_f64(Shape{3 * H, I}, 72),

@@ -100,6 +100,28 @@ TEST(TorchFixtures, Attention) {
              [](auto& v) { return ops::attention(v[0], v[1], v[2], v[3]); });
 }
 
+TEST(TorchFixtures, BatchNorm) {
+  const ops::BatchNormOptions pytorch{1e-5, timbre::kernels::pytorch_running(0.1)};
+  for (std::string c : {"batchnorm2d", "batchnorm1d"}) {
+    Tensor rm = load(c + "_train", "running_mean"), rv = load(c + "_train", "running_var");
+    check_case(c + "_train", {"x", "gamma", "beta"},
+               [&](auto& v) { return ops::batch_norm(v[0], v[1], v[2], rm, rv, true, pytorch); });
+    EXPECT_TRUE(close_to_torch(rm, c + "_train", "running_mean_after"));
+    EXPECT_TRUE(close_to_torch(rv, c + "_train", "running_var_after"));
+    Tensor erm = load(c + "_eval", "running_mean"), erv = load(c + "_eval", "running_var");
+    check_case(c + "_eval", {"x", "gamma", "beta"},
+               [&](auto& v) { return ops::batch_norm(v[0], v[1], v[2], erm, erv, false, pytorch); });
+  }
+}
+
+TEST(TorchFixtures, MaxPool) {
+  const std::pair<const char*, timbre::kernels::PoolWindow> cases[] = {
+      {"maxpool_2x2", {2, 2, 2, 2}}, {"maxpool_4x2", {4, 2, 4, 2}},
+      {"maxpool_4x1", {4, 1, 4, 1}}, {"maxpool_4x2_input", {4, 2, 4, 2}}};
+  for (const auto& [c, w] : cases)
+    check_case(c, {"x"}, [&](auto& v) { return ops::max_pool2d(v[0], w); });
+}
+
 TEST(TorchFixtures, Activations) {
   check_case("relu", {"x"}, [](auto& v) { return ops::relu(v[0]); });
   check_case("elu", {"x"}, [](auto& v) { return ops::elu(v[0], 1.0); });

@@ -2,6 +2,7 @@
 // shapes, assign and accumulate, two block sizes, every thread order.
 #include <gtest/gtest.h>
 
+#include <tuple>
 #include <vector>
 
 #include "kernels/copy_rows.cuh"
@@ -37,6 +38,24 @@ TEST(CopyRows, StridedBlocksAssignAndAccumulate) {
                                      c.dst_stride, c.rows, c.cols, acc, nullptr, block);
           // One addition at most: exact against the same float addition.
           EXPECT_EQ(d_dst.to_host(), want) << "rows " << c.rows << " cols " << c.cols;
+        }
+      });
+    }
+}
+
+TEST(TransposeLast2, OddShapesBothWays) {
+  for (auto [b, r, c] : {std::tuple{3LL, 5LL, 7LL}, {1LL, 1LL, 9LL}, {2LL, 33LL, 1LL}, {4LL, 16LL, 128LL}})
+    for (bool acc : {false, true}) {
+      const auto in = timbre::testing::random_floats(size_t(b * r * c), 3);
+      const auto out0 = timbre::testing::random_floats(size_t(b * r * c), 4);
+      std::vector<float> want = out0;
+      timbre::kernels::transpose_last2_cpu(in.data(), want.data(), b, r, c, acc);
+      DeviceBuffer<float> d_in(in);
+      timbre::testing::for_each_thread_order([&] {
+        for (int block : {64, 256}) {
+          DeviceBuffer<float> d_out(out0);
+          timbre::kernels::transpose_last2(d_in.get(), d_out.get(), b, r, c, acc, nullptr, block);
+          EXPECT_EQ(d_out.to_host(), want);  // a copy or one addition: exact
         }
       });
     }

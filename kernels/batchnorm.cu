@@ -1,0 +1,626 @@
+#include "kernels/batchnorm.cuh"
+
+#include <cmath>
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/common.cuh"
+
+namespace timbre::kernels {
+
+// ===========================================================================
+// CPU references: plain loops, double accumulation, two-pass statistics.
+
+namespace {
+
+// f(offset) for every value of channel ch of an NCHW tensor, in (n, h, w) order.
+template <class F>
+void for_channel_cpu(int n, int c, long long hw, int ch, F&& f) {
+  for (long long b = 0; b < n; ++b)
+    for (long long i = 0; i < hw; ++i) f((b * c + ch) * hw + i);
+}
+
+template <class T>
+void store_cpu(T* dst, double v, bool accumulate) {
+  *dst = accumulate ? T(double(*dst) + v) : T(v);
+}
+
+}  // namespace
+
+template <class T>
+void batchnorm_forward_train_cpu(const T* x, const T* gamma, const T* beta, T* y, T* save_mean,
+                                 T* save_inv_std, T* running_mean, T* running_var, int n, int c,
+                                 int h, int w, double eps, BatchNormRunning running) {
+  const long long hw = (long long)h * w;
+  const double m = double(n * hw);
+  for (int ch = 0; ch < c; ++ch) {
+    double sum = 0;
+    for_channel_cpu(n, c, hw, ch, [&](long long o) { sum += x[o]; });
+    const double mean = sum / m;
+    double squares = 0;
+    for_channel_cpu(n, c, hw, ch, [&](long long o) {
+      const double d = double(x[o]) - mean;
+      squares += d * d;
+    });
+    const double var = squares / m, inv_std = 1.0 / std::sqrt(var + eps);
+    save_mean[ch] = T(mean);
+    save_inv_std[ch] = T(inv_std);
+    if (running_mean) {
+      const double v = running.unbiased_var ? var * m / (m - 1) : var;
+      running_mean[ch] = T(running.keep * running_mean[ch] + (1 - running.keep) * mean);
+      running_var[ch] = T(running.keep * running_var[ch] + (1 - running.keep) * v);
+    }
+    const double g = gamma[ch], b = beta[ch];
+    for_channel_cpu(n, c, hw, ch,
+                    [&](long long o) { y[o] = T(g * (double(x[o]) - mean) * inv_std + b); });
+  }
+}
+
+template <class T>
+void batchnorm_forward_eval_cpu(const T* x, const T* gamma, const T* beta,
+                                const T* running_mean, const T* running_var, T* y, int n, int c,
+                                int h, int w, double eps) {
+  const long long hw = (long long)h * w;
+  for (int ch = 0; ch < c; ++ch) {
+    const double mean = running_mean[ch], inv_std = 1.0 / std::sqrt(running_var[ch] + eps);
+    const double g = gamma[ch], b = beta[ch];
+    for_channel_cpu(n, c, hw, ch,
+                    [&](long long o) { y[o] = T(g * (double(x[o]) - mean) * inv_std + b); });
+  }
+}
+
+template <class T>
+void batchnorm_backward_train_cpu(const T* x, const T* dy, const T* gamma, const T* save_mean,
+                                  const T* save_inv_std, T* dx, T* dgamma, T* dbeta, int n,
+                                  int c, int h, int w, BatchNormAccumulate acc) {
+  const long long hw = (long long)h * w;
+  const double m = double(n * hw);
+  for (int ch = 0; ch < c; ++ch) {
+    const double mean = save_mean[ch], inv_std = save_inv_std[ch], g = gamma[ch];
+    double sum_dy = 0, sum_dy_xhat = 0;
+    for_channel_cpu(n, c, hw, ch, [&](long long o) {
+      sum_dy += dy[o];
+      sum_dy_xhat += double(dy[o]) * (double(x[o]) - mean) * inv_std;
+    });
+    if (dbeta) store_cpu(dbeta + ch, sum_dy, acc.dbeta);
+    if (dgamma) store_cpu(dgamma + ch, sum_dy_xhat, acc.dgamma);
+    for_channel_cpu(n, c, hw, ch, [&](long long o) {
+      const double xhat = (double(x[o]) - mean) * inv_std;
+      store_cpu(dx + o, g * inv_std / m * (m * dy[o] - sum_dy - xhat * sum_dy_xhat), acc.dx);
+    });
+  }
+}
+
+template <class T>
+void batchnorm_backward_eval_cpu(const T* x, const T* dy, const T* gamma,
+                                 const T* running_mean, const T* running_var, T* dx, T* dgamma,
+                                 T* dbeta, int n, int c, int h, int w, double eps,
+                                 BatchNormAccumulate acc) {
+  const long long hw = (long long)h * w;
+  for (int ch = 0; ch < c; ++ch) {
+    const double mean = running_mean[ch], inv_std = 1.0 / std::sqrt(running_var[ch] + eps);
+    const double g = gamma[ch];
+    double sum_dy = 0, sum_dy_xhat = 0;
+    for_channel_cpu(n, c, hw, ch, [&](long long o) {
+      sum_dy += dy[o];
+      sum_dy_xhat += double(dy[o]) * (double(x[o]) - mean) * inv_std;
+      store_cpu(dx + o, g * inv_std * dy[o], acc.dx);
+    });
+    if (dbeta) store_cpu(dbeta + ch, sum_dy, acc.dbeta);
+    if (dgamma) store_cpu(dgamma + ch, sum_dy_xhat, acc.dgamma);
+  }
+}
+
+// ===========================================================================
+// Device side.
+//
+// Every kernel runs on the grid (c, chunks): block (ch, k) owns the values
+// m in [k*chunk, min(M, (k+1)*chunk)) of channel ch, where m = b*H*W + i
+// numbers the channel's values (batch b, position i in the plane). Within
+// the block, warp w owns the w-th of blockDim.x/32 contiguous segments of the
+// chunk (each a multiple of 32 long), and lane l takes m = s0 + l, s0 + l +
+// 32, ...: at every step a warp reads 32 consecutive values (coalesced on a
+// GPU), and a thread's stride is 128 bytes. (A stride of blockDim.x values,
+// the usual block-wide interleave, is a power-of-two multiple of 1 KiB for
+// blocks of 256 and more: on a CPU, under simcuda, those addresses fall into
+// a handful of L1 sets and the pass ran 3.5x slower.)
+
+namespace {
+
+struct Geometry {
+  long long hw;     // H*W
+  long long plane;  // C*H*W: from (b, ch) to (b + 1, ch)
+  long long m;      // N*H*W: values per channel
+  long long chunk;  // values per chunk, a multiple of 32 (the last may be shorter, or empty)
+  int chunks;
+};
+
+// NCHW offsets of channel ch's values m, m + step, m + 2 step, ... without a
+// division per step: (b, i) advances by (step / hw, step % hw) with a carry.
+struct ChannelWalk {
+  long long b, i, db, di, hw, plane, base;
+  __device__ ChannelWalk(const Geometry& g, int ch, long long m, long long step)
+      : b(m / g.hw), i(m % g.hw), db(step / g.hw), di(step % g.hw), hw(g.hw), plane(g.plane),
+        base(ch * g.hw) {}
+  __device__ long long offset() const { return b * plane + base + i; }
+  __device__ void advance() {
+    b += db;
+    i += di;
+    if (i >= hw) {
+      i -= hw;
+      ++b;
+    }
+  }
+};
+
+// f(offset) for each value this thread owns in its block's chunk, in
+// increasing m.
+template <class F>
+__device__ __forceinline__ void for_my_values(const Geometry& g, F&& f) {
+  const long long m0 = (long long)blockIdx.y * g.chunk;
+  const long long m1 = m0 + g.chunk < g.m ? m0 + g.chunk : g.m;
+  const long long warps = blockDim.x / 32;
+  const long long segment = ceil_div(ceil_div(g.chunk, warps), 32) * 32;
+  const long long s0 = m0 + (threadIdx.x / 32) * segment;
+  const long long s1 = s0 + segment < m1 ? s0 + segment : m1;
+  const long long first = s0 + threadIdx.x % 32;
+  if (first >= s1) return;
+  ChannelWalk walk(g, int(blockIdx.x), first, 32);
+  for (long long m = first; m < s1; m += 32, walk.advance()) f(walk.offset());
+}
+
+// The block's sums of a and b, returned in thread 0 (other threads: their
+// own values, unchanged). Every thread stores its pair, one __syncthreads;
+// lane l of warp 0 adds entries l, l + 32, l + 64, ... (it alone reads those,
+// so it may then overwrite entry l with its sum), one __syncwarp, and thread
+// 0 adds the 32 lane sums in lane order. The order of every addition is
+// fixed by blockDim.x alone. One barrier and one warp sync: cheap under
+// simcuda, where each costs ~40 ns per thread. blockDim.x: a multiple of 32.
+__device__ void block_sum2(double& a, double& b) {
+  __shared__ double sa[1024], sb[1024];
+  const int t = threadIdx.x;
+  sa[t] = a;
+  sb[t] = b;
+  __syncthreads();
+  if (t < 32) {
+    double pa = 0, pb = 0;
+    for (int j = t; j < int(blockDim.x); j += 32) {
+      pa += sa[j];
+      pb += sb[j];
+    }
+    sa[t] = pa;
+    sb[t] = pb;
+    __syncwarp();
+    if (t == 0) {
+      a = 0;
+      b = 0;
+      for (int l = 0; l < 32; ++l) {
+        a += sa[l];
+        b += sb[l];
+      }
+    }
+  }
+}
+
+// Chunk partials: partial[2*(ch*chunks + k) + {0, 1}].
+__device__ __forceinline__ double* partial_of(double* partial, const Geometry& g, int ch, int k) {
+  return partial + 2 * ((long long)ch * g.chunks + k);
+}
+
+// The two per-channel sums each reduction needs, as functors: per_channel(g,
+// ch) gives a constant of the channel (read once per thread), add(offset,
+// k, a, b) accumulates one value into a and b.
+//
+// Statistics: shifted sums a = sum (x - K), b = sum (x - K)^2, K = the
+// channel's first value x[0, ch, 0, 0]. Every chunk uses the same K, so the
+// partials simply add.
+template <class T>
+struct StatsSums {
+  const T* x;
+  __device__ double per_channel(const Geometry& g, int ch) const { return x[ch * g.hw]; }
+  __device__ void add(long long o, double shift, double& a, double& b) const {
+    const double d = double(x[o]) - shift;
+    a += d;
+    b += d * d;
+  }
+};
+
+// Backward: a = sum dy, b = sum dy (x - mean), mean per channel.
+template <class T>
+struct GradSums {
+  const T* x;
+  const T* dy;
+  const T* mean;
+  __device__ double per_channel(const Geometry&, int ch) const { return mean[ch]; }
+  __device__ void add(long long o, double mu, double& a, double& b) const {
+    const double gv = dy[o];
+    a += gv;
+    b += gv * (double(x[o]) - mu);
+  }
+};
+
+// Block path: block (ch, k) sums chunk k of channel ch (each thread its
+// values in order, then block_sum2) into partial_of(ch, k).
+template <class Sums>
+__global__ void sums_by_block_kernel(Sums sums, Geometry g, double* partial) {
+  const int ch = blockIdx.x;
+  const double k = sums.per_channel(g, ch);
+  double a = 0, b = 0;
+  for_my_values(g, [&](long long o) { sums.add(o, k, a, b); });
+  block_sum2(a, b);
+  if (threadIdx.x == 0) {
+    double* p = partial_of(partial, g, ch, blockIdx.y);
+    p[0] = a;
+    p[1] = b;
+  }
+}
+
+// Thread path, for channels of at most kBatchNormThreadPathMaxM values: one
+// thread per channel sums all of them in order (g.chunks = 1). No barrier:
+// simcuda runs it on the fast path, where the block path would spend ~4 us
+// per block on fibers for a few hundred values; on a GPU, a few microseconds.
+template <class Sums>
+__global__ void sums_by_thread_kernel(Sums sums, Geometry g, int channels, double* partial) {
+  const int stride = blockDim.x * gridDim.x;
+  for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < channels; ch += stride) {
+    const double k = sums.per_channel(g, ch);
+    double a = 0, b = 0;
+    ChannelWalk walk(g, ch, 0, 1);
+    for (long long m = 0; m < g.m; ++m, walk.advance()) sums.add(walk.offset(), k, a, b);
+    double* p = partial_of(partial, g, ch, 0);
+    p[0] = a;
+    p[1] = b;
+  }
+}
+
+// Statistics, pass 2: one thread per channel adds the chunk partials in
+// chunk order; mean = K + s1/M, var = (s2 - s1^2/M)/M (clamped at 0 against
+// rounding; a NaN stays NaN), inv_std, the running statistics. No barrier.
+template <class T>
+__global__ void stats_finalize_kernel(const T* x, const double* partial, Geometry g, int channels,
+                                      double eps, T* save_mean, T* save_inv_std, T* running_mean,
+                                      T* running_var, BatchNormRunning running) {
+  const int stride = blockDim.x * gridDim.x;
+  for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < channels; ch += stride) {
+    const double* p = partial + 2 * (long long)ch * g.chunks;
+    double s1 = 0, s2 = 0;
+    for (int k = 0; k < g.chunks; ++k) {
+      s1 += p[2 * k];
+      s2 += p[2 * k + 1];
+    }
+    const double m = double(g.m), d = s1 / m;
+    const double mean = double(x[ch * g.hw]) + d;
+    double var = (s2 - s1 * d) / m;
+    var = var < 0 ? 0 : var;
+    save_mean[ch] = T(mean);
+    save_inv_std[ch] = T(1.0 / sqrt(var + eps));
+    if (running_mean) {
+      const double k = running.keep, v = running.unbiased_var ? var * m / (m - 1) : var;
+      running_mean[ch] = T(k * double(running_mean[ch]) + (1 - k) * mean);
+      running_var[ch] = T(k * double(running_var[ch]) + (1 - k) * v);
+    }
+  }
+}
+
+// inv_std of channel ch: saved by the training forward (FromVar = false), or
+// 1/sqrt(var + eps) from the running variance (FromVar = true), in double.
+template <bool FromVar, class T>
+__device__ __forceinline__ double inv_std_of(const T* second, int ch, double eps) {
+  return FromVar ? 1.0 / sqrt(double(second[ch]) + eps) : double(second[ch]);
+}
+
+// y = (x - mean) * scale + beta with scale = gamma * inv_std, per channel
+// constants computed once per thread. One pass, no barrier (simcuda's fast
+// path). y may alias x: each value is read, then written, by one thread.
+template <class T, bool FromVar>
+__global__ void normalize_kernel(const T* x, const T* gamma, const T* beta, const T* mean,
+                                 const T* second, double eps, T* y, Geometry g) {
+  const int ch = blockIdx.x;
+  const T mu = mean[ch], b = beta[ch];
+  const T scale = T(double(gamma[ch]) * inv_std_of<FromVar>(second, ch, eps));
+  for_my_values(g, [&](long long o) { y[o] = (x[o] - mu) * scale + b; });
+}
+
+template <class T>
+__device__ __forceinline__ void store_param_grad(T* dst, double v, bool accumulate) {
+  *dst = accumulate ? T(double(*dst) + v) : T(v);
+}
+
+// Backward, pass 2: one thread per channel adds the partials in chunk order:
+// dbeta = sum dy, dgamma = inv_std * sum dy (x - mean); when coef is not
+// null, the per-channel constants of dx for the training formula
+//   dx = a * ((dy - b) - (x - mean) * k),
+//   a = gamma inv_std, b = sum dy / M, k = inv_std^2 sum dy (x - mean) / M
+// (= gamma inv_std / M (M dy - dbeta - xhat dgamma) rearranged).
+template <class T, bool FromVar>
+__global__ void grad_finalize_kernel(const double* partial, const T* gamma, const T* second,
+                                     double eps, Geometry g, int channels, T* dgamma, T* dbeta,
+                                     BatchNormAccumulate acc, double* coef) {
+  const int stride = blockDim.x * gridDim.x;
+  for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < channels; ch += stride) {
+    const double* p = partial + 2 * (long long)ch * g.chunks;
+    double sum_dy = 0, sum_dy_xc = 0;
+    for (int k = 0; k < g.chunks; ++k) {
+      sum_dy += p[2 * k];
+      sum_dy_xc += p[2 * k + 1];
+    }
+    const double inv_std = inv_std_of<FromVar>(second, ch, eps);
+    if (dbeta) store_param_grad(dbeta + ch, sum_dy, acc.dbeta);
+    if (dgamma) store_param_grad(dgamma + ch, sum_dy_xc * inv_std, acc.dgamma);
+    if (coef) {
+      const double m = double(g.m);
+      coef[3 * ch] = double(gamma[ch]) * inv_std;
+      coef[3 * ch + 1] = sum_dy / m;
+      coef[3 * ch + 2] = sum_dy_xc * inv_std * inv_std / m;
+    }
+  }
+}
+
+// Backward, pass 3 (training): dx = a * ((dy - b) - (x - mean) * k). No
+// barrier. dx may alias dy when assigning.
+template <class T>
+__global__ void dx_train_kernel(const T* x, const T* dy, const T* mean, const double* coef,
+                                Geometry g, T* dx, bool accumulate) {
+  const int ch = blockIdx.x;
+  const T a = T(coef[3 * ch]), b = T(coef[3 * ch + 1]), k = T(coef[3 * ch + 2]), mu = mean[ch];
+  for_my_values(g, [&](long long o) {
+    const T v = a * ((dy[o] - b) - (x[o] - mu) * k);
+    dx[o] = accumulate ? dx[o] + v : v;
+  });
+}
+
+// Evaluation backward: dx = a * dy, a = gamma / sqrt(running_var + eps).
+// Does not read x. No barrier.
+template <class T>
+__global__ void dx_eval_kernel(const T* dy, const T* gamma, const T* running_var, double eps,
+                               Geometry g, T* dx, bool accumulate) {
+  const int ch = blockIdx.x;
+  const T a = T(double(gamma[ch]) * inv_std_of<true>(running_var, ch, eps));
+  for_my_values(g, [&](long long o) {
+    const T v = a * dy[o];
+    dx[o] = accumulate ? dx[o] + v : v;
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Host side.
+
+// A grid for n, c, h, w, at most `block` threads and about `per_thread`
+// values per thread: enough threads per channel for that (a multiple of 32,
+// at least 32, at most block), and enough chunks for the rest (at most
+// max_chunks; beyond that threads take more values).
+struct Plan {
+  Geometry g;
+  dim3 grid;
+  int threads;
+};
+
+Plan make_plan(int n, int c, int h, int w, int block, int per_thread, int max_chunks) {
+  Plan p{};
+  p.g.hw = (long long)h * w;
+  p.g.plane = c * p.g.hw;
+  p.g.m = n * p.g.hw;
+  const long long want = ceil_div(ceil_div(p.g.m, per_thread), 32) * 32;
+  p.threads = int(want < 32 ? 32 : want > block ? block : want);
+  const long long chunks = ceil_div(p.g.m, (long long)p.threads * per_thread);
+  p.g.chunks = int(chunks < 1 ? 1 : chunks > max_chunks ? max_chunks : chunks);
+  p.g.chunk = ceil_div(ceil_div(p.g.m, p.g.chunks), 32) * 32;
+  p.grid = dim3(unsigned(c), unsigned(p.g.chunks));
+  return p;
+}
+
+// The reductions: threads run on fibers under simcuda (they meet at a
+// barrier), ~0.1-0.2 us each, so each takes many values; at most
+// kBatchNormMaxChunks partials per channel in the workspace.
+Plan reduce_plan(int n, int c, int h, int w, int block) {
+  return make_plan(n, c, h, w, block, kBatchNormElemsPerThread, kBatchNormMaxChunks);
+}
+// The barrier-free passes (simcuda's fast path: no per-thread cost beyond
+// the loop): fewer values per thread, more blocks; gridDim.y <= 65535.
+Plan pass_plan(int n, int c, int h, int w, int block) {
+  return make_plan(n, c, h, w, block, kBatchNormPassElemsPerThread, 65535);
+}
+
+// One thread per channel for the finalize kernels and the thread path.
+constexpr int kFinalizeThreads = 128;
+unsigned finalize_blocks(int c) { return unsigned(ceil_div(c, kFinalizeThreads)); }
+
+// Pass 1 of a reduction: the thread path for small channels (there, r has
+// one chunk: M <= kBatchNormThreadPathMaxM < 32 * kBatchNormElemsPerThread),
+// the block path otherwise.
+template <class Sums>
+void launch_sums(const Sums& sums, const Plan& r, int c, double* partial, cudaStream_t s) {
+  if (r.g.m <= kBatchNormThreadPathMaxM)
+    LAUNCH(sums_by_thread_kernel<Sums>, finalize_blocks(c), kFinalizeThreads, 0, s, sums, r.g, c,
+           partial);
+  else
+    LAUNCH(sums_by_block_kernel<Sums>, r.grid, r.threads, 0, s, sums, r.g, partial);
+}
+
+std::string str(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+void check_shape(const char* op, int n, int c, int h, int w, int block) {
+  const auto fail = [&](const char* what, int v, const char* rule) {
+    throw std::invalid_argument(std::string(op) + ": " + what + " must be " + rule + ", not " +
+                                std::to_string(v) + " (shape n=" + std::to_string(n) +
+                                ", c=" + std::to_string(c) + ", h=" + std::to_string(h) +
+                                ", w=" + std::to_string(w) + ")");
+  };
+  if (n < 0) fail("n", n, ">= 0");
+  if (c < 1) fail("c", c, ">= 1");
+  if (h < 1) fail("h", h, ">= 1");
+  if (w < 1) fail("w", w, ">= 1");
+  if (block < 32 || block > 1024 || block % 32 != 0)
+    throw std::invalid_argument(std::string(op) +
+                                ": block must be a multiple of 32 in [32, 1024], not " +
+                                std::to_string(block));
+}
+
+void check_eps(const char* op, double eps) {
+  if (!(eps >= 0) || !std::isfinite(eps))
+    throw std::invalid_argument(std::string(op) + ": eps must be finite and >= 0, not " +
+                                str(eps));
+}
+
+// Training needs values to take statistics of: M = n*h*w >= 1, and >= 2 for
+// the unbiased variance M/(M - 1).
+void check_train_count(const char* op, int n, int h, int w, bool unbiased) {
+  const long long m = (long long)n * h * w;
+  if (m < 1)
+    throw std::invalid_argument(std::string(op) +
+                                ": training needs at least one value per channel, but "
+                                "n*h*w = 0 (n=" + std::to_string(n) + ")");
+  if (unbiased && m < 2)
+    throw std::invalid_argument(std::string(op) +
+                                ": the unbiased running variance needs n*h*w >= 2 values "
+                                "per channel, not 1");
+}
+
+void check_pointer(const char* op, const void* p, const char* what) {
+  if (p == nullptr) throw std::invalid_argument(std::string(op) + ": " + what + " is null");
+}
+
+}  // namespace
+
+template <class T>
+void batchnorm_forward_train(const T* d_x, const T* d_gamma, const T* d_beta, T* d_y,
+                             T* d_save_mean, T* d_save_inv_std, T* d_running_mean,
+                             T* d_running_var, double* d_workspace, int n, int c, int h, int w,
+                             double eps, BatchNormRunning running, cudaStream_t s, int block) {
+  const char* op = "batchnorm_forward_train";
+  check_shape(op, n, c, h, w, block);
+  check_eps(op, eps);
+  if (!(running.keep >= 0 && running.keep <= 1))
+    throw std::invalid_argument(std::string(op) + ": running.keep must be in [0, 1], not " +
+                                str(running.keep));
+  const bool tracking = d_running_mean || d_running_var;
+  check_train_count(op, n, h, w, tracking && running.unbiased_var);
+  check_pointer(op, d_x, "d_x");
+  check_pointer(op, d_gamma, "d_gamma");
+  check_pointer(op, d_beta, "d_beta");
+  check_pointer(op, d_y, "d_y");
+  check_pointer(op, d_save_mean, "d_save_mean");
+  check_pointer(op, d_save_inv_std, "d_save_inv_std");
+  check_pointer(op, d_workspace, "d_workspace");
+  if (tracking && !(d_running_mean && d_running_var))
+    throw std::invalid_argument(std::string(op) +
+                                ": d_running_mean and d_running_var must be both null (no "
+                                "running statistics) or both set");
+  const Plan r = reduce_plan(n, c, h, w, block), p = pass_plan(n, c, h, w, block);
+  launch_sums(StatsSums<T>{d_x}, r, c, d_workspace, s);
+  LAUNCH(stats_finalize_kernel<T>, finalize_blocks(c), kFinalizeThreads, 0, s, d_x, d_workspace,
+         r.g, c, eps, d_save_mean, d_save_inv_std, d_running_mean, d_running_var, running);
+  LAUNCH((normalize_kernel<T, false>), p.grid, p.threads, 0, s, d_x, d_gamma, d_beta,
+         d_save_mean, d_save_inv_std, eps, d_y, p.g);
+}
+
+template <class T>
+void batchnorm_forward_eval(const T* d_x, const T* d_gamma, const T* d_beta,
+                            const T* d_running_mean, const T* d_running_var, T* d_y, int n,
+                            int c, int h, int w, double eps, cudaStream_t s, int block) {
+  const char* op = "batchnorm_forward_eval";
+  check_shape(op, n, c, h, w, block);
+  check_eps(op, eps);
+  if (n == 0) return;
+  check_pointer(op, d_x, "d_x");
+  check_pointer(op, d_gamma, "d_gamma");
+  check_pointer(op, d_beta, "d_beta");
+  check_pointer(op, d_running_mean, "d_running_mean");
+  check_pointer(op, d_running_var, "d_running_var");
+  check_pointer(op, d_y, "d_y");
+  const Plan p = pass_plan(n, c, h, w, block);
+  LAUNCH((normalize_kernel<T, true>), p.grid, p.threads, 0, s, d_x, d_gamma, d_beta,
+         d_running_mean, d_running_var, eps, d_y, p.g);
+}
+
+template <class T>
+void batchnorm_backward_train(const T* d_x, const T* d_dy, const T* d_gamma,
+                              const T* d_save_mean, const T* d_save_inv_std, T* d_dx,
+                              T* d_dgamma, T* d_dbeta, double* d_workspace, int n, int c, int h,
+                              int w, BatchNormAccumulate acc, cudaStream_t s, int block) {
+  const char* op = "batchnorm_backward_train";
+  check_shape(op, n, c, h, w, block);
+  check_train_count(op, n, h, w, false);
+  check_pointer(op, d_x, "d_x");
+  check_pointer(op, d_dy, "d_dy");
+  check_pointer(op, d_gamma, "d_gamma");
+  check_pointer(op, d_save_mean, "d_save_mean");
+  check_pointer(op, d_save_inv_std, "d_save_inv_std");
+  check_pointer(op, d_dx, "d_dx");
+  check_pointer(op, d_workspace, "d_workspace");
+  const Plan r = reduce_plan(n, c, h, w, block), p = pass_plan(n, c, h, w, block);
+  double* coef = d_workspace + 2LL * c * kBatchNormMaxChunks;
+  launch_sums(GradSums<T>{d_x, d_dy, d_save_mean}, r, c, d_workspace, s);
+  LAUNCH((grad_finalize_kernel<T, false>), finalize_blocks(c), kFinalizeThreads, 0, s,
+         d_workspace, d_gamma, d_save_inv_std, 0.0, r.g, c, d_dgamma, d_dbeta, acc, coef);
+  LAUNCH(dx_train_kernel<T>, p.grid, p.threads, 0, s, d_x, d_dy, d_save_mean, coef, p.g, d_dx,
+         acc.dx);
+}
+
+template <class T>
+void batchnorm_backward_eval(const T* d_x, const T* d_dy, const T* d_gamma,
+                             const T* d_running_mean, const T* d_running_var, T* d_dx,
+                             T* d_dgamma, T* d_dbeta, double* d_workspace, int n, int c, int h,
+                             int w, double eps, BatchNormAccumulate acc, cudaStream_t s,
+                             int block) {
+  const char* op = "batchnorm_backward_eval";
+  check_shape(op, n, c, h, w, block);
+  check_eps(op, eps);
+  const bool param_grads = d_dgamma || d_dbeta;
+  if (n == 0 && !param_grads) return;
+  check_pointer(op, d_dy, "d_dy");
+  check_pointer(op, d_gamma, "d_gamma");
+  check_pointer(op, d_running_var, "d_running_var");
+  check_pointer(op, d_dx, "d_dx");
+  if (param_grads) {
+    check_pointer(op, d_x, "d_x");
+    check_pointer(op, d_running_mean, "d_running_mean");
+    check_pointer(op, d_workspace, "d_workspace");
+    const Plan r = reduce_plan(n, c, h, w, block);
+    launch_sums(GradSums<T>{d_x, d_dy, d_running_mean}, r, c, d_workspace, s);
+    LAUNCH((grad_finalize_kernel<T, true>), finalize_blocks(c), kFinalizeThreads, 0, s,
+           d_workspace, d_gamma, d_running_var, eps, r.g, c, d_dgamma, d_dbeta, acc,
+           static_cast<double*>(nullptr));
+  }
+  const Plan p = pass_plan(n, c, h, w, block);
+  if (n > 0)
+    LAUNCH(dx_eval_kernel<T>, p.grid, p.threads, 0, s, d_dy, d_gamma, d_running_var, eps, p.g,
+           d_dx, acc.dx);
+}
+
+// ===========================================================================
+// Explicit instantiations: float and double.
+
+#define TIMBRE_BATCHNORM_INSTANTIATE(T)                                                         \
+  template void batchnorm_forward_train<T>(const T*, const T*, const T*, T*, T*, T*, T*, T*,     \
+                                           double*, int, int, int, int, double,                  \
+                                           BatchNormRunning, cudaStream_t, int);                 \
+  template void batchnorm_forward_eval<T>(const T*, const T*, const T*, const T*, const T*, T*,  \
+                                          int, int, int, int, double, cudaStream_t, int);        \
+  template void batchnorm_backward_train<T>(const T*, const T*, const T*, const T*, const T*,    \
+                                            T*, T*, T*, double*, int, int, int, int,             \
+                                            BatchNormAccumulate, cudaStream_t, int);             \
+  template void batchnorm_backward_eval<T>(const T*, const T*, const T*, const T*, const T*, T*, \
+                                           T*, T*, double*, int, int, int, int, double,          \
+                                           BatchNormAccumulate, cudaStream_t, int);              \
+  template void batchnorm_forward_train_cpu<T>(const T*, const T*, const T*, T*, T*, T*, T*, T*, \
+                                               int, int, int, int, double, BatchNormRunning);    \
+  template void batchnorm_forward_eval_cpu<T>(const T*, const T*, const T*, const T*, const T*,  \
+                                              T*, int, int, int, int, double);                   \
+  template void batchnorm_backward_train_cpu<T>(const T*, const T*, const T*, const T*,          \
+                                                const T*, T*, T*, T*, int, int, int, int,        \
+                                                BatchNormAccumulate);                            \
+  template void batchnorm_backward_eval_cpu<T>(const T*, const T*, const T*, const T*, const T*, \
+                                               T*, T*, T*, int, int, int, int, double,           \
+                                               BatchNormAccumulate);
+
+TIMBRE_BATCHNORM_INSTANTIATE(float)
+TIMBRE_BATCHNORM_INSTANTIATE(double)
+#undef TIMBRE_BATCHNORM_INSTANTIATE
+
+}  // namespace timbre::kernels

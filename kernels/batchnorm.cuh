@@ -1,0 +1,217 @@
+// batchnorm: batch normalisation over NCHW tensors, per channel c, with the
+// statistics taken over N, H and W. "1-D" batch norm over (N, C) is the same
+// with h = w = 1. T is float or double (double for finite-difference checks).
+// Derivations and design: docs/kernels/normalisation.md.
+//
+// For channel c, with M = N*H*W values x_m:
+//   mean    = (1/M) sum_m x_m
+//   var     = (1/M) sum_m (x_m - mean)^2             (biased: what normalises)
+//   inv_std = 1 / sqrt(var + eps)
+//   xhat_m  = (x_m - mean) * inv_std
+//   y_m     = gamma_c * xhat_m + beta_c
+// Training uses the batch's mean and var, saves mean and inv_std (T, one per
+// channel) for backward, and updates the running statistics (below).
+// Evaluation uses the running statistics instead of the batch's.
+//
+// Backward, training mode (mean and var depend on x), g = dL/dy:
+//   dbeta_c  = sum_m g_m
+//   dgamma_c = sum_m g_m xhat_m
+//   dx_m     = gamma_c inv_std / M * (M g_m - dbeta_c - xhat_m dgamma_c)
+// Backward, evaluation mode (running statistics are constants):
+//   dx_m = gamma_c inv_std_running g_m; dgamma, dbeta as above with xhat from
+//   the running statistics.
+//
+// Running statistics (training forward), with one factor `keep`:
+//   running_mean = keep*running_mean + (1 - keep)*mean
+//   running_var  = keep*running_var  + (1 - keep)*v,
+//   v = var*M/(M - 1) (unbiased) when unbiased_var, else var (biased).
+// PyTorch (momentum 0.1, eps 1e-5) updates with the unbiased variance; Keras
+// (tf.keras 2.x and Keras 3: momentum 0.99, eps 1e-3) with the biased one.
+// pytorch_running() and keras_running() build the two conventions.
+//
+// Parallel strategy (docs/kernels/normalisation.md):
+//   * a channel's M values m = n*H*W + i are split into `chunks` contiguous
+//     ranges; block (c, k) owns chunk k of channel c, each of its warps a
+//     contiguous segment of the chunk, and lane l every 32nd value of the
+//     segment from l (coalesced; a 128-byte stride per thread).
+//   * reductions (the statistics, the two backward sums) are two passes in a
+//     fixed order: each thread sums its values in double, the block folds
+//     its threads' sums (one __syncthreads, one __syncwarp), the chunk
+//     partials (at most kBatchNormMaxChunks per channel, about
+//     kBatchNormElemsPerThread values per thread) go to a workspace, and one
+//     thread per channel adds them in chunk order. Channels of at most
+//     kBatchNormThreadPathMaxM values are summed by one thread each instead,
+//     with no barrier. No atomics: the same inputs and `block` give the same
+//     bits on every run.
+//   * the statistics are shifted sums, sum (x - K) and sum (x - K)^2 with K
+//     the channel's first value, accumulated in double: no cancellation when
+//     |mean| >> std (see the docs).
+//   * normalisation and dx are barrier-free passes (about
+//     kBatchNormPassElemsPerThread values per thread).
+//
+// Gradients: each of dx, dgamma and dbeta is assigned (false) or added to
+// (true) according to BatchNormAccumulate. The parameter gradients are added
+// in double and rounded once.
+//
+// Arguments, for every launcher: c, h, w >= 1; n >= 0. Training needs M =
+// n*h*w >= 1 value per channel, and M >= 2 when it updates a running
+// variance with unbiased_var. In evaluation n = 0 is an empty batch: nothing
+// to normalise, and parameter gradients that are sums over nothing (0).
+// eps >= 0 and finite; keep in [0, 1]; block (the most threads per block) a
+// multiple of 32 in [32, 1024]; device pointers not null except where said.
+// Violations throw std::invalid_argument naming the launcher, the argument
+// and its value. Inputs are expected finite: a NaN in a channel makes its
+// statistics, and so all its outputs, NaN.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "kernels/cost.h"
+
+namespace timbre::kernels {
+
+// How the running statistics follow the batch (see above).
+struct BatchNormRunning {
+  double keep = 0.9;         // weight of the old running value, in [0, 1]
+  bool unbiased_var = true;  // running_var takes var*M/(M - 1)
+};
+
+// torch.nn.BatchNorm1d/2d(momentum): running = (1 - momentum)*running +
+// momentum*batch, unbiased variance.
+inline BatchNormRunning pytorch_running(double momentum = 0.1) {
+  return BatchNormRunning{1.0 - momentum, true};
+}
+// keras.layers.BatchNormalization(momentum): running = momentum*running +
+// (1 - momentum)*batch, biased variance (tf.keras 2.x and Keras 3; the
+// multi-backend Keras 2.1.3-2.3.1 used var*M/(M - 1 - eps), which
+// BatchNormRunning{momentum, true} matches to within eps/M relative).
+inline BatchNormRunning keras_running(double momentum = 0.99) {
+  return BatchNormRunning{momentum, false};
+}
+constexpr double kPyTorchBatchNormEps = 1e-5;
+constexpr double kKerasBatchNormEps = 1e-3;
+
+// Backward: false assigns a gradient, true adds to it.
+struct BatchNormAccumulate {
+  bool dx = false;
+  bool dgamma = false;
+  bool dbeta = false;
+};
+
+// Launch geometry (see the parallel strategy above): values per thread in
+// the reductions and in the barrier-free passes, and the most chunks per
+// channel in the reductions.
+constexpr int kBatchNormElemsPerThread = 128;
+constexpr int kBatchNormPassElemsPerThread = 32;
+constexpr int kBatchNormMaxChunks = 32;
+// Channels of at most this many values (M = n*h*w) are reduced by one
+// thread each, without barriers.
+constexpr long long kBatchNormThreadPathMaxM = 512;
+static_assert(kBatchNormThreadPathMaxM <= 32LL * kBatchNormElemsPerThread,
+              "the thread path needs a one-chunk plan");
+
+// Doubles of workspace the training forward and both backward launchers
+// need for c channels: chunk partials and per-channel coefficients.
+constexpr long long batchnorm_workspace_size(int c) {
+  return (long long)c * (2 * kBatchNormMaxChunks + 3);
+}
+
+// ---------------------------------------------------------------------------
+// Launchers. Shapes are NCHW: x, y, dy, dx hold n*c*h*w values; gamma, beta,
+// the saved and running statistics and the parameter gradients c values.
+
+// Training forward: y, save_mean, save_inv_std, and the running statistics
+// when d_running_mean and d_running_var are not null (both or neither). y may
+// alias x. d_workspace: batchnorm_workspace_size(c) doubles.
+template <class T>
+void batchnorm_forward_train(const T* d_x, const T* d_gamma, const T* d_beta, T* d_y,
+                             T* d_save_mean, T* d_save_inv_std, T* d_running_mean,
+                             T* d_running_var, double* d_workspace, int n, int c, int h, int w,
+                             double eps, BatchNormRunning running, cudaStream_t s,
+                             int block = 256);
+
+// Evaluation forward: y = gamma (x - running_mean) / sqrt(running_var + eps)
+// + beta. y may alias x.
+template <class T>
+void batchnorm_forward_eval(const T* d_x, const T* d_gamma, const T* d_beta,
+                            const T* d_running_mean, const T* d_running_var, T* d_y, int n,
+                            int c, int h, int w, double eps, cudaStream_t s, int block = 256);
+
+// Training backward from what the training forward saved. d_dgamma and
+// d_dbeta may be null (that gradient is not wanted); dx is always computed.
+// dx may alias dy when acc.dx is false. d_workspace as for the forward.
+template <class T>
+void batchnorm_backward_train(const T* d_x, const T* d_dy, const T* d_gamma,
+                              const T* d_save_mean, const T* d_save_inv_std, T* d_dx,
+                              T* d_dgamma, T* d_dbeta, double* d_workspace, int n, int c, int h,
+                              int w, BatchNormAccumulate acc, cudaStream_t s, int block = 256);
+
+// Evaluation backward. dx = gamma dy / sqrt(running_var + eps) is one
+// barrier-free pass; dgamma and dbeta (each may be null) need the reduction
+// and then d_workspace (it may be null when both are).
+template <class T>
+void batchnorm_backward_eval(const T* d_x, const T* d_dy, const T* d_gamma,
+                             const T* d_running_mean, const T* d_running_var, T* d_dx,
+                             T* d_dgamma, T* d_dbeta, double* d_workspace, int n, int c, int h,
+                             int w, double eps, BatchNormAccumulate acc, cudaStream_t s,
+                             int block = 256);
+
+// ---------------------------------------------------------------------------
+// References: plain loops, two-pass statistics (mean, then the sum of squared
+// deviations) in double, results rounded to T. y is computed from the double
+// statistics (not from the T values saved). Null pointers as for the
+// launchers.
+
+template <class T>
+void batchnorm_forward_train_cpu(const T* x, const T* gamma, const T* beta, T* y, T* save_mean,
+                                 T* save_inv_std, T* running_mean, T* running_var, int n, int c,
+                                 int h, int w, double eps, BatchNormRunning running);
+template <class T>
+void batchnorm_forward_eval_cpu(const T* x, const T* gamma, const T* beta,
+                                const T* running_mean, const T* running_var, T* y, int n, int c,
+                                int h, int w, double eps);
+template <class T>
+void batchnorm_backward_train_cpu(const T* x, const T* dy, const T* gamma, const T* save_mean,
+                                  const T* save_inv_std, T* dx, T* dgamma, T* dbeta, int n,
+                                  int c, int h, int w, BatchNormAccumulate acc);
+template <class T>
+void batchnorm_backward_eval_cpu(const T* x, const T* dy, const T* gamma,
+                                 const T* running_mean, const T* running_var, T* dx, T* dgamma,
+                                 T* dbeta, int n, int c, int h, int w, double eps,
+                                 BatchNormAccumulate acc);
+
+// ---------------------------------------------------------------------------
+// Costs, for benchmarks: ideal traffic (each array once per kernel that
+// reads it), elem = sizeof(T). Per-channel work is negligible and not
+// counted.
+inline Cost batchnorm_forward_train_cost(double n, double c, double h, double w, int elem = 4) {
+  // Statistics: read x; (x - K), add, square, add: 4 per value. Normalise:
+  // read x, write y; (x - mean) * scale + beta: 3 per value.
+  const double v = n * c * h * w;
+  return Cost{v * 7, v * elem * 3.0};
+}
+inline Cost batchnorm_forward_eval_cost(double n, double c, double h, double w, int elem = 4) {
+  const double v = n * c * h * w;
+  return Cost{v * 3, v * elem * 2.0};
+}
+inline Cost batchnorm_backward_train_cost(double n, double c, double h, double w,
+                                          bool accumulate_dx, int elem = 4) {
+  // Sums: read x, dy; add, subtract, multiply, add: 4. dx: read x, dy (and
+  // dx), write dx; a * (dy - b - (x - mean) * k): 5 (+1).
+  const double v = n * c * h * w;
+  return Cost{v * (accumulate_dx ? 10 : 9), v * elem * (accumulate_dx ? 6.0 : 5.0)};
+}
+inline Cost batchnorm_backward_eval_cost(double n, double c, double h, double w,
+                                         bool accumulate_dx, bool param_grads, int elem = 4) {
+  // dx = a * dy (+ dx): read dy (and dx), write dx. The parameter gradients
+  // add the sums pass: read x, dy; 4 per value.
+  const double v = n * c * h * w;
+  Cost cost{v * (accumulate_dx ? 2 : 1), v * elem * (accumulate_dx ? 3.0 : 2.0)};
+  if (param_grads) {
+    cost.flops += v * 4;
+    cost.bytes += v * elem * 2.0;
+  }
+  return cost;
+}
+
+}  // namespace timbre::kernels

@@ -1,0 +1,1085 @@
+// Batch normalisation (kernels/batchnorm.cuh) against its CPU reference, in
+// float and double: odd 2-D shapes (3x5x7x9), 1-D (N, C) shapes including the
+// models' (32, 128), both reduction paths (a thread per channel up to 512
+// values, blocks above), a shape split into several chunks per channel and
+// one at the chunk cap; blocks 64 and 256 (32 and 1024 once), three thread
+// orders; training forward with both running-statistics conventions
+// (PyTorch, Keras), with and without running statistics, in place;
+// evaluation forward; both backward passes assigning and accumulating each
+// gradient; hand-computed running statistics; a constant channel, one value
+// per channel, a mean far larger than the spread; determinism;
+// finite-difference checks of both backward passes in double; argument
+// errors.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/batchnorm.cuh"
+#include "kernels/device_buffer.h"
+#include "tests/testing.h"
+
+namespace {
+
+namespace k = timbre::kernels;
+using k::BatchNormAccumulate;
+using k::BatchNormRunning;
+using timbre::DeviceBuffer;
+using timbre::testing::all_close;
+using timbre::testing::random_floats;
+using timbre::testing::Tolerance;
+
+// ---------------------------------------------------------------------------
+// Tolerances: |got - ref| <= atol + rtol*|ref|, from the rounding errors of
+// kernel and reference, in units of the unit roundoff u of T (2^-24 for
+// float, 2^-53 for double; one rounding changes a value v by at most u|v|).
+// Two kinds of error:
+//   * roundings in T (the elementwise passes, the final rounding of every
+//     output): a few u of the magnitudes involved, worked out per output
+//     below. These must hold on a GPU too, where nvcc may contract a multiply
+//     and an add into one FMA: that removes roundings, never adds any.
+//   * the double accumulations of kernel and reference (the statistics and
+//     the backward sums are accumulated in double whatever T is). A sum of M
+//     terms along a path of d additions is off by at most d*2^-53*sum|terms|.
+//     Paths: the reference adds its M terms in sequence; the kernel adds at
+//     most M per thread (a lane's share of a chunk; all M on the thread
+//     path), then <= 32 + 32 in the block fold, then <= 32 chunk partials.
+//     acc_err(M) = (4M + 256)*2^-53 bounds both together,
+//     with a factor 2 for the shifted terms |x - K| <= 2 max|x - mean|. In
+//     float it is far below u; in double it is what the tolerance is made of.
+// A wrong formula (a missing term, a wrong channel) is off by 1e-2 or more.
+
+template <class T>
+constexpr double kU = std::is_same_v<T, float> ? 0x1p-24 : 0x1p-53;
+double acc_err(long long m) { return (4.0 * m + 256) * 0x1p-53; }
+
+// Accumulating: dx_old + g is rounded once more (u|result|; the reference
+// adds in double and rounds once: u). g's own error was relative to |g|, not
+// to the sum: it becomes absolute, rtol * max|g|.
+Tolerance accumulated(Tolerance t, double max_abs_g, double u) {
+  return Tolerance{t.atol + t.rtol * max_abs_g, t.rtol + 2 * u};
+}
+
+template <class T>
+double max_abs(const std::vector<T>& v) {
+  double m = 0;
+  for (T x : v) m = std::max(m, std::fabs(double(x)));
+  return m;
+}
+// t, or accumulated(t) when the kernel adds to a gradient whose fresh value
+// (assigned) is g.
+template <class T>
+Tolerance tol_of(bool accumulate, Tolerance t, const std::vector<T>& g) {
+  return accumulate ? accumulated(t, max_abs(g), kU<T>) : t;
+}
+
+// ---------------------------------------------------------------------------
+// Shapes and inputs.
+
+struct Shape {
+  int n, c, h, w;
+  long long hw() const { return (long long)h * w; }
+  long long m() const { return n * hw(); }
+  size_t size() const { return size_t(n) * c * hw(); }
+  int channel_of(size_t o) const { return int((o / hw()) % c); }
+  std::string str() const {
+    return std::to_string(n) + "x" + std::to_string(c) + "x" + std::to_string(h) + "x" +
+           std::to_string(w);
+  }
+};
+
+template <class T>
+std::vector<T> uniform(size_t n, uint64_t seed, float lo = -1.f, float hi = 1.f) {
+  const auto u = random_floats(n, seed, lo, hi);
+  return std::vector<T>(u.begin(), u.end());
+}
+
+// Channel ch holds offset(ch) + spread(ch) * U(-1, 1): means from -2.5 to
+// 2.5, spreads from 0.3 to 1.8, different in every channel (a kernel that
+// mixes channels up cannot pass).
+double offset_of(int ch) { return 2.5 * std::sin(1.3 * ch + 0.4); }
+double spread_of(int ch) { return 0.3 + 0.75 * (1 + std::cos(2.1 * ch)); }
+
+template <class T>
+std::vector<T> make_input(const Shape& s, uint64_t seed) {
+  const auto u = random_floats(s.size(), seed);
+  std::vector<T> x(s.size());
+  for (size_t o = 0; o < x.size(); ++o) {
+    const int ch = s.channel_of(o);
+    x[o] = T(offset_of(ch) + spread_of(ch) * u[o]);
+  }
+  return x;
+}
+
+// gamma of both signs, |gamma| in [0.5, 1.5]; beta in [-1, 1]; running mean
+// in [-0.5, 0.5] and variance in [0.5, 1.5] (a layer some steps into training).
+template <class T>
+struct Params {
+  std::vector<T> gamma, beta, running_mean, running_var;
+};
+template <class T>
+Params<T> make_params(int c, uint64_t seed) {
+  Params<T> p{uniform<T>(size_t(c), seed, 0.5f, 1.5f), uniform<T>(size_t(c), seed + 1),
+              uniform<T>(size_t(c), seed + 2, -0.5f, 0.5f),
+              uniform<T>(size_t(c), seed + 3, 0.5f, 1.5f)};
+  for (int ch = 1; ch < c; ch += 2) p.gamma[size_t(ch)] = -p.gamma[size_t(ch)];
+  return p;
+}
+
+// The two conventions, each with its framework's default eps.
+struct Convention {
+  const char* name;
+  BatchNormRunning running;
+  double eps;
+};
+const Convention kConventions[] = {
+    {"pytorch", k::pytorch_running(), k::kPyTorchBatchNormEps},
+    {"keras", k::keras_running(), k::kKerasBatchNormEps},
+};
+
+// 64: two warps; 256: the default.
+const int kBlocks[] = {64, 256};
+
+// Channels of M = n*h*w <= kBatchNormThreadPathMaxM (512) values are reduced
+// by one thread each, larger ones by blocks: the shapes cover both paths and
+// both sides of the threshold.
+std::vector<Shape> shapes() {
+  return {
+      {3, 5, 7, 9},     // odd everything; M = 189: thread path
+      {5, 7, 1, 1},     // 1-D, odd
+      {32, 128, 1, 1},  // 1-D, the models' dense layers
+      {2, 16, 4, 4},    // the models' last 2-D maps, small
+      {2, 4, 16, 16},   // M = 512: the last thread-path size
+      {3, 5, 13, 17},   // M = 663: block path, one chunk, partly filled warps
+      {4, 3, 91, 93},   // M = 33852: block path, 2 chunks at block 256, 5 at block 64
+  };
+}
+
+// Per-channel statistics in double (for the tolerances): mean and inv_std of
+// the batch (or the given running ones), the largest |x - mean|, and the
+// backward sums' magnitudes.
+struct ChannelInfo {
+  std::vector<double> mean, inv_std, max_dev, var_unbiased;
+};
+template <class T>
+ChannelInfo batch_info(const Shape& s, const std::vector<T>& x, double eps) {
+  ChannelInfo ci{std::vector<double>(size_t(s.c)), std::vector<double>(size_t(s.c)),
+                 std::vector<double>(size_t(s.c)), std::vector<double>(size_t(s.c))};
+  std::vector<double> sum(size_t(s.c)), sq(size_t(s.c));
+  for (size_t o = 0; o < x.size(); ++o) sum[size_t(s.channel_of(o))] += x[o];
+  for (int ch = 0; ch < s.c; ++ch) ci.mean[size_t(ch)] = sum[size_t(ch)] / double(s.m());
+  for (size_t o = 0; o < x.size(); ++o) {
+    const size_t ch = size_t(s.channel_of(o));
+    const double d = double(x[o]) - ci.mean[ch];
+    sq[ch] += d * d;
+    ci.max_dev[ch] = std::max(ci.max_dev[ch], std::fabs(d));
+  }
+  for (size_t ch = 0; ch < size_t(s.c); ++ch) {
+    ci.inv_std[ch] = 1 / std::sqrt(sq[ch] / double(s.m()) + eps);
+    ci.var_unbiased[ch] = s.m() > 1 ? sq[ch] / double(s.m() - 1) : 0;
+  }
+  return ci;
+}
+template <class T>
+ChannelInfo running_info(const Shape& s, const std::vector<T>& x, const Params<T>& p, double eps) {
+  ChannelInfo ci{std::vector<double>(p.running_mean.begin(), p.running_mean.end()),
+                 std::vector<double>(size_t(s.c)),
+                 std::vector<double>(size_t(s.c)),
+                 {}};
+  for (size_t ch = 0; ch < size_t(s.c); ++ch)
+    ci.inv_std[ch] = 1 / std::sqrt(double(p.running_var[ch]) + eps);
+  for (size_t o = 0; o < x.size(); ++o) {
+    const size_t ch = size_t(s.channel_of(o));
+    ci.max_dev[ch] = std::max(ci.max_dev[ch], std::fabs(double(x[o]) - ci.mean[ch]));
+  }
+  return ci;
+}
+
+// y = (x - mean) * scale + beta. The kernel rounds: the mean to T (u|mean|),
+// scale = gamma * inv_std (the saved inv_std and the product: 2u relative),
+// x - mean, the product and the sum (u each, relative to what they round);
+// the reference rounds y once. Altogether at most
+//   u |gamma| inv_std (|mean| + 4 max|x - mean|) + 2u|y|,
+// doubled. The |mean| term is real: a mean rounded to T shifts every y of
+// the channel by up to u |mean| |gamma| inv_std (as in PyTorch, which also
+// keeps the mean in T). With batch statistics (acc = acc_err(M); 0 for
+// running ones), kernel and reference also differ by the accumulation error
+// of the mean (2 acc max|x|, see expect_train_close) and of inv_std (8 acc
+// relative), times |gamma| inv_std and |gamma| inv_std |x - mean|.
+template <class T>
+Tolerance y_tol(const Params<T>& p, const ChannelInfo& ci, double acc = 0, double max_x = 0) {
+  double worst = 0;
+  for (size_t ch = 0; ch < p.gamma.size(); ++ch) {
+    const double g = std::fabs(double(p.gamma[ch])) * ci.inv_std[ch];
+    worst = std::max(worst, g * (2 * kU<T> * (std::fabs(ci.mean[ch]) + 4 * ci.max_dev[ch]) +
+                                 acc * (2 * max_x + 8 * ci.max_dev[ch])));
+  }
+  return Tolerance{worst, 4 * kU<T>};
+}
+
+// ---------------------------------------------------------------------------
+// Runs.
+
+template <class T>
+struct TrainOut {
+  std::vector<T> y, mean, inv_std, running_mean, running_var;
+};
+
+template <class T>
+TrainOut<T> device_forward_train(const Shape& s, const std::vector<T>& x, const Params<T>& p,
+                                 const Convention& cv, int block, bool track = true) {
+  DeviceBuffer<T> d_x(x), d_g(p.gamma), d_b(p.beta), d_y(x.size()), d_m(size_t(s.c)),
+      d_i(size_t(s.c)), d_rm(p.running_mean), d_rv(p.running_var);
+  DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
+  k::batchnorm_forward_train(d_x.get(), d_g.get(), d_b.get(), d_y.get(), d_m.get(), d_i.get(),
+                             track ? d_rm.get() : nullptr, track ? d_rv.get() : nullptr, d_ws.get(),
+                             s.n, s.c, s.h, s.w, cv.eps, cv.running, nullptr, block);
+  return {d_y.to_host(), d_m.to_host(), d_i.to_host(), d_rm.to_host(), d_rv.to_host()};
+}
+
+template <class T>
+TrainOut<T> cpu_forward_train(const Shape& s, const std::vector<T>& x, const Params<T>& p,
+                              const Convention& cv) {
+  TrainOut<T> r{std::vector<T>(x.size()), std::vector<T>(size_t(s.c)), std::vector<T>(size_t(s.c)),
+                p.running_mean, p.running_var};
+  k::batchnorm_forward_train_cpu(x.data(), p.gamma.data(), p.beta.data(), r.y.data(), r.mean.data(),
+                                 r.inv_std.data(), r.running_mean.data(), r.running_var.data(), s.n,
+                                 s.c, s.h, s.w, cv.eps, cv.running);
+  return r;
+}
+
+// Checks every output of a device training forward against the reference.
+template <class T>
+void expect_train_close(const Shape& s, const std::vector<T>& x, const Params<T>& p,
+                        const Convention& cv, const TrainOut<T>& got, const TrainOut<T>& want,
+                        bool track = true) {
+  const ChannelInfo ci = batch_info(s, x, cv.eps);
+  const double a = acc_err(s.m()), u = kU<T>;
+  EXPECT_TRUE(all_close(got.y, want.y, y_tol(p, ci, a, max_abs(x)))) << "y";
+  // Both round a double mean to T (1 ulp <= 2u|mean| apart) after sums that
+  // differ by the accumulation error.
+  EXPECT_TRUE(all_close(got.mean, want.mean, {2 * a * max_abs(x), 2 * u})) << "mean";
+  // var's relative error is the accumulation error times 1 + max(x - K)^2/var
+  // <= 4 for uniform data (K is a value of the channel), for both: 8a; the
+  // square root halves it; plus the roundings to T.
+  EXPECT_TRUE(all_close(got.inv_std, want.inv_std, {0, 2 * u + 8 * a})) << "inv_std";
+  if (!track) {
+    EXPECT_EQ(got.running_mean, p.running_mean) << "running statistics must be untouched";
+    EXPECT_EQ(got.running_var, p.running_var) << "running statistics must be untouched";
+    return;
+  }
+  // running = keep*old + (1 - keep)*batch, in double, rounded to T: the
+  // batch statistic's accumulation error plus the roundings to T.
+  EXPECT_TRUE(all_close(got.running_mean, want.running_mean,
+                        {2 * a * (max_abs(x) + max_abs(p.running_mean)), 2 * u}))
+      << "running_mean";
+  EXPECT_TRUE(all_close(got.running_var, want.running_var,
+                        {16 * a * (max_abs(ci.var_unbiased) + max_abs(p.running_var)), 2 * u}))
+      << "running_var";
+}
+
+template <class T>
+class BatchNorm : public ::testing::Test {};
+using Types = ::testing::Types<float, double>;
+TYPED_TEST_SUITE(BatchNorm, Types);
+
+// ---------------------------------------------------------------------------
+// Forward.
+
+TYPED_TEST(BatchNorm, ForwardTrainMatchesReference) {
+  using T = TypeParam;
+  for (const Shape& s : shapes()) {
+    const auto x = make_input<T>(s, 11 + s.size());
+    const auto p = make_params<T>(s.c, 12 + s.c);
+    for (const Convention& cv : kConventions) {
+      const TrainOut<T> want = cpu_forward_train(s, x, p, cv);
+      timbre::testing::for_each_thread_order([&] {
+        for (int block : kBlocks) {
+          SCOPED_TRACE(s.str() + " " + cv.name + " block " + std::to_string(block));
+          expect_train_close(s, x, p, cv, device_forward_train(s, x, p, cv, block), want);
+        }
+      });
+    }
+  }
+}
+
+// Null running statistics: normalisation only (PyTorch's
+// track_running_stats=False); the unbiased variance is then not needed, so
+// even one value per channel is allowed.
+TYPED_TEST(BatchNorm, ForwardTrainWithoutRunningStatistics) {
+  using T = TypeParam;
+  for (const Shape& s : {Shape{3, 5, 7, 9}, Shape{1, 4, 1, 1}}) {
+    const auto x = make_input<T>(s, 21);
+    const auto p = make_params<T>(s.c, 22);
+    const Convention& cv = kConventions[0];
+    const TrainOut<T> want = cpu_forward_train(s, x, p, cv);
+    for (int block : kBlocks) {
+      SCOPED_TRACE(s.str() + " block " + std::to_string(block));
+      expect_train_close(s, x, p, cv, device_forward_train(s, x, p, cv, block, false), want, false);
+    }
+  }
+}
+
+// y may alias x.
+TYPED_TEST(BatchNorm, ForwardInPlace) {
+  using T = TypeParam;
+  const Shape s{3, 5, 7, 9};
+  const auto x = make_input<T>(s, 31);
+  const auto p = make_params<T>(s.c, 32);
+  const Convention& cv = kConventions[1];
+  const TrainOut<T> want = cpu_forward_train(s, x, p, cv);
+  std::vector<T> want_eval(x.size());
+  k::batchnorm_forward_eval_cpu(x.data(), p.gamma.data(), p.beta.data(), p.running_mean.data(),
+                                p.running_var.data(), want_eval.data(), s.n, s.c, s.h, s.w, cv.eps);
+  DeviceBuffer<T> d(x), d_g(p.gamma), d_b(p.beta), d_m(size_t(s.c)), d_i(size_t(s.c)),
+      d_rm(p.running_mean), d_rv(p.running_var);
+  DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
+  k::batchnorm_forward_train<T>(d.get(), d_g.get(), d_b.get(), d.get(), d_m.get(), d_i.get(),
+                                nullptr, nullptr, d_ws.get(), s.n, s.c, s.h, s.w, cv.eps,
+                                cv.running, nullptr);
+  const Tolerance tol = y_tol(p, batch_info(s, x, cv.eps), acc_err(s.m()), max_abs(x));
+  EXPECT_TRUE(all_close(d.to_host(), want.y, tol));
+  d.copy_from_host(x);
+  k::batchnorm_forward_eval(d.get(), d_g.get(), d_b.get(), d_rm.get(), d_rv.get(), d.get(), s.n,
+                            s.c, s.h, s.w, cv.eps, nullptr);
+  EXPECT_TRUE(all_close(d.to_host(), want_eval, y_tol(p, running_info(s, x, p, cv.eps))));
+}
+
+TYPED_TEST(BatchNorm, ForwardEvalMatchesReference) {
+  using T = TypeParam;
+  for (const Shape& s : shapes()) {
+    const auto x = make_input<T>(s, 41 + s.size());
+    const auto p = make_params<T>(s.c, 42 + s.c);
+    for (const Convention& cv : kConventions) {
+      std::vector<T> want(x.size());
+      k::batchnorm_forward_eval_cpu(x.data(), p.gamma.data(), p.beta.data(), p.running_mean.data(),
+                                    p.running_var.data(), want.data(), s.n, s.c, s.h, s.w, cv.eps);
+      const Tolerance tol = y_tol(p, running_info(s, x, p, cv.eps));
+      DeviceBuffer<T> d_x(x), d_g(p.gamma), d_b(p.beta), d_rm(p.running_mean), d_rv(p.running_var),
+          d_y(x.size());
+      timbre::testing::for_each_thread_order([&] {
+        for (int block : kBlocks) {
+          SCOPED_TRACE(s.str() + " " + cv.name + " block " + std::to_string(block));
+          k::batchnorm_forward_eval(d_x.get(), d_g.get(), d_b.get(), d_rm.get(), d_rv.get(),
+                                    d_y.get(), s.n, s.c, s.h, s.w, cv.eps, nullptr, block);
+          EXPECT_TRUE(all_close(d_y.to_host(), want, tol));
+        }
+      });
+    }
+  }
+}
+
+// Training mode normalises with the batch statistics: the output of every
+// channel has mean beta and (biased) standard deviation |gamma| sqrt(var /
+// (var + eps)), whatever the input's offset and spread.
+TYPED_TEST(BatchNorm, TrainOutputIsNormalised) {
+  using T = TypeParam;
+  const Shape s{4, 6, 5, 7};
+  const auto x = make_input<T>(s, 51);
+  const auto p = make_params<T>(s.c, 52);
+  const Convention& cv = kConventions[0];
+  const auto y = device_forward_train(s, x, p, cv, 256).y;
+  const ChannelInfo ci = batch_info(s, x, cv.eps), co = batch_info(s, y, 0.0);
+  // y differs from the exact value by at most y_tol (mostly a shift and a
+  // scale per channel, from the rounded mean and scale): so do its mean and
+  // standard deviation, plus the rounding of their own double sums.
+  const double tol = y_tol(p, ci, acc_err(s.m()), max_abs(x)).atol + 8 * kU<T> * max_abs(y);
+  for (size_t ch = 0; ch < size_t(s.c); ++ch) {
+    const double var = 1 / (ci.inv_std[ch] * ci.inv_std[ch]) - cv.eps;
+    const double want_std = std::fabs(double(p.gamma[ch])) * std::sqrt(var / (var + cv.eps));
+    EXPECT_NEAR(co.mean[ch], double(p.beta[ch]), tol) << "channel " << ch;
+    EXPECT_NEAR(1 / co.inv_std[ch], want_std, tol) << "channel " << ch;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Running statistics.
+
+// One channel holding 1, 2, 3, 4: mean 2.5, biased variance 1.25, unbiased
+// 5/3. From running_mean 0, running_var 1:
+//   PyTorch, momentum 0.1: mean 0.9*0 + 0.1*2.5 = 0.25, var 0.9*1 + 0.1*5/3
+//   Keras, momentum 0.99:  mean 0.99*0 + 0.01*2.5 = 0.025, var 0.99*1 + 0.01*1.25
+TYPED_TEST(BatchNorm, RunningStatisticsByHand) {
+  using T = TypeParam;
+  const Shape s{2, 1, 1, 2};
+  const std::vector<T> x = {1, 2, 3, 4};
+  const Params<T> p{{1}, {0}, {0}, {1}};
+  struct Case {
+    Convention cv;
+    double mean, var;
+  };
+  const Case cases[] = {
+      {kConventions[0], 0.1 * 2.5, 0.9 + 0.1 * 5.0 / 3.0},
+      {kConventions[1], 0.01 * 2.5, 0.99 + 0.01 * 1.25},
+      // PyTorch's momentum with Keras's biased variance, and the reverse.
+      {{"custom", BatchNormRunning{0.9, false}, 1e-5}, 0.1 * 2.5, 0.9 + 0.1 * 1.25},
+      {{"custom", BatchNormRunning{0.99, true}, 1e-3}, 0.01 * 2.5, 0.99 + 0.01 * 5.0 / 3.0},
+      // keep = 1 freezes the statistics; keep = 0 replaces them.
+      {{"frozen", BatchNormRunning{1.0, true}, 1e-5}, 0, 1},
+      {{"replace", BatchNormRunning{0.0, true}, 1e-5}, 2.5, 5.0 / 3.0},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::string(c.cv.name) + " keep " + std::to_string(c.cv.running.keep));
+    const auto got = device_forward_train(s, x, p, c.cv, 256);
+    // keep and 1 - keep are not exact in binary: a few u of double, then one
+    // rounding to T.
+    const Tolerance tol{0, 2 * kU<T> + 1e-15};
+    EXPECT_TRUE(all_close(got.running_mean, std::vector<double>{c.mean}, tol));
+    EXPECT_TRUE(all_close(got.running_var, std::vector<double>{c.var}, tol));
+    EXPECT_TRUE(all_close(got.mean, std::vector<double>{2.5}, tol));
+    EXPECT_TRUE(all_close(got.inv_std, std::vector<double>{1 / std::sqrt(1.25 + c.cv.eps)}, tol));
+  }
+}
+
+// Three training steps on different batches, the running statistics carried
+// from step to step on the device and in the reference.
+TYPED_TEST(BatchNorm, RunningStatisticsOverSteps) {
+  using T = TypeParam;
+  const Shape s{4, 6, 3, 5};
+  for (const Convention& cv : kConventions) {
+    SCOPED_TRACE(cv.name);
+    Params<T> p = make_params<T>(s.c, 61);
+    DeviceBuffer<T> d_x(s.size()), d_g(p.gamma), d_b(p.beta), d_y(s.size()), d_m(size_t(s.c)),
+        d_i(size_t(s.c)), d_rm(p.running_mean), d_rv(p.running_var);
+    DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
+    // Device and reference differ after a step by keep times their
+    // difference before it, plus that step's accumulation error (as in
+    // expect_train_close) and one rounding to T each (2u of values <= ~4):
+    // the bound grows by at most that much per step.
+    double atol = 0;
+    for (int step = 0; step < 3; ++step) {
+      const auto x = make_input<T>(s, 62 + step);
+      d_x.copy_from_host(x);
+      k::batchnorm_forward_train(d_x.get(), d_g.get(), d_b.get(), d_y.get(), d_m.get(), d_i.get(),
+                                 d_rm.get(), d_rv.get(), d_ws.get(), s.n, s.c, s.h, s.w, cv.eps,
+                                 cv.running, nullptr);
+      const TrainOut<T> want = cpu_forward_train(s, x, p, cv);
+      p.running_mean = want.running_mean;
+      p.running_var = want.running_var;
+      const double scale = max_abs(x) + max_abs(batch_info(s, x, cv.eps).var_unbiased) +
+                           max_abs(want.running_mean) + max_abs(want.running_var);
+      atol += 16 * acc_err(s.m()) * scale + 2 * kU<T> * scale;
+      EXPECT_TRUE(all_close(d_rm.to_host(), want.running_mean, {atol, 0})) << "step " << step;
+      EXPECT_TRUE(all_close(d_rv.to_host(), want.running_var, {atol, 0})) << "step " << step;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Special inputs.
+
+// A constant channel: var = 0, so inv_std = 1/sqrt(eps) and y = beta
+// exactly (the shift K equals every value, so x - mean is exactly 0).
+TYPED_TEST(BatchNorm, ConstantChannel) {
+  using T = TypeParam;
+  const Shape s{3, 2, 4, 5};
+  auto x = make_input<T>(s, 71);
+  for (size_t o = 0; o < x.size(); ++o)
+    if (s.channel_of(o) == 1) x[o] = T(0.7);
+  const auto p = make_params<T>(s.c, 72);
+  for (const Convention& cv : kConventions) {
+    const auto got = device_forward_train(s, x, p, cv, 64);
+    EXPECT_EQ(got.mean[1], T(0.7));
+    EXPECT_TRUE(all_close(std::vector<T>{got.inv_std[1]},
+                          std::vector<double>{1 / std::sqrt(cv.eps)}, {0, 2 * kU<T>}));
+    for (size_t o = 0; o < x.size(); ++o)
+      if (s.channel_of(o) == 1) {
+        ASSERT_EQ(got.y[o], p.beta[1]) << "at " << o;
+      }
+  }
+}
+
+// One value per channel (n = 1, h = w = 1): var = 0, y = beta. Allowed with
+// the biased running variance (Keras); the unbiased one (PyTorch) would
+// divide by M - 1 = 0: an error, as in PyTorch.
+TYPED_TEST(BatchNorm, OneValuePerChannel) {
+  using T = TypeParam;
+  const Shape s{1, 4, 1, 1};
+  const auto x = make_input<T>(s, 81);
+  const auto p = make_params<T>(s.c, 82);
+  const auto got = device_forward_train(s, x, p, kConventions[1], 256);
+  const auto want = cpu_forward_train(s, x, p, kConventions[1]);
+  EXPECT_EQ(got.y, p.beta);
+  EXPECT_EQ(got.mean, x);
+  EXPECT_TRUE(all_close(got.running_var, want.running_var, {0, 2 * kU<T>}));
+  EXPECT_THROW(device_forward_train(s, x, p, kConventions[0], 256), std::invalid_argument);
+}
+
+// A mean 1e5 times the spread (1000 + 0.01 U(-1, 1)): sum x^2 - M mean^2
+// would lose 10 digits to cancellation (a relative error ~1e-6 in double
+// and everything in float); the shifted sums keep the statistics accurate to
+// the accumulation error. y carries the rounding of the mean to T (see
+// y_tol): 1000 * 174 * u is about 1e-2 in float.
+TYPED_TEST(BatchNorm, LargeMeanSmallSpread) {
+  using T = TypeParam;
+  const Shape s{8, 3, 17, 19};
+  const auto u = random_floats(s.size(), 91);
+  std::vector<T> x(s.size());
+  for (size_t o = 0; o < x.size(); ++o) x[o] = T(1000 + 0.01 * u[o]);
+  const auto p = make_params<T>(s.c, 92);
+  const Convention& cv = kConventions[0];
+  const auto want = cpu_forward_train(s, x, p, cv);
+  for (int block : kBlocks) {
+    SCOPED_TRACE("block " + std::to_string(block));
+    expect_train_close(s, x, p, cv, device_forward_train(s, x, p, cv, block), want);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Backward.
+
+template <class T>
+struct GradOut {
+  std::vector<T> dx, dgamma, dbeta;
+};
+
+// The flag combinations every backward test runs: assign everything; add
+// everything; add dx only; add the parameter gradients only.
+const BatchNormAccumulate kAccumulateCases[] = {
+    {false, false, false}, {true, true, true}, {true, false, false}, {false, true, true}};
+std::string describe(const BatchNormAccumulate& a) {
+  return std::string("accumulate dx ") + (a.dx ? "1" : "0") + " dgamma " + (a.dgamma ? "1" : "0") +
+         " dbeta " + (a.dbeta ? "1" : "0");
+}
+
+// Prefills: NaN where the kernel must assign (it must not read the old
+// value), random values where it adds.
+template <class T>
+std::vector<T> prefill(size_t n, bool accumulate, uint64_t seed) {
+  return accumulate ? uniform<T>(n, seed, -2.f, 2.f)
+                    : std::vector<T>(n, std::numeric_limits<T>::quiet_NaN());
+}
+
+// Tolerances of the training backward (see the top of the file).
+//   dbeta = sum dy, dgamma = inv_std sum dy (x - mean): accumulation error
+//   of sums of |dy| and |dy (x - mean) inv_std|, and the roundings to T.
+//   dx = a ((dy - b) - (x - mean) k), a = gamma inv_std, b = mean(dy),
+//   k = inv_std^2 mean(dy (x - mean)): the kernel rounds a, b, k to T and
+//   then five operations; tracing each, the error is at most
+//   6u |a| (|dy| + |b| + |x - mean| |k|) = 6u S, plus u S for the
+//   reference's rounding and the accumulation error of b and k; doubled.
+template <class T>
+struct BackwardTols {
+  Tolerance dx, dgamma, dbeta;
+};
+template <class T>
+BackwardTols<T> backward_tols(const Shape& s, const std::vector<T>& x, const std::vector<T>& dy,
+                              const std::vector<T>& gamma, const std::vector<double>& mean,
+                              const std::vector<double>& inv_std, bool train) {
+  const size_t c = size_t(s.c);
+  std::vector<double> sum_dy(c), sum_dy_xc(c), abs_dy(c), abs_dy_xhat(c), max_dev(c);
+  for (size_t o = 0; o < x.size(); ++o) {
+    const size_t ch = size_t(s.channel_of(o));
+    const double xc = double(x[o]) - mean[ch];
+    sum_dy[ch] += dy[o];
+    sum_dy_xc[ch] += dy[o] * xc;
+    abs_dy[ch] += std::fabs(double(dy[o]));
+    abs_dy_xhat[ch] += std::fabs(dy[o] * xc * inv_std[ch]);
+    max_dev[ch] = std::max(max_dev[ch], std::fabs(xc));
+  }
+  const double m = double(s.m()), a = acc_err(s.m()), u = kU<T>;
+  double worst = 0;
+  for (size_t ch = 0; ch < c; ++ch) {
+    const double aa = std::fabs(double(gamma[ch])) * inv_std[ch];
+    const double b = train ? std::fabs(sum_dy[ch]) / m : 0;
+    const double kk = train ? std::fabs(sum_dy_xc[ch]) * inv_std[ch] * inv_std[ch] / m : 0;
+    worst = std::max(worst, aa * (max_abs(dy) + b + max_dev[ch] * kk));
+  }
+  return {Tolerance{2 * (7 * u + a) * worst, 4 * u}, Tolerance{a * max_abs(abs_dy_xhat), 2 * u},
+          Tolerance{a * max_abs(abs_dy), 2 * u}};
+}
+
+TYPED_TEST(BatchNorm, BackwardTrainMatchesReference) {
+  using T = TypeParam;
+  for (const Shape& s : shapes()) {
+    const auto x = make_input<T>(s, 101 + s.size());
+    const auto dy = uniform<T>(s.size(), 102 + s.size());
+    const auto p = make_params<T>(s.c, 103 + s.c);
+    // The saved statistics come from the reference forward; kernel and
+    // reference backward start from the same T values.
+    const TrainOut<T> fwd = cpu_forward_train(s, x, p, kConventions[0]);
+    const BackwardTols<T> tol =
+        backward_tols(s, x, dy, p.gamma, std::vector<double>(fwd.mean.begin(), fwd.mean.end()),
+                      std::vector<double>(fwd.inv_std.begin(), fwd.inv_std.end()), true);
+    DeviceBuffer<T> d_x(x), d_dy(dy), d_g(p.gamma), d_m(fwd.mean), d_i(fwd.inv_std), d_dx(s.size()),
+        d_dg(size_t(s.c)), d_db(size_t(s.c));
+    DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
+    for (const BatchNormAccumulate& acc : kAccumulateCases) {
+      const GradOut<T> pre{prefill<T>(s.size(), acc.dx, 104),
+                           prefill<T>(size_t(s.c), acc.dgamma, 105),
+                           prefill<T>(size_t(s.c), acc.dbeta, 106)};
+      GradOut<T> want = pre, fresh{std::vector<T>(s.size()), std::vector<T>(size_t(s.c)),
+                                   std::vector<T>(size_t(s.c))};
+      k::batchnorm_backward_train_cpu(x.data(), dy.data(), p.gamma.data(), fwd.mean.data(),
+                                      fwd.inv_std.data(), want.dx.data(), want.dgamma.data(),
+                                      want.dbeta.data(), s.n, s.c, s.h, s.w, acc);
+      k::batchnorm_backward_train_cpu(
+          x.data(), dy.data(), p.gamma.data(), fwd.mean.data(), fwd.inv_std.data(), fresh.dx.data(),
+          fresh.dgamma.data(), fresh.dbeta.data(), s.n, s.c, s.h, s.w, BatchNormAccumulate{});
+      timbre::testing::for_each_thread_order([&] {
+        for (int block : kBlocks) {
+          SCOPED_TRACE(s.str() + " " + describe(acc) + " block " + std::to_string(block));
+          d_dx.copy_from_host(pre.dx);
+          d_dg.copy_from_host(pre.dgamma);
+          d_db.copy_from_host(pre.dbeta);
+          k::batchnorm_backward_train(d_x.get(), d_dy.get(), d_g.get(), d_m.get(), d_i.get(),
+                                      d_dx.get(), d_dg.get(), d_db.get(), d_ws.get(), s.n, s.c, s.h,
+                                      s.w, acc, nullptr, block);
+          EXPECT_TRUE(all_close(d_dx.to_host(), want.dx, tol_of(acc.dx, tol.dx, fresh.dx))) << "dx";
+          EXPECT_TRUE(
+              all_close(d_dg.to_host(), want.dgamma, tol_of(acc.dgamma, tol.dgamma, fresh.dgamma)))
+              << "dgamma";
+          EXPECT_TRUE(
+              all_close(d_db.to_host(), want.dbeta, tol_of(acc.dbeta, tol.dbeta, fresh.dbeta)))
+              << "dbeta";
+        }
+      });
+    }
+  }
+}
+
+// Null parameter gradients: dx alone (a frozen layer), the same values. dx
+// may alias dy when assigning.
+TYPED_TEST(BatchNorm, BackwardTrainDxOnlyAndInPlace) {
+  using T = TypeParam;
+  const Shape s{3, 5, 7, 9};
+  const auto x = make_input<T>(s, 111);
+  const auto dy = uniform<T>(s.size(), 112);
+  const auto p = make_params<T>(s.c, 113);
+  const TrainOut<T> fwd = cpu_forward_train(s, x, p, kConventions[0]);
+  std::vector<T> want(s.size()), dg(size_t(s.c)), db(size_t(s.c));
+  k::batchnorm_backward_train_cpu(x.data(), dy.data(), p.gamma.data(), fwd.mean.data(),
+                                  fwd.inv_std.data(), want.data(), dg.data(), db.data(), s.n, s.c,
+                                  s.h, s.w, BatchNormAccumulate{});
+  const Tolerance tol =
+      backward_tols(s, x, dy, p.gamma, std::vector<double>(fwd.mean.begin(), fwd.mean.end()),
+                    std::vector<double>(fwd.inv_std.begin(), fwd.inv_std.end()), true)
+          .dx;
+  DeviceBuffer<T> d_x(x), d_dy(dy), d_g(p.gamma), d_m(fwd.mean), d_i(fwd.inv_std), d_dx(s.size());
+  DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
+  k::batchnorm_backward_train<T>(d_x.get(), d_dy.get(), d_g.get(), d_m.get(), d_i.get(), d_dx.get(),
+                                 nullptr, nullptr, d_ws.get(), s.n, s.c, s.h, s.w,
+                                 BatchNormAccumulate{}, nullptr);
+  EXPECT_TRUE(all_close(d_dx.to_host(), want, tol));
+  k::batchnorm_backward_train<T>(d_x.get(), d_dy.get(), d_g.get(), d_m.get(), d_i.get(), d_dy.get(),
+                                 nullptr, nullptr, d_ws.get(), s.n, s.c, s.h, s.w,
+                                 BatchNormAccumulate{}, nullptr);
+  EXPECT_TRUE(all_close(d_dy.to_host(), want, tol)) << "in place";
+}
+
+TYPED_TEST(BatchNorm, BackwardEvalMatchesReference) {
+  using T = TypeParam;
+  for (const Shape& s : shapes()) {
+    const auto x = make_input<T>(s, 121 + s.size());
+    const auto dy = uniform<T>(s.size(), 122 + s.size());
+    const auto p = make_params<T>(s.c, 123 + s.c);
+    const double eps = k::kKerasBatchNormEps;
+    const ChannelInfo ci = running_info(s, x, p, eps);
+    BackwardTols<T> tol = backward_tols(s, x, dy, p.gamma, ci.mean, ci.inv_std, false);
+    // dx = T(a) * dy against a*dy rounded once: three roundings relative to
+    // the result.
+    tol.dx = Tolerance{0, 4 * kU<T>};
+    DeviceBuffer<T> d_x(x), d_dy(dy), d_g(p.gamma), d_rm(p.running_mean), d_rv(p.running_var),
+        d_dx(s.size()), d_dg(size_t(s.c)), d_db(size_t(s.c));
+    DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
+    for (const BatchNormAccumulate& acc : kAccumulateCases)
+      for (bool param_grads : {true, false}) {
+        const GradOut<T> pre{prefill<T>(s.size(), acc.dx, 124),
+                             prefill<T>(size_t(s.c), acc.dgamma, 125),
+                             prefill<T>(size_t(s.c), acc.dbeta, 126)};
+        GradOut<T> want = pre, fresh{std::vector<T>(s.size()), std::vector<T>(size_t(s.c)),
+                                     std::vector<T>(size_t(s.c))};
+        k::batchnorm_backward_eval_cpu(x.data(), dy.data(), p.gamma.data(), p.running_mean.data(),
+                                       p.running_var.data(), want.dx.data(), want.dgamma.data(),
+                                       want.dbeta.data(), s.n, s.c, s.h, s.w, eps, acc);
+        k::batchnorm_backward_eval_cpu(x.data(), dy.data(), p.gamma.data(), p.running_mean.data(),
+                                       p.running_var.data(), fresh.dx.data(), fresh.dgamma.data(),
+                                       fresh.dbeta.data(), s.n, s.c, s.h, s.w, eps,
+                                       BatchNormAccumulate{});
+        timbre::testing::for_each_thread_order([&] {
+          for (int block : kBlocks) {
+            SCOPED_TRACE(s.str() + " " + describe(acc) + " param grads " +
+                         std::to_string(param_grads) + " block " + std::to_string(block));
+            d_dx.copy_from_host(pre.dx);
+            d_dg.copy_from_host(pre.dgamma);
+            d_db.copy_from_host(pre.dbeta);
+            k::batchnorm_backward_eval(
+                d_x.get(), d_dy.get(), d_g.get(), d_rm.get(), d_rv.get(), d_dx.get(),
+                param_grads ? d_dg.get() : nullptr, param_grads ? d_db.get() : nullptr,
+                param_grads ? d_ws.get() : nullptr, s.n, s.c, s.h, s.w, eps, acc, nullptr, block);
+            EXPECT_TRUE(all_close(d_dx.to_host(), want.dx, tol_of(acc.dx, tol.dx, fresh.dx)))
+                << "dx";
+            if (param_grads) {
+              EXPECT_TRUE(all_close(d_dg.to_host(), want.dgamma,
+                                    tol_of(acc.dgamma, tol.dgamma, fresh.dgamma)))
+                  << "dgamma";
+              EXPECT_TRUE(
+                  all_close(d_db.to_host(), want.dbeta, tol_of(acc.dbeta, tol.dbeta, fresh.dbeta)))
+                  << "dbeta";
+            } else {
+              // Not requested: untouched (the prefill, NaN included).
+              const Tolerance same{0, 0, true};
+              EXPECT_TRUE(all_close(d_dg.to_host(), pre.dgamma, same));
+              EXPECT_TRUE(all_close(d_db.to_host(), pre.dbeta, same));
+            }
+          }
+        });
+      }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Launch shapes beyond the main sweep: the extreme block sizes on a
+// multi-chunk shape, and a channel of 320000 values at block 32, where the
+// chunk count reaches its cap (kBatchNormMaxChunks) and threads take more
+// than kBatchNormElemsPerThread values each.
+TYPED_TEST(BatchNorm, ExtremeBlocksAndChunkCap) {
+  using T = TypeParam;
+  struct Case {
+    Shape s;
+    int block;
+  };
+  for (const Case& cs :
+       {Case{{4, 3, 91, 93}, 32}, Case{{4, 3, 91, 93}, 1024}, Case{{2, 1, 400, 400}, 32}}) {
+    const Shape& s = cs.s;
+    SCOPED_TRACE(s.str() + " block " + std::to_string(cs.block));
+    const auto x = make_input<T>(s, 131);
+    const auto dy = uniform<T>(s.size(), 132);
+    const auto p = make_params<T>(s.c, 133);
+    const Convention& cv = kConventions[0];
+    const TrainOut<T> want = cpu_forward_train(s, x, p, cv);
+    expect_train_close(s, x, p, cv, device_forward_train(s, x, p, cv, cs.block), want);
+    std::vector<T> dx(s.size()), dg(size_t(s.c)), db(size_t(s.c));
+    k::batchnorm_backward_train_cpu(x.data(), dy.data(), p.gamma.data(), want.mean.data(),
+                                    want.inv_std.data(), dx.data(), dg.data(), db.data(), s.n, s.c,
+                                    s.h, s.w, BatchNormAccumulate{});
+    const auto tol =
+        backward_tols(s, x, dy, p.gamma, std::vector<double>(want.mean.begin(), want.mean.end()),
+                      std::vector<double>(want.inv_std.begin(), want.inv_std.end()), true);
+    DeviceBuffer<T> d_x(x), d_dy(dy), d_g(p.gamma), d_m(want.mean), d_i(want.inv_std),
+        d_dx(s.size()), d_dg(size_t(s.c)), d_db(size_t(s.c));
+    DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
+    k::batchnorm_backward_train(d_x.get(), d_dy.get(), d_g.get(), d_m.get(), d_i.get(), d_dx.get(),
+                                d_dg.get(), d_db.get(), d_ws.get(), s.n, s.c, s.h, s.w,
+                                BatchNormAccumulate{}, nullptr, cs.block);
+    EXPECT_TRUE(all_close(d_dx.to_host(), dx, tol.dx)) << "dx";
+    EXPECT_TRUE(all_close(d_dg.to_host(), dg, tol.dgamma)) << "dgamma";
+    EXPECT_TRUE(all_close(d_db.to_host(), db, tol.dbeta)) << "dbeta";
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Determinism: the same bits on every run and under every thread order and
+// worker count (fixed reduction order, no atomics).
+
+template <class T>
+std::vector<unsigned char> bits(const std::vector<T>& v) {
+  std::vector<unsigned char> b(v.size() * sizeof(T));
+  std::memcpy(b.data(), v.data(), b.size());
+  return b;
+}
+
+TYPED_TEST(BatchNorm, Deterministic) {
+  using T = TypeParam;
+  for (const Shape& s : {Shape{4, 3, 91, 93}, Shape{3, 5, 7, 9}}) {
+    const auto x = make_input<T>(s, 141);
+    const auto dy = uniform<T>(s.size(), 142);
+    const auto p = make_params<T>(s.c, 143);
+    for (int block : kBlocks) {
+      SCOPED_TRACE(s.str() + " block " + std::to_string(block));
+      auto run = [&] {
+        std::vector<std::vector<unsigned char>> out;
+        const auto f = device_forward_train(s, x, p, kConventions[0], block);
+        for (const auto* v : {&f.y, &f.mean, &f.inv_std, &f.running_mean, &f.running_var})
+          out.push_back(bits(*v));
+        DeviceBuffer<T> d_x(x), d_dy(dy), d_g(p.gamma), d_m(f.mean), d_i(f.inv_std), d_dx(s.size()),
+            d_dg(size_t(s.c)), d_db(size_t(s.c));
+        DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
+        k::batchnorm_backward_train(d_x.get(), d_dy.get(), d_g.get(), d_m.get(), d_i.get(),
+                                    d_dx.get(), d_dg.get(), d_db.get(), d_ws.get(), s.n, s.c, s.h,
+                                    s.w, BatchNormAccumulate{}, nullptr, block);
+        out.push_back(bits(d_dx.to_host()));
+        out.push_back(bits(d_dg.to_host()));
+        out.push_back(bits(d_db.to_host()));
+        return out;
+      };
+      const auto first = run();
+      timbre::testing::for_each_thread_order([&] {
+        for (int again = 0; again < 2; ++again) {
+          const auto now = run();
+          for (size_t i = 0; i < first.size(); ++i) EXPECT_EQ(now[i], first[i]) << "output " << i;
+        }
+      });
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Finite differences (double): each backward against the derivative of the
+// device forward of the same mode, so a formula shared by kernel and
+// reference cannot be wrong in both. L = sum_m w_m y_m with random weights w
+// (the upstream gradient dy); dL/dv ~ (L(v + h) - L(v - h)) / 2h for every
+// input x, gamma and beta. Central differences: truncation h^2 |L'''| / 6
+// ~ 1e-9 at h = 1e-5 (the training forward's third derivatives are O(100)
+// through inv_std on these tiny channels), rounding ~ u |L| / h ~ 1e-10;
+// 1e-7 absolute plus 1e-6 relative checks the formula, not the rounding.
+
+using Fn = std::function<double(const std::vector<double>&)>;
+std::vector<double> numeric_gradient(const std::vector<double>& v, const Fn& loss) {
+  const double h = 1e-5;
+  std::vector<double> g(v.size()), vp = v;
+  for (size_t i = 0; i < v.size(); ++i) {
+    vp[i] = v[i] + h;
+    const double up = loss(vp);
+    vp[i] = v[i] - h;
+    const double down = loss(vp);
+    vp[i] = v[i];
+    g[i] = (up - down) / (2 * h);
+  }
+  return g;
+}
+
+double weighted_sum(const std::vector<double>& y, const std::vector<double>& w) {
+  double s = 0;
+  for (size_t i = 0; i < y.size(); ++i) s += y[i] * w[i];
+  return s;
+}
+
+const Tolerance kFiniteDifferenceTol{1e-7, 1e-6};
+
+TEST(BatchNormGradients, MatchFiniteDifferences) {
+  for (const Shape& s : {Shape{3, 2, 2, 3}, Shape{5, 3, 1, 1}}) {
+    for (bool train : {true, false}) {
+      SCOPED_TRACE(s.str() + (train ? " train" : " eval"));
+      const auto x = make_input<double>(s, 151);
+      const auto w = uniform<double>(s.size(), 152);
+      const auto p = make_params<double>(s.c, 153);
+      const double eps = k::kPyTorchBatchNormEps;
+      DeviceBuffer<double> d_x(s.size()), d_g(size_t(s.c)), d_b(size_t(s.c)), d_y(s.size()),
+          d_m(size_t(s.c)), d_i(size_t(s.c)), d_rm(p.running_mean), d_rv(p.running_var), d_w(w),
+          d_dx(s.size()), d_dg(size_t(s.c)), d_db(size_t(s.c));
+      DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
+      // The loss as a function of (x, gamma, beta), run on the device.
+      const auto loss = [&](const std::vector<double>& xv, const std::vector<double>& gv,
+                            const std::vector<double>& bv) {
+        d_x.copy_from_host(xv);
+        d_g.copy_from_host(gv);
+        d_b.copy_from_host(bv);
+        if (train)
+          k::batchnorm_forward_train<double>(d_x.get(), d_g.get(), d_b.get(), d_y.get(), d_m.get(),
+                                             d_i.get(), nullptr, nullptr, d_ws.get(), s.n, s.c, s.h,
+                                             s.w, eps, k::pytorch_running(), nullptr);
+        else
+          k::batchnorm_forward_eval(d_x.get(), d_g.get(), d_b.get(), d_rm.get(), d_rv.get(),
+                                    d_y.get(), s.n, s.c, s.h, s.w, eps, nullptr);
+        return weighted_sum(d_y.to_host(), w);
+      };
+      loss(x, p.gamma, p.beta);  // leaves the saved statistics of (x, gamma, beta)
+      if (train)
+        k::batchnorm_backward_train(d_x.get(), d_w.get(), d_g.get(), d_m.get(), d_i.get(),
+                                    d_dx.get(), d_dg.get(), d_db.get(), d_ws.get(), s.n, s.c, s.h,
+                                    s.w, BatchNormAccumulate{}, nullptr);
+      else
+        k::batchnorm_backward_eval(d_x.get(), d_w.get(), d_g.get(), d_rm.get(), d_rv.get(),
+                                   d_dx.get(), d_dg.get(), d_db.get(), d_ws.get(), s.n, s.c, s.h,
+                                   s.w, eps, BatchNormAccumulate{}, nullptr);
+      const auto dx = d_dx.to_host(), dg = d_dg.to_host(), db = d_db.to_host();
+      using V = std::vector<double>;
+      const V num_dx = numeric_gradient(x, [&](const V& v) { return loss(v, p.gamma, p.beta); });
+      const V num_dg = numeric_gradient(p.gamma, [&](const V& v) { return loss(x, v, p.beta); });
+      const V num_db = numeric_gradient(p.beta, [&](const V& v) { return loss(x, p.gamma, v); });
+      EXPECT_TRUE(all_close(dx, num_dx, kFiniteDifferenceTol)) << "dx";
+      EXPECT_TRUE(all_close(dg, num_dg, kFiniteDifferenceTol)) << "dgamma";
+      EXPECT_TRUE(all_close(db, num_db, kFiniteDifferenceTol)) << "dbeta";
+    }
+  }
+}
+
+// The check can fail: the backward of the other mode is far off.
+TEST(BatchNormGradients, FiniteDifferencesCatchTheWrongMode) {
+  const Shape s{3, 2, 2, 3};
+  const auto x = make_input<double>(s, 161);
+  const auto w = uniform<double>(s.size(), 162);
+  const auto p = make_params<double>(s.c, 163);
+  const TrainOut<double> fwd = cpu_forward_train(s, x, p, kConventions[0]);
+  std::vector<double> dx_train(s.size()), dx_eval(s.size());
+  // Eval backward with the batch statistics as "running" ones: the same
+  // forward values, but it ignores that mean and var depend on x.
+  std::vector<double> var(fwd.inv_std.size());
+  for (size_t ch = 0; ch < var.size(); ++ch)
+    var[ch] = 1 / (fwd.inv_std[ch] * fwd.inv_std[ch]) - k::kPyTorchBatchNormEps;
+  k::batchnorm_backward_train_cpu<double>(x.data(), w.data(), p.gamma.data(), fwd.mean.data(),
+                                          fwd.inv_std.data(), dx_train.data(), nullptr, nullptr,
+                                          s.n, s.c, s.h, s.w, BatchNormAccumulate{});
+  k::batchnorm_backward_eval_cpu<double>(x.data(), w.data(), p.gamma.data(), fwd.mean.data(),
+                                         var.data(), dx_eval.data(), nullptr, nullptr, s.n, s.c,
+                                         s.h, s.w, k::kPyTorchBatchNormEps, BatchNormAccumulate{});
+  EXPECT_FALSE(all_close(dx_eval, dx_train, kFiniteDifferenceTol));
+}
+
+// ---------------------------------------------------------------------------
+// Arguments.
+
+template <class F>
+void expect_message(F&& f, const std::string& want) {
+  try {
+    f();
+    ADD_FAILURE() << "no exception; expected: " << want;
+  } catch (const std::invalid_argument& e) {
+    EXPECT_EQ(std::string(e.what()), want);
+  }
+}
+
+TEST(BatchNormArgs, RejectsBadArguments) {
+  DeviceBuffer<float> x(64), y(64), g(4), b(4), m(4), i(4), rm(4), rv(4), dx(64), dg(4), db(4);
+  DeviceBuffer<double> ws(size_t(k::batchnorm_workspace_size(4)));
+  const auto train = [&](int n, int c, int h, int w, double eps, BatchNormRunning r, int block,
+                         float* run_mean, float* run_var, double* work) {
+    k::batchnorm_forward_train(x.get(), g.get(), b.get(), y.get(), m.get(), i.get(), run_mean,
+                               run_var, work, n, c, h, w, eps, r, nullptr, block);
+  };
+  const auto ok = k::pytorch_running();
+  EXPECT_NO_THROW(train(2, 4, 2, 2, 1e-5, ok, 256, rm.get(), rv.get(), ws.get()));
+  expect_message([&] { train(-1, 4, 2, 2, 1e-5, ok, 256, rm.get(), rv.get(), ws.get()); },
+                 "batchnorm_forward_train: n must be >= 0, not -1 (shape n=-1, c=4, h=2, w=2)");
+  expect_message([&] { train(2, 0, 2, 2, 1e-5, ok, 256, rm.get(), rv.get(), ws.get()); },
+                 "batchnorm_forward_train: c must be >= 1, not 0 (shape n=2, c=0, h=2, w=2)");
+  EXPECT_THROW(train(2, 4, 0, 2, 1e-5, ok, 256, rm.get(), rv.get(), ws.get()),
+               std::invalid_argument);
+  EXPECT_THROW(train(2, 4, 2, -2, 1e-5, ok, 256, rm.get(), rv.get(), ws.get()),
+               std::invalid_argument);
+  for (int block : {0, 16, 48, 100, 1056, -32})
+    EXPECT_THROW(train(2, 4, 2, 2, 1e-5, ok, block, rm.get(), rv.get(), ws.get()),
+                 std::invalid_argument)
+        << "block " << block;
+  expect_message([&] { train(2, 4, 2, 2, 1e-5, ok, 48, rm.get(), rv.get(), ws.get()); },
+                 "batchnorm_forward_train: block must be a multiple of 32 in [32, 1024], not 48");
+  expect_message([&] { train(2, 4, 2, 2, -1e-5, ok, 256, rm.get(), rv.get(), ws.get()); },
+                 "batchnorm_forward_train: eps must be finite and >= 0, not -1e-05");
+  EXPECT_THROW(train(2, 4, 2, 2, NAN, ok, 256, rm.get(), rv.get(), ws.get()),
+               std::invalid_argument);
+  EXPECT_THROW(train(2, 4, 2, 2, INFINITY, ok, 256, rm.get(), rv.get(), ws.get()),
+               std::invalid_argument);
+  const BatchNormRunning too_big{1.5, true};
+  expect_message([&] { train(2, 4, 2, 2, 1e-5, too_big, 256, rm.get(), rv.get(), ws.get()); },
+                 "batchnorm_forward_train: running.keep must be in [0, 1], not 1.5");
+  const BatchNormRunning negative = k::pytorch_running(1.1);  // keep = -0.1
+  EXPECT_THROW(train(2, 4, 2, 2, 1e-5, negative, 256, rm.get(), rv.get(), ws.get()),
+               std::invalid_argument);
+  expect_message([&] { train(0, 4, 2, 2, 1e-5, ok, 256, rm.get(), rv.get(), ws.get()); },
+                 "batchnorm_forward_train: training needs at least one value per channel, but "
+                 "n*h*w = 0 (n=0)");
+  expect_message([&] { train(1, 4, 1, 1, 1e-5, ok, 256, rm.get(), rv.get(), ws.get()); },
+                 "batchnorm_forward_train: the unbiased running variance needs n*h*w >= 2 "
+                 "values per channel, not 1");
+  expect_message([&] { train(2, 4, 2, 2, 1e-5, ok, 256, rm.get(), nullptr, ws.get()); },
+                 "batchnorm_forward_train: d_running_mean and d_running_var must be both null "
+                 "(no running statistics) or both set");
+  expect_message([&] { train(2, 4, 2, 2, 1e-5, ok, 256, rm.get(), rv.get(), nullptr); },
+                 "batchnorm_forward_train: d_workspace is null");
+  expect_message(
+      [&] {
+        k::batchnorm_forward_train<float>(x.get(), nullptr, b.get(), y.get(), m.get(), i.get(),
+                                          nullptr, nullptr, ws.get(), 2, 4, 2, 2, 1e-5, ok,
+                                          nullptr);
+      },
+      "batchnorm_forward_train: d_gamma is null");
+
+  // Evaluation: n = 0 is an empty batch (null pointers allowed); other
+  // checks as above.
+  EXPECT_NO_THROW(k::batchnorm_forward_eval<float>(nullptr, nullptr, nullptr, nullptr, nullptr,
+                                                   nullptr, 0, 4, 2, 2, 1e-5, nullptr));
+  expect_message(
+      [&] {
+        k::batchnorm_forward_eval<float>(x.get(), g.get(), b.get(), rm.get(), nullptr, y.get(), 2,
+                                         4, 2, 2, 1e-5, nullptr);
+      },
+      "batchnorm_forward_eval: d_running_var is null");
+  EXPECT_THROW(k::batchnorm_forward_eval(x.get(), g.get(), b.get(), rm.get(), rv.get(), y.get(), 2,
+                                         4, 2, 2, 1e-5, nullptr, 33),
+               std::invalid_argument);
+
+  // Backward.
+  const BatchNormAccumulate acc{};
+  EXPECT_THROW(k::batchnorm_backward_train(x.get(), y.get(), g.get(), m.get(), i.get(), dx.get(),
+                                           dg.get(), db.get(), ws.get(), 0, 4, 2, 2, acc, nullptr),
+               std::invalid_argument);
+  expect_message(
+      [&] {
+        k::batchnorm_backward_train(x.get(), y.get(), g.get(), m.get(), i.get(), dx.get(), dg.get(),
+                                    db.get(), nullptr, 2, 4, 2, 2, acc, nullptr);
+      },
+      "batchnorm_backward_train: d_workspace is null");
+  expect_message(
+      [&] {
+        k::batchnorm_backward_train<float>(x.get(), y.get(), g.get(), m.get(), i.get(), nullptr,
+                                           dg.get(), db.get(), ws.get(), 2, 4, 2, 2, acc, nullptr);
+      },
+      "batchnorm_backward_train: d_dx is null");
+  // Eval backward: the workspace is needed only for parameter gradients.
+  EXPECT_NO_THROW(k::batchnorm_backward_eval<float>(x.get(), y.get(), g.get(), rm.get(), rv.get(),
+                                                    dx.get(), nullptr, nullptr, nullptr, 2, 4, 2, 2,
+                                                    1e-5, acc, nullptr));
+  expect_message(
+      [&] {
+        k::batchnorm_backward_eval<float>(x.get(), y.get(), g.get(), rm.get(), rv.get(), dx.get(),
+                                          dg.get(), nullptr, nullptr, 2, 4, 2, 2, 1e-5, acc,
+                                          nullptr);
+      },
+      "batchnorm_backward_eval: d_workspace is null");
+  EXPECT_THROW(
+      k::batchnorm_backward_eval<float>(x.get(), y.get(), g.get(), rm.get(), rv.get(), dx.get(),
+                                        nullptr, nullptr, nullptr, 2, 4, 2, 2, -1.0, acc, nullptr),
+      std::invalid_argument);
+}
+
+// Evaluation backward over an empty batch: no dx to write, and parameter
+// gradients that are sums over nothing: 0 when assigning, unchanged when
+// adding.
+TEST(BatchNormArgs, EmptyBatchInEvaluation) {
+  DeviceBuffer<float> g(std::vector<float>{1, 2}), rm(std::vector<float>{0, 0}),
+      rv(std::vector<float>{1, 1}), dg(std::vector<float>{5, 6}), db(std::vector<float>{7, 8});
+  DeviceBuffer<double> ws(size_t(k::batchnorm_workspace_size(2)));
+  DeviceBuffer<float> x(1), dy(1), dx(1);
+  const BatchNormAccumulate add{true, true, true};
+  k::batchnorm_backward_eval(x.get(), dy.get(), g.get(), rm.get(), rv.get(), dx.get(), dg.get(),
+                             db.get(), ws.get(), 0, 2, 3, 3, 1e-5, add, nullptr);
+  EXPECT_EQ(dg.to_host(), (std::vector<float>{5, 6}));
+  EXPECT_EQ(db.to_host(), (std::vector<float>{7, 8}));
+  k::batchnorm_backward_eval(x.get(), dy.get(), g.get(), rm.get(), rv.get(), dx.get(), dg.get(),
+                             db.get(), ws.get(), 0, 2, 3, 3, 1e-5, BatchNormAccumulate{}, nullptr);
+  EXPECT_EQ(dg.to_host(), (std::vector<float>{0, 0}));
+  EXPECT_EQ(db.to_host(), (std::vector<float>{0, 0}));
+}
+
+TEST(BatchNormCost, ScalesWithSize) {
+  const auto c = k::batchnorm_forward_train_cost(2, 3, 4, 5);
+  EXPECT_EQ(c.bytes, 2 * 3 * 4 * 5 * 4 * 3);
+  EXPECT_EQ(k::batchnorm_forward_train_cost(4, 3, 4, 5, 8).bytes, 4 * c.bytes);
+  EXPECT_GT(k::batchnorm_backward_train_cost(2, 3, 4, 5, true).bytes,
+            k::batchnorm_backward_train_cost(2, 3, 4, 5, false).bytes);
+  EXPECT_GT(k::batchnorm_backward_eval_cost(2, 3, 4, 5, false, true).flops,
+            k::batchnorm_backward_eval_cost(2, 3, 4, 5, false, false).flops);
+  EXPECT_GT(c.flops, k::batchnorm_forward_eval_cost(2, 3, 4, 5).flops);
+  EXPECT_EQ(k::batchnorm_workspace_size(10), 10 * (2 * k::kBatchNormMaxChunks + 3));
+}
+
+// The conventions' factors.
+TEST(BatchNormConventions, Factors) {
+  EXPECT_DOUBLE_EQ(k::pytorch_running().keep, 0.9);
+  EXPECT_TRUE(k::pytorch_running().unbiased_var);
+  EXPECT_DOUBLE_EQ(k::pytorch_running(0.01).keep, 0.99);
+  EXPECT_DOUBLE_EQ(k::keras_running().keep, 0.99);
+  EXPECT_FALSE(k::keras_running().unbiased_var);
+  EXPECT_DOUBLE_EQ(k::keras_running(0.9).keep, 0.9);
+  EXPECT_EQ(k::kPyTorchBatchNormEps, 1e-5);
+  EXPECT_EQ(k::kKerasBatchNormEps, 1e-3);
+}
+
+}  // namespace
