@@ -101,6 +101,39 @@ void BM_Attention(benchmark::State& state) {
 }
 BENCHMARK(BM_Attention)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// Batch norm (training), max pooling and ReLU at the ResCNN's first block:
+// (32, 16, 128, 128), 32 MiB of activations. Bandwidth-bound: GB/s from
+// one read and one write of the tensor forward, three touches backward.
+void BM_BatchNormReluPool(benchmark::State& state) {
+  const int C = int(state.range(0)), HW = int(state.range(1));
+  Generator g(6);
+  Variable x = randn(g, Shape{32, C, HW, HW}, true);
+  Variable gamma(Tensor::full(Shape{C}, 1.0), true), beta(Tensor::zeros(Shape{C}), true);
+  Tensor rm = Tensor::zeros(Shape{C}), rv = Tensor::full(Shape{C}, 1.0);
+  for (auto _ : state) {
+    Variable y = ops::max_pool2d(ops::relu(ops::batch_norm(x, gamma, beta, rm, rv, true)),
+                                 {2, 2, 2, 2});
+    backward(y);
+  }
+  CUDA_CHECK(cudaDeviceSynchronize());
+  const double bytes = 32.0 * C * HW * HW * 4;
+  state.counters["GB/s"] = benchmark::Counter(bytes * 10 * double(state.iterations()) * 1e-9,
+                                              benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_BatchNormReluPool)->Args({16, 128})->Args({128, 8})->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+void BM_SoftmaxOverTime(benchmark::State& state) {
+  Generator g(7);
+  Variable x = randn(g, Shape{32, 64}, true);
+  for (auto _ : state) {
+    Variable y = ops::softmax(x);
+    backward(y);
+  }
+  report(state, 32 * 64 * 11.0);
+}
+BENCHMARK(BM_SoftmaxOverTime)->UseRealTime();
+
 void BM_CrossEntropy(benchmark::State& state) {
   Generator g(5);
   Variable logits = randn(g, Shape{32, 8}, true);
