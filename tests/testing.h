@@ -11,12 +11,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <type_traits>
 #include <cstdint>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "kernels/device_buffer.h"
 #if TIMBRE_BACKEND_SIM
 #include "kernels/sim/control.h"
 #endif
@@ -59,6 +62,42 @@ template <class A, class B>
          << bad << " of " << got.size() << " values differ beyond atol " << tol.atol
          << " + rtol " << tol.rtol << "*|ref|; worst abs " << worst_abs << ", worst rel "
          << worst_rel << ", NMSE " << (ref2 > 0 ? err2 / ref2 : err2) << first.str();
+}
+
+// The unit roundoff u of T: one rounding changes v by at most u|v|.
+// Tolerances are written in units of it so one analysis serves both types.
+template <class T>
+constexpr double unit_roundoff = std::is_same_v<T, float> ? 0x1p-24 : 0x1p-53;
+
+template <class V>
+double max_abs(const V& v) {
+  double m = 0;
+  for (const auto& x : v) m = std::max(m, std::fabs(double(x)));
+  return m;
+}
+
+template <class T>
+std::vector<double> widen(const std::vector<T>& v) {
+  return std::vector<double>(v.begin(), v.end());
+}
+
+// Equal bit patterns (NaN included), with the first difference on failure.
+template <class T>
+::testing::AssertionResult same_bits(const std::vector<T>& got, const std::vector<T>& ref) {
+  if (got.size() != ref.size())
+    return ::testing::AssertionFailure() << "size " << got.size() << " vs " << ref.size();
+  for (size_t i = 0; i < got.size(); ++i)
+    if (std::memcmp(&got[i], &ref[i], sizeof(T)) != 0)
+      return ::testing::AssertionFailure()
+             << "first difference at [" << i << "]: got " << got[i] << ", expected " << ref[i];
+  return ::testing::AssertionSuccess();
+}
+
+// 0xFF bytes: NaN in every float and double, -1 in every int. An element a
+// kernel skips, or an output it reads before writing, then fails.
+template <class T>
+void poison(DeviceBuffer<T>& b) {
+  if (b.size()) CUDA_CHECK(cudaMemset(b.get(), 0xFF, b.bytes()));
 }
 
 // Uniform values in [lo, hi) from a fixed seed. Never all zeros: a kernel

@@ -27,6 +27,8 @@
 namespace {
 
 using timbre::DeviceBuffer;
+using timbre::testing::widen;
+using timbre::testing::poison;
 using timbre::kernels::Activation;
 using timbre::testing::all_close;
 using timbre::testing::for_each_thread_order;
@@ -120,18 +122,6 @@ std::vector<T> random_values(size_t n, uint64_t seed) {
     x = T(u(g) < 0.5 ? -m : m);
   }
   return v;
-}
-
-template <class T>
-std::vector<double> widen(const std::vector<T>& v) {
-  return std::vector<double>(v.begin(), v.end());
-}
-
-// 0xFF bytes: NaN in every float and double. An element a kernel skips, or an
-// output it reads before writing, then fails the comparison.
-template <class T>
-void poison(DeviceBuffer<T>& b) {
-  if (b.size()) CUDA_CHECK(cudaMemset(b.get(), 0xFF, b.bytes()));
 }
 
 template <class T>

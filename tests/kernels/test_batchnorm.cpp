@@ -31,6 +31,8 @@ namespace k = timbre::kernels;
 using k::BatchNormAccumulate;
 using k::BatchNormRunning;
 using timbre::DeviceBuffer;
+using timbre::testing::unit_roundoff;
+using timbre::testing::max_abs;
 using timbre::testing::all_close;
 using timbre::testing::random_floats;
 using timbre::testing::Tolerance;
@@ -55,8 +57,6 @@ using timbre::testing::Tolerance;
 //     float it is far below u; in double it is what the tolerance is made of.
 // A wrong formula (a missing term, a wrong channel) is off by 1e-2 or more.
 
-template <class T>
-constexpr double kU = std::is_same_v<T, float> ? 0x1p-24 : 0x1p-53;
 double acc_err(long long m) { return (4.0 * m + 256) * 0x1p-53; }
 
 // Accumulating: dx_old + g is rounded once more (u|result|; the reference
@@ -66,17 +66,11 @@ Tolerance accumulated(Tolerance t, double max_abs_g, double u) {
   return Tolerance{t.atol + t.rtol * max_abs_g, t.rtol + 2 * u};
 }
 
-template <class T>
-double max_abs(const std::vector<T>& v) {
-  double m = 0;
-  for (T x : v) m = std::max(m, std::fabs(double(x)));
-  return m;
-}
 // t, or accumulated(t) when the kernel adds to a gradient whose fresh value
 // (assigned) is g.
 template <class T>
 Tolerance tol_of(bool accumulate, Tolerance t, const std::vector<T>& g) {
-  return accumulate ? accumulated(t, max_abs(g), kU<T>) : t;
+  return accumulate ? accumulated(t, max_abs(g), unit_roundoff<T>) : t;
 }
 
 // ---------------------------------------------------------------------------
@@ -217,10 +211,10 @@ Tolerance y_tol(const Params<T>& p, const ChannelInfo& ci, double acc = 0, doubl
   double worst = 0;
   for (size_t ch = 0; ch < p.gamma.size(); ++ch) {
     const double g = std::fabs(double(p.gamma[ch])) * ci.inv_std[ch];
-    worst = std::max(worst, g * (2 * kU<T> * (std::fabs(ci.mean[ch]) + 4 * ci.max_dev[ch]) +
+    worst = std::max(worst, g * (2 * unit_roundoff<T> * (std::fabs(ci.mean[ch]) + 4 * ci.max_dev[ch]) +
                                  acc * (2 * max_x + 8 * ci.max_dev[ch])));
   }
-  return Tolerance{worst, 4 * kU<T>};
+  return Tolerance{worst, 4 * unit_roundoff<T>};
 }
 
 // ---------------------------------------------------------------------------
@@ -260,7 +254,7 @@ void expect_train_close(const Shape& s, const std::vector<T>& x, const Params<T>
                         const Convention& cv, const TrainOut<T>& got, const TrainOut<T>& want,
                         bool track = true) {
   const ChannelInfo ci = batch_info(s, x, cv.eps);
-  const double a = acc_err(s.m()), u = kU<T>;
+  const double a = acc_err(s.m()), u = unit_roundoff<T>;
   EXPECT_TRUE(all_close(got.y, want.y, y_tol(p, ci, a, max_abs(x)))) << "y";
   // Both round a double mean to T (1 ulp <= 2u|mean| apart) after sums that
   // differ by the accumulation error.
@@ -389,7 +383,7 @@ TYPED_TEST(BatchNorm, TrainOutputIsNormalised) {
   // y differs from the exact value by at most y_tol (mostly a shift and a
   // scale per channel, from the rounded mean and scale): so do its mean and
   // standard deviation, plus the rounding of their own double sums.
-  const double tol = y_tol(p, ci, acc_err(s.m()), max_abs(x)).atol + 8 * kU<T> * max_abs(y);
+  const double tol = y_tol(p, ci, acc_err(s.m()), max_abs(x)).atol + 8 * unit_roundoff<T> * max_abs(y);
   for (size_t ch = 0; ch < size_t(s.c); ++ch) {
     const double var = 1 / (ci.inv_std[ch] * ci.inv_std[ch]) - cv.eps;
     const double want_std = std::fabs(double(p.gamma[ch])) * std::sqrt(var / (var + cv.eps));
@@ -429,7 +423,7 @@ TYPED_TEST(BatchNorm, RunningStatisticsByHand) {
     const auto got = device_forward_train(s, x, p, c.cv, 256);
     // keep and 1 - keep are not exact in binary: a few u of double, then one
     // rounding to T.
-    const Tolerance tol{0, 2 * kU<T> + 1e-15};
+    const Tolerance tol{0, 2 * unit_roundoff<T> + 1e-15};
     EXPECT_TRUE(all_close(got.running_mean, std::vector<double>{c.mean}, tol));
     EXPECT_TRUE(all_close(got.running_var, std::vector<double>{c.var}, tol));
     EXPECT_TRUE(all_close(got.mean, std::vector<double>{2.5}, tol));
@@ -464,7 +458,7 @@ TYPED_TEST(BatchNorm, RunningStatisticsOverSteps) {
       p.running_var = want.running_var;
       const double scale = max_abs(x) + max_abs(batch_info(s, x, cv.eps).var_unbiased) +
                            max_abs(want.running_mean) + max_abs(want.running_var);
-      atol += 16 * acc_err(s.m()) * scale + 2 * kU<T> * scale;
+      atol += 16 * acc_err(s.m()) * scale + 2 * unit_roundoff<T> * scale;
       EXPECT_TRUE(all_close(d_rm.to_host(), want.running_mean, {atol, 0})) << "step " << step;
       EXPECT_TRUE(all_close(d_rv.to_host(), want.running_var, {atol, 0})) << "step " << step;
     }
@@ -487,7 +481,7 @@ TYPED_TEST(BatchNorm, ConstantChannel) {
     const auto got = device_forward_train(s, x, p, cv, 64);
     EXPECT_EQ(got.mean[1], T(0.7));
     EXPECT_TRUE(all_close(std::vector<T>{got.inv_std[1]},
-                          std::vector<double>{1 / std::sqrt(cv.eps)}, {0, 2 * kU<T>}));
+                          std::vector<double>{1 / std::sqrt(cv.eps)}, {0, 2 * unit_roundoff<T>}));
     for (size_t o = 0; o < x.size(); ++o)
       if (s.channel_of(o) == 1) {
         ASSERT_EQ(got.y[o], p.beta[1]) << "at " << o;
@@ -507,7 +501,7 @@ TYPED_TEST(BatchNorm, OneValuePerChannel) {
   const auto want = cpu_forward_train(s, x, p, kConventions[1]);
   EXPECT_EQ(got.y, p.beta);
   EXPECT_EQ(got.mean, x);
-  EXPECT_TRUE(all_close(got.running_var, want.running_var, {0, 2 * kU<T>}));
+  EXPECT_TRUE(all_close(got.running_var, want.running_var, {0, 2 * unit_roundoff<T>}));
   EXPECT_THROW(device_forward_train(s, x, p, kConventions[0], 256), std::invalid_argument);
 }
 
@@ -583,7 +577,7 @@ BackwardTols<T> backward_tols(const Shape& s, const std::vector<T>& x, const std
     abs_dy_xhat[ch] += std::fabs(dy[o] * xc * inv_std[ch]);
     max_dev[ch] = std::max(max_dev[ch], std::fabs(xc));
   }
-  const double m = double(s.m()), a = acc_err(s.m()), u = kU<T>;
+  const double m = double(s.m()), a = acc_err(s.m()), u = unit_roundoff<T>;
   double worst = 0;
   for (size_t ch = 0; ch < c; ++ch) {
     const double aa = std::fabs(double(gamma[ch])) * inv_std[ch];
@@ -684,7 +678,7 @@ TYPED_TEST(BatchNorm, BackwardEvalMatchesReference) {
     BackwardTols<T> tol = backward_tols(s, x, dy, p.gamma, ci.mean, ci.inv_std, false);
     // dx = T(a) * dy against a*dy rounded once: three roundings relative to
     // the result.
-    tol.dx = Tolerance{0, 4 * kU<T>};
+    tol.dx = Tolerance{0, 4 * unit_roundoff<T>};
     DeviceBuffer<T> d_x(x), d_dy(dy), d_g(p.gamma), d_rm(p.running_mean), d_rv(p.running_var),
         d_dx(s.size()), d_dg(size_t(s.c)), d_db(size_t(s.c));
     DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));

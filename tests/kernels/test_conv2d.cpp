@@ -27,6 +27,10 @@ namespace {
 namespace k = timbre::kernels;
 using k::Conv2dShape;
 using timbre::DeviceBuffer;
+using timbre::testing::unit_roundoff;
+using timbre::testing::widen;
+using timbre::testing::same_bits;
+using timbre::testing::poison;
 using timbre::testing::all_close;
 using timbre::testing::for_each_thread_order;
 using timbre::testing::Tolerance;
@@ -51,13 +55,10 @@ using timbre::testing::Tolerance;
 // and typically 0.25 with these inputs), far outside it. These bounds are
 // worst cases; the largest errors seen are 5-10 times smaller.
 template <class T>
-constexpr double kU = std::is_same_v<T, float> ? 0x1p-24 : 0x1p-53;
-
-template <class T>
 Tolerance sum_bound(long long terms, const std::vector<double>& magnitude) {
   double m = 0;
   for (double v : magnitude) m = std::max(m, v);
-  return Tolerance{2.0 * double(terms) * kU<T> * m, 0};
+  return Tolerance{2.0 * double(terms) * unit_roundoff<T> * m, 0};
 }
 
 // ---------------------------------------------------------------------------
@@ -76,10 +77,6 @@ std::vector<T> random_values(size_t n, uint64_t seed) {
 }
 
 template <class T>
-std::vector<double> widen(const std::vector<T>& v) {
-  return std::vector<double>(v.begin(), v.end());
-}
-template <class T>
 std::vector<double> absolute(const std::vector<T>& v) {
   std::vector<double> a(v.size());
   for (size_t i = 0; i < v.size(); ++i) a[i] = std::fabs(double(v[i]));
@@ -88,18 +85,6 @@ std::vector<double> absolute(const std::vector<T>& v) {
 std::vector<double> plus_abs(std::vector<double> a, const std::vector<double>& b) {
   for (size_t i = 0; i < a.size(); ++i) a[i] += std::fabs(b[i]);
   return a;
-}
-
-// 0xFF bytes: NaN in every float and double. An output a kernel skips, or
-// reads before writing when it should assign, then fails the comparison.
-template <class T>
-void poison(DeviceBuffer<T>& b) {
-  if (b.size()) CUDA_CHECK(cudaMemset(b.get(), 0xFF, b.bytes()));
-}
-
-template <class T>
-bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
 }
 
 // One cuBLAS handle for the whole test program, on the default stream.

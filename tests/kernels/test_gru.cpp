@@ -28,6 +28,8 @@ namespace k = timbre::kernels;
 using k::AttentionAccumulate;
 using k::GruAccumulate;
 using timbre::DeviceBuffer;
+using timbre::testing::unit_roundoff;
+using timbre::testing::max_abs;
 using timbre::testing::all_close;
 using timbre::testing::random_floats;
 using timbre::testing::Tolerance;
@@ -66,16 +68,6 @@ using timbre::testing::Tolerance;
 // missed time step gives errors of order 1e-2 relative to the scale, far
 // outside every tolerance here.
 
-template <class T>
-constexpr double kU = std::is_same_v<T, float> ? 0x1p-24 : 0x1p-53;
-
-template <class V>
-double max_abs(const V& v) {
-  double m = 0;
-  for (auto x : v) m = std::max(m, std::fabs(double(x)));
-  return m;
-}
-
 // Tolerance eps relative to the scale of the reference values: atol =
 // eps * max|ref| (entries near 0 carry the rounding error of the large
 // terms that cancelled in them), rtol = eps.
@@ -95,7 +87,7 @@ struct GruShape {
 // eps for values fed by a chain of n roundings (see above).
 template <class T>
 double chain_eps(double n) {
-  return kU<T> * (4 * std::sqrt(n) + 256);
+  return unit_roundoff<T> * (4 * std::sqrt(n) + 256);
 }
 // GRU outputs: S steps of pre-activations with I + H terms each.
 template <class T>
@@ -173,7 +165,7 @@ TYPED_TEST(GruGates, ForwardMatchesReference) {
                                 saved_stride);
     // A handful of roundings and two transcendentals (2 ulp each on a GPU)
     // per value: 32 u relative, 32 u absolute (|values| <= ~3).
-    const Tolerance tol{32 * kU<T>, 32 * kU<T>};
+    const Tolerance tol{32 * unit_roundoff<T>, 32 * unit_roundoff<T>};
     timbre::testing::for_each_thread_order([&] {
       for (int block : kBlocks) {
         SCOPED_TRACE("block " + std::to_string(block));
@@ -216,7 +208,7 @@ TYPED_TEST(GruGates, BackwardMatchesReference) {
   const auto dh_seq = uniform<T>(B * dh_stride, 12), dh_in = uniform<T>(B * H, 13);
   DeviceBuffer<T> d_saved(saved), d_dh_seq(dh_seq);
   // Elementwise products of a few factors: 16 u relative and absolute.
-  const Tolerance tol{16 * kU<T>, 16 * kU<T>};
+  const Tolerance tol{16 * unit_roundoff<T>, 16 * unit_roundoff<T>};
   for (int inputs = 0; inputs < 3; ++inputs) {
     // 0: both dh sources; 1: dh_seq only; 2: dh_in only.
     SCOPED_TRACE("inputs " + std::to_string(inputs));
@@ -357,7 +349,7 @@ void expect_grads_close(GruDevice<T>& dev, const GruGrads<T>& want, double eps,
     Tolerance tol = scaled(eps, *ref[i]);
     if (assigned) {
       const std::vector<T>& g = *assigned->all()[i];
-      tol = accumulated(scaled(eps, g), max_abs(g), kU<T>);
+      tol = accumulated(scaled(eps, g), max_abs(g), unit_roundoff<T>);
     }
     EXPECT_TRUE(all_close(got[i]->to_host(), *ref[i], tol)) << kGradNames[i];
   }
@@ -681,7 +673,7 @@ void check_attention(const AttnProblem<T>& p) {
       dev.backward(cublas.h, block, attn_flags(true));
       for (size_t i = 0; i < grads.size(); ++i)
         EXPECT_TRUE(all_close(grads[i]->to_host(), want_acc[i],
-                              accumulated(scaled(bwd_eps, want[i]), max_abs(want[i]), kU<T>)))
+                              accumulated(scaled(bwd_eps, want[i]), max_abs(want[i]), unit_roundoff<T>)))
             << names[i] << " accumulated";
     }
   });

@@ -29,6 +29,9 @@
 namespace {
 
 using timbre::DeviceBuffer;
+using timbre::testing::widen;
+using timbre::testing::same_bits;
+using timbre::testing::poison;
 using timbre::kernels::AdamConfig;
 using timbre::kernels::AdamForm;
 using timbre::kernels::SgdConfig;
@@ -40,27 +43,6 @@ namespace k = timbre::kernels;
 constexpr long long kSizes[] = {1, 7, 1000003};  // 1000003: every thread loops twice
 constexpr int kBlocks[] = {64, 256};
 constexpr int kSteps = 5;
-
-template <class T>
-void poison(DeviceBuffer<T>& b) {
-  if (b.size()) CUDA_CHECK(cudaMemset(b.get(), 0xFF, b.bytes()));
-}
-
-template <class T>
-::testing::AssertionResult same_bits(const std::vector<T>& got, const std::vector<T>& ref) {
-  if (got.size() != ref.size())
-    return ::testing::AssertionFailure() << "size " << got.size() << " vs " << ref.size();
-  for (size_t i = 0; i < got.size(); ++i)
-    if (std::memcmp(&got[i], &ref[i], sizeof(T)) != 0)
-      return ::testing::AssertionFailure()
-             << "first difference at [" << i << "]: got " << got[i] << ", expected " << ref[i];
-  return ::testing::AssertionSuccess();
-}
-
-template <class T>
-std::vector<double> widen(const std::vector<T>& v) {
-  return std::vector<double>(v.begin(), v.end());
-}
 
 // Elements i with i % 4 == cls.
 template <class V>

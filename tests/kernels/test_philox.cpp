@@ -34,6 +34,8 @@
 namespace {
 
 using timbre::DeviceBuffer;
+using timbre::testing::same_bits;
+using timbre::testing::poison;
 using timbre::testing::all_close;
 using timbre::testing::for_each_thread_order;
 using timbre::testing::Tolerance;
@@ -46,24 +48,6 @@ constexpr uint64_t kOffset = 987654321ull;
 
 // ---------------------------------------------------------------------------
 // Helpers.
-
-template <class T>
-void poison(DeviceBuffer<T>& b) {
-  if (b.size()) CUDA_CHECK(cudaMemset(b.get(), 0xFF, b.bytes()));
-}
-
-// Bitwise equality, reporting the first difference (gtest would print all
-// of a 10^6-element vector).
-template <class T>
-::testing::AssertionResult same_bits(const std::vector<T>& got, const std::vector<T>& ref) {
-  if (got.size() != ref.size())
-    return ::testing::AssertionFailure() << "size " << got.size() << " vs " << ref.size();
-  for (size_t i = 0; i < got.size(); ++i)
-    if (std::memcmp(&got[i], &ref[i], sizeof(T)) != 0)
-      return ::testing::AssertionFailure()
-             << "first difference at [" << i << "]: got " << got[i] << ", expected " << ref[i];
-  return ::testing::AssertionSuccess();
-}
 
 template <class T>
 std::vector<T> random_values(size_t n, uint64_t seed) {  // +-[0.001, 1), never 0

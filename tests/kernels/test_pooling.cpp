@@ -29,6 +29,8 @@ namespace k = timbre::kernels;
 using k::GlobalPoolStrategy;
 using k::PoolWindow;
 using timbre::DeviceBuffer;
+using timbre::testing::unit_roundoff;
+using timbre::testing::max_abs;
 using timbre::testing::all_close;
 using timbre::testing::random_floats;
 using timbre::testing::Tolerance;
@@ -53,16 +55,6 @@ using timbre::testing::Tolerance;
 // These hold on a GPU too (an FMA only removes roundings). A wrong window,
 // index or count is off by O(1).
 
-template <class T>
-constexpr double kU = std::is_same_v<T, float> ? 0x1p-24 : 0x1p-53;
-
-template <class T>
-double max_abs(const std::vector<T>& v) {
-  double m = 0;
-  for (T x : v) m = std::max(m, std::fabs(double(x)));
-  return m;
-}
-
 // Accumulating: one more rounding (u of the result); the fresh gradient's
 // own error, relative to |g|, becomes absolute: rtol * max|g|.
 Tolerance accumulated(Tolerance t, double max_abs_g, double u) {
@@ -76,7 +68,7 @@ int windows_per_input(const PoolWindow& p) {
 template <class T>
 Tolerance gather_tol(const PoolWindow& p, double max_term) {
   const int d = windows_per_input(p);
-  return Tolerance{2.0 * d * d * kU<T> * max_term, 4 * kU<T>};
+  return Tolerance{2.0 * d * d * unit_roundoff<T> * max_term, 4 * unit_roundoff<T>};
 }
 
 // ---------------------------------------------------------------------------
@@ -189,7 +181,7 @@ TYPED_TEST(Pooling, MaxBackwardMatchesReference) {
         k::max_pool2d_backward_cpu(dy.data(), at.data(), fresh.data(), s.n, s.c, s.h, s.w, p,
                                    false);
         Tolerance tol = gather_tol<T>(p, max_abs(dy));
-        if (acc) tol = accumulated(tol, max_abs(fresh), kU<T>);
+        if (acc) tol = accumulated(tol, max_abs(fresh), unit_roundoff<T>);
         timbre::testing::for_each_thread_order([&] {
           for (int block : kBlocks) {
             SCOPED_TRACE(s.str() + " " + str(p) + " accumulate " + std::to_string(acc) + " block " +
@@ -293,7 +285,7 @@ TYPED_TEST(Pooling, AvgForwardMatchesReference) {
       const auto x = uniform<T>(s.size(), 41 + s.size());
       std::vector<T> want(s.out_size(p));
       k::avg_pool2d_forward_cpu(x.data(), want.data(), s.n, s.c, s.h, s.w, p);
-      const Tolerance tol{2.0 * p.kh * p.kw * kU<T> * max_abs(x), 4 * kU<T>};
+      const Tolerance tol{2.0 * p.kh * p.kw * unit_roundoff<T> * max_abs(x), 4 * unit_roundoff<T>};
       DeviceBuffer<T> d_x(x), d_y(want.size());
       timbre::testing::for_each_thread_order([&] {
         for (int block : kBlocks) {
@@ -318,7 +310,7 @@ TYPED_TEST(Pooling, AvgBackwardMatchesReference) {
         k::avg_pool2d_backward_cpu(dy.data(), fresh.data(), s.n, s.c, s.h, s.w, p, false);
         // Terms dy, summed and then divided by kh*kw.
         Tolerance tol = gather_tol<T>(p, max_abs(dy) / (p.kh * p.kw));
-        if (acc) tol = accumulated(tol, max_abs(fresh), kU<T>);
+        if (acc) tol = accumulated(tol, max_abs(fresh), unit_roundoff<T>);
         timbre::testing::for_each_thread_order([&] {
           for (int block : kBlocks) {
             SCOPED_TRACE(s.str() + " " + str(p) + " accumulate " + std::to_string(acc) + " block " +
@@ -360,7 +352,7 @@ TYPED_TEST(Pooling, GlobalAvgForwardMatchesReference) {
     const auto x = uniform<T>(s.size(), 61 + s.size(), -1.f, 3.f);
     std::vector<T> want(size_t(s.n) * s.c);
     k::global_avg_pool_forward_cpu(x.data(), want.data(), s.n, s.c, s.h, s.w);
-    const Tolerance tol{(double(s.h) * s.w + 32) * 0x1p-53 * max_abs(x), 2 * kU<T>};
+    const Tolerance tol{(double(s.h) * s.w + 32) * 0x1p-53 * max_abs(x), 2 * unit_roundoff<T>};
     DeviceBuffer<T> d_x(x), d_y(want.size());
     timbre::testing::for_each_thread_order([&] {
       for (GlobalPoolStrategy st : kStrategies)
@@ -383,8 +375,8 @@ TYPED_TEST(Pooling, GlobalAvgBackwardMatchesReference) {
       std::vector<T> want = pre, fresh(s.size());
       k::global_avg_pool_backward_cpu(dy.data(), want.data(), s.n, s.c, s.h, s.w, acc);
       k::global_avg_pool_backward_cpu(dy.data(), fresh.data(), s.n, s.c, s.h, s.w, false);
-      Tolerance tol{0, 2 * kU<T>};
-      if (acc) tol = accumulated(tol, max_abs(fresh), kU<T>);
+      Tolerance tol{0, 2 * unit_roundoff<T>};
+      if (acc) tol = accumulated(tol, max_abs(fresh), unit_roundoff<T>);
       timbre::testing::for_each_thread_order([&] {
         for (int block : kBlocks) {
           SCOPED_TRACE(s.str() + " accumulate " + std::to_string(acc) + " block " +
@@ -438,7 +430,7 @@ TYPED_TEST(Pooling, ModelShapes) {
     EXPECT_EQ(d_dx.to_host(), dx);  // non-overlapping windows: each dx is one dy or 0
     k::avg_pool2d_forward_cpu(x.data(), y.data(), s.n, s.c, s.h, s.w, p);
     k::avg_pool2d_forward(d_x.get(), d_y.get(), s.n, s.c, s.h, s.w, p, nullptr);
-    EXPECT_TRUE(all_close(d_y.to_host(), y, {2.0 * p.kh * p.kw * kU<T>, 4 * kU<T>}));
+    EXPECT_TRUE(all_close(d_y.to_host(), y, {2.0 * p.kh * p.kw * unit_roundoff<T>, 4 * unit_roundoff<T>}));
   }
 }
 
@@ -524,12 +516,12 @@ TYPED_TEST(Pooling, ExtremeBlocks) {
                              nullptr, block);
       EXPECT_TRUE(all_close(d_dx.to_host(), dx, gather_tol<T>(p, max_abs(dy))));
       k::avg_pool2d_forward(d_x.get(), d_y.get(), s.n, s.c, s.h, s.w, p, nullptr, block);
-      EXPECT_TRUE(all_close(d_y.to_host(), ya, {2.0 * 9 * kU<T> * max_abs(x), 4 * kU<T>}));
+      EXPECT_TRUE(all_close(d_y.to_host(), ya, {2.0 * 9 * unit_roundoff<T> * max_abs(x), 4 * unit_roundoff<T>}));
       k::avg_pool2d_backward(d_dy.get(), d_dx.get(), s.n, s.c, s.h, s.w, p, false, nullptr, block);
       EXPECT_TRUE(all_close(d_dx.to_host(), dxa, gather_tol<T>(p, max_abs(dy) / 9)));
       for (GlobalPoolStrategy st : kStrategies) {
         k::global_avg_pool_forward(d_x.get(), d_g.get(), s.n, s.c, s.h, s.w, nullptr, block, st);
-        EXPECT_TRUE(all_close(d_g.to_host(), g, {(63 + 32) * 0x1p-53 * max_abs(x), 2 * kU<T>}))
+        EXPECT_TRUE(all_close(d_g.to_host(), g, {(63 + 32) * 0x1p-53 * max_abs(x), 2 * unit_roundoff<T>}))
             << name(st);
       }
     }

@@ -24,6 +24,8 @@ namespace {
 namespace k = timbre::kernels;
 using k::RowStrategy;
 using timbre::DeviceBuffer;
+using timbre::testing::unit_roundoff;
+using timbre::testing::max_abs;
 using timbre::testing::all_close;
 using timbre::testing::random_floats;
 using timbre::testing::random_ints;
@@ -50,10 +52,8 @@ using timbre::testing::Tolerance;
 // outside every tolerance here.
 
 template <class T>
-constexpr double kU = std::is_same_v<T, float> ? 0x1p-24 : 0x1p-53;
-template <class T>
 Tolerance ulps(double a, double r) {
-  return Tolerance{a * kU<T>, r * kU<T>};
+  return Tolerance{a * unit_roundoff<T>, r * unit_roundoff<T>};
 }
 
 struct Config {
@@ -134,7 +134,7 @@ Tolerance cross_entropy_backward_tol() {
 template <class T>
 Tolerance mean_loss_tol(const Config& c, int rows) {
   Tolerance t = log_softmax_tol<T>(c);
-  t.rtol += kU<T> + (2.0 * rows + 36) * 0x1p-53;
+  t.rtol += unit_roundoff<T> + (2.0 * rows + 36) * 0x1p-53;
   return t;
 }
 // Accumulating: dx_old + g, rounded once more (0.5 ulp of the result; the
@@ -144,13 +144,6 @@ Tolerance mean_loss_tol(const Config& c, int rows) {
 Tolerance accumulated(Tolerance t, double max_abs_g, double u) {
   return Tolerance{t.atol + t.rtol * max_abs_g, t.rtol + 2 * u};
 }
-template <class T>
-double max_abs(const std::vector<T>& v) {
-  double m = 0;
-  for (T x : v) m = std::max(m, std::fabs(double(x)));
-  return m;
-}
-
 // ---------------------------------------------------------------------------
 // Inputs.
 
@@ -364,7 +357,7 @@ void check_backward(const Shape& sh, const std::vector<T>& y, Launch launch, Ref
     d_dx.copy_from_host(prefill);
     launch(d_y.get(), d_dy.get(), d_dx.get(), true, c);
     EXPECT_TRUE(
-        all_close(d_dx.to_host(), want_acc, accumulated(tolerance(c), max_abs(want), kU<T>)))
+        all_close(d_dx.to_host(), want_acc, accumulated(tolerance(c), max_abs(want), unit_roundoff<T>)))
         << "accumulate";
   });
 }
@@ -486,7 +479,7 @@ TYPED_TEST(Softmax, CrossEntropyBackwardMatchesReference) {
         k::cross_entropy_backward(d_probs.get(), d_labels.get(), d_dloss.get(), d_dx.get(),
                                   sh.rows, sh.cols, true, nullptr, block);
         EXPECT_TRUE(
-            all_close(d_dx.to_host(), want_acc, accumulated(tol, max_abs(want), kU<T>)));
+            all_close(d_dx.to_host(), want_acc, accumulated(tol, max_abs(want), unit_roundoff<T>)));
       }
     });
   }
