@@ -216,12 +216,14 @@ struct Worker {
   std::unique_ptr<unsigned char[]> asan_smem;
   unsigned char* smem = nullptr;
   bool aborting = false;
+  bool retiring = false;  // fibers finish their loop instead of running a thread
   std::string block_error;
   std::vector<unsigned> order;
 #if SIMCUDA_ASAN
   const void* sched_bottom = nullptr;
   size_t sched_size = 0;
 #endif
+  ~Worker();
 };
 thread_local std::unique_ptr<Worker> t_worker;
 Worker& worker() {
@@ -288,6 +290,7 @@ ctx::fiber make_fiber(Worker* w, SimThread* t, unsigned index) {
 #endif
     w->scheduler = std::move(caller);
     for (;;) {  // one iteration per block this fiber's thread takes part in
+      if (w->retiring) break;
       if (!w->aborting) {
         try {
           w->job->k->run_one(w->job->args);
@@ -300,6 +303,9 @@ ctx::fiber make_fiber(Worker* w, SimThread* t, unsigned index) {
       t->state = State::done;
       to_scheduler(w);
     }
+#if SIMCUDA_ASAN
+    __sanitizer_start_switch_fiber(nullptr, w->sched_bottom, w->sched_size);  // this fiber ends
+#endif
     return std::move(w->scheduler);
   };
   const size_t colour = (index % 61) * 64 + (index % 7) * 4096;
@@ -309,9 +315,21 @@ ctx::fiber make_fiber(Worker* w, SimThread* t, unsigned index) {
                     body);
 }
 
+// Lets every fiber leave its loop and finish, so that destroying it needs
+// no forced unwinding (Boost's unwinding switches stacks behind ASan's back).
+void retire_fibers(Worker* w) {
+  w->retiring = true;
+  for (auto& t : w->threads)
+    if (t->fiber) resume(w, *t);
+  w->threads.clear();
+  w->retiring = false;
+}
+
+Worker::~Worker() { retire_fibers(this); }
+
 void ensure_threads(Worker* w, unsigned n, size_t stack_bytes) {
   if (w->stack_bytes != stack_bytes) {  // a new stack size: new fibers
-    w->threads.clear();
+    retire_fibers(w);
     w->stack_bytes = stack_bytes;
   }
   while (w->threads.size() < n) {

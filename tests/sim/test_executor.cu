@@ -599,6 +599,18 @@ TEST(ExecutorFastPath, SameResultWithAndWithoutFastPathAndWorkers) {
     }
 }
 
+TEST(ExecutorFibers, NewStackSizeRetiresAndRecreatesFibers) {
+  const auto in = random_floats(96, 4);
+  for (size_t stack : {size_t(0), size_t(128 * 1024), size_t(0)}) {
+    simcuda::Options o = simcuda::options();
+    o.stack_bytes = stack;
+    simcuda::ScopedOptions scope(o);
+    DeviceBuffer<float> d_in(in), d_out(96);
+    LAUNCH(dyn_reverse, 1, 96, 96 * sizeof(float), nullptr, d_in.get(), d_out.get(), 96);
+    EXPECT_EQ(d_out.to_host()[0], in[95]) << "stack " << stack;
+  }
+}
+
 // Every (block, thread) runs exactly once, 3-D grids and blocks included.
 __global__ void coverage(int* hits) {
   const unsigned b = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
