@@ -39,6 +39,7 @@
 #include "kernels/sim/simcuda.h"
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define SIMCUDA_ASAN 1
 #else
@@ -279,6 +280,11 @@ struct ColouredStack {
   void deallocate(ctx::stack_context& s) noexcept {
     s.sp = static_cast<char*>(s.sp) + colour;
     s.size += colour;
+#if SIMCUDA_ASAN
+    // A finished fiber's last frames stay poisoned in ASan's shadow; the next
+    // stack mapped at this address must not inherit that.
+    __asan_unpoison_memory_region(static_cast<char*>(s.sp) - s.size, s.size);
+#endif
     base.deallocate(s);
   }
 };
