@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <type_traits>
 #include <cstdint>
 #include <random>
@@ -108,6 +109,43 @@ inline std::vector<float> random_floats(size_t n, uint64_t seed, float lo = -1.f
   std::vector<float> v(n);
   for (auto& x : v) x = u(g);
   return v;
+}
+
+// Values of magnitude in [0.001, 1) with random signs: never 0, never tiny,
+// so relative tolerances stay meaningful.
+template <class T>
+std::vector<T> random_nonzero(size_t n, uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  std::vector<T> v(n);
+  for (auto& x : v) {
+    const double m = 0.001 + 0.999 * u(g);
+    x = T(u(g) < 0.5 ? -m : m);
+  }
+  return v;
+}
+
+// sum_i y_i w_i: reduces an output to the scalar a gradient check differentiates.
+inline double dot(const std::vector<double>& y, const std::vector<double>& w) {
+  double s = 0;
+  for (size_t i = 0; i < y.size(); ++i) s += y[i] * w[i];
+  return s;
+}
+
+// Central differences (loss(v + h e_i) - loss(v - h e_i)) / 2h for every i.
+inline std::vector<double> numeric_gradient(
+    const std::vector<double>& v, const std::function<double(const std::vector<double>&)>& loss,
+    double h = 1e-5) {
+  std::vector<double> g(v.size()), vp = v;
+  for (size_t i = 0; i < v.size(); ++i) {
+    vp[i] = v[i] + h;
+    const double up = loss(vp);
+    vp[i] = v[i] - h;
+    const double down = loss(vp);
+    vp[i] = v[i];
+    g[i] = (up - down) / (2 * h);
+  }
+  return g;
 }
 
 inline std::vector<int> random_ints(size_t n, uint64_t seed, int lo, int hi) {

@@ -26,6 +26,8 @@
 
 namespace {
 
+using timbre::testing::random_nonzero;
+
 using timbre::DeviceBuffer;
 using timbre::testing::widen;
 using timbre::testing::poison;
@@ -110,20 +112,6 @@ std::vector<T> mixed_inputs(size_t n, uint64_t seed) {
   return v;
 }
 
-// Uniform magnitudes in [0.001, 1) with random signs: gradients, previous
-// dx values, add/scale inputs. Never zero.
-template <class T>
-std::vector<T> random_values(size_t n, uint64_t seed) {
-  std::mt19937_64 g(seed);
-  std::uniform_real_distribution<double> u(0, 1);
-  std::vector<T> v(n);
-  for (auto& x : v) {
-    const double m = 0.001 + 0.999 * u(g);
-    x = T(u(g) < 0.5 ? -m : m);
-  }
-  return v;
-}
-
 template <class T>
 std::vector<double> forward_ref(Activation a, const std::vector<T>& x, double alpha) {
   const auto wx = widen(x);
@@ -167,8 +155,8 @@ TYPED_TEST(ActivationTest, BackwardMatchesReference) {
   using T = TypeParam;
   for (long long n : kSizes) {
     const auto x = mixed_inputs<T>(size_t(n), uint64_t(n));
-    const auto dy = random_values<T>(size_t(n), uint64_t(n) + 1);
-    const auto dx0 = random_values<T>(size_t(n), uint64_t(n) + 2);  // for accumulate
+    const auto dy = random_nonzero<T>(size_t(n), uint64_t(n) + 1);
+    const auto dx0 = random_nonzero<T>(size_t(n), uint64_t(n) + 2);  // for accumulate
     DeviceBuffer<T> d_x(x), d_y{size_t(n)}, d_dy(dy), d_dx{size_t(n)};
     for (Activation a : kActivations) {
       // y as a correct forward pass would give it, rounded to T.
@@ -266,7 +254,7 @@ TYPED_TEST(ActivationTest, InPlace) {
   using T = TypeParam;
   const long long n = 1001;
   const auto x = mixed_inputs<T>(size_t(n), 11);
-  const auto dy = random_values<T>(size_t(n), 12);
+  const auto dy = random_nonzero<T>(size_t(n), 12);
   for (Activation a : kActivations) {
     const auto y_wide = forward_ref(a, x, double(this->alpha));
     const std::vector<T> y(y_wide.begin(), y_wide.end());
@@ -293,7 +281,7 @@ TYPED_TEST(ActivationTest, BackwardWithoutUnusedInput) {
   using T = TypeParam;
   const long long n = 37;
   const auto x = mixed_inputs<T>(size_t(n), 21);
-  const auto dy = random_values<T>(size_t(n), 22);
+  const auto dy = random_nonzero<T>(size_t(n), 22);
   const auto wx = widen(x), wdy = widen(dy);
   for (Activation a : {Activation::relu, Activation::tanh, Activation::sigmoid}) {
     const auto y_wide = forward_ref(a, x, double(this->alpha));
@@ -317,7 +305,7 @@ TYPED_TEST(ActivationTest, BackwardAfterInPlaceForward) {
   using T = TypeParam;
   const long long n = 37;
   const auto x = mixed_inputs<T>(size_t(n), 23);
-  const auto dy = random_values<T>(size_t(n), 24);
+  const auto dy = random_nonzero<T>(size_t(n), 24);
   const auto wx = widen(x), wdy = widen(dy);
   for (Activation a : {Activation::relu, Activation::elu}) {
     DeviceBuffer<T> d_v(x), d_dy(dy), d_dx(x.size());
@@ -337,8 +325,8 @@ TYPED_TEST(ActivationTest, AddMatchesReference) {
   using T = TypeParam;
   const T alpha = T(1.5), beta = T(-0.75);
   for (long long n : kSizes) {
-    const auto x = random_values<T>(size_t(n), uint64_t(n) + 3);
-    const auto y = random_values<T>(size_t(n), uint64_t(n) + 4);
+    const auto x = random_nonzero<T>(size_t(n), uint64_t(n) + 3);
+    const auto y = random_nonzero<T>(size_t(n), uint64_t(n) + 4);
     const auto wx = widen(x), wy = widen(y);
     std::vector<double> ref(x.size());
     k::add_cpu<double>(wx.data(), wy.data(), ref.data(), n, alpha, beta);
@@ -359,8 +347,8 @@ TYPED_TEST(ActivationTest, AddAliased) {
   using T = TypeParam;
   const T alpha = T(1.5), beta = T(-0.75);
   const long long n = 1001;
-  const auto x = random_values<T>(size_t(n), 31);
-  const auto y = random_values<T>(size_t(n), 32);
+  const auto x = random_nonzero<T>(size_t(n), 31);
+  const auto y = random_nonzero<T>(size_t(n), 32);
   const auto wx = widen(x), wy = widen(y);
   std::vector<double> ref(x.size()), ref_same(x.size());
   k::add_cpu<double>(wx.data(), wy.data(), ref.data(), n, alpha, beta);
@@ -387,7 +375,7 @@ TYPED_TEST(ActivationTest, ScaleMatchesReference) {
   using T = TypeParam;
   const T alpha = T(-2.7);
   for (long long n : kSizes) {
-    const auto x = random_values<T>(size_t(n), uint64_t(n) + 5);
+    const auto x = random_nonzero<T>(size_t(n), uint64_t(n) + 5);
     const auto wx = widen(x);
     std::vector<double> ref(x.size());
     k::scale_cpu<double>(wx.data(), ref.data(), n, alpha);
@@ -431,7 +419,7 @@ TYPED_TEST(ActivationTest, FillSetsEveryValue) {
 TEST(ActivationCpu, FloatReferencesMatchDouble) {
   const long long n = 1001;
   const auto x = mixed_inputs<float>(size_t(n), 41);
-  const auto dy = random_values<float>(size_t(n), 42);
+  const auto dy = random_nonzero<float>(size_t(n), 42);
   const auto wx = widen(x), wdy = widen(dy);
   for (Activation a : kActivations) {
     std::vector<float> y(x.size()), dx(x.size());

@@ -824,26 +824,8 @@ TYPED_TEST(BatchNorm, Deterministic) {
 // through inv_std on these tiny channels), rounding ~ u |L| / h ~ 1e-10;
 // 1e-7 absolute plus 1e-6 relative checks the formula, not the rounding.
 
-using Fn = std::function<double(const std::vector<double>&)>;
-std::vector<double> numeric_gradient(const std::vector<double>& v, const Fn& loss) {
-  const double h = 1e-5;
-  std::vector<double> g(v.size()), vp = v;
-  for (size_t i = 0; i < v.size(); ++i) {
-    vp[i] = v[i] + h;
-    const double up = loss(vp);
-    vp[i] = v[i] - h;
-    const double down = loss(vp);
-    vp[i] = v[i];
-    g[i] = (up - down) / (2 * h);
-  }
-  return g;
-}
-
-double weighted_sum(const std::vector<double>& y, const std::vector<double>& w) {
-  double s = 0;
-  for (size_t i = 0; i < y.size(); ++i) s += y[i] * w[i];
-  return s;
-}
+using timbre::testing::dot;
+using timbre::testing::numeric_gradient;
 
 const Tolerance kFiniteDifferenceTol{1e-7, 1e-6};
 
@@ -872,7 +854,7 @@ TEST(BatchNormGradients, MatchFiniteDifferences) {
         else
           k::batchnorm_forward_eval(d_x.get(), d_g.get(), d_b.get(), d_rm.get(), d_rv.get(),
                                     d_y.get(), s.n, s.c, s.h, s.w, eps, nullptr);
-        return weighted_sum(d_y.to_host(), w);
+        return dot(d_y.to_host(), w);
       };
       loss(x, p.gamma, p.beta);  // leaves the saved statistics of (x, gamma, beta)
       if (train)

@@ -24,6 +24,8 @@
 
 namespace {
 
+using timbre::testing::random_nonzero;
+
 namespace k = timbre::kernels;
 using k::Conv2dShape;
 using timbre::DeviceBuffer;
@@ -62,20 +64,6 @@ Tolerance sum_bound(long long terms, const std::vector<double>& magnitude) {
 }
 
 // ---------------------------------------------------------------------------
-// Inputs: magnitudes uniform in [0.001, 1) with random signs, drawn in double
-// (double inputs use all 53 bits). Never zero.
-template <class T>
-std::vector<T> random_values(size_t n, uint64_t seed) {
-  std::mt19937_64 g(seed);
-  std::uniform_real_distribution<double> u(0, 1);
-  std::vector<T> v(n);
-  for (auto& x : v) {
-    const double m = 0.001 + 0.999 * u(g);
-    x = T(u(g) < 0.5 ? -m : m);
-  }
-  return v;
-}
-
 template <class T>
 std::vector<double> absolute(const std::vector<T>& v) {
   std::vector<double> a(v.size());
@@ -132,13 +120,13 @@ struct Problem {
   std::vector<T> x, w, b, dy, dx0, dw0, db0;
   Problem(const Conv2dShape& s, uint64_t seed)
       : sh(s),
-        x(random_values<T>(size_t(s.x_size()), seed)),
-        w(random_values<T>(size_t(s.w_size()), seed + 1)),
-        b(random_values<T>(size_t(s.K), seed + 2)),
-        dy(random_values<T>(size_t(s.y_size()), seed + 3)),
-        dx0(random_values<T>(size_t(s.x_size()), seed + 4)),
-        dw0(random_values<T>(size_t(s.w_size()), seed + 5)),
-        db0(random_values<T>(size_t(s.K), seed + 6)) {}
+        x(random_nonzero<T>(size_t(s.x_size()), seed)),
+        w(random_nonzero<T>(size_t(s.w_size()), seed + 1)),
+        b(random_nonzero<T>(size_t(s.K), seed + 2)),
+        dy(random_nonzero<T>(size_t(s.y_size()), seed + 3)),
+        dx0(random_nonzero<T>(size_t(s.x_size()), seed + 4)),
+        dw0(random_nonzero<T>(size_t(s.w_size()), seed + 5)),
+        db0(random_nonzero<T>(size_t(s.K), seed + 6)) {}
 
   // Workspace sizes to try: one image per chunk, and N - 1 images (so that,
   // for N = 3, the batch splits into a chunk of 2 and a chunk of 1).

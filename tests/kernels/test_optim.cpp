@@ -28,6 +28,8 @@
 
 namespace {
 
+using timbre::testing::random_nonzero;
+
 using timbre::DeviceBuffer;
 using timbre::testing::widen;
 using timbre::testing::same_bits;
@@ -80,18 +82,6 @@ std::vector<std::vector<T>> gradient_steps(size_t n, int steps, uint64_t seed) {
       step[i] = T(s * m);
     }
   return out;
-}
-
-template <class T>
-std::vector<T> parameters(size_t n, uint64_t seed) {  // +-[0.001, 1), never 0
-  std::mt19937_64 g(seed);
-  std::uniform_real_distribution<double> u(0, 1);
-  std::vector<T> v(n);
-  for (auto& x : v) {
-    const double m = 0.001 + 0.999 * u(g);
-    x = T(u(g) < 0.5 ? -m : m);
-  }
-  return v;
 }
 
 // An optimiser state as if after many steps of gradients like g: m ~ g
@@ -183,7 +173,7 @@ void check_adam_against_reference(const AdamConfig& c, bool resumed) {
   const long long first_step = resumed ? 1000 : 1;
   for (long long n : kSizes) {
     const size_t un = size_t(n);
-    const auto p0 = parameters<T>(un, uint64_t(n));
+    const auto p0 = random_nonzero<T>(un, uint64_t(n));
     const auto grads = gradient_steps<T>(un, kSteps, uint64_t(n) + 1);
     std::vector<T> m0(un, T(0)), v0(un, T(0));
     if (resumed) resumed_state<T>(grads[0], uint64_t(n) + 2, &m0, &v0);
@@ -298,7 +288,7 @@ TYPED_TEST(AdamTest, HandComputedExample) {
 // <= 0.03 on p near 1, so 1e-15.
 TEST(AdamForms, KerasIsPyTorchWithEpsOverSqrtBias2) {
   const long long n = 1001;
-  const auto p0 = parameters<double>(size_t(n), 11);
+  const auto p0 = random_nonzero<double>(size_t(n), 11);
   const auto grads = gradient_steps<double>(size_t(n), 3, 12);
   DeviceBuffer<double> d_pk(p0), d_pp(p0), d_mk(std::vector<double>(size_t(n), 0.0)),
       d_vk(std::vector<double>(size_t(n), 0.0)), d_mp(std::vector<double>(size_t(n), 0.0)),
@@ -370,7 +360,7 @@ TYPED_TEST(SgdTest, MatchesReference) {
   for (const SgdConfig& c : kSgdConfigs) {
     for (long long n : kSizes) {
       const size_t un = size_t(n);
-      const auto p0 = parameters<T>(un, uint64_t(n) + 3);
+      const auto p0 = random_nonzero<T>(un, uint64_t(n) + 3);
       const auto grads = gradient_steps<T>(un, kSteps, uint64_t(n) + 4);
       auto p_ref = widen(p0);
       std::vector<double> b_ref(un, 0.0);
@@ -449,7 +439,7 @@ TYPED_TEST(SgdTest, HandComputedExample) {
 // Double; different expressions, a few ulps of p: 1e-15.
 TEST(SgdForms, KerasMomentumEqualsPyTorchForConstantLr) {
   const long long n = 1001;
-  const auto p0 = parameters<double>(size_t(n), 21);
+  const auto p0 = random_nonzero<double>(size_t(n), 21);
   const auto grads = gradient_steps<double>(size_t(n), kSteps, 22);
   for (bool nesterov : {false, true}) {
     const SgdConfig c{0.05, 0.9, 0.0, nesterov};

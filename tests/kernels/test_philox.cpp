@@ -33,6 +33,8 @@
 
 namespace {
 
+using timbre::testing::random_nonzero;
+
 using timbre::DeviceBuffer;
 using timbre::testing::same_bits;
 using timbre::testing::poison;
@@ -48,18 +50,6 @@ constexpr uint64_t kOffset = 987654321ull;
 
 // ---------------------------------------------------------------------------
 // Helpers.
-
-template <class T>
-std::vector<T> random_values(size_t n, uint64_t seed) {  // +-[0.001, 1), never 0
-  std::mt19937_64 g(seed);
-  std::uniform_real_distribution<double> u(0, 1);
-  std::vector<T> v(n);
-  for (auto& x : v) {
-    const double m = 0.001 + 0.999 * u(g);
-    x = T(u(g) < 0.5 ? -m : m);
-  }
-  return v;
-}
 
 struct Moments {
   double mean = 0, var = 0;  // var: the population form, sum (x - mean)^2 / n
@@ -423,9 +413,9 @@ TYPED_TEST(Dropout, ForwardAndBackwardMatchReference) {
   const double p = 0.3;
   for (long long n : kSizes) {
     const size_t un = size_t(n);
-    const auto x = random_values<T>(un, uint64_t(n));
-    const auto dy = random_values<T>(un, uint64_t(n) + 1);
-    const auto dx0 = random_values<T>(un, uint64_t(n) + 2);
+    const auto x = random_nonzero<T>(un, uint64_t(n));
+    const auto dy = random_nonzero<T>(un, uint64_t(n) + 1);
+    const auto dx0 = random_nonzero<T>(un, uint64_t(n) + 2);
     std::vector<T> y_ref(un), dx_ref(un), dx_acc_ref = dx0;
     k::dropout_forward_cpu<T>(x.data(), y_ref.data(), n, p, kSeed, kOffset);
     k::dropout_backward_cpu<T>(dy.data(), dx_ref.data(), n, p, kSeed, kOffset, false);
@@ -455,7 +445,7 @@ TYPED_TEST(Dropout, MaskIsTheThresholdedPhiloxWord) {
   using T = TypeParam;
   const double p = 0.3;
   const long long n = 4001;
-  const auto x = random_values<T>(size_t(n), 3);
+  const auto x = random_nonzero<T>(size_t(n), 3);
   std::vector<uint32_t> words(static_cast<size_t>(n));
   k::fill_bits_cpu(words.data(), n, kSeed, kOffset);
   DeviceBuffer<T> d_x(x), d_y{size_t(n)}, d_ones(std::vector<T>(size_t(n), T(1))),
@@ -490,7 +480,7 @@ TYPED_TEST(Dropout, KeepsAFractionOneMinusP) {
 TYPED_TEST(Dropout, ZeroProbabilityIsIdentity) {
   using T = TypeParam;
   const long long n = 1001;
-  const auto x = random_values<T>(size_t(n), 4);
+  const auto x = random_nonzero<T>(size_t(n), 4);
   DeviceBuffer<T> d_x(x), d_y{size_t(n)}, d_dx{size_t(n)};
   k::dropout_forward<T>(d_x.get(), d_y.get(), n, 0.0, kSeed, kOffset, nullptr);
   EXPECT_TRUE(same_bits(d_y.to_host(), x));
@@ -504,7 +494,7 @@ TYPED_TEST(Dropout, InPlaceAndNaN) {
   using T = TypeParam;
   const double p = 0.5;
   const long long n = 1001;
-  auto x = random_values<T>(size_t(n), 5);
+  auto x = random_nonzero<T>(size_t(n), 5);
   for (long long i = 0; i < 40; ++i) x[size_t(i)] = std::numeric_limits<T>::quiet_NaN();
   std::vector<T> ref(static_cast<size_t>(n));
   k::dropout_forward_cpu<T>(x.data(), ref.data(), n, p, kSeed, kOffset);

@@ -536,26 +536,9 @@ TYPED_TEST(Pooling, ExtremeBlocks) {
 // maximum, and the central difference is exact up to rounding, u |L| / h
 // ~ 1e-11. Average pooling is linear. 1e-7 absolute checks the formula.
 
+using timbre::testing::dot;
+using timbre::testing::numeric_gradient;
 using Fn = std::function<double(const std::vector<double>&)>;
-std::vector<double> numeric_gradient(const std::vector<double>& v, const Fn& loss) {
-  const double h = 1e-5;
-  std::vector<double> g(v.size()), vp = v;
-  for (size_t i = 0; i < v.size(); ++i) {
-    vp[i] = v[i] + h;
-    const double up = loss(vp);
-    vp[i] = v[i] - h;
-    const double down = loss(vp);
-    vp[i] = v[i];
-    g[i] = (up - down) / (2 * h);
-  }
-  return g;
-}
-
-double weighted_sum(const std::vector<double>& y, const std::vector<double>& w) {
-  double s = 0;
-  for (size_t i = 0; i < y.size(); ++i) s += y[i] * w[i];
-  return s;
-}
 
 const Tolerance kFiniteDifferenceTol{1e-7, 1e-6};
 
@@ -578,7 +561,7 @@ TEST(PoolingGradients, MatchFiniteDifferences) {
           k::max_pool2d_forward(d_x.get(), d_y.get(), d_at.get(), s.n, s.c, s.h, s.w, p, nullptr);
         else
           k::avg_pool2d_forward(d_x.get(), d_y.get(), s.n, s.c, s.h, s.w, p, nullptr);
-        return weighted_sum(d_y.to_host(), w);
+        return dot(d_y.to_host(), w);
       };
       loss(x);  // leaves argmax of x
       if (max)
@@ -596,7 +579,7 @@ TEST(PoolingGradients, MatchFiniteDifferences) {
   const Fn loss = [&](const std::vector<double>& v) {
     d_x.copy_from_host(v);
     k::global_avg_pool_forward(d_x.get(), d_y.get(), s.n, s.c, s.h, s.w, nullptr);
-    return weighted_sum(d_y.to_host(), w);
+    return dot(d_y.to_host(), w);
   };
   k::global_avg_pool_backward(d_w.get(), d_dx.get(), s.n, s.c, s.h, s.w, false, nullptr);
   EXPECT_TRUE(all_close(d_dx.to_host(), numeric_gradient(x, loss), kFiniteDifferenceTol))
