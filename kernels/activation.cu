@@ -128,9 +128,9 @@ void check_activation(const char* op, Activation a) {
                                 std::to_string(int(a)));
 }
 
-// At most elementwise_max_threads threads; the grid-stride loop does the rest.
+// At most max_grid_threads() threads; the grid-stride loop does the rest.
 unsigned blocks_for(long long n, int block) {
-  return timbre::grid_1d(n, unsigned(block), unsigned(elementwise_max_threads / block));
+  return timbre::grid_1d(n, unsigned(block), unsigned(max_grid_threads() / block));
 }
 
 }  // namespace

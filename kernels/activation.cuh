@@ -25,6 +25,8 @@
 // reads first. See docs/kernels/activation.md.
 #pragma once
 
+#include "kernels/grid.h"
+
 #include <cuda_runtime_api.h>
 
 #include "kernels/cost.h"
@@ -36,9 +38,9 @@ enum class Activation { relu, elu, tanh, sigmoid };
 // "relu", "elu", "tanh", "sigmoid"; throws std::invalid_argument otherwise.
 const char* activation_name(Activation a);
 
-// A launch uses at most this many threads (2^19, about two waves of a
-// large GPU); a thread handles n / threads elements, rounded up.
-constexpr long long elementwise_max_threads = 1LL << 19;
+// A launch uses at most max_grid_threads() threads (kernels/grid.h: 2^19 on
+// a GPU, about two waves of a large one; uncapped under simcuda); a thread
+// handles n / threads elements, rounded up.
 
 // Launchers. n >= 0 (0 is a no-op); block a multiple of 32 in [32, 1024].
 // Bad arguments throw std::invalid_argument.

@@ -24,7 +24,9 @@ constexpr __host__ __device__ inline long long ceil_div(long long a, long long b
 
 // Blocks for a one-dimensional launch over n items, at most max_blocks (a
 // grid-stride loop in the kernel covers the rest).
+// (At least one block, whatever max_blocks says.)
 inline unsigned grid_1d(long long n, unsigned block, unsigned max_blocks = 65535u * 32u) {
+  if (max_blocks == 0) max_blocks = 1;
   const long long b = ceil_div(n > 0 ? n : 1, block);
   return unsigned(b < max_blocks ? b : max_blocks);
 }

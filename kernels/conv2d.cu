@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/common.cuh"
+#include "kernels/grid.h"
 
 namespace timbre::kernels {
 
@@ -183,10 +184,9 @@ Dims dims_of(const Conv2dShape& s) {
 
 // A launch uses at most this many threads (2^19, about two waves of a large
 // GPU); grid-stride loops cover the rest.
-constexpr long long kMaxThreads = 1LL << 19;
 
 unsigned blocks_for(long long n, int block) {
-  return timbre::grid_1d(n, unsigned(block), unsigned(kMaxThreads / block));
+  return timbre::grid_1d(n, unsigned(block), unsigned(max_grid_threads() / block));
 }
 
 // Index helpers on the device.
@@ -333,41 +333,78 @@ __global__ void backward_bias_direct_kernel(Dims d, const T* __restrict__ dy, T*
 
 // Grid of a plane kernel with 2-D blocks `block`: x and y cover the cols x
 // rows of one plane (at most 65535 blocks each; the loops stride beyond), z
-// covers planes, capped so that a launch has about kMaxThreads threads (at
+// covers planes, capped so that a launch has about max_grid_threads() threads (at
 // least one plane, at most 65535).
 dim3 plane_grid(long long planes, long long rows, long long cols, dim3 block) {
   const long long gx = std::min<long long>(ceil_div(cols, block.x), 65535);
   const long long gy = std::min<long long>(ceil_div(rows, block.y), 65535);
   const long long per_plane = gx * gy * block.x * block.y;
-  const long long gz = std::min<long long>({planes, 65535, std::max(1LL, kMaxThreads / per_plane)});
+  const long long gz = std::min<long long>({planes, 65535, std::max(1LL, max_grid_threads() / per_plane)});
   return dim3(unsigned(gx), unsigned(gy), unsigned(gz));
+}
+
+// How many consecutive columns one thread of im2col/col2im handles. On a
+// GPU, one (a warp writes 32 consecutive addresses: coalesced). Under
+// simcuda a block's threads run one after another on a CPU core, so a
+// thread per column pays the per-thread cost (index set-up, the loops'
+// bounds) for only R*S stores; a thread per whole row (span = the row's
+// length) pays it once per row and its inner loops become contiguous copies
+// that the compiler vectorises. Same kernel code, another launch shape.
+int g_columns_per_thread = 0;  // 0: the backend's choice (set_im2col_columns_per_thread)
+inline int columns_per_thread(long long cols) {
+  if (g_columns_per_thread > 0) return int(std::min<long long>(g_columns_per_thread, cols));
+#if TIMBRE_BACKEND_SIM
+  return int(cols);
+#else
+  return 1;
+#endif
+}
+inline dim3 span_tile(int span, int block) {
+  return span == 1 ? dim3(32, unsigned(block / 32)) : dim3(1, unsigned(block));
 }
 
 // im2col for `planes` = images*C input planes starting at x:
 //   col[(plane*R + r)*S + s][p*Q + q] = x[plane][p*stride_h - pad_h + r][q*stride_w - pad_w + s]
 // (0 in the padding), i.e. for each image i, channel c the rows (c, r, s) of
-// image i's (C*R*S) x (P*Q) column matrix. Thread (q, p) of a plane writes
-// the R*S entries of output pixel (p, q), one per row of col: for each tap
-// the threads of a warp write consecutive entries. Every entry is written,
-// zeros included. No barrier.
+// image i's (C*R*S) x (P*Q) column matrix. A thread (x index t, row p of a
+// plane) handles output pixels (p, q) for q in [t*span, (t+1)*span) and
+// writes their R*S entries, tap by tap: for each tap the columns whose input
+// falls left of the image, inside it, and right of it are three plain runs
+// (zeros, a strided copy, zeros). Every entry is written, zeros included.
+// No barrier.
 template <class T>
-__global__ void im2col_kernel(Dims d, long long planes, const T* __restrict__ x,
+__global__ void im2col_kernel(Dims d, long long planes, int span, const T* __restrict__ x,
                               T* __restrict__ col) {
   const long long PQ = (long long)d.P * d.Q, RS = (long long)d.R * d.S;
+  const long long qstep = (long long)gridDim.x * blockDim.x * span;
   for (long long plane = blockIdx.z; plane < planes; plane += gridDim.z) {
     const T* xp = x + plane * d.H * d.W;
     for (long long p = (long long)blockIdx.y * blockDim.y + threadIdx.y; p < d.P;
          p += (long long)gridDim.y * blockDim.y)
-      for (long long q = (long long)blockIdx.x * blockDim.x + threadIdx.x; q < d.Q;
-           q += (long long)gridDim.x * blockDim.x) {
-        T* out = col + plane * RS * PQ + p * d.Q + q;
-        const int h0 = int(p) * d.stride_h - d.pad_h, w0 = int(q) * d.stride_w - d.pad_w;
+      for (long long qa = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * span; qa < d.Q;
+           qa += qstep) {
+        const int q0 = int(qa), q1 = int(qa + span < d.Q ? qa + span : d.Q);
+        T* out = col + plane * RS * PQ + p * d.Q;
+        const int h0 = int(p) * d.stride_h - d.pad_h;
         for (int r = 0; r < d.R; ++r) {
           const int ih = h0 + r;
           const bool row_inside = ih >= 0 && ih < d.H;
           for (int s = 0; s < d.S; ++s, out += PQ) {
-            const int iw = w0 + s;
-            *out = row_inside && iw >= 0 && iw < d.W ? xp[(long long)ih * d.W + iw] : T(0);
+            // Columns q0 <= q < lo read left of the image, hi <= q < q1 right of it.
+            const int off = s - d.pad_w;  // iw = q*stride_w + off
+            int lo = q0, hi = q1;
+            if (!row_inside) {
+              lo = hi = q1;
+            } else {
+              while (lo < hi && lo * d.stride_w + off < 0) ++lo;
+              while (hi > lo && (hi - 1) * d.stride_w + off >= d.W) --hi;
+            }
+            for (int q = q0; q < lo; ++q) out[q] = T(0);
+            if (lo < hi) {
+              const T* xr = xp + (long long)ih * d.W + off;
+              for (int q = lo; q < hi; ++q) out[q] = xr[(long long)q * d.stride_w];
+            }
+            for (int q = hi > lo ? hi : lo; q < q1; ++q) out[q] = T(0);
           }
         }
       }
@@ -378,34 +415,56 @@ __global__ void im2col_kernel(Dims d, long long planes, const T* __restrict__ x,
 // +=) the sum of the column entries im2col copied from pixel (h, w):
 // dcol[(plane*R + r)*S + s][p*Q + q] over the taps with h = p*stride_h -
 // pad_h + r and w = q*stride_w - pad_w + s, (p, q) in [0, P) x [0, Q).
-// For rows: r = h + pad_h - p*stride_h, so the taps are r = (h + pad_h) mod
-// stride_h + j*stride_h, with p = (h + pad_h) / stride_h - j, for j = 0, 1,
-// ... while r < R and p >= 0, skipping those with p >= P; columns likewise.
-// One thread per pixel (x along w, y along h, z over planes), at most R*S
-// terms summed in the order r, s. Each thread writes only its own pixel: no
-// atomics, and the result does not depend on the schedule. No barrier.
+// A thread (x index t, row h of a plane) handles the pixels (h, w) for w in
+// [t*span, (t+1)*span), kChunk at a time with one accumulator each: for
+// every tap (r, s) in order (r, then s) whose output row p is whole and in
+// range, each pixel adds the entry of its column q = (w + pad_w - s) /
+// stride_w when that division is exact and q in [0, Q). So each pixel sums
+// its at most R*S terms in the order r, s, whatever the span: the result is
+// the same bits for every launch shape. Each thread writes only its own
+// pixels: no atomics, and the result does not depend on the schedule. No
+// barrier.
 template <class T>
-__global__ void col2im_kernel(Dims d, long long planes, const T* __restrict__ dcol,
+__global__ void col2im_kernel(Dims d, long long planes, int span, const T* __restrict__ dcol,
                               T* __restrict__ dx, bool accumulate) {
+  constexpr int kChunk = 32;
   const long long PQ = (long long)d.P * d.Q, RS = (long long)d.R * d.S;
+  const long long wstep = (long long)gridDim.x * blockDim.x * span;
   for (long long plane = blockIdx.z; plane < planes; plane += gridDim.z) {
     const T* dc = dcol + plane * RS * PQ;
     for (long long h = (long long)blockIdx.y * blockDim.y + threadIdx.y; h < d.H;
          h += (long long)gridDim.y * blockDim.y)
-      for (long long w = (long long)blockIdx.x * blockDim.x + threadIdx.x; w < d.W;
-           w += (long long)gridDim.x * blockDim.x) {
-        // First tap and its output row/column, moved past outputs >= P (Q).
-        const int hp = int(h) + d.pad_h, wq = int(w) + d.pad_w;
-        int r0 = hp % d.stride_h, p0 = hp / d.stride_h;
-        if (p0 >= d.P) r0 += (p0 - d.P + 1) * d.stride_h, p0 = d.P - 1;
-        int s0 = wq % d.stride_w, q0 = wq / d.stride_w;
-        if (q0 >= d.Q) s0 += (q0 - d.Q + 1) * d.stride_w, q0 = d.Q - 1;
-        T acc = T(0);
-        for (int r = r0, p = p0; r < d.R && p >= 0; r += d.stride_h, --p)
-          for (int s = s0, q = q0; s < d.S && q >= 0; s += d.stride_w, --q)
-            acc += dc[((long long)r * d.S + s) * PQ + (long long)p * d.Q + q];
-        T* out = dx + (plane * d.H + h) * d.W + w;
-        *out = accumulate ? *out + acc : acc;
+      for (long long wa = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * span; wa < d.W;
+           wa += wstep) {
+        const int wend = int(wa + span < d.W ? wa + span : d.W);
+        T* out = dx + (plane * d.H + h) * d.W;
+        for (int w0 = int(wa); w0 < wend; w0 += kChunk) {
+          const int n = wend - w0 < kChunk ? wend - w0 : kChunk;
+          T acc[kChunk];
+          for (int j = 0; j < n; ++j) acc[j] = T(0);
+          for (int r = 0; r < d.R; ++r) {
+            const int hp = int(h) + d.pad_h - r;  // = p * stride_h
+            if (hp < 0 || hp % d.stride_h != 0 || hp / d.stride_h >= d.P) continue;
+            const T* row = dc + (long long)r * d.S * PQ + (long long)(hp / d.stride_h) * d.Q;
+            for (int s = 0; s < d.S; ++s, row += PQ) {
+              const int base = w0 + d.pad_w - s;  // pixel j's column is (base + j) / stride_w
+              if (d.stride_w == 1) {
+                // The models' case: q = base + j, valid for j in [lo, hi).
+                const int lo = base < 0 ? -base : 0;
+                const int hi = d.Q - base < n ? d.Q - base : n;
+                for (int j = lo; j < hi; ++j) acc[j] += row[base + j];
+              } else {
+                for (int j = 0; j < n; ++j) {
+                  const int wq = base + j;  // = q * stride_w
+                  if (wq >= 0 && wq % d.stride_w == 0 && wq / d.stride_w < d.Q)
+                    acc[j] += row[wq / d.stride_w];
+                }
+              }
+            }
+          }
+          for (int j = 0; j < n; ++j)
+            out[w0 + j] = accumulate ? out[w0 + j] + acc[j] : acc[j];
+        }
       }
   }
 }
@@ -621,7 +680,6 @@ void conv2d_forward_v2_im2col(const Conv2dShape& shape, const T* d_x, const T* d
   const int images = chunk_images(op, shape, d_workspace, workspace_bytes);
   const Dims d = dims_of(shape);
   const int CRS = int(shape.col_rows()), PQ = int(shape.col_cols());
-  const dim3 tile(32, unsigned(block / 32));  // im2col and col2im: 32 columns x block/32 rows
   const long long image_x = (long long)d.C * d.H * d.W, image_y = (long long)d.K * PQ;
   if (d_b)
     LAUNCH(bias_fill_kernel<T>, plane_grid(d.N, d.K, PQ, dim3(block)), block, 0, stream, d, d_b,
@@ -633,8 +691,10 @@ void conv2d_forward_v2_im2col(const Conv2dShape& shape, const T* d_x, const T* d
     long long col_step = image_x;
     if (!shape.pointwise()) {
       const long long planes = (long long)count * d.C;
-      LAUNCH(im2col_kernel<T>, plane_grid(planes, d.P, d.Q, tile), tile, 0, stream, d, planes,
-             col, d_workspace);
+      const int span = columns_per_thread(d.Q);
+      const dim3 t = span_tile(span, block);
+      LAUNCH(im2col_kernel<T>, plane_grid(planes, d.P, ceil_div(d.Q, span), t), t, 0, stream, d,
+             planes, span, col, d_workspace);
       col = d_workspace;
       col_step = (long long)CRS * PQ;
     }
@@ -658,7 +718,6 @@ void conv2d_backward_data_v2_im2col(const Conv2dShape& shape, const T* d_w, cons
   const int images = chunk_images(op, shape, d_workspace, workspace_bytes);
   const Dims d = dims_of(shape);
   const int CRS = int(shape.col_rows()), PQ = int(shape.col_cols());
-  const dim3 tile(32, unsigned(block / 32));  // im2col and col2im: 32 columns x block/32 rows
   const long long image_x = (long long)d.C * d.H * d.W, image_y = (long long)d.K * PQ;
   for (int n0 = 0; n0 < d.N; n0 += images) {
     const int count = std::min(images, d.N - n0);
@@ -673,8 +732,10 @@ void conv2d_backward_data_v2_im2col(const Conv2dShape& shape, const T* d_w, cons
     gemm_batched(handle, CUBLAS_OP_N, CUBLAS_OP_T, PQ, CRS, d.K, dy, PQ, image_y, d_w, CRS, 0,
                  T(0), d_workspace, PQ, col_step, count);
     const long long planes = (long long)count * d.C;
-    LAUNCH(col2im_kernel<T>, plane_grid(planes, d.H, d.W, tile), tile, 0, stream, d, planes,
-           d_workspace, dx, accumulate);
+    const int span = columns_per_thread(d.W);
+    const dim3 t = span_tile(span, block);
+    LAUNCH(col2im_kernel<T>, plane_grid(planes, d.H, ceil_div(d.W, span), t), t, 0, stream, d,
+           planes, span, d_workspace, dx, accumulate);
   }
 }
 
@@ -693,7 +754,6 @@ void conv2d_backward_filter_v2_im2col(const Conv2dShape& shape, const T* d_x, co
   const int images = chunk_images(op, shape, d_workspace, workspace_bytes);
   const Dims d = dims_of(shape);
   const int CRS = int(shape.col_rows()), PQ = int(shape.col_cols());
-  const dim3 tile(32, unsigned(block / 32));  // im2col and col2im: 32 columns x block/32 rows
   const long long image_x = (long long)d.C * d.H * d.W, image_y = (long long)d.K * PQ;
   for (int n0 = 0; n0 < d.N; n0 += images) {
     const int count = std::min(images, d.N - n0);
@@ -701,8 +761,10 @@ void conv2d_backward_filter_v2_im2col(const Conv2dShape& shape, const T* d_x, co
     long long col_step = image_x;
     if (!shape.pointwise()) {
       const long long planes = (long long)count * d.C;
-      LAUNCH(im2col_kernel<T>, plane_grid(planes, d.P, d.Q, tile), tile, 0, stream, d, planes,
-             col, d_workspace);
+      const int span = columns_per_thread(d.Q);
+      const dim3 t = span_tile(span, block);
+      LAUNCH(im2col_kernel<T>, plane_grid(planes, d.P, ceil_div(d.Q, span), t), t, 0, stream, d,
+             planes, span, col, d_workspace);
       col = d_workspace;
       col_step = (long long)CRS * PQ;
     }
@@ -824,5 +886,7 @@ Cost conv2d_im2col_cost(const Conv2dShape& s, int elem) {
 TIMBRE_CONV2D_INSTANTIATE(float)
 TIMBRE_CONV2D_INSTANTIATE(double)
 #undef TIMBRE_CONV2D_INSTANTIATE
+
+void set_im2col_columns_per_thread(int columns) { g_columns_per_thread = columns < 0 ? 0 : columns; }
 
 }  // namespace timbre::kernels

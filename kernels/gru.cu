@@ -304,10 +304,10 @@ void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, i
 constexpr cublasOperation_t kN = CUBLAS_OP_N;
 constexpr cublasOperation_t kT = CUBLAS_OP_T;
 
-// Blocks for n items: at most elementwise_max_threads threads (as
+// Blocks for n items: at most max_grid_threads() threads (as
 // activation.cu); the grid-stride loops do the rest.
 unsigned blocks_for(long long n, int block) {
-  return timbre::grid_1d(n, unsigned(block), unsigned(elementwise_max_threads / block));
+  return timbre::grid_1d(n, unsigned(block), unsigned(max_grid_threads() / block));
 }
 
 template <class T>

@@ -6,7 +6,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "kernels/activation.cuh"  // elementwise_max_threads
+#include "kernels/activation.cuh"  // max_grid_threads()
 
 namespace timbre::kernels {
 
@@ -128,7 +128,7 @@ AdamScalars adam_scalars(const AdamConfig& c, long long step) {
 }
 
 unsigned blocks_for(long long n, int block) {
-  return timbre::grid_1d(n, unsigned(block), unsigned(elementwise_max_threads / block));
+  return timbre::grid_1d(n, unsigned(block), unsigned(max_grid_threads() / block));
 }
 
 }  // namespace

@@ -8,7 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "kernels/activation.cuh"  // elementwise_max_threads
+#include "kernels/activation.cuh"
+#include "kernels/grid.h"
 
 namespace timbre::kernels {
 
@@ -166,10 +167,10 @@ void check_orthogonal_args(const char* op, long long rows, long long cols, doubl
                                 std::to_string(gain));
 }
 
-// At most elementwise_max_threads threads, one per counter.
+// At most max_grid_threads() threads (kernels/grid.h), one per counter.
 unsigned blocks_for(long long n, int block) {
   return timbre::grid_1d(philox_counters(n), unsigned(block),
-                         unsigned(elementwise_max_threads / block));
+                         unsigned(max_grid_threads() / block));
 }
 
 // 1/(1-p) rounded once, to T.

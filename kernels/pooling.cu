@@ -382,7 +382,7 @@ PoolGeometry pool_geometry(const char* op, int n, int c, int h, int w, PoolWindo
 bool disjoint(const PoolWindow& p) { return p.kh <= p.sh && p.kw <= p.sw; }
 
 unsigned blocks_for(long long items, int block) {
-  return grid_1d(items, unsigned(block), unsigned(kPoolMaxThreads / block));
+  return grid_1d(items, unsigned(block), unsigned(max_grid_threads() / block));
 }
 
 }  // namespace

@@ -49,6 +49,8 @@
 // launcher, the argument and its value.
 #pragma once
 
+#include "kernels/grid.h"
+
 #include <cuda_runtime_api.h>
 
 #include "kernels/cost.h"
@@ -71,8 +73,8 @@ constexpr int pool_out_size(int in, int k, int s) { return (in - k) / s + 1; }
 enum class GlobalPoolStrategy { automatic, thread, warp };
 constexpr long long kGlobalPoolThreadMaxHW = 256;
 
-// A launch uses at most this many threads; a grid-stride loop does the rest.
-constexpr long long kPoolMaxThreads = 1LL << 19;
+// A launch uses at most max_grid_threads() threads (kernels/grid.h); a
+// grid-stride loop does the rest.
 
 // ---------------------------------------------------------------------------
 // Launchers. x, dx: n*c*h*w values; y, dy, argmax: n*c*OH*OW (global: n*c).
