@@ -11,6 +11,15 @@ packages=(
   libfftw3-dev           # simcuda: cuFFT subset
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libfmt-dev nlohmann-json3-dev
+  libmpg123-dev          # features: MP3 decoding
+  libsndfile1-dev        # features: WAV, FLAC, OGG decoding
+  libsoxr-dev            # features: resampling (librosa's soxr_hq)
+  libhdf5-dev            # features: the HDF5 feature store
+  libcsv-dev             # features: FMA's tracks.csv (quoted, multi-line fields)
+  libmp3lame-dev         # tests: MP3 fixtures encoded from synthesized audio
+  libsvm-dev             # tools: the RBF SVM baseline
+  zlib1g-dev             # engine: checkpoint checksums (crc32)
+  mma fluidsynth fluid-soundfont-gm  # the demo dataset: accompaniment styles rendered to audio
 )
 
 missing=()

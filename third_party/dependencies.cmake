@@ -44,3 +44,24 @@ endif()
 if(TIMBRE_BUILD_BENCH)
   find_package(benchmark REQUIRED)
 endif()
+
+# Audio, features and tools (features/, models/, tools/).
+pkg_check_modules(MPG123 REQUIRED IMPORTED_TARGET libmpg123)
+pkg_check_modules(SNDFILE REQUIRED IMPORTED_TARGET sndfile)
+pkg_check_modules(SOXR REQUIRED IMPORTED_TARGET soxr)
+pkg_check_modules(HDF5 REQUIRED IMPORTED_TARGET hdf5)
+find_package(nlohmann_json 3 REQUIRED)
+find_package(fmt REQUIRED)
+find_package(ZLIB REQUIRED)  # crc32 of checkpoint contents
+
+# libcsv, LAME and libsvm ship no pkg-config file.
+function(timbre_import_library target header library)
+  find_path(_${target}_inc ${header} REQUIRED)
+  find_library(_${target}_lib ${library} REQUIRED)
+  add_library(${target} INTERFACE IMPORTED GLOBAL)
+  target_include_directories(${target} INTERFACE ${_${target}_inc})
+  target_link_libraries(${target} INTERFACE ${_${target}_lib})
+endfunction()
+timbre_import_library(timbre::csv csv.h csv)
+timbre_import_library(timbre::mp3lame lame/lame.h mp3lame)
+timbre_import_library(timbre::svm libsvm/svm.h svm)
