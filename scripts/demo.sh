@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: set-up, build (the sim flavour unless a GPU
-# is present), then `timbre demo`. Until the training tools exist the demo
-# runs timbre's kernels on random data and checks them against CPU loops.
+# is present), then `timbre demo`: render a small labelled dataset of MMA
+# accompaniment styles with fluidsynth, extract log-mel features, train the
+# parallel CNN-RNN, evaluate it and write demo/run/report.html. Arguments go
+# to `timbre demo` (see `timbre demo --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh

@@ -1,0 +1,438 @@
+// The tools end to end on tiny data made by the tests: an FMA-layout
+// dataset through `timbre extract`, and a folder dataset through extract ->
+// train -> eval -> predict, with the failure paths the issues ask for
+// (resume equivalence, foreign checkpoints, NaN, signals, usage errors,
+// corrupt files). Small feature parameters (8 kHz, 16 mel bands, 16 frames)
+// and small models keep every run to seconds under simcuda.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+#include "engine/serialize.h"
+#include "features/h5store.h"
+#include "tests/features/synth_audio.h"
+#include "tools/extract.h"
+#include "tools/inference.h"
+#include "tools/train.h"
+
+namespace {
+
+using timbre::testing::TempDir;
+using timbre::features::Split;
+namespace synth = timbre::testing::synth;
+namespace tt = timbre::tools;
+
+timbre::features::FeatureParams tiny_params() {
+  timbre::features::FeatureParams p;
+  p.sample_rate = 8000;
+  p.n_fft = 256;
+  p.hop = 128;
+  p.n_mels = 16;
+  p.fmax = 4000;
+  p.frames = 16;  // segments of 15 * 128 = 1920 samples
+  return p;
+}
+
+std::string feature_flags() {
+  return " --sample-rate 8000 --n-fft 256 --hop 128 --n-mels 16 --fmax 4000 --frames 16";
+}
+
+// Runs a shell command, returns (exit code, stdout + stderr).
+std::pair<int, std::string> sh(const std::string& cmd) {
+  std::string out;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return {-1, ""};
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int st = pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
+}
+
+const std::string kTimbre = TIMBRE_EXE;
+
+// ----------------------------------------------------------------------------
+// FMA layout: tracks.csv with the two-level header, quoted commas and
+// newlines; MP3s made here; one track missing, one corrupt, one known bad.
+struct FmaFixture {
+  TempDir dir;
+  std::string audio, csv;
+  // id -> (genre, split, seconds)
+  struct T { int64_t id; std::string genre, split; double seconds; };
+  std::vector<T> tracks = {
+      {2, "Hip-Hop", "training", 1.3},    {3, "Hip-Hop", "training", 1.1},
+      {5, "Folk", "training", 1.2},       {10, "Folk", "training", 1.0},
+      {20, "Hip-Hop", "validation", 1.0}, {26, "Folk", "validation", 1.0},
+      {30, "Hip-Hop", "test", 1.0},       {46, "Folk", "test", 1.0},
+      {48, "Folk", "training", 1.0},      // missing audio file
+      {134, "Hip-Hop", "training", 1.0},  // corrupt audio file
+      {98565, "Folk", "training", 1.0},   // a known-bad fma_small id
+  };
+  FmaFixture() {
+    audio = dir / "fma_small";
+    csv = dir / "tracks.csv";
+    std::ofstream f(csv);
+    f << ",album,set,set,track,track\n"
+      << ",title,split,subset,genre_top,title\n"
+      << "track_id,,,,,\n";
+    for (const T& t : tracks) {
+      f << t.id << ",\"Album " << t.id << ", with a comma\"," << t.split << ",small," << t.genre
+        << ",\"Title \"\"" << t.id << "\"\"\nsecond line, too\"\n";
+    }
+    f << "999,\"not small\",training,medium,Folk,x\n";
+    f.close();
+    for (const T& t : tracks) {
+      if (t.id == 48) continue;
+      const std::string path = timbre::features::fma_audio_path(audio, t.id);
+      std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+      const size_t n = size_t(t.seconds * 22050);
+      const auto x = t.genre == "Folk" ? synth::chord(n, {220.0, 277.2, 329.6}, 22050)
+                                       : synth::noise(n, uint32_t(t.id));
+      synth::write_mp3(path, x, 1, 22050);
+      if (t.id == 134) {  // keep the first 300 bytes: the tag promises far more
+        auto bytes = synth::read_bytes(path);
+        bytes.resize(300);
+        synth::write_bytes(path, bytes);
+      }
+    }
+  }
+};
+
+TEST(Extract, FmaLayoutThroughTheCommand) {
+  FmaFixture fx;
+  const std::string out = fx.dir / "features.h5";
+  const auto [rc, log] = sh(kTimbre + " extract --dataset fma --audio " + fx.audio +
+                             " --metadata " + fx.csv + " --out " + out + " --jobs 2" +
+                             feature_flags());
+  ASSERT_EQ(rc, 0) << log;
+  // Each skipped track is named with its reason.
+  EXPECT_NE(log.find("8 of 9 listed tracks read"), std::string::npos) << log;
+  EXPECT_NE(log.find("098565"), std::string::npos) << log;
+  EXPECT_NE(log.find("known bad"), std::string::npos) << log;
+  EXPECT_NE(log.find("000048"), std::string::npos) << log;
+  EXPECT_NE(log.find("000134.mp3"), std::string::npos) << log;
+
+  auto st = timbre::features::FeatureStore::open(out);
+  EXPECT_NO_THROW(st.check_params(tiny_params()));
+  EXPECT_EQ(st.label_names(), (std::vector<std::string>{"Folk", "Hip-Hop"}));
+  EXPECT_EQ(st.band_mean().size(), 16u);
+  EXPECT_NE(st.source().find("fma"), std::string::npos);
+  // Segments per track: floor(decoded samples at 8 kHz / 1920).
+  const long long seg = tiny_params().segment_samples();
+  std::map<int64_t, int64_t> want_segments;
+  std::map<int64_t, int> want_label;
+  std::map<int64_t, Split> want_split;
+  for (const auto& t : fx.tracks) {
+    if (t.id == 48 || t.id == 134 || t.id == 98565) continue;
+    const long long n = std::llround(double(size_t(t.seconds * 22050)) * 8000 / 22050);
+    want_segments[t.id] = n / seg;
+    want_label[t.id] = t.genre == "Folk" ? 0 : 1;
+    want_split[t.id] = t.split == "training" ? Split::train
+                       : t.split == "validation" ? Split::validation : Split::test;
+  }
+  std::map<int64_t, int64_t> got;
+  for (Split s : {Split::train, Split::validation, Split::test}) {
+    const auto ids = st.read_track_id(s);
+    const auto y = st.read_y(s);
+    const auto starts = st.read_segment_start(s);
+    ASSERT_EQ(ids.size(), y.size());
+    for (size_t i = 0; i < ids.size(); ++i) {
+      ++got[ids[i]];
+      EXPECT_EQ(y[i], want_label.at(ids[i])) << ids[i];
+      EXPECT_EQ(want_split.at(ids[i]), s) << ids[i];
+      EXPECT_EQ(starts[i] % 1, 0);
+    }
+  }
+  EXPECT_EQ(got, want_segments);
+  // The spectrograms are dB relative to each segment's own maximum.
+  std::vector<int64_t> idx = {0};
+  std::vector<float> x(16 * 16);
+  st.read_x(Split::train, idx.data(), 1, x.data());
+  EXPECT_EQ(*std::max_element(x.begin(), x.end()), 0.0f);
+  EXPECT_GE(*std::min_element(x.begin(), x.end()), -80.0f);
+
+  // A second extract onto the same file is refused (nothing is lost) ...
+  const auto again = sh(kTimbre + " extract --dataset fma --audio " + fx.audio + " --metadata " +
+                         fx.csv + " --out " + out + " --n-mels 32" + " --sample-rate 8000 --n-fft "
+                         "256 --hop 128 --fmax 4000 --frames 16");
+  EXPECT_EQ(again.first, 1);
+  EXPECT_NE(again.second.find("n_mels"), std::string::npos) << again.second;
+  EXPECT_NO_THROW(timbre::features::FeatureStore::open(out).check_params(tiny_params()));
+}
+
+TEST(Extract, UsageErrorsExit2) {
+  EXPECT_EQ(sh(kTimbre + " extract --dataset xyz --audio a --out b").first, 2);
+  EXPECT_EQ(sh(kTimbre + " extract --audio a --out b --segments 0").first, 2);
+  EXPECT_EQ(sh(kTimbre + " extract --audio a --out b --augment reverb").first, 2);
+  EXPECT_EQ(sh(kTimbre + " extract --out b").first, 2);
+  EXPECT_EQ(sh(kTimbre + " extract --help").first, 0);
+  EXPECT_EQ(sh(kTimbre + " baseline --method tree --data x.h5").first, 2);
+  EXPECT_EQ(sh(kTimbre + " baseline --method knn").first, 2);
+  EXPECT_EQ(sh(kTimbre + " nosuchcommand").first, 2);
+  const auto missing = sh(kTimbre + " baseline --method knn --data /nonexistent.h5");
+  EXPECT_EQ(missing.first, 1);
+  EXPECT_NE(missing.second.find("/nonexistent.h5"), std::string::npos) << missing.second;
+}
+
+// ----------------------------------------------------------------------------
+// A folder dataset of three clearly different sounds, extracted once for all
+// the training tests below.
+class Pipeline : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir;
+    const std::string audio = *dir_ / "audio";
+    for (int k = 0; k < 10; ++k) {
+      const size_t n = 8000;  // 1 s at 8 kHz: 4 segments
+      std::filesystem::create_directories(audio + "/low");
+      std::filesystem::create_directories(audio + "/high");
+      std::filesystem::create_directories(audio + "/noise");
+      synth::write_wav(audio + "/low/" + std::to_string(k) + ".wav",
+                                 synth::sine(n, 150.0 + 10 * k, 8000), 1, 8000, synth::WavFormat::Float);
+      synth::write_wav(audio + "/high/" + std::to_string(k) + ".wav",
+                                 synth::sine(n, 2500.0 + 40 * k, 8000), 1, 8000, synth::WavFormat::Float);
+      synth::write_wav(audio + "/noise/" + std::to_string(k) + ".wav",
+                                 synth::noise(n, uint32_t(k + 1)), 1, 8000, synth::WavFormat::Float);
+    }
+    tt::ExtractOptions e;
+    e.dataset = "folder";
+    e.audio_dir = audio;
+    e.out = data();
+    e.params = tiny_params();
+    e.seed = 5;
+    const auto s = tt::run_extract(e);
+    ASSERT_EQ(s.tracks_read, 30u);
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  static std::string data() { return *dir_ / "features.h5"; }
+  static std::string audio_file(const std::string& label, int k) {
+    return *dir_ / ("audio/" + label + "/" + std::to_string(k) + ".wav");
+  }
+
+  static tt::TrainOptions options(const std::string& out) {
+    tt::TrainOptions o;
+    o.model = "rescnn";
+    o.model_config = {{"channels", {4, 8}}, {"input_height", 16}, {"input_width", 16}};
+    o.data = data();
+    o.out = out;
+    o.epochs = 3;
+    o.batch_size = 8;
+    o.lr = 1e-2;
+    o.seed = 3;
+    o.quiet = true;
+    return o;
+  }
+  static TempDir* dir_;
+};
+TempDir* Pipeline::dir_ = nullptr;
+
+// Every parameter, buffer and Adam moment of a checkpoint, by name.
+std::map<std::string, std::vector<float>> checkpoint_values(const std::string& path) {
+  std::map<std::string, std::vector<float>> m;
+  for (const auto& [name, t] : timbre::load_tensor_file(path))
+    if (t.dtype() == timbre::DType::f32) m[name] = t.to_host<float>();
+  return m;
+}
+
+TEST_F(Pipeline, TrainsAndWritesTheRun) {
+  TempDir run;
+  const auto r = tt::run_train(options(run / "r"));
+  EXPECT_EQ(r.epochs_done, 3);
+  EXPECT_GE(r.best_epoch, 1);
+  for (const char* f : {"last.ckpt", "best.ckpt", "log.csv", "run.json"})
+    EXPECT_TRUE(std::filesystem::exists(run / ("r/" + std::string(f)))) << f;
+  std::ifstream csv(run / "r/log.csv");
+  std::string line;
+  int lines = 0;
+  while (std::getline(csv, line)) ++lines;
+  EXPECT_EQ(lines, 4);  // header + 3 epochs
+  // Three separable sounds: well above chance (1/3) after three epochs.
+  EXPECT_GT(r.best_val_accuracy, 0.6);
+}
+
+TEST_F(Pipeline, ResumeIsBitIdentical) {
+  TempDir run;
+  tt::TrainOptions straight = options(run / "straight");
+  straight.epochs = 4;
+  tt::run_train(straight);
+
+  tt::TrainOptions half = options(run / "halves");
+  half.epochs = 2;
+  tt::run_train(half);
+  half.epochs = 4;
+  half.resume = true;
+  tt::run_train(half);
+
+  // And a run stopped by a signal after its first step, then resumed.
+  tt::TrainOptions sig = options(run / "signal");
+  sig.epochs = 4;
+  std::atomic<int> stop{SIGTERM};
+  const auto stopped = tt::run_train(sig, &stop);
+  EXPECT_EQ(stopped.signal, SIGTERM);
+  EXPECT_EQ(stopped.epochs_done, 0);
+  sig.resume = true;
+  tt::run_train(sig);
+
+  const auto a = checkpoint_values(run / "straight/last.ckpt");
+  const auto b = checkpoint_values(run / "halves/last.ckpt");
+  const auto c = checkpoint_values(run / "signal/last.ckpt");
+  ASSERT_FALSE(a.empty());
+  EXPECT_TRUE(a == b) << "2 + resume + 2 epochs differ from 4 straight";
+  EXPECT_TRUE(a == c) << "a signal after step 1 + resume differs from a straight run";
+}
+
+TEST_F(Pipeline, RefusesAForeignCheckpoint) {
+  TempDir run;
+  tt::TrainOptions o = options(run / "r");
+  o.epochs = 1;
+  tt::run_train(o);
+  tt::TrainOptions other = o;
+  other.model = "crnn";
+  other.model_config = {{"channels", {4, 4}}, {"pools", {{4, 4}, {4, 4}}},
+                        {"input_height", 16}, {"input_width", 16}};
+  other.resume = true;
+  other.epochs = 2;
+  try {
+    tt::run_train(other);
+    FAIL() << "a crnn resumed from a rescnn checkpoint";
+  } catch (const std::exception& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("rescnn"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("crnn"), std::string::npos) << msg;
+  }
+  // Same model, other widths: refused too.
+  other.model = "rescnn";
+  other.model_config = {{"channels", {4, 4}}, {"input_height", 16}, {"input_width", 16}};
+  EXPECT_THROW(tt::run_train(other), std::exception);
+}
+
+TEST_F(Pipeline, ANonFiniteLossStopsTheRunNamingTheStep) {
+  TempDir run;
+  tt::TrainOptions o = options(run / "r");
+  o.inject_nan_step = 4;  // the fifth step: epoch 2, step 1 (3 steps per epoch... see below)
+  const int64_t train_n = timbre::features::FeatureStore::open(data()).size(Split::train);
+  const int steps = int((train_n + 7) / 8);
+  try {
+    tt::run_train(o);
+    FAIL() << "a NaN input did not stop the run";
+  } catch (const tt::TrainError& e) {
+    const std::string msg = e.what();
+    const int epoch = 4 / steps + 1, step = 4 % steps + 1;
+    EXPECT_NE(msg.find("non-finite loss"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("epoch " + std::to_string(epoch) + ", step " + std::to_string(step)),
+              std::string::npos) << msg;
+    EXPECT_NE(msg.find("global step 5"), std::string::npos) << msg;
+  }
+}
+
+TEST_F(Pipeline, EvalWritesTheReportAndPredictSkipsBadFiles) {
+  TempDir run;
+  tt::TrainOptions o = options(run / "r");
+  tt::run_train(o);
+  tt::EvalOptions ev;
+  ev.run = run / "r";
+  const auto r = tt::run_eval(ev);
+  EXPECT_EQ(r.evaluation.clip.count, timbre::features::FeatureStore::open(data()).size(Split::test));
+  EXPECT_GT(r.evaluation.clip.accuracy, 0.5);
+  EXPECT_TRUE(std::filesystem::exists(r.report_path));
+  EXPECT_TRUE(std::filesystem::exists(r.metrics_path));
+
+  const std::string bad = run / "broken.wav";
+  synth::write_bytes(bad, synth::png_bytes());
+  tt::PredictOptions p;
+  p.run = run / "r";
+  p.files = {audio_file("low", 1), bad, audio_file("high", 2)};
+  const auto preds = tt::run_predict(p);
+  ASSERT_EQ(preds.size(), 3u);
+  EXPECT_TRUE(preds[0].error.empty()) << preds[0].error;
+  EXPECT_FALSE(preds[1].error.empty());
+  EXPECT_TRUE(preds[2].error.empty()) << preds[2].error;
+  EXPECT_EQ(preds[0].top.size(), 3u);
+  EXPECT_GT(preds[0].windows, 1);
+
+  // Through the command: the good files are printed, the bad one named, exit 1.
+  const auto [rc, out] = sh(kTimbre + " predict --run " + (run / "r") + " " +
+                             audio_file("low", 1) + " " + bad + " " + audio_file("high", 2));
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("broken.wav"), std::string::npos) << out;
+  EXPECT_NE(out.find("low/1.wav"), std::string::npos) << out;
+  EXPECT_NE(out.find("high/2.wav"), std::string::npos) << out;
+  const auto js = sh(kTimbre + " predict --json --run " + (run / "r") + " " + audio_file("low", 1));
+  EXPECT_EQ(js.first, 0) << js.second;
+  EXPECT_NE(js.second.find("\"probability\""), std::string::npos) << js.second;
+}
+
+TEST_F(Pipeline, TrainUsageErrorsExit2) {
+  TempDir run;
+  const std::string base = kTimbre + " train --data " + data() + " --out " + (run / "r");
+  EXPECT_EQ(sh(base + " --epochs zero").first, 2);
+  EXPECT_EQ(sh(base + " --model resnet").first, 2);
+  EXPECT_EQ(sh(base + " --batch-size 0").first, 2);
+  EXPECT_EQ(sh(base + " --model-config '[1,2]'").first, 2);
+  EXPECT_EQ(sh(base + " --model-config '{oops'").first, 2);
+  {
+    std::ofstream cfg(run / "bad.toml");
+    cfg << "epochs = 2\nlearning_rate = 0.1\n";
+  }
+  const auto bad = sh(base + " --config " + (run / "bad.toml"));
+  EXPECT_EQ(bad.first, 2) << bad.second;
+  EXPECT_NE(bad.second.find("learning_rate"), std::string::npos) << bad.second;
+  EXPECT_FALSE(std::filesystem::exists(run / "r/last.ckpt"));
+}
+
+TEST_F(Pipeline, ConfigFileAndCommandLine) {
+  TempDir run;
+  {
+    std::ofstream cfg(run / "c.toml");
+    cfg << "model = \"rescnn\"\nepochs = 1\nbatch-size = 8\nseed = 9\n"
+        << "model-config = '{\"channels\": [4], \"input_height\": 16, \"input_width\": 16}'\n";
+  }
+  // The command line wins over the file: 2 epochs, not 1.
+  const auto [rc, out] = sh(kTimbre + " train --config " + (run / "c.toml") + " --data " + data() +
+                             " --out " + (run / "r") + " --epochs 2");
+  ASSERT_EQ(rc, 0) << out;
+  std::ifstream j(run / "r/run.json");
+  const auto rj = nlohmann::json::parse(j);
+  EXPECT_EQ(rj.at("epochs"), 2);
+  EXPECT_EQ(rj.at("seed"), 9);
+  EXPECT_EQ(rj.at("batch_size"), 8);
+  // The effective configuration is saved and is itself a valid --config.
+  EXPECT_TRUE(std::filesystem::exists(run / "r/config.toml"));
+  const auto again = sh(kTimbre + " train --config " + (run / "r/config.toml") + " --out " +
+                         (run / "r2") + " --epochs 1");
+  EXPECT_EQ(again.first, 0) << again.second;
+}
+
+TEST_F(Pipeline, SigtermSavesAndExits143) {
+  TempDir run;
+  const std::string out = run / "r";
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const std::string cfg = "{\"channels\": [4, 8], \"input_height\": 16, \"input_width\": 16}";
+    execl(kTimbre.c_str(), kTimbre.c_str(), "train", "--model", "rescnn", "--data",
+          data().c_str(), "--out", out.c_str(), "--epochs", "100000", "--patience", "100000",
+          "--batch-size", "8", "--model-config", cfg.c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  // Wait for the first epoch's checkpoint, then ask it to stop.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!std::filesystem::exists(out + "/log.csv") && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(std::filesystem::exists(out + "/log.csv"));
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 143);
+  const auto meta = timbre::read_checkpoint_metadata(out + "/last.ckpt");
+  EXPECT_EQ(meta.at("model").at("name"), "rescnn");
+}
+
+}  // namespace

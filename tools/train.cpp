@@ -1,0 +1,429 @@
+#include "tools/train.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <optional>
+#include <sstream>
+
+#include "engine/autograd.h"
+#include "engine/context.h"
+#include "engine/ops.h"
+#include "engine/optim.h"
+#include "engine/random.h"
+#include "engine/serialize.h"
+#include "kernels/batchnorm.cuh"
+#include "kernels/reduce.cuh"
+#include "tools/batches.h"
+#include "tools/progress.h"
+
+namespace timbre::tools {
+
+using features::Split;
+using nlohmann::json;
+
+namespace {
+
+json params_to_json(const features::FeatureParams& p) {
+  return {{"sample_rate", p.sample_rate}, {"n_fft", p.n_fft}, {"hop", p.hop},
+          {"n_mels", p.n_mels},           {"fmin", p.fmin},   {"fmax", p.fmax},
+          {"frames", p.frames},           {"top_db", p.top_db}, {"n_mfcc", p.n_mfcc}};
+}
+
+features::FeatureParams params_from_json(const json& j) {
+  features::FeatureParams p;
+  p.sample_rate = j.at("sample_rate");
+  p.n_fft = j.at("n_fft");
+  p.hop = j.at("hop");
+  p.n_mels = j.at("n_mels");
+  p.fmin = j.at("fmin");
+  p.fmax = j.at("fmax");
+  p.frames = j.at("frames");
+  p.top_db = j.at("top_db");
+  p.n_mfcc = j.at("n_mfcc");
+  return p;
+}
+
+bool exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+void write_text_atomically(const std::string& path, const std::string& text) {
+  AtomicFile f(path);
+  f.write(text.data(), text.size());
+  f.commit();
+}
+
+// Per-band normalisation on the device, x <- (x - mean[r]) / std[r] for
+// every row r of every (rows x frames) sample: the batch-norm evaluation
+// kernel with gamma 1, beta 0, running mean = band mean and running var =
+// std^2, viewing (N, 1, R, F) as NCHW (N, R, F, 1).
+class BandNormaliser {
+ public:
+  BandNormaliser(const std::vector<float>& mean, const std::vector<float>& stddev) {
+    const int64_t r = int64_t(mean.size());
+    std::vector<float> var(mean.size());
+    for (size_t i = 0; i < var.size(); ++i)
+      var[i] = std::max(stddev[i] * stddev[i], 1e-12f);  // a constant band: no division by 0
+    mean_ = Tensor::from_host(Shape{r}, mean);
+    var_ = Tensor::from_host(Shape{r}, var);
+    ones_ = Tensor::full(Shape{r}, 1.0);
+    zeros_ = Tensor::zeros(Shape{r});
+  }
+  // host (n x rows x frames) -> device (n, 1, rows, frames), normalised.
+  Tensor operator()(const float* x, int64_t n, int rows, int frames) const {
+    std::vector<float> h(x, x + n * rows * frames);
+    Tensor t = Tensor::from_host(Shape{n, 1, rows, frames}, h);
+    kernels::batchnorm_forward_eval<float>(t.data<float>(), ones_.data<float>(),
+                                           zeros_.data<float>(), mean_.data<float>(),
+                                           var_.data<float>(), t.data<float>(), int(n), rows,
+                                           frames, 1, 0.0, stream());
+    return t;
+  }
+
+ private:
+  Tensor mean_, var_, ones_, zeros_;
+};
+
+// Sums of every gradient on the device (kernels/reduce), copied back in one
+// transfer: a NaN or an infinity anywhere in a gradient makes its sum
+// non-finite. Returns the name of the first non-finite one, or "".
+std::string first_nonfinite_gradient(const std::vector<std::pair<std::string, Variable>>& params) {
+  constexpr int kThreads = 256;
+  Tensor sums = Tensor::empty(Shape{int64_t(params.size())});
+  for (size_t i = 0; i < params.size(); ++i) {
+    const Tensor& g = params[i].second.grad();
+    if (!g.defined()) {
+      cudaMemsetAsync(sums.data<float>() + i, 0, sizeof(float), stream());
+      continue;
+    }
+    const int blocks = kernels::reduce_sum_blocks(g.numel(), kThreads);
+    Tensor partial = Tensor::empty(Shape{blocks});
+    kernels::reduce_sum_v2_shuffle(g.data<float>(), g.numel(), sums.data<float>() + i,
+                                   partial.data<float>(), kThreads, stream());
+  }
+  const std::vector<float> h = sums.to_host<float>();
+  for (size_t i = 0; i < h.size(); ++i)
+    if (!std::isfinite(h[i])) return params[i].first;
+  return "";
+}
+
+int argmax_row(const float* row, int c) {
+  return int(std::max_element(row, row + c) - row);
+}
+
+std::string history_csv(const json& history) {
+  std::ostringstream os;
+  os << "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds\n";
+  char line[256];
+  for (const auto& h : history) {
+    std::snprintf(line, sizeof line, "%d,%.6f,%.6f,%.6f,%.6f,%.6g,%.2f\n", int(h.at("epoch")),
+                  double(h.at("loss")), double(h.at("accuracy")), double(h.at("val_loss")),
+                  double(h.at("val_accuracy")), double(h.at("lr")), double(h.at("seconds")));
+    os << line;
+  }
+  return os.str();
+}
+
+// Loss (mean over samples) and accuracy of the model on one split, in eval
+// mode without gradients.
+std::pair<double, double> evaluate_split(models::Model& model, BatchLoader& loader, Split split,
+                                         const BandNormaliser& norm, int batch, Generator& g) {
+  const auto& st = loader.store();
+  const int64_t n = st.size(split);
+  if (n == 0) return {0.0, 0.0};
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
+  loader.start(split, std::move(order), batch);
+  NoGradGuard no_grad;
+  model.eval();
+  double loss_sum = 0;
+  int64_t correct = 0;
+  HostBatch b;
+  while (loader.next(b)) {
+    Tensor x = norm(b.x.data(), b.n(), st.rows(), st.frames());
+    Variable logits = model.forward(Variable(x), g);
+    Tensor labels = Tensor::from_host(Shape{b.n()}, b.y);
+    loss_sum += double(ops::cross_entropy(logits, labels).value().to_host<float>()[0]) * b.n();
+    const std::vector<float> l = logits.value().to_host<float>();
+    const int c = int(logits.value().size(1));
+    for (int64_t i = 0; i < b.n(); ++i) correct += argmax_row(&l[size_t(i * c)], c) == b.y[i];
+  }
+  model.train();
+  return {loss_sum / double(n), double(correct) / double(n)};
+}
+
+}  // namespace
+
+double default_lr(const std::string& model) { return model == "rescnn" ? 2e-4 : 1e-3; }
+
+TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
+  if (o.data.empty()) throw std::invalid_argument("--data is required");
+  if (o.out.empty()) throw std::invalid_argument("--out is required");
+  if (o.epochs < 1) throw std::invalid_argument("--epochs must be at least 1");
+  if (o.batch_size < 1) throw std::invalid_argument("--batch-size must be at least 1");
+  if (o.patience < 1) throw std::invalid_argument("--patience must be at least 1");
+  if (o.lr < 0 || o.decay < 0) throw std::invalid_argument("--lr and --decay must be >= 0");
+  if (o.adam != "keras" && o.adam != "pytorch")
+    throw std::invalid_argument("adam must be 'keras' or 'pytorch', not '" + o.adam + "'");
+
+  const std::string last_path = o.out + "/last.ckpt", best_path = o.out + "/best.ckpt";
+  if (!o.resume && exists(last_path))
+    throw std::runtime_error(o.out + " already holds a run (last.ckpt); pass --resume to "
+                             "continue it or choose another --out");
+  if (o.resume && !exists(last_path))
+    throw std::runtime_error("--resume: " + last_path + " does not exist");
+  ::mkdir(o.out.c_str(), 0777);
+  if (!exists(o.out)) throw std::runtime_error("cannot create the run folder " + o.out);
+
+  BatchLoader loader(features::FeatureStore::open(o.data));
+  const features::FeatureStore& st = loader.store();
+  const int n_classes = int(st.label_names().size());
+  const int64_t n_train = st.size(Split::train);
+  if (n_train == 0) throw std::runtime_error(o.data + ": the train split is empty");
+  if (st.size(Split::validation) == 0)
+    throw std::runtime_error(o.data + ": the validation split is empty (early stopping needs it)");
+
+  // The model: its config from the options, the classes and input size from the data.
+  json cfg = o.model_config.is_null() ? json::object() : o.model_config;
+  cfg["n_classes"] = n_classes;
+  Generator gen(o.seed);
+  std::unique_ptr<models::Model> model = models::make_model(o.model, cfg, gen);
+  model->train();
+  const double lr = o.lr > 0 ? o.lr : default_lr(o.model);
+  const kernels::AdamConfig adam_cfg =
+      o.adam == "keras" ? kernels::keras_adam(lr) : kernels::pytorch_adam(lr);
+  Adam adam(model->parameters(), adam_cfg, o.decay);
+  const auto named = model->named_parameters();
+  BandNormaliser norm(st.band_mean(), st.band_std());
+
+  TrainingState state;
+  state.model_name = o.model;
+  state.model_config = model->config();
+  state.model = model.get();
+  state.adam = &adam;
+  state.adam_settings = AdamSettings{adam_cfg, o.decay};
+  state.generator = &gen;
+
+  // Everything the loop carries across epochs, saved in every checkpoint.
+  json progress = {{"epoch", 0},        {"step_in_epoch", 0}, {"global_step", 0},
+                   {"loss_sum", 0.0},   {"correct", 0},       {"seen", 0},
+                   {"epoch_seconds", 0.0}, {"best_val_accuracy", -1.0},
+                   {"best_epoch", 0},   {"bad_epochs", 0},    {"history", json::array()}};
+  const json fixed = {{"features", params_to_json(st.params())},
+                      {"label_names", st.label_names()},
+                      {"band_mean", st.band_mean()},
+                      {"band_std", st.band_std()},
+                      {"data", o.data},
+                      {"timbre_version", features::timbre_version()}};
+  if (o.resume) {
+    load_checkpoint(last_path, state);  // refuses another model or config
+    progress = state.extra.at("progress");
+    if (state.extra.at("features") != fixed.at("features"))
+      throw std::runtime_error("--resume: " + o.data + " has other feature parameters than the "
+                               "data the run was trained on");
+  }
+  auto save_state = [&](const std::string& path, bool with_optimiser) {
+    TrainingState s = state;
+    if (!with_optimiser) s.adam = nullptr, s.generator = nullptr;
+    s.extra = fixed;
+    s.extra["progress"] = progress;
+    save_checkpoint(path, s);
+  };
+  {
+    json run = {{"model", o.model},
+                {"model_config", model->config()},
+                {"data", o.data},
+                {"epochs", o.epochs},
+                {"batch_size", o.batch_size},
+                {"lr", lr},
+                {"decay", o.decay},
+                {"patience", o.patience},
+                {"seed", o.seed},
+                {"adam", o.adam},
+                {"max_steps", o.max_steps},
+                {"label_names", st.label_names()},
+                {"features", params_to_json(st.params())},
+                {"timbre_version", features::timbre_version()}};
+    write_text_atomically(o.out + "/run.json", run.dump(2) + "\n");
+  }
+
+  TrainResult result;
+  const int steps_full = int((n_train + o.batch_size - 1) / o.batch_size);
+  const int steps_per_epoch = o.max_steps > 0 ? std::min(o.max_steps, steps_full) : steps_full;
+  for (int epoch = int(progress["epoch"]); epoch < o.epochs; ++epoch) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<int64_t> order = epoch_order(n_train, o.seed, epoch);
+    order.resize(std::min<size_t>(order.size(), size_t(steps_per_epoch) * o.batch_size));
+    int step = int(progress["step_in_epoch"]);
+    order.erase(order.begin(), order.begin() + std::min<size_t>(order.size(),
+                                                               size_t(step) * o.batch_size));
+    loader.start(Split::train, std::move(order), o.batch_size);
+    if (!o.quiet) std::fprintf(stderr, "Epoch %d/%d\n", epoch + 1, o.epochs);
+    std::optional<Progress> bar;
+    if (!o.quiet) bar.emplace("  train", steps_per_epoch, "steps", 30.0);
+    HostBatch b;
+    while (loader.next(b)) {
+      long long global = progress["global_step"];
+      if (global == o.inject_nan_step) b.x[b.x.size() / 2] = NAN;
+      Tensor x = norm(b.x.data(), b.n(), st.rows(), st.frames());
+      Variable logits = model->forward(Variable(x), gen);
+      Tensor labels = Tensor::from_host(Shape{b.n()}, b.y);
+      Variable loss = ops::cross_entropy(logits, labels);
+      const double loss_v = loss.value().to_host<float>()[0];
+      auto where = [&] {
+        std::string idx;
+        for (size_t i = 0; i < b.indices.size() && i < 8; ++i)
+          idx += (i ? "," : "") + std::to_string(b.indices[i]);
+        if (b.indices.size() > 8) idx += ",...";
+        return "epoch " + std::to_string(epoch + 1) + ", step " + std::to_string(step + 1) +
+               " (global step " + std::to_string(global + 1) + "), batch of train samples [" +
+               idx + "]";
+      };
+      if (!std::isfinite(loss_v))
+        throw TrainError("non-finite loss (" + std::to_string(loss_v) + ") at " + where());
+      model->zero_grad();
+      loss.backward();
+      const std::string bad = first_nonfinite_gradient(named);
+      if (!bad.empty()) throw TrainError("non-finite gradient of " + bad + " at " + where());
+      adam.step();
+
+      const std::vector<float> l = logits.value().to_host<float>();
+      int64_t correct = 0;
+      for (int64_t i = 0; i < b.n(); ++i)
+        correct += argmax_row(&l[size_t(i * n_classes)], n_classes) == b.y[i];
+      progress["loss_sum"] = double(progress["loss_sum"]) + loss_v * double(b.n());
+      progress["correct"] = int64_t(progress["correct"]) + correct;
+      progress["seen"] = int64_t(progress["seen"]) + b.n();
+      progress["global_step"] = global + 1;
+      progress["step_in_epoch"] = ++step;
+      const double seen = double(progress["seen"]);
+      char status[96];
+      std::snprintf(status, sizeof status, "loss %.4f  accuracy %.4f",
+                    double(progress["loss_sum"]) / seen, double(progress["correct"]) / seen);
+      if (bar) bar->update(step, status);
+
+      if (stop != nullptr && stop->load() != 0) {
+        progress["epoch"] = epoch;
+        progress["epoch_seconds"] = double(progress["epoch_seconds"]) +
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        save_state(last_path, true);
+        result.signal = stop->load();
+        result.epochs_done = epoch;
+        result.best_epoch = progress["best_epoch"];
+        result.best_val_accuracy = std::max(0.0, double(progress["best_val_accuracy"]));
+        return result;
+      }
+    }
+    if (bar) bar->finish();
+
+    const auto [val_loss, val_acc] =
+        evaluate_split(*model, loader, Split::validation, norm, o.batch_size, gen);
+    const double seen = std::max(1.0, double(progress["seen"]));
+    const double seconds = double(progress["epoch_seconds"]) +
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    json rec = {{"epoch", epoch + 1},
+                {"loss", double(progress["loss_sum"]) / seen},
+                {"accuracy", double(progress["correct"]) / seen},
+                {"val_loss", val_loss},
+                {"val_accuracy", val_acc},
+                {"lr", adam.current_lr()},
+                {"seconds", seconds}};
+    progress["history"].push_back(rec);
+    const bool better = val_acc > double(progress["best_val_accuracy"]);
+    if (better) {
+      progress["best_val_accuracy"] = val_acc;
+      progress["best_epoch"] = epoch + 1;
+      progress["bad_epochs"] = 0;
+    } else {
+      progress["bad_epochs"] = int(progress["bad_epochs"]) + 1;
+    }
+    progress["epoch"] = epoch + 1;
+    progress["step_in_epoch"] = 0;
+    progress["loss_sum"] = 0.0;
+    progress["correct"] = 0;
+    progress["seen"] = 0;
+    progress["epoch_seconds"] = 0.0;
+    if (better) save_state(best_path, false);
+    save_state(last_path, true);
+    write_text_atomically(o.out + "/log.csv", history_csv(progress["history"]));
+    if (!o.quiet) {
+      std::fprintf(stderr,
+                   "%d/%d - %.0fs - %.0fms/step - loss: %.4f - accuracy: %.4f - val_loss: %.4f"
+                   " - val_accuracy: %.4f%s\n",
+                   steps_per_epoch, steps_per_epoch, seconds,
+                   1e3 * seconds / std::max(1, steps_per_epoch), double(rec["loss"]),
+                   double(rec["accuracy"]), val_loss, val_acc, better ? "  (best)" : "");
+    }
+    if (int(progress["bad_epochs"]) >= o.patience) {
+      result.stopped_early = true;
+      if (!o.quiet)
+        std::fprintf(stderr, "early stopping: no better val_accuracy in %d epochs\n", o.patience);
+      break;
+    }
+  }
+  result.epochs_done = progress["epoch"];
+  result.best_epoch = progress["best_epoch"];
+  result.best_val_accuracy = std::max(0.0, double(progress["best_val_accuracy"]));
+  // Restore the best weights (what eval and predict use).
+  TrainingState best = state;
+  best.adam = nullptr, best.generator = nullptr;
+  load_checkpoint(best_path, best);
+  return result;
+}
+
+LoadedRun load_run(const std::string& dir) {
+  LoadedRun r;
+  r.dir = dir;
+  const std::string run_path = dir + "/run.json", best_path = dir + "/best.ckpt";
+  std::ifstream in(run_path);
+  if (!in) throw std::runtime_error(run_path + ": cannot open (is " + dir + " a training run?)");
+  try {
+    r.run = json::parse(in);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(run_path + ": not valid JSON: " + e.what());
+  }
+  if (!exists(best_path))
+    throw std::runtime_error(best_path + " does not exist: the run has not finished an epoch");
+  const json meta = read_checkpoint_metadata(best_path);
+  const json& m = meta.at("model");
+  r.model = models::make_model(m.at("name"), m.at("config"));
+  TrainingState s;
+  s.model_name = m.at("name");
+  s.model_config = m.at("config");
+  s.model = r.model.get();
+  load_checkpoint(best_path, s);
+  r.model->eval();
+  r.params = params_from_json(s.extra.at("features"));
+  r.label_names = s.extra.at("label_names").get<std::vector<std::string>>();
+  r.band_mean = s.extra.at("band_mean").get<std::vector<float>>();
+  r.band_std = s.extra.at("band_std").get<std::vector<float>>();
+  return r;
+}
+
+std::vector<float> predict_probabilities(LoadedRun& run, const float* x, int64_t n, int batch) {
+  const int rows = int(run.band_mean.size());
+  const int frames = run.params.frames;
+  const int c = int(run.label_names.size());
+  BandNormaliser norm(run.band_mean, run.band_std);
+  Generator g(0);  // eval mode: dropout draws nothing
+  NoGradGuard no_grad;
+  run.model->eval();
+  std::vector<float> probs(size_t(n) * c);
+  for (int64_t i = 0; i < n; i += batch) {
+    const int64_t m = std::min<int64_t>(batch, n - i);
+    Tensor t = norm(x + i * rows * frames, m, rows, frames);
+    const std::vector<float> p =
+        ops::softmax(run.model->forward(Variable(t), g)).value().to_host<float>();
+    std::copy(p.begin(), p.end(), probs.begin() + i * c);
+  }
+  return probs;
+}
+
+}  // namespace timbre::tools

@@ -1,0 +1,87 @@
+// train.h: `timbre train`, `timbre eval` and `timbre predict` without the
+// command line (tools/timbre.cpp parses flags into these options).
+//
+// A run folder holds everything about one training run:
+//   run.json     the effective options, the model's full config, the data file
+//   last.ckpt    the whole training state after the last epoch (or at the
+//                step where SIGINT/SIGTERM stopped it): weights, Adam, RNG,
+//                epoch and step, early stopping, history
+//   best.ckpt    the weights of the best epoch by validation accuracy (what
+//                eval and predict load), with the normalisation statistics,
+//                feature parameters and label names
+//   log.csv      one line per epoch (epoch, loss, accuracy, val_loss,
+//                val_accuracy, lr, seconds), rewritten atomically each epoch
+// Every file is written atomically (engine/serialize.h AtomicFile).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "features/h5store.h"
+#include "models/registry.h"
+
+namespace timbre::tools {
+
+struct TrainOptions {
+  std::string model = "parallel";
+  std::string data;            // features.h5 (timbre extract)
+  std::string out;             // the run folder
+  int epochs = 100;
+  int batch_size = 32;
+  double lr = 0;               // 0: the model's default (1e-3; 2e-4 for rescnn)
+  double decay = 0;            // Keras time decay: lr / (1 + decay * step)
+  int patience = 10;           // epochs without a better val_accuracy before stopping
+  uint64_t seed = 1;
+  nlohmann::json model_config = nlohmann::json::object();  // n_classes comes from the data
+  std::string adam = "keras";  // keras | pytorch (where epsilon goes)
+  bool resume = false;         // continue out/last.ckpt
+  int max_steps = 0;           // cap on training steps per epoch (0: the whole split)
+  bool quiet = false;          // no epoch lines (tests)
+  long long inject_nan_step = -1;  // tests: a NaN in the input at this global step
+};
+
+struct TrainResult {
+  int epochs_done = 0;         // completed epochs, counting resumed ones
+  int best_epoch = 0;          // 1-based; 0 when no epoch completed
+  double best_val_accuracy = 0;
+  bool stopped_early = false;
+  int signal = 0;              // SIGINT or SIGTERM when interrupted (state saved)
+};
+
+// The model's default learning rate (the paper's: 2e-4 for rescnn, else 1e-3).
+double default_lr(const std::string& model);
+
+// Trains. Throws TrainError for a non-finite loss or gradient (naming the
+// epoch, step and batch), std::runtime_error / invalid_argument for bad
+// options, data or checkpoints. `stop` (may be null) is polled after every
+// step: when it holds a signal number the state is saved and the run returns
+// with result.signal set.
+TrainResult run_train(const TrainOptions& options, const std::atomic<int>* stop = nullptr);
+
+class TrainError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A trained model loaded from a run folder's best.ckpt, ready for inference.
+struct LoadedRun {
+  std::string dir;
+  nlohmann::json run;                    // run.json
+  std::unique_ptr<models::Model> model;  // eval mode
+  features::FeatureParams params;
+  std::vector<std::string> label_names;
+  std::vector<float> band_mean, band_std;
+};
+LoadedRun load_run(const std::string& dir);
+
+// Class probabilities (n x classes, row-major) for n raw log-mel segments
+// (n x rows x frames, as in the store): normalised per band on the device,
+// then the model in eval mode, softmax; batches of `batch`.
+std::vector<float> predict_probabilities(LoadedRun& run, const float* x, int64_t n,
+                                         int batch = 32);
+
+}  // namespace timbre::tools
