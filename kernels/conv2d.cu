@@ -470,18 +470,22 @@ __global__ void col2im_kernel(Dims d, long long planes, int span, const T* __res
 }
 
 // y[n][k][j] = b[k] for every j < P*Q: the bias, written before the forward
-// GEMM adds w * col into y (beta = 1). x along j, y over channels k, z over
-// images n. No barrier.
+// GEMM adds w * col into y (beta = 1). x along j (span consecutive j per
+// thread: 1 on a GPU, the whole plane under simcuda, as for im2col), y over
+// channels k, z over images n. No barrier.
 template <class T>
-__global__ void bias_fill_kernel(Dims d, const T* __restrict__ b, T* __restrict__ y) {
+__global__ void bias_fill_kernel(Dims d, int span, const T* __restrict__ b, T* __restrict__ y) {
   const long long PQ = (long long)d.P * d.Q;
+  const long long jstep = (long long)gridDim.x * blockDim.x * span;
   for (long long n = blockIdx.z; n < d.N; n += gridDim.z)
     for (long long k = blockIdx.y; k < d.K; k += gridDim.y) {
       const T v = b[k];
       T* yp = y + (n * d.K + k) * PQ;
-      for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < PQ;
-           j += (long long)gridDim.x * blockDim.x)
-        yp[j] = v;
+      for (long long ja = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * span; ja < PQ;
+           ja += jstep) {
+        const long long jb = ja + span < PQ ? ja + span : PQ;
+        for (long long j = ja; j < jb; ++j) yp[j] = v;
+      }
     }
 }
 
@@ -681,9 +685,12 @@ void conv2d_forward_v2_im2col(const Conv2dShape& shape, const T* d_x, const T* d
   const Dims d = dims_of(shape);
   const int CRS = int(shape.col_rows()), PQ = int(shape.col_cols());
   const long long image_x = (long long)d.C * d.H * d.W, image_y = (long long)d.K * PQ;
-  if (d_b)
-    LAUNCH(bias_fill_kernel<T>, plane_grid(d.N, d.K, PQ, dim3(block)), block, 0, stream, d, d_b,
-           d_y);
+  if (d_b) {
+    const int span = columns_per_thread(PQ);
+    const dim3 t(span == 1 ? unsigned(block) : 1u);
+    LAUNCH(bias_fill_kernel<T>, plane_grid(d.N, d.K, ceil_div(PQ, span), t), t, 0, stream, d,
+           span, d_b, d_y);
+  }
   const T beta = d_b ? T(1) : T(0);
   for (int n0 = 0; n0 < d.N; n0 += images) {
     const int count = std::min(images, d.N - n0);

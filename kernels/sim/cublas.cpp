@@ -8,10 +8,10 @@
 //   * argument checks: cuBLAS returns CUBLAS_STATUS_INVALID_VALUE, OpenBLAS
 //     only prints (xerbla) and returns, so every documented check is made
 //     before OpenBLAS is called and OpenBLAS never sees a bad argument;
-//   * beta == 0 means "C is output only": C is zeroed first so that NaN or
-//     Inf left in C (simcuda fills new memory with NaN) cannot leak through
-//     0 * NaN; likewise k == 0 or alpha == 0 reduce to C = beta * C without
-//     reading A or B;
+//   * beta == 0 means "C is output only": NaN or Inf left in C (simcuda
+//     fills new memory with NaN) must not leak through 0 * NaN. OpenBLAS's
+//     beta == 0 path writes C without reading it (checked by the tests); k ==
+//     0 or alpha == 0 reduce to C = beta * C here, without reading A or B;
 //   * CUBLAS_OP_C is CUBLAS_OP_T for real data.
 // Pointer modes: simcuda device memory is host memory, so alpha and beta are
 // read through their pointers in both CUBLAS_POINTER_MODE_HOST and _DEVICE.
@@ -19,6 +19,17 @@
 // complete when it returns (as if the stream were synchronised); the stream
 // is only stored for cublasGetStream. Math modes are stored and reported but
 // the arithmetic is always full FP32 (no TF32 rounding).
+//
+// Threads. OpenBLAS runs single-threaded here; the parallelism comes from
+// simcuda's own worker pool (parallel_host), which waits passively between
+// jobs. OpenBLAS's pthread pool instead spins with sched_yield after every
+// call, and on a 2-core machine that spinning took a quarter of a training
+// step away from the kernels that ran next. A large GEMM is split into
+// column panels of C, C[:, j0:j1] = alpha op(A) op(B)[:, j0:j1] + beta
+// C[:, j0:j1], each one OpenBLAS call; a strided batch is split by batch.
+// The panels depend only on the GEMM's shape, never on the worker count,
+// and each element of C is one call's full dot product over k, so the
+// result is the same bits for any number of workers.
 
 #include <cublas_v2.h>  // first: maps cublasCreate -> cublasCreate_v2 etc.
 
@@ -26,7 +37,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
 #include <new>
+
+#include "kernels/sim/internal.h"
 
 struct cublasContext {
   cudaStream_t stream = nullptr;  // the legacy default stream
@@ -83,17 +97,51 @@ void cblas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, dou
   cblas_dgemm(CblasColMajor, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-// One GEMM after the checks passed.
+// One GEMM after the checks passed, on the calling thread.
 template <class T>
-void gemm(cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k, T alpha,
-          const T* A, int lda, const T* B, int ldb, T beta, T* C, int ldc) {
+void gemm_serial(cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k, T alpha,
+                 const T* A, int lda, const T* B, int ldb, T beta, T* C, int ldc) {
   if (m == 0 || n == 0) return;     // empty C: nothing to do
   if (k == 0 || alpha == T(0)) {    // op(A) * op(B) contributes nothing: A and B unread
     scale_c(m, n, beta, C, ldc);
     return;
   }
-  if (beta == T(0)) scale_c(m, n, T(0), C, ldc);  // so NaN in C cannot leak
+  // beta == 0: OpenBLAS (like the reference BLAS) then sets C without
+  // reading it, so NaN left in C cannot leak (tests/sim/test_cublas.cpp
+  // starts such C at NaN); no separate zeroing pass.
   cblas_gemm(to_cblas(transa), to_cblas(transb), m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void single_threaded_openblas() {
+  static std::once_flag once;
+  std::call_once(once, [] { openblas_set_num_threads(1); });
+}
+
+// Column panels for a GEMM of this shape: one below 2^22 multiply-adds (a
+// few milliseconds: not worth a hand-off), else up to 8 panels of at least
+// 32 columns. A function of the shape only (see "Threads" above).
+int column_panels(long long m, long long n, long long k) {
+  if (m * n * k < (1LL << 22)) return 1;
+  return int(std::clamp<long long>(n / 32, 1, 8));
+}
+
+// Panel p of `panels` of op(B) and C. Column j of op(B) is column j of B
+// (op N: B + j*ldb) or row j of B (op T: B + j).
+template <class T>
+void gemm(cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k, T alpha,
+          const T* A, int lda, const T* B, int ldb, T beta, T* C, int ldc) {
+  single_threaded_openblas();
+  const int panels = column_panels(m, n, k);
+  if (panels == 1) {
+    gemm_serial(transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  simcuda::detail::parallel_host(unsigned(panels), [&](unsigned p) {
+    const int j0 = int((long long)n * p / panels), j1 = int((long long)n * (p + 1) / panels);
+    const T* Bp = transb == CUBLAS_OP_N ? B + (long long)j0 * ldb : B + j0;
+    gemm_serial(transa, transb, m, j1 - j0, k, alpha, A, lda, Bp, ldb, beta,
+                C + (long long)j0 * ldc, ldc);
+  });
 }
 
 template <class T>
@@ -118,9 +166,18 @@ cublasStatus_t gemm_strided_batched_call(cublasHandle_t handle, cublasOperation_
   if (s != CUBLAS_STATUS_SUCCESS) return s;
   if (batchCount < 0) return CUBLAS_STATUS_INVALID_VALUE;
   const T a = *alpha, b = *beta;
-  for (int i = 0; i < batchCount; ++i)
-    gemm(transa, transb, m, n, k, a, A + i * strideA, lda, B + i * strideB, ldb, b,
-         C + i * strideC, ldc);
+  single_threaded_openblas();
+  if (batchCount >= 2 && (long long)m * n * k * batchCount >= (1LL << 22)) {
+    // Batches in parallel, each one serial call (batches never share C).
+    simcuda::detail::parallel_host(unsigned(batchCount), [&](unsigned i) {
+      gemm_serial(transa, transb, m, n, k, a, A + i * strideA, lda, B + i * strideB, ldb, b,
+                  C + i * strideC, ldc);
+    });
+  } else {
+    for (int i = 0; i < batchCount; ++i)
+      gemm(transa, transb, m, n, k, a, A + i * strideA, lda, B + i * strideB, ldb, b,
+           C + i * strideC, ldc);
+  }
   return CUBLAS_STATUS_SUCCESS;
 }
 

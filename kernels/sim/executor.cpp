@@ -27,6 +27,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <functional>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -169,6 +170,8 @@ struct Job {
   std::mutex error_mutex;
   std::string error;  // first failure, in words
   bool disable_fast_path = false;
+  // Host work instead of a kernel (parallel_host): task b of nblocks.
+  const std::function<void(unsigned)>* host_task = nullptr;
 
   void fail(const std::string& what) {
     std::lock_guard<std::mutex> lk(error_mutex);
@@ -547,6 +550,11 @@ void run_block(Worker* w, unsigned b) {
 }
 
 void work(Job* j) {
+  if (j->host_task) {  // parallel_host: plain host functions, no fibers
+    for (unsigned b; (b = j->next.fetch_add(1, std::memory_order_relaxed)) < j->nblocks;)
+      (*j->host_task)(b);
+    return;
+  }
   Worker* w = &worker();
   w->job = j;
   const unsigned n = j->block.x * j->block.y * j->block.z;
@@ -642,6 +650,19 @@ Pool& pool(int workers) {
   }
   return *g_pool;
 }
+
+}  // namespace
+
+void parallel_host(unsigned n, const std::function<void(unsigned)>& task) {
+  if (n == 0) return;
+  std::lock_guard<std::mutex> launch_lock(g_launch_mutex);
+  Job j{};
+  j.nblocks = n;
+  j.host_task = &task;
+  pool(resolve_workers(options())).run(&j);
+}
+
+namespace {
 
 cudaError_t config_error(cudaError_t e, const KernelThunks& k, const std::string& what) {
   set_error_detail(e, "launch of kernel '" + std::string(k.name) + "': " + what);

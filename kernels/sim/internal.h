@@ -3,6 +3,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <functional>
 #include <string>
 
 namespace simcuda::detail {
@@ -27,5 +28,12 @@ void set_error_detail(cudaError_t e, std::string detail);
 // cudaFuncAttributeMaxDynamicSharedMemorySize, per kernel (executor.cpp).
 cudaError_t set_max_dynamic_smem(const void* kernel, int bytes);
 int max_dynamic_smem(const void* kernel);
+
+// Runs task(0) ... task(n-1) on simcuda's worker pool (the calling thread
+// is one of the workers), each task exactly once, and returns when all are
+// done; one parallel_host or kernel at a time. For host-side library work
+// (cuBLAS's GEMMs) so that it shares the pool's passive waiting instead of
+// a second thread pool that spins (executor.cpp).
+void parallel_host(unsigned n, const std::function<void(unsigned)>& task);
 
 }  // namespace simcuda::detail
