@@ -11,6 +11,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <stdexcept>
+#include <cstdlib>
+#include <fstream>
+#include <filesystem>
 #include <cstring>
 #include <functional>
 #include <type_traits>
@@ -26,6 +30,46 @@
 #endif
 
 namespace timbre::testing {
+
+// A fresh directory under $TMPDIR (or /tmp), deleted with its contents when
+// the object goes out of scope.
+class TempDir {
+ public:
+  TempDir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/timbre-test-XXXXXX";
+    if (!mkdtemp(tmpl.data())) throw std::runtime_error("TempDir: mkdtemp failed for " + tmpl);
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  // The path of `rel` inside the directory (nothing is created).
+  std::string file(const std::string& rel) const { return (path_ / rel).string(); }
+  std::string operator/(const std::string& rel) const { return file(rel); }
+  // Creates the file `rel` (and its folders) holding `content`; its path.
+  std::string write(const std::string& rel, const std::string& content = "x") const {
+    const std::filesystem::path p = path_ / rel;
+    std::filesystem::create_directories(p.parent_path());
+    std::ofstream(p, std::ios::binary) << content;
+    return p.string();
+  }
+  // The names of the entries directly inside the directory.
+  std::vector<std::string> names() const {
+    std::vector<std::string> v;
+    for (const auto& e : std::filesystem::directory_iterator(path_))
+      v.push_back(e.path().filename().string());
+    return v;
+  }
+
+ private:
+  std::filesystem::path path_;
+};
+
 
 struct Tolerance {
   double atol = 1e-6;

@@ -36,30 +36,9 @@
 #include <string>
 #include <vector>
 
+#include "tests/testing.h"  // TempDir
+
 namespace timbre::testing {
-
-// A fresh directory under $TMPDIR (or /tmp), deleted with its contents when
-// the object goes out of scope.
-class TempDir {
- public:
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/timbre-test-XXXXXX";
-    if (!mkdtemp(tmpl.data())) throw std::runtime_error("TempDir: mkdtemp failed for " + tmpl);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
 
 namespace synth {
 

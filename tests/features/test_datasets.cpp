@@ -17,34 +17,14 @@
 #include <vector>
 
 #include "features/datasets.h"
+#include "tests/testing.h"
 
 namespace fs = std::filesystem;
 using namespace timbre::features;
 
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() /
-           ("timbre_ds_" + std::to_string(::getpid()) + "_" + info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  ~TempDir() { fs::remove_all(dir_); }
-  std::string path(const std::string& rel = "") const { return (dir_ / rel).string(); }
-  // Creates a file (and its folders) holding `content`.
-  std::string write(const std::string& rel, const std::string& content = "x") const {
-    const fs::path p = dir_ / rel;
-    fs::create_directories(p.parent_path());
-    std::ofstream(p, std::ios::binary) << content;
-    return p.string();
-  }
-
- private:
-  fs::path dir_;
-};
+using timbre::testing::TempDir;
 
 std::string error_of(const std::function<void()>& f) {
   try {
@@ -83,14 +63,14 @@ const char* kRows =
 void write_fma(const TempDir& t) {
   t.write("fma_metadata/tracks.csv", std::string(kHeader) + kRows);
   for (int id : {2, 5, 7, 9, 10, 20, 30, 60, 98565})
-    t.write(fs::relative(fma_audio_path(t.path("audio"), id), t.path()).string());
+    t.write(fs::relative(fma_audio_path(t.file("audio"), id), t.path()).string());
   t.write("audio/000/000050.mp3", "");
 }
 
 FmaOptions fma_options(const TempDir& t, const std::string& subset) {
   FmaOptions o;
-  o.tracks_csv = t.path("fma_metadata/tracks.csv");
-  o.audio_dir = t.path("audio");
+  o.tracks_csv = t.file("fma_metadata/tracks.csv");
+  o.audio_dir = t.file("audio");
   o.subset = subset;
   return o;
 }
@@ -132,7 +112,7 @@ TEST(Fma, TwoLevelHeaderQuotedFieldsAndOfficialSplit) {
   for (size_t i = 0; i < 4; ++i) {
     EXPECT_EQ(l.tracks[i].label, want[i].label) << l.tracks[i].name;
     EXPECT_EQ(l.tracks[i].split, want[i].split) << l.tracks[i].name;
-    EXPECT_EQ(l.tracks[i].audio, fma_audio_path(t.path("audio"), l.tracks[i].id));
+    EXPECT_EQ(l.tracks[i].audio, fma_audio_path(t.file("audio"), l.tracks[i].id));
   }
   EXPECT_EQ(l.tracks[1].name, "000005");
   EXPECT_EQ(l.count(Split::train), 2u);
@@ -187,7 +167,7 @@ TEST(Fma, EveryKnownBadTrackIsReported) {
   std::string csv = kHeader;
   for (int64_t id : fma_known_bad()) {
     csv += std::to_string(id) + ",0,A,training,small,T,Rock\n";
-    t.write(fs::relative(fma_audio_path(t.path("audio"), id), t.path()).string());
+    t.write(fs::relative(fma_audio_path(t.file("audio"), id), t.path()).string());
   }
   csv += "3,0,A,training,small,T,Rock\n";
   t.write("audio/000/000003.mp3");
@@ -211,7 +191,7 @@ TEST(Fma, RandomSplitIsReproducibleStratifiedAndSeeded) {
     // Official split all "training": the random mode must ignore it.
     csv += std::to_string(id) + ",0,\"a, b\nc\",training,small,\"t" + std::to_string(i) + "\"," +
            genres[i % 4] + "\n";
-    t.write(fs::relative(fma_audio_path(t.path("audio"), id), t.path()).string());
+    t.write(fs::relative(fma_audio_path(t.file("audio"), id), t.path()).string());
   }
   t.write("fma_metadata/tracks.csv", csv);
   FmaOptions o = fma_options(t, "small");
@@ -239,13 +219,13 @@ TEST(Fma, BadInputsGiveClearErrors) {
   write_fma(t);
   // Missing tracks.csv.
   FmaOptions o = fma_options(t, "small");
-  o.tracks_csv = t.path("nowhere/tracks.csv");
+  o.tracks_csv = t.file("nowhere/tracks.csv");
   std::string e = error_of([&] { list_fma(o); });
   EXPECT_TRUE(contains(e, o.tracks_csv) && contains(e, "not found")) << e;
   // Bad subset name.
   e = error_of([&] { list_fma(fma_options(t, "tiny")); });
   EXPECT_TRUE(contains(e, "\"tiny\"") && contains(e, "small, medium, large") &&
-              contains(e, t.path("fma_metadata/tracks.csv")))
+              contains(e, t.file("fma_metadata/tracks.csv")))
       << e;
   // A CSV without ('set','split') and ('track','genre_top').
   const std::string no_split = t.write("no_split.csv",
@@ -314,7 +294,7 @@ TEST(Gtzan, GenresFolderAndStratifiedSplit) {
   ASSERT_EQ(a.tracks.size(), 20u);
   for (size_t i = 0; i < 20; ++i) EXPECT_EQ(a.tracks[i].id, int64_t(i));
   EXPECT_EQ(a.tracks[0].name, "blues/blues.00000.au");
-  EXPECT_EQ(a.tracks[0].audio, t.path("genres/blues/blues.00000.au"));
+  EXPECT_EQ(a.tracks[0].audio, t.file("genres/blues/blues.00000.au"));
   EXPECT_EQ(a.tracks[10].label, 1);
   std::map<int, std::array<int, 3>> per;
   for (const Track& tr : a.tracks) per[tr.label][int(tr.split)]++;
@@ -349,7 +329,7 @@ TEST(Folder, ExtensionsEmptyFilesAndStrays) {
   t.write("a/y.flac");
   t.write("a/z.ogg");
   t.write("a/notes.txt");
-  fs::create_directories(t.path("c"));  // no audio: not a label
+  fs::create_directories(t.file("c"));  // no audio: not a label
   t.write("stray.wav");
   const DatasetListing l = list_folder(t.path(), 1);
   EXPECT_EQ(l.label_names, (std::vector<std::string>{"a", "b"}));
@@ -358,19 +338,19 @@ TEST(Folder, ExtensionsEmptyFilesAndStrays) {
   EXPECT_EQ(names, (std::vector<std::string>{"a/x.MP3", "a/y.flac", "a/z.ogg", "b/q.au"}));
   const auto sk = skipped_map(l);
   ASSERT_EQ(sk.size(), 3u) << ::testing::PrintToString(sk);
-  EXPECT_TRUE(contains(sk.at(t.path("b/empty.wav")), "empty"));
-  EXPECT_TRUE(contains(sk.at(t.path("c")), "no usable audio"));
-  EXPECT_TRUE(contains(sk.at(t.path("stray.wav")), "outside a <label>/ folder"));
+  EXPECT_TRUE(contains(sk.at(t.file("b/empty.wav")), "empty"));
+  EXPECT_TRUE(contains(sk.at(t.file("c")), "no usable audio"));
+  EXPECT_TRUE(contains(sk.at(t.file("stray.wav")), "outside a <label>/ folder"));
 }
 
 TEST(Folder, EmptyOrMissingFolderIsAnError) {
   TempDir t;
-  fs::create_directories(t.path("empty/rock"));
+  fs::create_directories(t.file("empty/rock"));
   t.write("empty/rock/readme.txt");
-  std::string e = error_of([&] { list_folder(t.path("empty")); });
-  EXPECT_TRUE(contains(e, t.path("empty")) && contains(e, "empty")) << e;
-  e = error_of([&] { list_gtzan(t.path("empty")); });
-  EXPECT_TRUE(contains(e, t.path("empty")) && contains(e, "empty")) << e;
-  e = error_of([&] { list_folder(t.path("missing")); });
-  EXPECT_TRUE(contains(e, t.path("missing")) && contains(e, "not found")) << e;
+  std::string e = error_of([&] { list_folder(t.file("empty")); });
+  EXPECT_TRUE(contains(e, t.file("empty")) && contains(e, "empty")) << e;
+  e = error_of([&] { list_gtzan(t.file("empty")); });
+  EXPECT_TRUE(contains(e, t.file("empty")) && contains(e, "empty")) << e;
+  e = error_of([&] { list_folder(t.file("missing")); });
+  EXPECT_TRUE(contains(e, t.file("missing")) && contains(e, "not found")) << e;
 }

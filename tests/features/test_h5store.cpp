@@ -37,27 +37,7 @@ using timbre::testing::all_close;
 
 namespace {
 
-// A fresh folder per test, removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() /
-           ("timbre_h5_" + std::to_string(::getpid()) + "_" + info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  ~TempDir() { fs::remove_all(dir_); }
-  std::string file(const std::string& name) const { return (dir_ / name).string(); }
-  std::vector<std::string> names() const {
-    std::vector<std::string> v;
-    for (const auto& e : fs::directory_iterator(dir_)) v.push_back(e.path().filename().string());
-    return v;
-  }
-
- private:
-  fs::path dir_;
-};
+using timbre::testing::TempDir;
 
 // Contents of a small store, kept in memory to compare with what comes back.
 struct SplitData {

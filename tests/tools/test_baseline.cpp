@@ -238,21 +238,7 @@ TEST(SvmBaseline, SeparableProblemWithAndWithoutProbabilities) {
 // ---------------------------------------------------------------------------
 // End to end.
 
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() /
-           ("timbre_baseline_" + std::to_string(::getpid()) + "_" + info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  ~TempDir() { fs::remove_all(dir_); }
-  std::string file(const std::string& name) const { return (dir_ / name).string(); }
-
- private:
-  fs::path dir_;
-};
+using timbre::testing::TempDir;
 
 // A store of 8 x 6 "spectrograms": each class has its own random pattern
 // (amplitude 1.5) under unit noise and a per-segment loudness offset, each
