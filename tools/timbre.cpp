@@ -336,7 +336,7 @@ int main(int argc, char** argv) {
       const auto names = model_filter.empty() ? timbre::models::model_names() : model_filter;
       for (const auto& n : names) {
         auto m = timbre::models::make_model(n);
-        std::printf("%s\n%s\n", n.c_str(), timbre::models::describe_table(*m).c_str());
+        std::printf("%s\n", timbre::models::describe_table(*m).c_str());
       }
       return 0;
     }
