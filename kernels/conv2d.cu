@@ -343,22 +343,9 @@ dim3 plane_grid(long long planes, long long rows, long long cols, dim3 block) {
   return dim3(unsigned(gx), unsigned(gy), unsigned(gz));
 }
 
-// How many consecutive columns one thread of im2col/col2im handles. On a
-// GPU, one (a warp writes 32 consecutive addresses: coalesced). Under
-// simcuda a block's threads run one after another on a CPU core, so a
-// thread per column pays the per-thread cost (index set-up, the loops'
-// bounds) for only R*S stores; a thread per whole row (span = the row's
-// length) pays it once per row and its inner loops become contiguous copies
-// that the compiler vectorises. Same kernel code, another launch shape.
-int g_columns_per_thread = 0;  // 0: the backend's choice (set_im2col_columns_per_thread)
-inline int columns_per_thread(long long cols) {
-  if (g_columns_per_thread > 0) return int(std::min<long long>(g_columns_per_thread, cols));
-#if TIMBRE_BACKEND_SIM
-  return int(cols);
-#else
-  return 1;
-#endif
-}
+// im2col, col2im and the bias fill take a run of columns per thread:
+// columns_per_thread (kernels/grid.h) picks 1 on a GPU, a whole row under
+// simcuda. span_tile is the block shape for a run length.
 inline dim3 span_tile(int span, int block) {
   return span == 1 ? dim3(32, unsigned(block / 32)) : dim3(1, unsigned(block));
 }
@@ -897,7 +884,5 @@ Cost conv2d_im2col_cost(const Conv2dShape& s, int elem) {
 TIMBRE_CONV2D_INSTANTIATE(float)
 TIMBRE_CONV2D_INSTANTIATE(double)
 #undef TIMBRE_CONV2D_INSTANTIATE
-
-void set_im2col_columns_per_thread(int columns) { g_columns_per_thread = columns < 0 ? 0 : columns; }
 
 }  // namespace timbre::kernels

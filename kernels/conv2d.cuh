@@ -227,10 +227,5 @@ Cost conv2d_backward_filter_cost(const Conv2dShape& shape, bool accumulate, int 
 Cost conv2d_backward_bias_cost(const Conv2dShape& shape, bool accumulate, int elem = 4);
 Cost conv2d_im2col_cost(const Conv2dShape& shape, int elem = 4);
 
-// v2_im2col's im2col and col2im give each thread a run of consecutive
-// columns: 1 on a GPU (coalesced warps), a whole row under simcuda (see
-// conv2d.cu). Tests force a span (1 runs the GPU's launch shape under
-// simcuda; 0 restores the backend's choice); the results are the same bits.
-void set_im2col_columns_per_thread(int columns);
 
 }  // namespace timbre::kernels

@@ -1,5 +1,6 @@
 #include "kernels/grid.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -24,5 +25,26 @@ long long max_grid_threads() {
   }();
   return cap;
 }
+
+namespace {
+// 0: the backend's choice. TIMBRE_COLUMNS_PER_THREAD sets it for a whole
+// process (the test suite's GPU-shape re-runs use 1).
+int g_columns_per_thread = [] {
+  const char* env = std::getenv("TIMBRE_COLUMNS_PER_THREAD");
+  return env && *env ? std::max(0, std::atoi(env)) : 0;
+}();
+}  // namespace
+
+int columns_per_thread(long long cols) {
+  if (cols < 1) return 1;
+  if (g_columns_per_thread > 0) return int(g_columns_per_thread < cols ? g_columns_per_thread : cols);
+#if TIMBRE_BACKEND_SIM
+  return int(cols);
+#else
+  return 1;
+#endif
+}
+
+void set_columns_per_thread(int columns) { g_columns_per_thread = columns < 0 ? 0 : columns; }
 
 }  // namespace timbre::kernels

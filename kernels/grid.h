@@ -12,13 +12,28 @@
 //        floats took 8 ns per element that way and 0.85 ns with a thread per
 //        element (docs/benchmarks.md). So the cap is 2^31 threads there.
 // The environment variable TIMBRE_MAX_GRID_THREADS overrides the cap: the
-// test suite re-runs the kernel tests with a tiny cap so that the
-// grid-stride loops (which a GPU runs) are exercised under simcuda too.
+// test suite re-runs the kernel tests with a tiny cap and one column per
+// thread (below) so that the loops and launch shapes a GPU runs are
+// exercised under simcuda too.
 #pragma once
 
 namespace timbre::kernels {
 
 // The cap: TIMBRE_MAX_GRID_THREADS when set (read once), else the backend's.
 long long max_grid_threads();
+
+// Row kernels (im2col, col2im, the conv bias fill, max pooling) give each
+// thread a run of consecutive columns of a row. On a GPU the run is one
+// column: a warp's 32 threads touch 32 consecutive addresses (coalesced).
+// Under simcuda a block's threads run one after another on a core, so a
+// thread per column pays its set-up (indices, loop bounds) for very little
+// work; there the run is the whole row, and the inner loop is a plain loop
+// the compiler vectorises. Same kernel code, another launch shape; the
+// kernels give the same bits for any run length.
+int columns_per_thread(long long cols);
+// Tests: force a run length (1 runs the GPU's launch shape under simcuda);
+// 0 restores the backend's choice. The environment variable
+// TIMBRE_COLUMNS_PER_THREAD sets the starting value.
+void set_columns_per_thread(int columns);
 
 }  // namespace timbre::kernels

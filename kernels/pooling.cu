@@ -137,30 +137,47 @@ struct PoolGeometry {
 __device__ __forceinline__ unsigned first_index() { return blockIdx.x * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ unsigned grid_stride() { return blockDim.x * gridDim.x; }
 
-// One thread per output: the window's maximum and where it is. A NaN wins
-// over everything, a later NaN over an earlier one (v != v is the NaN test:
-// timbre never compiles with fast-math).
+// The window's maximum and where it is, for output (i, j) of a plane. A NaN
+// wins over everything, a later NaN over an earlier one (v != v is the NaN
+// test: timbre never compiles with fast-math).
 template <class T>
-__global__ void max_pool_forward_kernel(const T* x, T* y, int* argmax, PoolGeometry g) {
-  const unsigned total = g.planes * g.oh * g.ow, stride = grid_stride();
-  for (unsigned o = first_index(); o < total; o += stride) {
-    const unsigned t = o / g.ow, plane = t / g.oh;
-    const int j = int(o - t * g.ow), i = int(t - plane * g.oh);
-    const T* xp = x + plane * g.h * g.w;
-    const int corner = i * g.p.sh * g.w + j * g.p.sw;
-    int best_at = corner;
-    T best = T(-INFINITY);
-    for (int r = 0; r < g.p.kh; ++r)
-      for (int q = 0; q < g.p.kw; ++q) {
-        const int at = corner + r * g.w + q;
-        const T v = xp[at];
-        if (v > best || v != v) {
-          best = v;
-          best_at = at;
-        }
+__device__ __forceinline__ void max_window(const T* xp, const PoolGeometry& g, int i, int j,
+                                           T* y, int* argmax) {
+  const int corner = i * g.p.sh * g.w + j * g.p.sw;
+  int best_at = corner;
+  T best = T(-INFINITY);
+  for (int r = 0; r < g.p.kh; ++r)
+    for (int q = 0; q < g.p.kw; ++q) {
+      const int at = corner + r * g.w + q;
+      const T v = xp[at];
+      if (v > best || v != v) {
+        best = v;
+        best_at = at;
       }
-    y[o] = best;
-    argmax[o] = best_at;
+    }
+  *y = best;
+  *argmax = best_at;
+}
+
+// A 3-D grid with no division per output: z over planes, y over output rows
+// i, x over runs of `span` consecutive outputs j of a row (columns_per_thread,
+// kernels/grid.h: 1 on a GPU, the whole row under simcuda). Each output is
+// computed by exactly one thread, in the same way for any span.
+template <class T>
+__global__ void max_pool_forward_kernel(const T* x, T* y, int* argmax, PoolGeometry g, int span) {
+  const unsigned jstep = gridDim.x * blockDim.x * unsigned(span);
+  for (unsigned plane = blockIdx.z; plane < g.planes; plane += gridDim.z) {
+    const T* xp = x + plane * unsigned(g.h * g.w);
+    for (unsigned i = blockIdx.y * blockDim.y + threadIdx.y; i < unsigned(g.oh);
+         i += gridDim.y * blockDim.y) {
+      const unsigned row = (plane * unsigned(g.oh) + i) * unsigned(g.ow);
+      for (unsigned ja = (blockIdx.x * blockDim.x + threadIdx.x) * unsigned(span);
+           ja < unsigned(g.ow); ja += jstep) {
+        const unsigned jb = ja + unsigned(span) < unsigned(g.ow) ? ja + unsigned(span) : unsigned(g.ow);
+        for (unsigned j = ja; j < jb; ++j)
+          max_window(xp, g, int(i), int(j), y + row + j, argmax + row + j);
+      }
+    }
   }
 }
 
@@ -205,35 +222,50 @@ __global__ void avg_pool_forward_kernel(const T* x, T* y, PoolGeometry g) {
 // it iff a < OH, b < OW, r < kh and q < kw. The compile-time flag drops the
 // candidate loops (under simcuda the general loop cost 2x here).
 template <bool Disjoint, class T, class Contribution>
-__device__ __forceinline__ void backward_cells(const PoolGeometry& g, const Contribution& take,
-                                               T* dx, bool accumulate) {
-  const unsigned total = g.planes * g.cells_h * g.cells_w, stride = grid_stride();
-  for (unsigned cell = first_index(); cell < total; cell += stride) {
-    const unsigned t = cell / g.cells_w, plane = t / g.cells_h;
-    const int b = int(cell - t * g.cells_w), a = int(t - plane * g.cells_h);
-    const unsigned out0 = plane * g.oh * g.ow;
-    T* dxp = dx + plane * g.h * g.w;
-    const int i0 = a - g.reach_h > 0 ? a - g.reach_h : 0, i1 = a < g.oh - 1 ? a : g.oh - 1;
-    const int j0 = b - g.reach_w > 0 ? b - g.reach_w : 0, j1 = b < g.ow - 1 ? b : g.ow - 1;
-    const int ih0 = a * g.p.sh, iw0 = b * g.p.sw;
-    for (int ih = ih0; ih < ih0 + g.p.sh && ih < g.h; ++ih)
-      for (int iw = iw0; iw < iw0 + g.p.sw && iw < g.w; ++iw) {
-        const int self = ih * g.w + iw;
-        T sum = T(0);
-        if (Disjoint) {
-          if (a < g.oh && b < g.ow && ih - ih0 < g.p.kh && iw - iw0 < g.p.kw)
-            sum = take(out0 + unsigned(a * g.ow + b), self);
-        } else {
-          for (int i = i0; i <= i1; ++i) {
-            if (i * g.p.sh + g.p.kh <= ih) continue;  // window row i ends above ih
-            for (int j = j0; j <= j1; ++j)
-              if (j * g.p.sw + g.p.kw > iw) sum += take(out0 + unsigned(i * g.ow + j), self);
-          }
+__device__ __forceinline__ void backward_cell(const PoolGeometry& g, const Contribution& take,
+                                              T* dx, bool accumulate, unsigned plane, int a,
+                                              int b) {
+  const unsigned out0 = plane * g.oh * g.ow;
+  T* dxp = dx + plane * g.h * g.w;
+  const int i0 = a - g.reach_h > 0 ? a - g.reach_h : 0, i1 = a < g.oh - 1 ? a : g.oh - 1;
+  const int j0 = b - g.reach_w > 0 ? b - g.reach_w : 0, j1 = b < g.ow - 1 ? b : g.ow - 1;
+  const int ih0 = a * g.p.sh, iw0 = b * g.p.sw;
+  for (int ih = ih0; ih < ih0 + g.p.sh && ih < g.h; ++ih)
+    for (int iw = iw0; iw < iw0 + g.p.sw && iw < g.w; ++iw) {
+      const int self = ih * g.w + iw;
+      T sum = T(0);
+      if (Disjoint) {
+        if (a < g.oh && b < g.ow && ih - ih0 < g.p.kh && iw - iw0 < g.p.kw)
+          sum = take(out0 + unsigned(a * g.ow + b), self);
+      } else {
+        for (int i = i0; i <= i1; ++i) {
+          if (i * g.p.sh + g.p.kh <= ih) continue;  // window row i ends above ih
+          for (int j = j0; j <= j1; ++j)
+            if (j * g.p.sw + g.p.kw > iw) sum += take(out0 + unsigned(i * g.ow + j), self);
         }
-        const T v = take.finish(sum);
-        dxp[self] = accumulate ? dxp[self] + v : v;
       }
-  }
+      const T v = take.finish(sum);
+      dxp[self] = accumulate ? dxp[self] + v : v;
+    }
+}
+
+// Every cell (a, b) of every plane, on a 3-D grid without divisions: z over
+// planes, y over cell rows a, x over runs of `span` consecutive cells b
+// (columns_per_thread, kernels/grid.h).
+template <bool Disjoint, class T, class Contribution>
+__device__ __forceinline__ void backward_cells(const PoolGeometry& g, const Contribution& take,
+                                               T* dx, bool accumulate, int span) {
+  const unsigned bstep = gridDim.x * blockDim.x * unsigned(span);
+  for (unsigned plane = blockIdx.z; plane < g.planes; plane += gridDim.z)
+    for (unsigned a = blockIdx.y * blockDim.y + threadIdx.y; a < unsigned(g.cells_h);
+         a += gridDim.y * blockDim.y)
+      for (unsigned ba = (blockIdx.x * blockDim.x + threadIdx.x) * unsigned(span);
+           ba < unsigned(g.cells_w); ba += bstep) {
+        const unsigned bb =
+            ba + unsigned(span) < unsigned(g.cells_w) ? ba + unsigned(span) : unsigned(g.cells_w);
+        for (unsigned b = ba; b < bb; ++b)
+          backward_cell<Disjoint, T>(g, take, dx, accumulate, plane, int(a), int(b));
+      }
 }
 
 template <class T>
@@ -258,14 +290,16 @@ struct AvgContribution {
 // when at most one window contributes: non-overlapping windows).
 template <class T, bool Disjoint>
 __global__ void max_pool_backward_kernel(const T* dy, const int* argmax, T* dx, PoolGeometry g,
-                                         bool accumulate) {
-  backward_cells<Disjoint, T>(g, MaxContribution<T>{dy, argmax}, dx, accumulate);
+                                         bool accumulate, int span) {
+  backward_cells<Disjoint, T>(g, MaxContribution<T>{dy, argmax}, dx, accumulate, span);
 }
 
 // dx = (the sum of dy over the windows containing this input) / (kh*kw).
 template <class T, bool Disjoint>
-__global__ void avg_pool_backward_kernel(const T* dy, T* dx, PoolGeometry g, bool accumulate) {
-  backward_cells<Disjoint, T>(g, AvgContribution<T>{dy, T(g.p.kh * g.p.kw)}, dx, accumulate);
+__global__ void avg_pool_backward_kernel(const T* dy, T* dx, PoolGeometry g, bool accumulate,
+                                         int span) {
+  backward_cells<Disjoint, T>(g, AvgContribution<T>{dy, T(g.p.kh * g.p.kw)}, dx, accumulate,
+                              span);
 }
 
 // Global average, thread path: one thread per plane sums it in double, in
@@ -385,6 +419,26 @@ unsigned blocks_for(long long items, int block) {
   return grid_1d(items, unsigned(block), unsigned(max_grid_threads() / block));
 }
 
+// The 3-D launch of the row kernels: x over runs of `span` columns, y over
+// rows, z over planes, about max_grid_threads() threads in all (at least one
+// plane).
+struct RowLaunch {
+  dim3 grid, tile;
+  int span;
+};
+RowLaunch row_launch(unsigned planes, int rows, int cols, int block) {
+  RowLaunch l;
+  l.span = columns_per_thread(cols);
+  l.tile = l.span == 1 ? dim3(32, unsigned(block / 32)) : dim3(1, unsigned(block));
+  const long long gx = ceil_div(ceil_div(cols, l.span), l.tile.x);
+  const long long gy = std::min<long long>(ceil_div(rows, l.tile.y), 65535);
+  const long long per_plane = gx * gy * l.tile.x * l.tile.y;
+  const long long gz =
+      std::min<long long>({(long long)planes, 65535, std::max(1LL, max_grid_threads() / per_plane)});
+  l.grid = dim3(unsigned(gx), unsigned(gy), unsigned(gz));
+  return l;
+}
+
 }  // namespace
 
 template <class T>
@@ -396,9 +450,8 @@ void max_pool2d_forward(const T* d_x, T* d_y, int* d_argmax, int n, int c, int h
   check_pointer(op, d_x, "d_x");
   check_pointer(op, d_y, "d_y");
   check_pointer(op, d_argmax, "d_argmax");
-  const long long outputs = (long long)g.planes * g.oh * g.ow;
-  LAUNCH(max_pool_forward_kernel<T>, blocks_for(outputs, block), block, 0, s, d_x, d_y, d_argmax,
-         g);
+  const RowLaunch l = row_launch(g.planes, g.oh, g.ow, block);
+  LAUNCH(max_pool_forward_kernel<T>, l.grid, l.tile, 0, s, d_x, d_y, d_argmax, g, l.span);
 }
 
 template <class T>
@@ -410,13 +463,13 @@ void max_pool2d_backward(const T* d_dy, const int* d_argmax, T* d_dx, int n, int
   check_pointer(op, d_dy, "d_dy");
   check_pointer(op, d_argmax, "d_argmax");
   check_pointer(op, d_dx, "d_dx");
-  const unsigned grid = blocks_for((long long)g.planes * g.cells_h * g.cells_w, block);
+  const RowLaunch l = row_launch(g.planes, g.cells_h, g.cells_w, block);
   if (disjoint(p))
-    LAUNCH((max_pool_backward_kernel<T, true>), grid, block, 0, s, d_dy, d_argmax, d_dx, g,
-           accumulate);
+    LAUNCH((max_pool_backward_kernel<T, true>), l.grid, l.tile, 0, s, d_dy, d_argmax, d_dx, g,
+           accumulate, l.span);
   else
-    LAUNCH((max_pool_backward_kernel<T, false>), grid, block, 0, s, d_dy, d_argmax, d_dx, g,
-           accumulate);
+    LAUNCH((max_pool_backward_kernel<T, false>), l.grid, l.tile, 0, s, d_dy, d_argmax, d_dx, g,
+           accumulate, l.span);
 }
 
 template <class T>
@@ -439,11 +492,13 @@ void avg_pool2d_backward(const T* d_dy, T* d_dx, int n, int c, int h, int w, Poo
   if (n == 0) return;
   check_pointer(op, d_dy, "d_dy");
   check_pointer(op, d_dx, "d_dx");
-  const unsigned grid = blocks_for((long long)g.planes * g.cells_h * g.cells_w, block);
+  const RowLaunch l = row_launch(g.planes, g.cells_h, g.cells_w, block);
   if (disjoint(p))
-    LAUNCH((avg_pool_backward_kernel<T, true>), grid, block, 0, s, d_dy, d_dx, g, accumulate);
+    LAUNCH((avg_pool_backward_kernel<T, true>), l.grid, l.tile, 0, s, d_dy, d_dx, g, accumulate,
+           l.span);
   else
-    LAUNCH((avg_pool_backward_kernel<T, false>), grid, block, 0, s, d_dy, d_dx, g, accumulate);
+    LAUNCH((avg_pool_backward_kernel<T, false>), l.grid, l.tile, 0, s, d_dy, d_dx, g, accumulate,
+           l.span);
 }
 
 template <class T>

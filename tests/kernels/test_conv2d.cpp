@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "kernels/conv2d.cuh"
+#include "kernels/grid.h"
 #include "kernels/device_buffer.h"
 #include "tests/testing.h"
 
@@ -197,12 +198,12 @@ TYPED_TEST(Conv2dTest, ForwardMatchesReference) {
           // im2col's columns per thread: the backend's choice, the GPU's (1), and 3.
           for (int span : {0, 1, 3})
           for (size_t ws : pr.workspaces()) {
-            k::set_im2col_columns_per_thread(span);
+            k::set_columns_per_thread(span);
             DeviceBuffer<T> d_ws(ws / sizeof(T));
             poison(d_y);
             k::conv2d_forward_v2_im2col<T>(sh, d_x.get(), d_w.get(), bp, d_y.get(), d_ws.get(),
                                            ws, handle(), nullptr, block);
-            k::set_im2col_columns_per_thread(0);
+            k::set_columns_per_thread(0);
             EXPECT_TRUE(all_close(d_y.to_host(), ref[bias], tol))
                 << "v2, block " << block << ", bias " << bias << ", workspace " << ws
                 << ", span " << span;
@@ -239,12 +240,12 @@ TYPED_TEST(Conv2dTest, BackwardDataMatchesReference) {
           // col2im's columns per thread: the backend's choice, the GPU's (1), and 3.
           for (int span : {0, 1, 3})
           for (size_t ws : pr.workspaces()) {
-            k::set_im2col_columns_per_thread(span);
+            k::set_columns_per_thread(span);
             DeviceBuffer<T> d_ws(ws / sizeof(T));
             reset();
             k::conv2d_backward_data_v2_im2col<T>(sh, d_w.get(), d_dy.get(), d_dx.get(), acc,
                                                  d_ws.get(), ws, handle(), nullptr, block);
-            k::set_im2col_columns_per_thread(0);
+            k::set_columns_per_thread(0);
             EXPECT_TRUE(all_close(d_dx.to_host(), ref, tol))
                 << "v2, block " << block << ", accumulate " << acc << ", workspace " << ws
                 << ", span " << span;
@@ -503,9 +504,9 @@ TEST(Conv2dDeterminism, SameBitsEveryRun) {
   // The GPU's launch shape (one column per thread) and a span of 5 give the
   // same bits as the backend's choice: each pixel sums its taps in one order.
   for (int span : {1, 5}) {
-    k::set_im2col_columns_per_thread(span);
+    k::set_columns_per_thread(span);
     const auto other = run_v2(ws);
-    k::set_im2col_columns_per_thread(0);
+    k::set_columns_per_thread(0);
     for (int i = 0; i < 4; ++i) EXPECT_TRUE(same_bits(other[i], first_v2[i])) << names[i] << ", span " << span;
   }
 }

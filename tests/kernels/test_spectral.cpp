@@ -354,7 +354,9 @@ TEST(SpectralClipMax, MatchesReference) {
             << "per_clip " << per_clip << " block " << block;
       });
     }
-    if (per_clip > 1) EXPECT_TRUE(std::isnan(ref[3]));
+    if (per_clip > 1) {
+      EXPECT_TRUE(std::isnan(ref[3]));
+    }
   }
 }
 
@@ -386,8 +388,12 @@ TEST(SpectralPowerToDb, MatchesReference) {
       });
       // Properties of the reference: the floor and the reference level.
       const auto mm = std::minmax_element(ref.begin(), ref.begin() + per_clip);
-      if (ref_is_max) EXPECT_EQ(*mm.second, 0.f);
-      if (top_db > 0) EXPECT_NEAR(*mm.second - *mm.first, 80.0, 1e-4);
+      if (ref_is_max) {
+        EXPECT_EQ(*mm.second, 0.f);
+      }
+      if (top_db > 0) {
+        EXPECT_NEAR(*mm.second - *mm.first, 80.0, 1e-4);
+      }
       // The silent clip: everything at amin, 0 dB relative to itself, -100 absolute.
       EXPECT_EQ(ref[size_t(2 * per_clip)], ref_is_max ? 0.f : -100.f);
     }
