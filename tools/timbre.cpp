@@ -347,7 +347,9 @@ int main(int argc, char** argv) {
     }
     if (trn->parsed()) {
       install_stop_handlers();
-      if (!tr.resume) {
+      struct stat st;
+      const bool has_run = ::stat((tr.out + "/last.ckpt").c_str(), &st) == 0;
+      if (!tr.resume && !has_run) {  // (run_train refuses an existing run: keep its files)
         // The effective configuration, as a TOML file --config accepts.
         ::mkdir(tr.out.c_str(), 0777);
         write_file_atomic(tr.out + "/config.toml",

@@ -386,6 +386,24 @@ TEST_F(Pipeline, TrainUsageErrorsExit2) {
   EXPECT_FALSE(std::filesystem::exists(run / "r/last.ckpt"));
 }
 
+TEST_F(Pipeline, AnExistingRunIsNotTouchedWithoutResume) {
+  TempDir run;
+  tt::TrainOptions o = options(run / "r");
+  o.epochs = 1;
+  tt::run_train(o);
+  std::ofstream(run / "r/config.toml") << "# the first run's\n";
+  const auto before = std::filesystem::last_write_time(run / "r/last.ckpt");
+  const auto [rc, out] = sh(kTimbre + " train --model rescnn --data " + data() + " --out " +
+                            (run / "r") + " --epochs 1");
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("--resume"), std::string::npos) << out;
+  std::ifstream cfg(run / "r/config.toml");
+  std::string first;
+  std::getline(cfg, first);
+  EXPECT_EQ(first, "# the first run's");
+  EXPECT_EQ(std::filesystem::last_write_time(run / "r/last.ckpt"), before);
+}
+
 TEST_F(Pipeline, ConfigFileAndCommandLine) {
   TempDir run;
   {
