@@ -155,7 +155,7 @@ std::string train_config_toml(const timbre::tools::TrainOptions& o, double lr) {
 
 int main(int argc, char** argv) {
   using namespace timbre::tools;
-  CLI::App app{"timbre: music genre classification on its own CUDA engine"};
+  CLI::App app{"timbre: music genre classification on its own CUDA engine", "timbre"};
   app.require_subcommand(1);
   app.allow_config_extras(CLI::config_extras_mode::error);
 
