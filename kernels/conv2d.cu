@@ -345,10 +345,7 @@ dim3 plane_grid(long long planes, long long rows, long long cols, dim3 block) {
 
 // im2col, col2im and the bias fill take a run of columns per thread:
 // columns_per_thread (kernels/grid.h) picks 1 on a GPU, a whole row under
-// simcuda. span_tile is the block shape for a run length.
-inline dim3 span_tile(int span, int block) {
-  return span == 1 ? dim3(32, unsigned(block / 32)) : dim3(1, unsigned(block));
-}
+// simcuda; row_launch (there too) shapes im2col's and col2im's launches.
 
 // im2col for `planes` = images*C input planes starting at x:
 //   col[(plane*R + r)*S + s][p*Q + q] = x[plane][p*stride_h - pad_h + r][q*stride_w - pad_w + s]
@@ -689,10 +686,8 @@ void conv2d_forward_v2_im2col(const Conv2dShape& shape, const T* d_x, const T* d
     long long col_step = image_x;
     if (!shape.pointwise()) {
       const long long planes = (long long)count * d.C;
-      const int span = columns_per_thread(d.Q);
-      const dim3 t = span_tile(span, block);
-      LAUNCH(im2col_kernel<T>, plane_grid(planes, d.P, ceil_div(d.Q, span), t), t, 0, stream, d,
-             planes, span, col, d_workspace);
+      const RowLaunch l = row_launch(planes, d.P, d.Q, block);
+      LAUNCH(im2col_kernel<T>, l.grid, l.tile, 0, stream, d, planes, l.span, col, d_workspace);
       col = d_workspace;
       col_step = (long long)CRS * PQ;
     }
@@ -730,10 +725,9 @@ void conv2d_backward_data_v2_im2col(const Conv2dShape& shape, const T* d_w, cons
     gemm_batched(handle, CUBLAS_OP_N, CUBLAS_OP_T, PQ, CRS, d.K, dy, PQ, image_y, d_w, CRS, 0,
                  T(0), d_workspace, PQ, col_step, count);
     const long long planes = (long long)count * d.C;
-    const int span = columns_per_thread(d.W);
-    const dim3 t = span_tile(span, block);
-    LAUNCH(col2im_kernel<T>, plane_grid(planes, d.H, ceil_div(d.W, span), t), t, 0, stream, d,
-           planes, span, d_workspace, dx, accumulate);
+    const RowLaunch l = row_launch(planes, d.H, d.W, block);
+    LAUNCH(col2im_kernel<T>, l.grid, l.tile, 0, stream, d, planes, l.span, d_workspace, dx,
+           accumulate);
   }
 }
 
@@ -759,10 +753,8 @@ void conv2d_backward_filter_v2_im2col(const Conv2dShape& shape, const T* d_x, co
     long long col_step = image_x;
     if (!shape.pointwise()) {
       const long long planes = (long long)count * d.C;
-      const int span = columns_per_thread(d.Q);
-      const dim3 t = span_tile(span, block);
-      LAUNCH(im2col_kernel<T>, plane_grid(planes, d.P, ceil_div(d.Q, span), t), t, 0, stream, d,
-             planes, span, col, d_workspace);
+      const RowLaunch l = row_launch(planes, d.P, d.Q, block);
+      LAUNCH(im2col_kernel<T>, l.grid, l.tile, 0, stream, d, planes, l.span, col, d_workspace);
       col = d_workspace;
       col_step = (long long)CRS * PQ;
     }

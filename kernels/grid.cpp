@@ -47,4 +47,18 @@ int columns_per_thread(long long cols) {
 
 void set_columns_per_thread(int columns) { g_columns_per_thread = columns < 0 ? 0 : columns; }
 
+RowLaunch row_launch(long long planes, long long rows, long long cols, int block) {
+  auto ceil_div = [](long long a, long long b) { return (a + b - 1) / b; };
+  RowLaunch l;
+  l.span = columns_per_thread(cols);
+  l.tile = l.span == 1 ? dim3(32, unsigned(block / 32)) : dim3(1, unsigned(block));
+  const long long gx = std::min<long long>(ceil_div(ceil_div(cols, l.span), l.tile.x), 65535);
+  const long long gy = std::min<long long>(ceil_div(rows, l.tile.y), 65535);
+  const long long per_plane = gx * gy * l.tile.x * l.tile.y;
+  const long long gz =
+      std::min<long long>({planes, 65535LL, std::max(1LL, max_grid_threads() / per_plane)});
+  l.grid = dim3(unsigned(gx), unsigned(gy), unsigned(gz));
+  return l;
+}
+
 }  // namespace timbre::kernels

@@ -17,6 +17,8 @@
 // exercised under simcuda too.
 #pragma once
 
+#include <cuda_runtime_api.h>  // dim3
+
 namespace timbre::kernels {
 
 // The cap: TIMBRE_MAX_GRID_THREADS when set (read once), else the backend's.
@@ -35,5 +37,17 @@ int columns_per_thread(long long cols);
 // 0 restores the backend's choice. The environment variable
 // TIMBRE_COLUMNS_PER_THREAD sets the starting value.
 void set_columns_per_thread(int columns);
+
+// The launch of a row kernel over `planes` planes of rows x cols: x over
+// runs of `span` = columns_per_thread(cols) columns (block 32 x block/32 for
+// single columns, 1 x block for runs), y over rows, z over planes (each at
+// most 65535 blocks; the kernels' loops stride beyond), about
+// max_grid_threads() threads in all, at least one plane. block: a multiple
+// of 32.
+struct RowLaunch {
+  dim3 grid, tile;
+  int span;
+};
+RowLaunch row_launch(long long planes, long long rows, long long cols, int block);
 
 }  // namespace timbre::kernels

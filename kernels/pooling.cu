@@ -419,26 +419,6 @@ unsigned blocks_for(long long items, int block) {
   return grid_1d(items, unsigned(block), unsigned(max_grid_threads() / block));
 }
 
-// The 3-D launch of the row kernels: x over runs of `span` columns, y over
-// rows, z over planes, about max_grid_threads() threads in all (at least one
-// plane).
-struct RowLaunch {
-  dim3 grid, tile;
-  int span;
-};
-RowLaunch row_launch(unsigned planes, int rows, int cols, int block) {
-  RowLaunch l;
-  l.span = columns_per_thread(cols);
-  l.tile = l.span == 1 ? dim3(32, unsigned(block / 32)) : dim3(1, unsigned(block));
-  const long long gx = ceil_div(ceil_div(cols, l.span), l.tile.x);
-  const long long gy = std::min<long long>(ceil_div(rows, l.tile.y), 65535);
-  const long long per_plane = gx * gy * l.tile.x * l.tile.y;
-  const long long gz =
-      std::min<long long>({(long long)planes, 65535, std::max(1LL, max_grid_threads() / per_plane)});
-  l.grid = dim3(unsigned(gx), unsigned(gy), unsigned(gz));
-  return l;
-}
-
 }  // namespace
 
 template <class T>
