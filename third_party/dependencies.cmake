@@ -17,6 +17,7 @@ if(TIMBRE_BACKEND STREQUAL "sim")
   find_package(Boost 1.71 REQUIRED COMPONENTS context)
   pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas)
   pkg_check_modules(FFTW3F REQUIRED IMPORTED_TARGET fftw3f)
+  pkg_check_modules(FFTW3 REQUIRED IMPORTED_TARGET fftw3)
   find_package(OpenMP REQUIRED COMPONENTS CXX)
 
   # Thrust/CUB (CCCL) ship with the toolkit; in the sim flavour Thrust runs on

@@ -1,5 +1,6 @@
-// cufft.cpp: simcuda's cuFFT subset (single precision R2C, C2R, C2C of rank
-// 1 to 3, batched), computed on the CPU by FFTW.
+// cufft.cpp: simcuda's cuFFT subset (R2C, C2R, C2C in single precision and
+// D2Z, Z2D, Z2Z in double, of rank 1 to 3, batched), computed on the CPU by
+// FFTW (fftw3f and fftw3).
 //
 // Transforms are unnormalised, as in cuFFT and FFTW:
 //   X[k] = sum_j x[j] exp(sign * 2*pi*i * j*k / n),  sign = -1 forward, +1 inverse
@@ -18,7 +19,10 @@
 //       input[b*idist + ((x*inembed[1] + y)*inembed[2] + z)*istride]
 //     (fewer terms for lower ranks) and likewise for the output; inembed[0]
 //     and onembed[0] are not used, idist/odist take their place. Strides are
-//     counted in elements of each array's type (float or float2).
+//     counted in elements of each array's type (float or float2; double or
+//     double2).
+// The double types follow the same rules: D2Z is R2C, Z2D is C2R and Z2Z is
+// C2C with double and double2 in place of float and float2.
 // Whether a transform is in place is only known at exec time (idata ==
 // odata), so the FFTW plan is made at the first exec of each kind and cached
 // in the cuFFT plan: per in-place or not, direction, and alignment. Planning
@@ -43,7 +47,7 @@
 //     CUFFT_FORWARD/CUFFT_INVERSE: CUFFT_INVALID_VALUE (the handle is valid;
 //     the documented meaning of INVALID_VALUE is "idata, odata or direction
 //     is not valid");
-//   * plan creation: a type outside R2C/C2R/C2C -> CUFFT_INVALID_TYPE;
+//   * plan creation: a type outside the six above -> CUFFT_INVALID_TYPE;
 //     rank outside 1..3, n[i] < 1, batch < 1 or sizes whose element counts
 //     overflow -> CUFFT_INVALID_SIZE; NULL plan or n, and in the advanced
 //     layout a stride < 1, a dist < 0 or an embed smaller than the data it
@@ -68,10 +72,33 @@ namespace {
 
 // One way an exec call lays out its arrays, in FFTW's guru terms: per
 // dimension the logical size and the input/output strides, and the batch.
+// (fftw_iodim64 and fftwf_iodim64 are one type in fftw3.h.)
 struct Layout {
   fftwf_iodim64 dims[3];
   fftwf_iodim64 batch;     // n = batch count, is = idist, os = odist
   int64_t in_elements = 0;  // input elements spanned (first to last + 1)
+};
+
+// The three kinds of transform, whatever the precision.
+enum class Kind { r2c, c2r, c2c };
+Kind kind_of(cufftType t) {
+  return t == CUFFT_R2C || t == CUFFT_D2Z ? Kind::r2c
+         : t == CUFFT_C2R || t == CUFFT_Z2D ? Kind::c2r
+                                            : Kind::c2c;
+}
+bool is_double(cufftType t) { return t == CUFFT_D2Z || t == CUFFT_Z2D || t == CUFFT_Z2Z; }
+
+// An FFTW plan of either precision (fftw_plan and fftwf_plan are distinct
+// pointer types), owned.
+struct FftwPlan {
+  fftwf_plan f = nullptr;
+  fftw_plan d = nullptr;
+  explicit operator bool() const { return f != nullptr || d != nullptr; }
+  void reset() {
+    if (f) fftwf_destroy_plan(f);
+    if (d) fftw_destroy_plan(d);
+    f = nullptr, d = nullptr;
+  }
 };
 
 struct Plan {
@@ -81,14 +108,12 @@ struct Plan {
   cudaStream_t stream = nullptr;
   // FFTW plans made so far, by slot(in_place, inverse, unaligned); via_scratch
   // plans (in-place layout run out of place from a copy) by direction.
-  fftwf_plan fftw[8] = {};
-  fftwf_plan via_scratch[2] = {};
+  FftwPlan fftw[8];
+  FftwPlan via_scratch[2];
 
   ~Plan() {
-    for (fftwf_plan p : fftw)
-      if (p) fftwf_destroy_plan(p);
-    for (fftwf_plan p : via_scratch)
-      if (p) fftwf_destroy_plan(p);
+    for (FftwPlan& p : fftw) p.reset();
+    for (FftwPlan& p : via_scratch) p.reset();
   }
 };
 
@@ -112,8 +137,8 @@ bool make_layout(int rank, const int64_t* n, cufftType type, int64_t batch, bool
   // Logical extents of the input and output arrays.
   int64_t in_len[3], out_len[3];
   for (int d = 0; d < rank; ++d) in_len[d] = out_len[d] = n[d];
-  if (type == CUFFT_R2C) out_len[last] = half;
-  if (type == CUFFT_C2R) in_len[last] = half;
+  if (kind_of(type) == Kind::r2c) out_len[last] = half;
+  if (kind_of(type) == Kind::c2r) in_len[last] = half;
 
   int64_t iemb[3], oemb[3], is, os, id, od;
   if (advanced) {
@@ -122,8 +147,8 @@ bool make_layout(int rank, const int64_t* n, cufftType type, int64_t batch, bool
   } else {
     // Contiguous; in place, the real rows are padded to 2*(n/2+1) floats.
     for (int d = 0; d < rank; ++d) iemb[d] = in_len[d], oemb[d] = out_len[d];
-    if (in_place && type == CUFFT_R2C) iemb[last] = 2 * half;
-    if (in_place && type == CUFFT_C2R) oemb[last] = 2 * half;
+    if (in_place && kind_of(type) == Kind::r2c) iemb[last] = 2 * half;
+    if (in_place && kind_of(type) == Kind::c2r) oemb[last] = 2 * half;
     is = os = 1;
     id = od = 1;
     for (int d = 0; d < rank; ++d)
@@ -150,39 +175,87 @@ bool make_layout(int rank, const int64_t* n, cufftType type, int64_t batch, bool
   return true;
 }
 
-fftwf_plan plan_fftw(const Plan& p, const Layout& L, void* in, void* out, int sign,
-                     unsigned flags) {
-  switch (p.type) {
-    case CUFFT_R2C:
-      return fftwf_plan_guru64_dft_r2c(p.rank, L.dims, 1, &L.batch, static_cast<float*>(in),
-                                       static_cast<fftwf_complex*>(out), flags);
-    case CUFFT_C2R:
-      return fftwf_plan_guru64_dft_c2r(p.rank, L.dims, 1, &L.batch,
-                                       static_cast<fftwf_complex*>(in), static_cast<float*>(out),
-                                       flags);
-    default:
-      return fftwf_plan_guru64_dft(p.rank, L.dims, 1, &L.batch, static_cast<fftwf_complex*>(in),
-                                   static_cast<fftwf_complex*>(out), sign, flags);
+FftwPlan plan_fftw(const Plan& p, const Layout& L, void* in, void* out, int sign,
+                   unsigned flags) {
+  FftwPlan r;
+  const auto* dims = reinterpret_cast<const fftw_iodim64*>(L.dims);
+  const auto* batch = reinterpret_cast<const fftw_iodim64*>(&L.batch);
+  if (is_double(p.type)) {
+    switch (kind_of(p.type)) {
+      case Kind::r2c:
+        r.d = fftw_plan_guru64_dft_r2c(p.rank, dims, 1, batch, static_cast<double*>(in),
+                                       static_cast<fftw_complex*>(out), flags);
+        break;
+      case Kind::c2r:
+        r.d = fftw_plan_guru64_dft_c2r(p.rank, dims, 1, batch, static_cast<fftw_complex*>(in),
+                                       static_cast<double*>(out), flags);
+        break;
+      case Kind::c2c:
+        r.d = fftw_plan_guru64_dft(p.rank, dims, 1, batch, static_cast<fftw_complex*>(in),
+                                   static_cast<fftw_complex*>(out), sign, flags);
+        break;
+    }
+    return r;
   }
+  switch (kind_of(p.type)) {
+    case Kind::r2c:
+      r.f = fftwf_plan_guru64_dft_r2c(p.rank, L.dims, 1, &L.batch, static_cast<float*>(in),
+                                      static_cast<fftwf_complex*>(out), flags);
+      break;
+    case Kind::c2r:
+      r.f = fftwf_plan_guru64_dft_c2r(p.rank, L.dims, 1, &L.batch,
+                                      static_cast<fftwf_complex*>(in), static_cast<float*>(out),
+                                      flags);
+      break;
+    case Kind::c2c:
+      r.f = fftwf_plan_guru64_dft(p.rank, L.dims, 1, &L.batch, static_cast<fftwf_complex*>(in),
+                                  static_cast<fftwf_complex*>(out), sign, flags);
+      break;
+  }
+  return r;
 }
 
-void run_fftw(cufftType type, fftwf_plan f, void* in, void* out) {
-  switch (type) {
-    case CUFFT_R2C:
-      fftwf_execute_dft_r2c(f, static_cast<float*>(in), static_cast<fftwf_complex*>(out));
+void run_fftw(cufftType type, const FftwPlan& f, void* in, void* out) {
+  if (is_double(type)) {
+    switch (kind_of(type)) {
+      case Kind::r2c:
+        fftw_execute_dft_r2c(f.d, static_cast<double*>(in), static_cast<fftw_complex*>(out));
+        break;
+      case Kind::c2r:
+        fftw_execute_dft_c2r(f.d, static_cast<fftw_complex*>(in), static_cast<double*>(out));
+        break;
+      case Kind::c2c:
+        fftw_execute_dft(f.d, static_cast<fftw_complex*>(in), static_cast<fftw_complex*>(out));
+        break;
+    }
+    return;
+  }
+  switch (kind_of(type)) {
+    case Kind::r2c:
+      fftwf_execute_dft_r2c(f.f, static_cast<float*>(in), static_cast<fftwf_complex*>(out));
       break;
-    case CUFFT_C2R:
-      fftwf_execute_dft_c2r(f, static_cast<fftwf_complex*>(in), static_cast<float*>(out));
+    case Kind::c2r:
+      fftwf_execute_dft_c2r(f.f, static_cast<fftwf_complex*>(in), static_cast<float*>(out));
       break;
-    default:
-      fftwf_execute_dft(f, static_cast<fftwf_complex*>(in), static_cast<fftwf_complex*>(out));
+    case Kind::c2c:
+      fftwf_execute_dft(f.f, static_cast<fftwf_complex*>(in), static_cast<fftwf_complex*>(out));
       break;
   }
 }
 
 // Bytes of one input element.
 size_t in_element_bytes(cufftType type) {
-  return type == CUFFT_R2C ? sizeof(float) : sizeof(fftwf_complex);
+  const size_t real = is_double(type) ? sizeof(double) : sizeof(float);
+  return kind_of(type) == Kind::r2c ? real : 2 * real;
+}
+
+// FFTW's alignment test (the same SIMD alignment in both precisions).
+bool unaligned_pair(cufftType type, void* in, void* out) {
+  if (is_double(type))
+    return fftw_alignment_of(static_cast<double*>(in)) != 0 ||
+           fftw_alignment_of(static_cast<double*>(out)) != 0;
+  return fftwf_alignment_of(static_cast<float*>(in)) != 0 ||
+         fftwf_alignment_of(static_cast<float*>(out)) != 0;
 }
 
 cufftResult exec(cufftHandle handle, cufftType type, void* in, void* out, int sign) {
@@ -195,12 +268,12 @@ cufftResult exec(cufftHandle handle, cufftType type, void* in, void* out, int si
   const bool in_place = in == out;
   const bool inverse = sign == CUFFT_INVERSE;
   const Layout& L = p->layout[in_place];
-  const bool unaligned = fftwf_alignment_of(static_cast<float*>(in)) != 0 ||
-                         fftwf_alignment_of(static_cast<float*>(out)) != 0;
-  fftwf_plan& cached = p->fftw[in_place * 4 + inverse * 2 + unaligned];
-  if (cached == nullptr)
+  const bool unaligned = unaligned_pair(type, in, out);
+  FftwPlan& cached = p->fftw[in_place * 4 + inverse * 2 + unaligned];
+  if (!cached)
     cached = plan_fftw(*p, L, in, out, sign, FFTW_ESTIMATE | (unaligned ? FFTW_UNALIGNED : 0u));
-  if (const fftwf_plan f = cached) {
+  if (cached) {
+    const FftwPlan f = cached;
     lock.unlock();
     run_fftw(type, f, in, out);
     return CUFFT_SUCCESS;
@@ -214,11 +287,11 @@ cufftResult exec(cufftHandle handle, cufftType type, void* in, void* out, int si
   } catch (const std::bad_alloc&) {
     return CUFFT_ALLOC_FAILED;
   }
-  fftwf_plan& cached_copy = p->via_scratch[inverse];
-  if (cached_copy == nullptr)
+  FftwPlan& cached_copy = p->via_scratch[inverse];
+  if (!cached_copy)
     cached_copy = plan_fftw(*p, L, scratch.data(), out, sign, FFTW_ESTIMATE | FFTW_UNALIGNED);
-  const fftwf_plan g = cached_copy;
-  if (g == nullptr) return CUFFT_EXEC_FAILED;
+  const FftwPlan g = cached_copy;
+  if (!g) return CUFFT_EXEC_FAILED;
   lock.unlock();
   std::memcpy(scratch.data(), in, scratch.size());
   run_fftw(type, g, scratch.data(), out);
@@ -233,7 +306,9 @@ cufftResult cufftPlanMany(cufftHandle* plan, int rank, int* n, int* inembed, int
                           int idist, int* onembed, int ostride, int odist, cufftType type,
                           int batch) {
   if (plan == nullptr) return CUFFT_INVALID_VALUE;
-  if (type != CUFFT_R2C && type != CUFFT_C2R && type != CUFFT_C2C) return CUFFT_INVALID_TYPE;
+  if (type != CUFFT_R2C && type != CUFFT_C2R && type != CUFFT_C2C && type != CUFFT_D2Z &&
+      type != CUFFT_Z2D && type != CUFFT_Z2Z)
+    return CUFFT_INVALID_TYPE;
   if (rank < 1 || rank > 3) return CUFFT_INVALID_SIZE;
   if (n == nullptr) return CUFFT_INVALID_VALUE;
   if (batch < 1) return CUFFT_INVALID_SIZE;
@@ -249,8 +324,8 @@ cufftResult cufftPlanMany(cufftHandle* plan, int rank, int* n, int* inembed, int
     if (istride < 1 || ostride < 1 || idist < 0 || odist < 0) return CUFFT_INVALID_VALUE;
     for (int d = 1; d < rank; ++d) {  // embed[0] is not used
       const bool last = d == rank - 1;
-      const int64_t in_len = last && type == CUFFT_C2R ? n64[d] / 2 + 1 : n64[d];
-      const int64_t out_len = last && type == CUFFT_R2C ? n64[d] / 2 + 1 : n64[d];
+      const int64_t in_len = last && kind_of(type) == Kind::c2r ? n64[d] / 2 + 1 : n64[d];
+      const int64_t out_len = last && kind_of(type) == Kind::r2c ? n64[d] / 2 + 1 : n64[d];
       if (inembed[d] < in_len || onembed[d] < out_len) return CUFFT_INVALID_VALUE;
     }
   }
@@ -287,6 +362,19 @@ cufftResult cufftExecC2R(cufftHandle plan, cufftComplex* idata, cufftReal* odata
 cufftResult cufftExecC2C(cufftHandle plan, cufftComplex* idata, cufftComplex* odata,
                          int direction) {
   return exec(plan, CUFFT_C2C, idata, odata, direction);
+}
+
+cufftResult cufftExecD2Z(cufftHandle plan, cufftDoubleReal* idata, cufftDoubleComplex* odata) {
+  return exec(plan, CUFFT_D2Z, idata, odata, CUFFT_FORWARD);
+}
+
+cufftResult cufftExecZ2D(cufftHandle plan, cufftDoubleComplex* idata, cufftDoubleReal* odata) {
+  return exec(plan, CUFFT_Z2D, idata, odata, CUFFT_INVERSE);
+}
+
+cufftResult cufftExecZ2Z(cufftHandle plan, cufftDoubleComplex* idata, cufftDoubleComplex* odata,
+                         int direction) {
+  return exec(plan, CUFFT_Z2Z, idata, odata, direction);
 }
 
 cufftResult cufftSetStream(cufftHandle plan, cudaStream_t stream) {

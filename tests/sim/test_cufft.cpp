@@ -586,4 +586,80 @@ TEST(Cufft, PlanCreationErrors) {
 #endif
 }
 
+// Double precision (D2Z, Z2D, Z2Z): the same layouts as R2C, C2R and C2C
+// with double and double2. Batched 1-D transforms at an odd and a power-of-two
+// length against the DFT in double. Tolerance: FFTW's double error grows like
+// log2(n) * eps * max|X|; 1e-12 * (1 + max|X|) leaves a wide margin at n 2048
+// while a float transform (eps 6e-8) would miss it by orders of magnitude.
+TEST(Cufft, DoublePrecisionD2ZZ2DZ2Z) {
+  for (const int n : {15, 2048}) {
+    SCOPED_TRACE("n=" + std::to_string(n));
+    const int batch = 3, half = n / 2 + 1;
+    const auto xf = random_floats(size_t(batch) * n, 11 + n);
+    std::vector<double> x(xf.begin(), xf.end());
+    for (size_t i = 0; i < x.size(); ++i) x[i] += 1e-3 * std::sin(double(i));  // not float-exact
+
+    // D2Z, out of place.
+    DeviceBuffer<double> din(x);
+    DeviceBuffer<double2> dspec(size_t(batch) * half);
+    cufftHandle d2z = 0, z2d = 0, z2z = 0;
+    CUFFT_CHECK(cufftPlan1d(&d2z, n, CUFFT_D2Z, batch));
+    CUFFT_CHECK(cufftExecD2Z(d2z, din.get(), reinterpret_cast<cufftDoubleComplex*>(dspec.get())));
+    const auto spec = dspec.to_host();
+    double worst = 0, scale = 0;
+    std::vector<cd> full(size_t(batch) * n);
+    for (int b = 0; b < batch; ++b) {
+      std::vector<cd> row(x.begin() + size_t(b) * n, x.begin() + size_t(b + 1) * n);
+      const auto X = dft(row, {n}, -1);
+      std::copy(X.begin(), X.end(), full.begin() + size_t(b) * n);
+      for (int k = 0; k < half; ++k) {
+        const double2 got = spec[size_t(b) * half + k];
+        worst = std::max(worst, std::abs(cd(got.x, got.y) - X[k]));
+        scale = std::max(scale, std::abs(X[k]));
+      }
+    }
+    EXPECT_LE(worst, 1e-12 * (1 + scale)) << "D2Z";
+
+    // Z2D of that spectrum gives n * x back (unnormalised).
+    DeviceBuffer<double> dback(size_t(batch) * n);
+    CUFFT_CHECK(cufftPlan1d(&z2d, n, CUFFT_Z2D, batch));
+    CUFFT_CHECK(cufftExecZ2D(z2d, reinterpret_cast<cufftDoubleComplex*>(dspec.get()), dback.get()));
+    const auto back = dback.to_host();
+    worst = 0;
+    for (size_t i = 0; i < x.size(); ++i) worst = std::max(worst, std::abs(back[i] - n * x[i]));
+    EXPECT_LE(worst, 1e-12 * n) << "Z2D";
+
+    // Z2Z forward in place on the full complex rows.
+    std::vector<double2> z(full.size());
+    for (size_t i = 0; i < z.size(); ++i) z[i] = double2{x[i], -x[i] * 0.5};
+    DeviceBuffer<double2> dz(z);
+    CUFFT_CHECK(cufftPlan1d(&z2z, n, CUFFT_Z2Z, batch));
+    auto* zc = reinterpret_cast<cufftDoubleComplex*>(dz.get());
+    CUFFT_CHECK(cufftExecZ2Z(z2z, zc, zc, CUFFT_FORWARD));
+    const auto Z = dz.to_host();
+    worst = 0, scale = 0;
+    for (int b = 0; b < batch; ++b) {
+      std::vector<cd> row(static_cast<size_t>(n));
+      for (int j = 0; j < n; ++j) row[j] = cd(z[size_t(b) * n + j].x, z[size_t(b) * n + j].y);
+      const auto X = dft(row, {n}, -1);
+      for (int k = 0; k < n; ++k) {
+        const double2 got = Z[size_t(b) * n + k];
+        worst = std::max(worst, std::abs(cd(got.x, got.y) - X[k]));
+        scale = std::max(scale, std::abs(X[k]));
+      }
+    }
+    EXPECT_LE(worst, 1e-12 * (1 + scale)) << "Z2Z";
+
+    // A double exec on a single-precision plan (and the reverse) is refused.
+    cufftHandle r2c = 0;
+    CUFFT_CHECK(cufftPlan1d(&r2c, n, CUFFT_R2C, 1));
+    EXPECT_NE(cufftExecD2Z(r2c, din.get(), reinterpret_cast<cufftDoubleComplex*>(dspec.get())),
+              CUFFT_SUCCESS);
+    EXPECT_NE(cufftExecR2C(d2z, reinterpret_cast<float*>(din.get()),
+                           reinterpret_cast<cufftComplex*>(dspec.get())),
+              CUFFT_SUCCESS);
+    for (cufftHandle h : {d2z, z2d, z2z, r2c}) CUFFT_CHECK(cufftDestroy(h));
+  }
+}
+
 }  // namespace
