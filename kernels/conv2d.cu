@@ -400,7 +400,7 @@ __global__ void im2col_kernel(Dims d, long long planes, int span, const T* __res
 // dcol[(plane*R + r)*S + s][p*Q + q] over the taps with h = p*stride_h -
 // pad_h + r and w = q*stride_w - pad_w + s, (p, q) in [0, P) x [0, Q).
 // A thread (x index t, row h of a plane) handles the pixels (h, w) for w in
-// [t*span, (t+1)*span), kChunk at a time with one accumulator each: for
+// [t*span, (t+1)*span), CHUNK at a time with one accumulator each: for
 // every tap (r, s) in order (r, then s) whose output row p is whole and in
 // range, each pixel adds the entry of its column q = (w + pad_w - s) /
 // stride_w when that division is exact and q in [0, Q). So each pixel sums
@@ -408,14 +408,22 @@ __global__ void im2col_kernel(Dims d, long long planes, int span, const T* __res
 // the same bits for every launch shape. Each thread writes only its own
 // pixels: no atomics, and the result does not depend on the schedule. No
 // barrier.
-template <class T>
-__global__ void col2im_kernel(Dims d, long long planes, int span, const T* __restrict__ dcol,
+// CHUNK, pixels summed at a time, follows the launch shape, not the backend:
+// 1 when a thread owns one column (span 1, the GPU's shape: the accumulator
+// is one register), 32 when it owns a run of columns (a 32-entry array; on a
+// GPU that array would sit in local memory: ptxas reports 256 bytes of stack
+// for the double kernel). The launcher picks the instantiation from span;
+// the sums are the same bits either way.
+// __launch_bounds__(kCol2imMaxBlock): the 32-pixel instantiation takes
+// 73-104 registers (ptxas, sm_80/sm_90), which caps a block at 608 threads;
+// the bound keeps every instantiation launchable at 512 and the launcher
+// refuses larger blocks.
+constexpr int kCol2imMaxBlock = 512;
+
+template <class T, int CHUNK>
+__global__ void __launch_bounds__(kCol2imMaxBlock) col2im_kernel(Dims d, long long planes, int span, const T* __restrict__ dcol,
                               T* __restrict__ dx, bool accumulate) {
-  // Pixels summed at a time: 32 under simcuda (a whole row per thread); 1 on
-  // a GPU, whose threads take one column each, so that the accumulator is a
-  // register instead of a 32-entry array in local memory (ptxas reported
-  // 256 bytes of stack for the double kernel). The sums are the same.
-  constexpr int kChunk = TIMBRE_BACKEND_SIM ? 32 : 1;
+  constexpr int kChunk = CHUNK;
   const long long PQ = (long long)d.P * d.Q, RS = (long long)d.R * d.S;
   const long long wstep = (long long)gridDim.x * blockDim.x * span;
   for (long long plane = blockIdx.z; plane < planes; plane += gridDim.z) {
@@ -704,6 +712,10 @@ void conv2d_backward_data_v2_im2col(const Conv2dShape& shape, const T* d_w, cons
   const std::string op = "conv2d_backward_data_v2_im2col";
   shape.validate(op);
   check_block(op, block);
+  if (block > kCol2imMaxBlock)
+    throw std::invalid_argument(op + ": block must be at most " +
+                                std::to_string(kCol2imMaxBlock) +
+                                " (col2im's registers), not " + std::to_string(block));
   check_pointer(op, d_w, "d_w");
   check_pointer(op, d_dy, "d_dy");
   check_pointer(op, d_dx, "d_dx");
@@ -726,8 +738,12 @@ void conv2d_backward_data_v2_im2col(const Conv2dShape& shape, const T* d_w, cons
                  T(0), d_workspace, PQ, col_step, count);
     const long long planes = (long long)count * d.C;
     const RowLaunch l = row_launch(planes, d.H, d.W, block);
-    LAUNCH(col2im_kernel<T>, l.grid, l.tile, 0, stream, d, planes, l.span, d_workspace, dx,
-           accumulate);
+    if (l.span == 1)
+      LAUNCH((col2im_kernel<T, 1>), l.grid, l.tile, 0, stream, d, planes, l.span, d_workspace,
+             dx, accumulate);
+    else
+      LAUNCH((col2im_kernel<T, 32>), l.grid, l.tile, 0, stream, d, planes, l.span, d_workspace,
+             dx, accumulate);
   }
 }
 

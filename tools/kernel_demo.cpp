@@ -6,6 +6,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/defaults.h"
 #include "kernels/device_buffer.h"
 #include "kernels/gemm_tiled.cuh"
 #include "kernels/reduce.cuh"
@@ -61,6 +62,7 @@ int run_info() {
   std::printf("poison        %s\n", o.poison ? "on" : "off");
   std::printf("fast path     %s\n", o.fast_path ? "on" : "off");
 #endif
+  std::printf("\n%s", timbre::kernels::describe_defaults().c_str());
   return 0;
 }
 

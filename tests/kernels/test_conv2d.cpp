@@ -737,6 +737,10 @@ TEST(Conv2dArguments, BadPointersBlocksWorkspacesAndHandles) {
       k::conv2d_backward_bias_v2_reduce<float>(sh, p, p, false, nullptr, block);
     }, "block must be");
   }
+  // col2im's __launch_bounds__(512): larger blocks could not launch on a GPU.
+  expect_invalid([&] {
+    k::conv2d_backward_data_v2_im2col<float>(sh, p, p, p, false, p, ws, h, nullptr, 1024);
+  }, "conv2d_backward_data_v2_im2col: block must be at most 512 (col2im's registers), not 1024");
   // Workspace: too small, or null.
   expect_invalid([&] {
     k::conv2d_forward_v2_im2col<float>(sh, p, p, p, p, w, ws - 1, h, nullptr);
