@@ -81,6 +81,8 @@ void BM_LogMel(benchmark::State& state, FftPath fft, MelPath mel, int n_mfcc) {
       (process_cpu_seconds() - cpu0) / double(state.iterations());
 }
 
+BENCHMARK_CAPTURE(BM_LogMel, cufft_f64_banded, FftPath::cufft_f64, MelPath::banded, 0)
+    ->Arg(8)->Arg(32)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_LogMel, f64_banded, FftPath::f64, MelPath::banded, 0)
     ->Arg(8)->Arg(32)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_LogMel, f64_gemm, FftPath::f64, MelPath::gemm, 0)
@@ -92,48 +94,53 @@ BENCHMARK_CAPTURE(BM_LogMel, f32_gemm, FftPath::cufft_f32, MelPath::gemm, 0)
 BENCHMARK_CAPTURE(BM_LogMel, f64_banded_mfcc20, FftPath::f64, MelPath::banded, 20)
     ->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-// The STFT-power kernels alone on 32 clips (4,096 frames of 2,048):
-// items = frames. v1 (radix-2, a barrier per stage), v2 (four-step, 4
-// barriers per frame), v3 (a thread per frame, no barrier), and cuFFT's
-// float R2C (Stft) for scale.
+// The STFT-power kernels alone on 32 clips (4,096 frames of n_fft, the
+// second argument: 2,048, or 1,024 for v2, whose sub-FFTs must fit in
+// registers): items = frames. v1 (radix-2, a barrier per stage), v2
+// (four-step, 4 barriers per frame), v3 (a thread per frame, no barrier),
+// and cuFFT's float R2C and double D2Z (Stft, StftF64) for scale.
 void BM_StftPowerF64(benchmark::State& state, timbre::kernels::StftF64Version version) {
   namespace k = timbre::kernels;
   const FeatureParams p;
-  const int n = 32, block = int(state.range(0));
+  const int n = 32, block = int(state.range(0)), n_fft = int(state.range(1));
   const long long seg = p.segment_samples();
   timbre::DeviceBuffer<float> d_x(std::vector<float>(clips().begin(), clips().begin() + n * seg));
-  timbre::DeviceBuffer<double> d_w(k::hann_window_f64(p.n_fft)),
-      d_p(size_t(n) * p.frames * p.bins());
-  timbre::DeviceBuffer<double2> d_tw(k::fft_twiddles(p.n_fft));
+  timbre::DeviceBuffer<double> d_w(k::hann_window_f64(n_fft)),
+      d_p(size_t(n) * p.frames * (n_fft / 2 + 1));
+  timbre::DeviceBuffer<double2> d_tw(k::fft_twiddles(n_fft));
   for (auto _ : state) {
-    k::launch_stft_power_f64(d_x.get(), seg, n, seg, d_w.get(), d_tw.get(), p.n_fft, p.hop,
+    k::launch_stft_power_f64(d_x.get(), seg, n, seg, d_w.get(), d_tw.get(), n_fft, p.hop,
                              d_p.get(), nullptr, block, version);
     CUDA_CHECK(cudaDeviceSynchronize());
   }
   state.SetItemsProcessed(state.iterations() * n * p.frames);
 }
 BENCHMARK_CAPTURE(BM_StftPowerF64, v1_radix2, timbre::kernels::StftF64Version::v1_radix2)
-    ->Arg(32)->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
+    ->Args({32, 2048})->Args({128, 2048})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_StftPowerF64, v2_four_step, timbre::kernels::StftF64Version::v2_four_step)
-    ->Arg(32)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
+    ->Args({32, 1024})->Args({64, 1024})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_StftPowerF64, v3_thread_per_frame,
                   timbre::kernels::StftF64Version::v3_thread_per_frame)
-    ->Arg(32)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
+    ->Args({32, 2048})->Args({64, 2048})->Unit(benchmark::kMillisecond)->UseRealTime();
 
-void BM_StftCufftF32(benchmark::State& state) {
+template <class Stft>
+void BM_StftCufft(benchmark::State& state) {
   const FeatureParams p;
   const int n = 32;
   const long long seg = p.segment_samples();
-  timbre::features::Stft stft(p.n_fft, p.hop, seg, n);
+  Stft stft(p.n_fft, p.hop, seg, n);
   timbre::DeviceBuffer<float> d_x(std::vector<float>(clips().begin(), clips().begin() + n * seg));
-  timbre::DeviceBuffer<float2> d_out(stft.output_size(n));
+  timbre::DeviceBuffer<typename Stft::Complex> d_out(stft.output_size(n));
   for (auto _ : state) {
     stft.forward(d_x.get(), seg, n, d_out.get());
     CUDA_CHECK(cudaDeviceSynchronize());
   }
   state.SetItemsProcessed(state.iterations() * n * p.frames);
 }
-BENCHMARK(BM_StftCufftF32)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_StftCufft, timbre::features::Stft)
+    ->Name("BM_StftCufftF32")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_StftCufft, timbre::features::StftF64)
+    ->Name("BM_StftCufftF64")->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "kernels/cuda_check.h"
+#include "kernels/defaults.h"
 #include "kernels/spectral.cuh"
 
 namespace timbre::features {
@@ -50,7 +51,8 @@ std::string FeatureParams::str() const {
 // ===========================================================================
 // Stft
 
-Stft::Stft(int n_fft, int hop, long long clip_len, int max_clips)
+template <class Real>
+BasicStft<Real>::BasicStft(int n_fft, int hop, long long clip_len, int max_clips)
     : n_fft_(n_fft), hop_(hop), frames_(0), max_clips_(max_clips), clip_len_(clip_len) {
   auto fail = [](const std::string& what) { throw std::invalid_argument("Stft: " + what); };
   if (n_fft < 2) fail("n_fft must be >= 2, got " + std::to_string(n_fft));
@@ -62,32 +64,40 @@ Stft::Stft(int n_fft, int hop, long long clip_len, int max_clips)
     fail("max_clips*frames*n_fft = " + std::to_string((long long)max_clips * frames * n_fft) +
          " must be < 2^31: use fewer clips per chunk");
   frames_ = int(frames);
-  std::vector<float> w(static_cast<size_t>(n_fft));
-  k::hann_window(n_fft, w.data());
-  window_ = DeviceBuffer<float>(w);
-  framed_ = DeviceBuffer<float>(size_t(max_clips) * frames_ * n_fft_);
+  if constexpr (std::is_same_v<Real, double>) {
+    window_ = DeviceBuffer<double>(k::hann_window_f64(n_fft));
+  } else {
+    std::vector<float> w(static_cast<size_t>(n_fft));
+    k::hann_window(n_fft, w.data());
+    window_ = DeviceBuffer<float>(w);
+  }
+  framed_ = DeviceBuffer<Real>(size_t(max_clips) * frames_ * n_fft_);
   plan_for(max_clips);  // the common plan up front: no allocation on the hot path
 }
 
-Stft::~Stft() {
+template <class Real>
+BasicStft<Real>::~BasicStft() {
   for (auto& [n, plan] : plans_) cufftDestroy(plan);
 }
 
-cufftHandle Stft::plan_for(int n_clips) {
+template <class Real>
+cufftHandle BasicStft<Real>::plan_for(int n_clips) {
   auto it = plans_.find(n_clips);
   if (it != plans_.end()) return it->second;
   // n_clips*frames transforms of n_fft real samples each, packed (distance
   // n_fft in, n_fft/2 + 1 complex out).
   int n = n_fft_;
+  const cufftType type = std::is_same_v<Real, double> ? CUFFT_D2Z : CUFFT_R2C;
   cufftHandle plan;
-  CUFFT_CHECK(cufftPlanMany(&plan, 1, &n, nullptr, 1, n_fft_, nullptr, 1, bins(), CUFFT_R2C,
+  CUFFT_CHECK(cufftPlanMany(&plan, 1, &n, nullptr, 1, n_fft_, nullptr, 1, bins(), type,
                             n_clips * frames_));
   plans_.emplace(n_clips, plan);
   return plan;
 }
 
-void Stft::forward(const float* d_signal, long long clip_stride, int n_clips, float2* d_out,
-                   cudaStream_t stream) {
+template <class Real>
+void BasicStft<Real>::forward(const float* d_signal, long long clip_stride, int n_clips,
+                              Complex* d_out, cudaStream_t stream) {
   if (n_clips < 1 || n_clips > max_clips_)
     throw std::invalid_argument("Stft::forward: n_clips must be in [1, " +
                                 std::to_string(max_clips_) + "], got " +
@@ -100,8 +110,14 @@ void Stft::forward(const float* d_signal, long long clip_stride, int n_clips, fl
                          framed_.get(), stream);
   const cufftHandle plan = plan_for(n_clips);
   CUFFT_CHECK(cufftSetStream(plan, stream));
-  CUFFT_CHECK(cufftExecR2C(plan, framed_.get(), reinterpret_cast<cufftComplex*>(d_out)));
+  if constexpr (std::is_same_v<Real, double>)
+    CUFFT_CHECK(cufftExecD2Z(plan, framed_.get(), reinterpret_cast<cufftDoubleComplex*>(d_out)));
+  else
+    CUFFT_CHECK(cufftExecR2C(plan, framed_.get(), reinterpret_cast<cufftComplex*>(d_out)));
 }
+
+template class BasicStft<float>;
+template class BasicStft<double>;
 
 // ===========================================================================
 // LogMelPipeline
@@ -115,7 +131,9 @@ const FeatureParams& validated(const FeatureParams& p) {
 
 FftPath resolve_fft(const FeatureParams& p, FftPath f) {
   if (f == FftPath::automatic)
-    return k::stft_f64_supports(p.n_fft) ? FftPath::f64 : FftPath::cufft_f32;
+    return k::defaults().stft == k::StftDefault::kernel_f64 && k::stft_f64_supports(p.n_fft)
+               ? FftPath::f64
+               : FftPath::cufft_f64;
   if (f == FftPath::f64 && !k::stft_f64_supports(p.n_fft))
     throw std::invalid_argument("LogMelPipeline: FftPath::f64 needs n_fft a power of two in "
                                 "[4, 4096], got " + std::to_string(p.n_fft));
@@ -148,13 +166,15 @@ LogMelPipeline::LogMelPipeline(const FeatureParams& params, int max_batch,
   if (fft_ == FftPath::f64) {
     window_ = DeviceBuffer<double>(k::hann_window_f64(params_.n_fft));
     twiddles_ = DeviceBuffer<double2>(k::fft_twiddles(params_.n_fft));
+  } else if (fft_ == FftPath::cufft_f64) {
+    stft64_ =
+        std::make_unique<StftF64>(params_.n_fft, params_.hop, params_.segment_samples(), chunk_);
+    spec64_ = DeviceBuffer<double2>(stft64_->output_size(chunk_));
   } else {
     stft_ = std::make_unique<Stft>(params_.n_fft, params_.hop, params_.segment_samples(), chunk_);
     spec_ = DeviceBuffer<float2>(stft_->output_size(chunk_));
   }
-  fused_ = fft_ == FftPath::f64 && options_.mel == MelPath::banded &&
-           k::kStftF64Default == k::StftF64Version::v3_thread_per_frame &&
-           params_.n_fft <= 2048;
+  fused_ = fft_ == FftPath::f64 && options_.mel == MelPath::banded && params_.n_fft <= 2048;
   if ((fft_ == FftPath::f64 && !fused_) || options_.mel == MelPath::gemm)
     power_ = DeviceBuffer<double>(size_t(chunk_) * F * bins);
   if (options_.mel == MelPath::gemm) {
@@ -183,31 +203,33 @@ LogMelPipeline::~LogMelPipeline() {
 void LogMelPipeline::run_chunk(const float* d_clips, int n, float* d_out, cudaStream_t stream) {
   const int bins = params_.bins(), F = params_.frames, M = params_.n_mels;
   const long long seg = params_.segment_samples();
-  // Sim build, f64, banded, n_fft <= 2048: one fused kernel (a thread per
-  // frame computes its power and its band sums; barrier-free, so simcuda's
-  // fast path). Otherwise the power spectrum goes through global memory.
+  // f64, banded, n_fft <= 2048: one fused kernel (a thread per frame computes
+  // its power and its band sums). Otherwise the spectrum goes through global
+  // memory: cuFFT's complex output, or our kernels' power.
+  const k::MelBandsView view{band_start_.get(), band_length_.get(), band_offset_.get(),
+                             band_weights_.get(), M, bins};
   if (fused_) {
-    const k::MelBandsView view{band_start_.get(), band_length_.get(), band_offset_.get(),
-                               band_weights_.get(), M, bins};
     k::launch_stft_mel_f64(d_clips, seg, n, seg, window_.get(), twiddles_.get(), params_.n_fft,
                            params_.hop, view, mel_.get(), stream);
-  } else if (fft_ == FftPath::f64) {
-    // v3 (a thread per frame, barrier-free) in the sim build, v2 (a block per
-    // frame) on a GPU; v3 holds at most n_fft 2048 in a thread.
-    const auto version = params_.n_fft <= 2048 ? k::kStftF64Default
-                                               : k::StftF64Version::v2_four_step;
+    return finish_chunk(n, d_out, stream);
+  }
+  if (fft_ == FftPath::f64) {
+    // v2 (a block per frame, sub-FFTs in registers) up to n_fft 1024, v1
+    // (radix-2 stages in shared memory) beyond.
+    const auto version = k::stft_f64_v2_supports(params_.n_fft) ? k::StftF64Version::v2_four_step
+                                                                : k::StftF64Version::v1_radix2;
     k::launch_stft_power_f64(d_clips, seg, n, seg, window_.get(), twiddles_.get(), params_.n_fft,
-                             params_.hop, power_.get(), stream,
-                             version == k::StftF64Version::v3_thread_per_frame ? 64 : 32,
-                             version);
+                             params_.hop, power_.get(), stream, 32, version);
+  } else if (fft_ == FftPath::cufft_f64) {
+    stft64_->forward(d_clips, seg, n, spec64_.get(), stream);
+    if (options_.mel == MelPath::gemm)
+      k::launch_power_spectrum(spec64_.get(), (long long)n * F * bins, power_.get(), stream);
   } else {
     stft_->forward(d_clips, seg, n, spec_.get(), stream);
     if (options_.mel == MelPath::gemm)
       k::launch_power_spectrum(spec_.get(), (long long)n * F * bins, power_.get(), stream);
   }
-  if (fused_) {
-    // done: mel_ holds the band sums
-  } else if (options_.mel == MelPath::gemm) {
+  if (options_.mel == MelPath::gemm) {
     // Per clip, row-major mel (M x F) = fb (M x bins) * P^T, P the clip's
     // (F x bins) power. In cuBLAS's column-major view that is
     // mel^T (F x M) = P (F x bins, stored as a bins x F matrix: op T) * fb^T
@@ -218,14 +240,19 @@ void LogMelPipeline::run_chunk(const float* d_clips, int n, float* d_out, cudaSt
                                            power_.get(), bins, (long long)F * bins,
                                            dense_fb_.get(), bins, 0, &zero, mel_.get(), F,
                                            (long long)M * F, n));
+  } else if (fft_ == FftPath::f64) {
+    k::launch_mel_banded(power_.get(), n, F, view, mel_.get(), stream);
+  } else if (fft_ == FftPath::cufft_f64) {
+    k::launch_mel_banded(spec64_.get(), n, F, view, mel_.get(), stream);
   } else {
-    const k::MelBandsView view{band_start_.get(), band_length_.get(), band_offset_.get(),
-                               band_weights_.get(), M, bins};
-    if (fft_ == FftPath::f64)
-      k::launch_mel_banded(power_.get(), n, F, view, mel_.get(), stream);
-    else
-      k::launch_mel_banded(spec_.get(), n, F, view, mel_.get(), stream);
+    k::launch_mel_banded(spec_.get(), n, F, view, mel_.get(), stream);
   }
+  finish_chunk(n, d_out, stream);
+}
+
+// Steps 3-5 on mel_: the clip maxima, dB, and the DCT for MFCCs.
+void LogMelPipeline::finish_chunk(int n, float* d_out, cudaStream_t stream) {
+  const int F = params_.frames, M = params_.n_mels;
   k::launch_clip_max(mel_.get(), n, (long long)M * F, clip_max_.get(), stream);
   if (params_.n_mfcc == 0) {
     k::launch_power_to_db(mel_.get(), n, (long long)M * F, clip_max_.get(), params_.top_db,

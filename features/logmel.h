@@ -5,12 +5,17 @@
 // strategy and measured errors: docs/kernels/spectral.md.
 //
 // Steps for a chunk of clips (all on the device, buffers allocated once):
-//   1. power spectrum, either
-//      FftPath::f64 (default when n_fft is a power of two <= 4096): framing,
-//        window, real FFT and |X|^2 fused in one double-precision kernel
-//        (launch_stft_power_f64) -> double power; in the sim build with the
-//        banded mel and n_fft <= 2048, steps 1 and 2 are one kernel
-//        (launch_stft_mel_f64, a thread per frame); or
+//   1. the spectrum, the default path being the table of backend defaults'
+//      `stft` entry (kernels/defaults.h), either
+//      FftPath::cufft_f64 (the GPU's default): framing + periodic Hann
+//        window in double (launch_frame_window), batched D2Z cuFFT over every
+//        frame of every clip -> complex double; |X|^2 is taken in step 2; or
+//      FftPath::f64 (the sim build's default when n_fft is a power of two
+//        <= 4096): timbre's own FFT kernels in double. With the banded mel
+//        and n_fft <= 2048, steps 1 and 2 are one kernel (launch_stft_mel_f64,
+//        a thread per frame); otherwise framing, window, FFT and |X|^2 in one
+//        kernel (launch_stft_power_f64, v2 four-step, v1 for n_fft 4096) ->
+//        double power; or
 //      FftPath::cufft_f32: Stft: framing + periodic Hann window
 //        (launch_frame_window), batched R2C cuFFT in float over every frame
 //        of every clip (cufftPlanMany) -> complex float. A float FFT lands
@@ -41,6 +46,7 @@
 
 #include <map>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "features/params.h"
@@ -51,14 +57,18 @@ namespace timbre::features {
 // The complex STFT of a batch of equal-length clips, librosa.stft(center=True,
 // pad_mode='constant', window='hann') semantics, bins 0 .. n_fft/2. Owns the
 // window, the frame buffer and the cuFFT plans (one for max_clips clips, one
-// more made on first use for each smaller count). Reusable on its own (time
-// stretch needs it).
-class Stft {
+// more made on first use for each smaller count). Real: float (framing in
+// float, cuFFT R2C, complex float out) or double (framing in double, cuFFT
+// D2Z, complex double out). Reusable on its own (time stretch needs it).
+template <class Real>
+class BasicStft {
  public:
-  Stft(int n_fft, int hop, long long clip_len, int max_clips);
-  ~Stft();
-  Stft(const Stft&) = delete;
-  Stft& operator=(const Stft&) = delete;
+  using Complex = std::conditional_t<std::is_same_v<Real, double>, double2, float2>;
+
+  BasicStft(int n_fft, int hop, long long clip_len, int max_clips);
+  ~BasicStft();
+  BasicStft(const BasicStft&) = delete;
+  BasicStft& operator=(const BasicStft&) = delete;
 
   int n_fft() const { return n_fft_; }
   int hop() const { return hop_; }
@@ -72,7 +82,7 @@ class Stft {
   // d_signal: clip i at d_signal + i*clip_stride (clip_len samples each,
   // clip_stride >= clip_len); d_out: output_size(n_clips) values laid out
   // [clip][frame][bin]. 1 <= n_clips <= max_clips. Runs on `stream`.
-  void forward(const float* d_signal, long long clip_stride, int n_clips, float2* d_out,
+  void forward(const float* d_signal, long long clip_stride, int n_clips, Complex* d_out,
                cudaStream_t stream = nullptr);
 
  private:
@@ -80,10 +90,12 @@ class Stft {
 
   int n_fft_, hop_, frames_, max_clips_;
   long long clip_len_;
-  DeviceBuffer<float> window_;   // n_fft taps
-  DeviceBuffer<float> framed_;   // max_clips * frames * n_fft
+  DeviceBuffer<Real> window_;   // n_fft taps
+  DeviceBuffer<Real> framed_;   // max_clips * frames * n_fft
   std::map<int, cufftHandle> plans_;  // by clip count
 };
+using Stft = BasicStft<float>;
+using StftF64 = BasicStft<double>;
 
 enum class MelPath {
   banded,  // fused power + banded projection (default; ~65x fewer multiply-adds)
@@ -91,9 +103,11 @@ enum class MelPath {
 };
 
 enum class FftPath {
-  automatic,  // f64 when kernels::stft_f64_supports(n_fft), else cufft_f32
-  f64,        // our fused double-precision STFT-power kernel
-  cufft_f32,  // Stft (cuFFT R2C, float)
+  automatic,  // the backend default's (kernels/defaults.h: stft): cufft_f64 on a
+              // GPU; f64 in the sim build when stft_f64_supports(n_fft), else cufft_f64
+  cufft_f64,  // StftF64 (framing kernel + cuFFT D2Z, double) + power in the mel step
+  f64,        // timbre's own double-precision FFT kernels (teaching versions)
+  cufft_f32,  // Stft (cuFFT R2C, float): misses the 1e-3 dB contract near the floor
 };
 
 struct PipelineOptions {
@@ -133,6 +147,7 @@ class LogMelPipeline {
 
  private:
   void run_chunk(const float* d_clips, int n, float* d_out, cudaStream_t stream);
+  void finish_chunk(int n, float* d_out, cudaStream_t stream);
 
   FeatureParams params_;
   PipelineOptions options_;
@@ -140,10 +155,12 @@ class LogMelPipeline {
   FftPath fft_;
   bool fused_ = false;              // launch_stft_mel_f64: no power buffer
   std::unique_ptr<Stft> stft_;      // cufft_f32 path
+  std::unique_ptr<StftF64> stft64_;  // cufft_f64 path
   std::vector<double> filterbank_;
   DeviceBuffer<double> window_;     // f64 path: n_fft taps
   DeviceBuffer<double2> twiddles_;  // f64 path: n_fft / 2
   DeviceBuffer<float2> spec_;       // cufft_f32 path: chunk * frames * bins
+  DeviceBuffer<double2> spec64_;    // cufft_f64 path: chunk * frames * bins
   DeviceBuffer<double> power_;      // unfused f64 or gemm path: chunk * frames * bins
   DeviceBuffer<double> dense_fb_;   // gemm path: n_mels * bins
   DeviceBuffer<int> band_start_, band_length_, band_offset_;

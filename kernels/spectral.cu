@@ -151,17 +151,22 @@ MelBands compact_mel_bands(const double* dense, int n_mels, int n_bins) {
 // ===========================================================================
 // CPU references.
 
+template <class T>
 void frame_window_cpu(const float* signal, long long clip_stride, int n_clips, long long clip_len,
-                      const float* window, int n_fft, int hop, float* frames) {
+                      const T* window, int n_fft, int hop, T* frames) {
   const long long n_frames = stft_frames(clip_len, hop);
   for (int c = 0; c < n_clips; ++c)
     for (long long f = 0; f < n_frames; ++f)
       for (int k = 0; k < n_fft; ++k) {
         const long long i = f * hop + k - n_fft / 2;
-        const float x = (i >= 0 && i < clip_len) ? signal[c * clip_stride + i] : 0.f;
+        const T x = (i >= 0 && i < clip_len) ? T(signal[c * clip_stride + i]) : T(0);
         frames[((long long)c * n_frames + f) * n_fft + k] = window[k] * x;
       }
 }
+template void frame_window_cpu<float>(const float*, long long, int, long long, const float*, int,
+                                      int, float*);
+template void frame_window_cpu<double>(const float*, long long, int, long long, const double*,
+                                       int, int, double*);
 
 void stft_power_cpu(const float* signal, long long clip_stride, int n_clips, long long clip_len,
                     const double* window, int n_fft, int hop, double* power) {
@@ -252,22 +257,24 @@ namespace {
 // grid.y walks frame rows r = c*n_frames + f; threads walk taps k. The tap's
 // sample index i = f*hop + k - n_fft/2 is in the clip for a contiguous range
 // of k, so the only branch is at the two padded ends of a clip.
+template <class T>
 __global__ void frame_window_kernel(const float* signal, long long clip_stride, int n_frames,
-                                    long long clip_len, const float* window, int n_fft, int hop,
-                                    unsigned rows, float* frames) {
+                                    long long clip_len, const T* window, int n_fft, int hop,
+                                    unsigned rows, T* frames) {
   for (unsigned r = blockIdx.y; r < rows; r += gridDim.y) {
     const unsigned c = r / unsigned(n_frames), f = r - c * unsigned(n_frames);
     const float* x = signal + (long long)c * clip_stride;
     const long long first = (long long)f * hop - n_fft / 2;
-    float* out = frames + (long long)r * n_fft;
+    T* out = frames + (long long)r * n_fft;
     for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < n_fft; k += blockDim.x * gridDim.x) {
       const long long i = first + k;
-      out[k] = (i >= 0 && i < clip_len) ? window[k] * x[i] : 0.f;
+      out[k] = (i >= 0 && i < clip_len) ? window[k] * T(x[i]) : T(0);
     }
   }
 }
 
-__global__ void power_spectrum_kernel(const float2* spec, unsigned count, double* power) {
+template <class C>
+__global__ void power_spectrum_kernel(const C* spec, unsigned count, double* power) {
   for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < count;
        i += blockDim.x * gridDim.x) {
     const double re = spec[i].x, im = spec[i].y;
@@ -279,6 +286,7 @@ __device__ __forceinline__ double power_of(float2 x) {
   const double re = x.x, im = x.y;
   return re * re + im * im;
 }
+__device__ __forceinline__ double power_of(double2 x) { return x.x * x.x + x.y * x.y; }
 __device__ __forceinline__ double power_of(double p) { return p; }
 
 // grid.y: rows (c, m); threads: frames f. Each thread sums its band's bins
@@ -357,7 +365,7 @@ __global__ void stft_power_f64_v1_kernel(const float* signal, long long clip_str
 // In-thread FFT of R = 2^LOG_R complex values in a local array: bit-reversal
 // permutation, then radix-2 DIT stages. The length-len twiddle
 // e^{-2 pi i j / len} is tw[j * (n_fft / len)] (tw holds e^{-2 pi i k / n_fft}).
-// LOG_R is a compile-time constant (fft_in_thread dispatches on it) so the
+// LOG_R is a compile-time constant (a template argument of v2) so the
 // loops have fixed trip counts: the compiler unrolls and keeps the array in
 // registers where it can (on a GPU; under simcuda it vectorises better).
 // g++ (simcuda) ignores "#pragma unroll"; GCC's own spelling asks the same.
@@ -369,39 +377,35 @@ __global__ void stft_power_f64_v1_kernel(const float* signal, long long clip_str
 
 template <int LOG_R>
 __device__ __forceinline__ void fft_in_thread_fixed(double2* a, const double2* tw, int n_fft) {
-  constexpr int R = 1 << LOG_R;
-  TIMBRE_UNROLL
-  for (int i = 0; i < R; ++i) {
-    const int j = int(__brev(unsigned(i)) >> (32 - LOG_R));
-    if (j > i) {
-      const double2 t = a[i];
-      a[i] = a[j];
-      a[j] = t;
-    }
-  }
-  TIMBRE_UNROLL
-  for (int s = 1; s <= LOG_R; ++s) {
-    const int half = 1 << (s - 1), step = n_fft >> s;
+  if constexpr (LOG_R > 0) {  // LOG_R 0: a single value is its own transform
+    constexpr int R = 1 << LOG_R;
     TIMBRE_UNROLL
-    for (int b = 0; b < R / 2; ++b) {
-      const int j = b & (half - 1), i = ((b >> (s - 1)) << s) + j;
-      const double2 u = a[i], v = cmul(a[i + half], tw[j * step]);
-      a[i] = double2{u.x + v.x, u.y + v.y};
-      a[i + half] = double2{u.x - v.x, u.y - v.y};
+    for (int i = 0; i < R; ++i) {
+      const int j = int(__brev(unsigned(i)) >> (32 - LOG_R));
+      if (j > i) {
+        const double2 t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+      }
     }
-  }
-}
-
-__device__ __forceinline__ void fft_in_thread(double2* a, int log_r, const double2* tw,
-                                              int n_fft) {
-  switch (log_r) {
-    case 1: fft_in_thread_fixed<1>(a, tw, n_fft); break;
-    case 2: fft_in_thread_fixed<2>(a, tw, n_fft); break;
-    case 3: fft_in_thread_fixed<3>(a, tw, n_fft); break;
-    case 4: fft_in_thread_fixed<4>(a, tw, n_fft); break;
-    case 5: fft_in_thread_fixed<5>(a, tw, n_fft); break;
-    case 6: fft_in_thread_fixed<6>(a, tw, n_fft); break;
-    default: break;  // log_r 0: a single value is its own transform
+    // The stage of span 2^s needs tw[j * (n_fft >> s)] = tw[(j << (LOG_R - s)) * base]:
+    // written with a compile-time multiple of one runtime base, the 31
+    // twiddle reads of a 32-point FFT fold to its 15 distinct nontrivial
+    // ones (j = 0 is 1, no multiply), which keeps v2's 32-point FFTs within
+    // 255 registers without spilling.
+    const int base = n_fft >> LOG_R;
+    TIMBRE_UNROLL
+    for (int s = 1; s <= LOG_R; ++s) {
+      const int half = 1 << (s - 1);
+      TIMBRE_UNROLL
+      for (int b = 0; b < R / 2; ++b) {
+        const int j = b & (half - 1), i = ((b >> (s - 1)) << s) + j;
+        const double2 u = a[i];
+        const double2 v = j == 0 ? a[i + half] : cmul(a[i + half], tw[(j << (LOG_R - s)) * base]);
+        a[i] = double2{u.x + v.x, u.y + v.y};
+        a[i + half] = double2{u.x - v.x, u.y - v.y};
+      }
+    }
   }
 }
 
@@ -422,24 +426,36 @@ __device__ __forceinline__ double2 twiddle(const double2* tw, int j, int n_fft) 
 // memory, windowed; columns t + blockDim, ... when R2 > blockDim), then row
 // k1 = t; shared memory holds B, then Z. Four barriers per frame instead of
 // 2 + log2(M), and on a GPU the sub-FFTs run from registers/L1.
-// R1 = 2^floor(L/2) <= R2 = 2^ceil(L/2), L = log2(M): for n_fft <= 4096
-// (M <= 2048) R1 <= 32 (one row per thread of any block, blocks being >= 32
-// threads) and R2 <= 64 (the local array).
-constexpr int kMaxLocalFft = 64;
+// R1 = 2^floor(L/2) <= R2 = 2^ceil(L/2), L = log2(M), are template
+// arguments: every loop over a sub-FFT has a fixed trip count, so the local
+// array is unrolled into registers instead of local memory. A 16 x 32 split
+// (n_fft 1024) takes 252-255 registers and no spill on sm_80/sm_90; 32 x 32
+// (n_fft 2048: 64 doubles of data alone, plus twiddles and addresses) spilled
+// 16-84 bytes whatever the twiddle reads were folded to, and 32 x 64 (4096)
+// 560-676 bytes. So v2 takes n_fft <= 1024 (R1 <= 16, R2 <= 32: one row per
+// thread of any block, blocks being >= 32 threads); larger sizes are v1's
+// (and cuFFT's in the pipeline).
+// __launch_bounds__(kV2MaxBlock): up to 255 registers a thread still fit
+// 256 threads in an SM's 64K registers; the launcher refuses larger blocks.
+constexpr int kV2MaxLogM = 9;
+constexpr int kV2MaxBlock = 256;
 
-__global__ void stft_power_f64_v2_kernel(const float* signal, long long clip_stride,
-                                         int n_frames, long long clip_len, const double* window,
-                                         const double2* tw, int n_fft, int log_r1, int log_r2,
-                                         int hop, unsigned total_frames, double* power) {
+template <int LOG_R1, int LOG_R2>
+__global__ void __launch_bounds__(kV2MaxBlock)
+    stft_power_f64_v2_kernel(const float* signal, long long clip_stride, int n_frames,
+                             long long clip_len, const double* window, const double2* tw,
+                             int n_fft, int hop, unsigned total_frames, double* power) {
+  constexpr int r1 = 1 << LOG_R1, r2 = 1 << LOG_R2;
   double2* z = simcuda::dynamic_shared<double2>();
-  const int M = n_fft / 2, bins = M + 1, r1 = 1 << log_r1, r2 = 1 << log_r2;
-  double2 loc[kMaxLocalFft];
+  const int M = n_fft / 2, bins = M + 1;
+  double2 loc[r2];
   for (unsigned r = blockIdx.x; r < total_frames; r += gridDim.x) {
     const unsigned c = r / unsigned(n_frames), f = r - c * unsigned(n_frames);
     const float* x = signal + (long long)c * clip_stride;
     const long long first = (long long)f * hop - n_fft / 2;
     // Columns: n2 = t. Packed sample m = R2 n1 + n2 is y[2m] + i y[2m+1].
     for (int n2 = threadIdx.x; n2 < r2; n2 += blockDim.x) {
+      TIMBRE_UNROLL
       for (int n1 = 0; n1 < r1; ++n1) {
         const int m = r2 * n1 + n2;
         const long long i0 = first + 2 * m, i1 = i0 + 1;
@@ -447,23 +463,27 @@ __global__ void stft_power_f64_v2_kernel(const float* signal, long long clip_str
         const double y1 = (i1 >= 0 && i1 < clip_len) ? window[2 * m + 1] * double(x[i1]) : 0.0;
         loc[n1] = double2{y0, y1};
       }
-      fft_in_thread(loc, log_r1, tw, n_fft);
+      fft_in_thread_fixed<LOG_R1>(loc, tw, n_fft);
       // W_M^{n2 k1} = W_N^{2 n2 k1}; B stored row-major by k1: z[k1 R2 + n2].
+      TIMBRE_UNROLL
       for (int k1 = 0; k1 < r1; ++k1)
         z[k1 * r2 + n2] = cmul(loc[k1], twiddle(tw, 2 * n2 * k1, n_fft));  // 2 n2 k1 < 2M = N
     }
     __syncthreads();
-    // Rows: k1 = t (the launcher guarantees blockDim >= R1). Read the row and
-    // FFT it; after every row is read (barrier), write Z[k1 + R1 k2] in
-    // natural order over the same shared array.
+    // Rows: k1 = t (blockDim >= 32 >= R1). Read the row and FFT it; after
+    // every row is read (barrier), write Z[k1 + R1 k2] in natural order over
+    // the same shared array.
     const int k1 = int(threadIdx.x);
     if (k1 < r1) {
+      TIMBRE_UNROLL
       for (int n2 = 0; n2 < r2; ++n2) loc[n2] = z[k1 * r2 + n2];
-      fft_in_thread(loc, log_r2, tw, n_fft);
+      fft_in_thread_fixed<LOG_R2>(loc, tw, n_fft);
     }
     __syncthreads();
-    if (k1 < r1)
+    if (k1 < r1) {
+      TIMBRE_UNROLL
       for (int k2 = 0; k2 < r2; ++k2) z[k1 + r1 * k2] = loc[k2];
+    }
     __syncthreads();
     // Split the packed transform into the real signal's bins, then |X|^2.
     double* out = power + (long long)r * bins;
@@ -485,6 +505,11 @@ __global__ void stft_power_f64_v2_kernel(const float* signal, long long clip_str
 // block on its fast path (a plain loop, no fibers). DIT with a bit-reversed
 // load (radix-2 stages, paired into radix-4 passes), then the same split
 // step as v1/v2.
+// Stack (ptxas): 16 KiB per thread for v3, 24 KiB for the fused STFT + mel
+// kernel below (its frame's powers too). By design, not a spill: a thread
+// owns a whole frame, which on a GPU lives in local memory (L1/L2-cached
+// DRAM) and makes these the slow versions there; they are the sim build's
+// choice (kernels/defaults.h, `stft`), and the GPU takes cuFFT.
 constexpr int kV3MaxM = 1024;  // n_fft <= 2048: 16 KB of local memory per thread
 
 // Frame r's windowed samples, packed and bit-reversed into z, then the
@@ -683,9 +708,11 @@ unsigned rows_grid(long long rows) {
 
 }  // namespace
 
-void launch_frame_window(const float* signal, long long clip_stride, int n_clips,
-                         long long clip_len, const float* window, int n_fft, int hop,
-                         float* frames, cudaStream_t stream) {
+namespace {
+
+template <class T>
+void frame_window(const float* signal, long long clip_stride, int n_clips, long long clip_len,
+                  const T* window, int n_fft, int hop, T* frames, cudaStream_t stream) {
   const char* fn = "launch_frame_window";
   require(n_clips >= 0, fn, "n_clips must be >= 0, got " + std::to_string(n_clips));
   require(n_fft >= 1, fn, "n_fft must be >= 1, got " + std::to_string(n_fft));
@@ -703,20 +730,48 @@ void launch_frame_window(const float* signal, long long clip_stride, int n_clips
   require(signal && window && frames, fn, "a device pointer is null");
   const int block = 256;
   const dim3 grid(unsigned(ceil_div(n_fft, block)), rows_grid(rows));
-  LAUNCH(frame_window_kernel, grid, dim3(block), 0, stream, signal, clip_stride, int(n_frames),
+  LAUNCH(frame_window_kernel<T>, grid, dim3(block), 0, stream, signal, clip_stride, int(n_frames),
          clip_len, window, n_fft, hop, unsigned(rows), frames);
 }
 
-void launch_power_spectrum(const float2* spec, long long count, double* power,
-                           cudaStream_t stream) {
+}  // namespace
+
+void launch_frame_window(const float* signal, long long clip_stride, int n_clips,
+                         long long clip_len, const float* window, int n_fft, int hop,
+                         float* frames, cudaStream_t stream) {
+  frame_window(signal, clip_stride, n_clips, clip_len, window, n_fft, hop, frames, stream);
+}
+
+void launch_frame_window(const float* signal, long long clip_stride, int n_clips,
+                         long long clip_len, const double* window, int n_fft, int hop,
+                         double* frames, cudaStream_t stream) {
+  frame_window(signal, clip_stride, n_clips, clip_len, window, n_fft, hop, frames, stream);
+}
+
+namespace {
+
+template <class C>
+void power_spectrum(const C* spec, long long count, double* power, cudaStream_t stream) {
   const char* fn = "launch_power_spectrum";
   require(count >= 0 && count < (1LL << 31), fn,
           "count must be in [0, 2^31), got " + std::to_string(count));
   if (count == 0) return;
   require(spec && power, fn, "a device pointer is null");
   const unsigned block = 256;
-  LAUNCH(power_spectrum_kernel, grid_1d(count, block), block, 0, stream, spec, unsigned(count),
-         power);
+  LAUNCH(power_spectrum_kernel<C>, grid_1d(count, block), block, 0, stream, spec,
+         unsigned(count), power);
+}
+
+}  // namespace
+
+void launch_power_spectrum(const float2* spec, long long count, double* power,
+                           cudaStream_t stream) {
+  power_spectrum(spec, count, power, stream);
+}
+
+void launch_power_spectrum(const double2* spec, long long count, double* power,
+                           cudaStream_t stream) {
+  power_spectrum(spec, count, power, stream);
 }
 
 namespace {
@@ -749,10 +804,40 @@ void launch_mel_banded(const float2* spec, int n_clips, int n_frames, MelBandsVi
   mel_banded(spec, n_clips, n_frames, bands, mel, stream, block);
 }
 
+void launch_mel_banded(const double2* spec, int n_clips, int n_frames, MelBandsView bands,
+                       double* mel, cudaStream_t stream, int block) {
+  mel_banded(spec, n_clips, n_frames, bands, mel, stream, block);
+}
+
 void launch_mel_banded(const double* power, int n_clips, int n_frames, MelBandsView bands,
                        double* mel, cudaStream_t stream, int block) {
   mel_banded(power, n_clips, n_frames, bands, mel, stream, block);
 }
+
+namespace {
+
+// v2's arguments, and its launch for M = 2^LOG_M (R1 x R2 = 2^(LOG_M/2) x
+// 2^(LOG_M - LOG_M/2)).
+struct V2Args {
+  const float* signal;
+  long long clip_stride;
+  int n_frames;
+  long long clip_len;
+  const double* window;
+  const double2* twiddles;
+  int n_fft, hop;
+  unsigned rows;
+  double* power;
+};
+
+template <int LOG_M>
+void launch_v2(const V2Args& a, dim3 grid, dim3 block, size_t smem, cudaStream_t stream) {
+  LAUNCH((stft_power_f64_v2_kernel<LOG_M / 2, LOG_M - LOG_M / 2>), grid, block, smem, stream,
+         a.signal, a.clip_stride, a.n_frames, a.clip_len, a.window, a.twiddles, a.n_fft, a.hop,
+         a.rows, a.power);
+}
+
+}  // namespace
 
 void launch_stft_power_f64(const float* signal, long long clip_stride, int n_clips,
                            long long clip_len, const double* window, const double2* twiddles,
@@ -789,10 +874,28 @@ void launch_stft_power_f64(const float* signal, long long clip_stride, int n_cli
            stream, signal, clip_stride, int(n_frames), clip_len, window, twiddles, n_fft, log_m,
            hop, unsigned(rows), power);
   } else {
-    const int log_r1 = log_m / 2, log_r2 = log_m - log_r1;  // R1 <= 32 <= block
-    LAUNCH(stft_power_f64_v2_kernel, grid, unsigned(block), size_t(n_fft / 2) * sizeof(double2),
-           stream, signal, clip_stride, int(n_frames), clip_len, window, twiddles, n_fft, log_r1,
-           log_r2, hop, unsigned(rows), power);
+    static_assert(2 << kV2MaxLogM == 1024, "stft_f64_v2_supports and v2 agree");
+    require(stft_f64_v2_supports(n_fft), fn,
+            "v2_four_step needs n_fft <= " + std::to_string(2 << kV2MaxLogM) + ", got " +
+                std::to_string(n_fft) + " (use v1_radix2)");
+    require(block <= kV2MaxBlock, fn,
+            "v2_four_step launches at most " + std::to_string(kV2MaxBlock) +
+                " threads a block (its registers), got " + std::to_string(block));
+    const V2Args a{signal, clip_stride, int(n_frames), clip_len, window, twiddles,
+                   n_fft,  hop,         unsigned(rows), power};
+    const dim3 g{grid}, b{unsigned(block)};
+    const size_t smem = size_t(n_fft / 2) * sizeof(double2);
+    switch (log_m) {
+      case 1: launch_v2<1>(a, g, b, smem, stream); break;
+      case 2: launch_v2<2>(a, g, b, smem, stream); break;
+      case 3: launch_v2<3>(a, g, b, smem, stream); break;
+      case 4: launch_v2<4>(a, g, b, smem, stream); break;
+      case 5: launch_v2<5>(a, g, b, smem, stream); break;
+      case 6: launch_v2<6>(a, g, b, smem, stream); break;
+      case 7: launch_v2<7>(a, g, b, smem, stream); break;
+      case 8: launch_v2<8>(a, g, b, smem, stream); break;
+      default: launch_v2<9>(a, g, b, smem, stream); break;
+    }
   }
 }
 

@@ -42,7 +42,8 @@ namespace timbre::kernels {
 //   frames[(c*n_frames + f)*n_fft + k] = window[k] * x_c[f*hop + k - n_fft/2]
 // where x_c[i] = signal[c*clip_stride + i] for 0 <= i < clip_len, else 0.
 // n_frames = 1 + clip_len / hop. window has n_fft taps (device). The frames
-// feed a batched R2C cuFFT (n_clips*n_frames transforms of n_fft).
+// feed a batched cuFFT (n_clips*n_frames transforms of n_fft): R2C in float,
+// D2Z in double (the double overload widens each sample before the window).
 // Parallel strategy: grid.y walks the frame rows (c, f) (one division per
 // row), the threads of a block walk the taps of a row: consecutive threads
 // read consecutive samples and write consecutive taps (coalesced); no
@@ -50,6 +51,9 @@ namespace timbre::kernels {
 void launch_frame_window(const float* signal, long long clip_stride, int n_clips,
                          long long clip_len, const float* window, int n_fft, int hop,
                          float* frames, cudaStream_t stream);
+void launch_frame_window(const float* signal, long long clip_stride, int n_clips,
+                         long long clip_len, const double* window, int n_fft, int hop,
+                         double* frames, cudaStream_t stream);
 
 // Periodic Hann window of n taps on the host: w[k] = 0.5 - 0.5*cos(2*pi*k/n)
 // (scipy.signal.get_window("hann", n, fftbins=True), librosa's window).
@@ -104,13 +108,6 @@ constexpr long long stft_frames(long long clip_len, int hop) { return 1 + clip_l
 // block: a multiple of 32 in [32, 1024] (v2 needs block >= R1 <= 32: any
 // block). v1/v2: few threads per frame (32) keep simcuda's barrier cost low.
 enum class StftF64Version { v1_radix2, v2_four_step, v3_thread_per_frame };
-// The pipeline's choice: v3 in the sim flavour (fast path), v2 on a GPU.
-constexpr StftF64Version kStftF64Default =
-#if TIMBRE_BACKEND_SIM
-    StftF64Version::v3_thread_per_frame;
-#else
-    StftF64Version::v2_four_step;
-#endif
 void launch_stft_power_f64(const float* signal, long long clip_stride, int n_clips,
                            long long clip_len, const double* window, const double2* twiddles,
                            int n_fft, int hop, double* power, cudaStream_t stream,
@@ -136,12 +133,17 @@ std::vector<double2> fft_twiddles(int n);
 std::vector<double> hann_window_f64(int n);
 // True when n is a power of two in [4, 4096] (launch_stft_power_f64's sizes).
 constexpr bool stft_f64_supports(int n) { return n >= 4 && n <= 4096 && (n & (n - 1)) == 0; }
+// True for the sizes v2_four_step takes (its sub-FFTs live in registers:
+// n_fft <= 1024); v1 takes every size stft_f64_supports accepts.
+constexpr bool stft_f64_v2_supports(int n) { return stft_f64_supports(n) && n <= 1024; }
 
 // ---------------------------------------------------------------------------
 // Power spectrum (the reference path to the GEMM mel projection):
 // power[i] = re^2 + im^2 of spec[i], squared and summed in double, for
 // count complex values. One thread per value, grid-stride.
 void launch_power_spectrum(const float2* spec, long long count, double* power,
+                           cudaStream_t stream);
+void launch_power_spectrum(const double2* spec, long long count, double* power,
                            cudaStream_t stream);
 
 // ---------------------------------------------------------------------------
@@ -164,6 +166,10 @@ struct MelBandsView {  // device pointers
   int n_bins;
 };
 void launch_mel_banded(const float2* spec, int n_clips, int n_frames, MelBandsView bands,
+                       double* mel, cudaStream_t stream, int block = 128);
+
+// The same on a complex spectrum in double (cuFFT D2Z's output).
+void launch_mel_banded(const double2* spec, int n_clips, int n_frames, MelBandsView bands,
                        double* mel, cudaStream_t stream, int block = 128);
 
 // The same on a power spectrum already in double ([clip][frame][bin]).
@@ -229,8 +235,10 @@ std::vector<double> dct_ortho_matrix(int n_out, int n_in);
 // ---------------------------------------------------------------------------
 // CPU references: plain loops in double, same layouts as the kernels.
 
+// T: float or double (the sample is widened to T before the window product).
+template <class T>
 void frame_window_cpu(const float* signal, long long clip_stride, int n_clips, long long clip_len,
-                      const float* window, int n_fft, int hop, float* frames);
+                      const T* window, int n_fft, int hop, T* frames);
 // Direct O(n_fft^2) DFT per frame in double (no FFT): |X_f[b]|^2 of the
 // frames frame_window_cpu would give with a double window.
 void stft_power_cpu(const float* signal, long long clip_stride, int n_clips, long long clip_len,

@@ -12,9 +12,11 @@
 #include <complex>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "features/logmel.h"
+#include "kernels/defaults.h"
 #include "kernels/device_buffer.h"
 #include "kernels/spectral.cuh"
 #include "tests/fixtures/npy.h"
@@ -29,6 +31,7 @@ using timbre::features::LogMelPipeline;
 using timbre::features::MelPath;
 using timbre::features::PipelineOptions;
 using timbre::features::Stft;
+using timbre::features::StftF64;
 using timbre::testing::all_close;
 using timbre::testing::load_npy;
 
@@ -36,7 +39,7 @@ const char* kClips[] = {"sweep", "white", "pink", "chord", "silence", "music"};
 constexpr int kNumClips = 6;
 
 std::string fixture(const std::string& name) {
-  return std::string(TIMBRE_FIXTURES_DIR) + "/features/" + name + ".npy";
+  return timbre::testing::fixtures_dir() + "/features/" + name + ".npy";
 }
 
 std::vector<float> load_clip(const std::string& name) {
@@ -111,7 +114,11 @@ TEST_P(LogMelVsLibrosa, EveryClip) {
 INSTANTIATE_TEST_SUITE_P(
     Paths, LogMelVsLibrosa,
     ::testing::Values(
-        // The contract: 1e-3 dB, on the default path and the GEMM reference.
+        // The contract: 1e-3 dB, on both backends' default paths (cuFFT D2Z
+        // on a GPU, our own double FFT kernels under simcuda) and the GEMM
+        // reference.
+        PathCase{FftPath::cufft_f64, MelPath::banded, kDbTol, "cufft_f64_banded"},
+        PathCase{FftPath::cufft_f64, MelPath::gemm, kDbTol, "cufft_f64_gemm"},
         PathCase{FftPath::f64, MelPath::banded, kDbTol, "f64_banded"},
         PathCase{FftPath::f64, MelPath::gemm, kDbTol, "f64_gemm"},
         // The float32 cuFFT path is the fast option, not the contract: its
@@ -193,19 +200,27 @@ TEST(LogMelPipelineApi, DeviceVariantAndChunkingAgree) {
 
 // The STFT against a direct double-precision DFT of the same framed,
 // windowed samples: odd n_fft, odd hop, a clip length not a multiple of the
-// hop, three clips, and partial batches (plans for 1 and 3 clips).
-TEST(LogMelStft, MatchesDirectDft) {
+// hop, three clips, and partial batches (plans for 1 and 3 clips); in float
+// (Stft, cuFFT R2C) and double (StftF64, cuFFT D2Z).
+template <class S>
+void check_stft_against_dft() {
+  using Real = std::conditional_t<std::is_same_v<S, StftF64>, double, float>;
   struct Case { int n_fft, hop; long long len; };
   for (const Case cs : {Case{63, 17, 500}, Case{256, 100, 1234}, Case{31, 31, 31}}) {
-    SCOPED_TRACE("n_fft " + std::to_string(cs.n_fft) + " hop " + std::to_string(cs.hop));
+    SCOPED_TRACE("n_fft " + std::to_string(cs.n_fft) + " hop " + std::to_string(cs.hop) +
+                 (sizeof(Real) == 8 ? " (double)" : " (float)"));
     const int n_clips = 3;
-    Stft stft(cs.n_fft, cs.hop, cs.len, n_clips);
+    S stft(cs.n_fft, cs.hop, cs.len, n_clips);
     ASSERT_EQ(stft.frames(), 1 + cs.len / cs.hop);
     const auto x = timbre::testing::random_floats(size_t(n_clips * cs.len), 21);
-    std::vector<float> w(size_t(cs.n_fft));
-    timbre::kernels::hann_window(cs.n_fft, w.data());
+    std::vector<Real> w(size_t(cs.n_fft));
+    if constexpr (sizeof(Real) == 8) {
+      w = timbre::kernels::hann_window_f64(cs.n_fft);
+    } else {
+      timbre::kernels::hann_window(cs.n_fft, w.data());
+    }
     const int F = stft.frames(), B = stft.bins();
-    std::vector<float> framed(size_t(n_clips) * F * cs.n_fft);
+    std::vector<Real> framed(size_t(n_clips) * F * cs.n_fft);
     timbre::kernels::frame_window_cpu(x.data(), cs.len, n_clips, cs.len, w.data(), cs.n_fft,
                                       cs.hop, framed.data());
     std::vector<double> ref_re(size_t(n_clips) * F * B), ref_im(ref_re.size());
@@ -222,7 +237,7 @@ TEST(LogMelStft, MatchesDirectDft) {
         peak = std::max(peak, std::abs(s));
       }
     DeviceBuffer<float> d_x(x);
-    DeviceBuffer<float2> d_out(stft.output_size(n_clips));
+    DeviceBuffer<typename S::Complex> d_out(stft.output_size(n_clips));
     for (int n : {n_clips, 1}) {
       timbre::testing::poison(d_out);
       stft.forward(d_x.get(), cs.len, n, d_out.get());
@@ -234,13 +249,35 @@ TEST(LogMelStft, MatchesDirectDft) {
       }
       const std::vector<double> want_re(ref_re.begin(), ref_re.begin() + re.size());
       const std::vector<double> want_im(ref_im.begin(), ref_im.begin() + im.size());
-      // A float FFT's error is about u * log2(n) * (the frame's L2 norm);
-      // 1e-5 of the largest |X| covers it with margin for n <= 256.
-      EXPECT_TRUE(all_close(re, want_re, {1e-5 * peak, 0}));
-      EXPECT_TRUE(all_close(im, want_im, {1e-5 * peak, 0}));
+      // An FFT's error is about u * log2(n) * (the frame's L2 norm): 1e-5 of
+      // the largest |X| covers float (u = 6e-8) with margin for n <= 256,
+      // 1e-12 covers double (u = 1.1e-16), where a float FFT would fail.
+      const double tol = sizeof(Real) == 8 ? 1e-12 : 1e-5;
+      EXPECT_TRUE(all_close(re, want_re, {tol * peak, 0}));
+      EXPECT_TRUE(all_close(im, want_im, {tol * peak, 0}));
     }
     EXPECT_THROW(stft.forward(d_x.get(), cs.len, 4, d_out.get()), std::invalid_argument);
   }
+}
+
+TEST(LogMelStft, MatchesDirectDft) { check_stft_against_dft<Stft>(); }
+TEST(LogMelStft, DoubleMatchesDirectDft) { check_stft_against_dft<StftF64>(); }
+
+// FftPath::automatic takes the `stft` entry of the table of backend defaults
+// (kernels/defaults.h): cuFFT D2Z with the GPU's row, our kernels with the
+// sim row where they support n_fft, cuFFT D2Z for any other n_fft.
+TEST(LogMelPipelineApi, AutomaticPathFollowsBackendDefaults) {
+  namespace k = timbre::kernels;
+  const k::BackendDefaults saved = k::defaults();
+  FeatureParams p, odd;
+  odd.n_fft = 1000;
+  k::use_defaults(k::gpu_defaults());
+  EXPECT_EQ(LogMelPipeline(p, 1).fft_path(), FftPath::cufft_f64);
+  EXPECT_EQ(LogMelPipeline(odd, 1).fft_path(), FftPath::cufft_f64);
+  k::use_defaults(k::sim_defaults());
+  EXPECT_EQ(LogMelPipeline(p, 1).fft_path(), FftPath::f64);
+  EXPECT_EQ(LogMelPipeline(odd, 1).fft_path(), FftPath::cufft_f64);
+  k::use_defaults(saved);
 }
 
 // ---------------------------------------------------------------------------

@@ -67,25 +67,35 @@ TEST(SpectralFrameWindow, MatchesReferenceAtOddShapes) {
       {4, 4097, 4100, 255, 100},  // odd n_fft, hop not dividing the length
       {2, 65024, 65024, 2048, 512},  // the default segment
   };
-  for (const auto& cs : cases) {
-    SCOPED_TRACE("clips " + std::to_string(cs.n_clips) + " len " + std::to_string(cs.clip_len) +
-                 " n_fft " + std::to_string(cs.n_fft) + " hop " + std::to_string(cs.hop));
-    const long long frames = k::stft_frames(cs.clip_len, cs.hop);
-    const auto signal = random_floats(size_t(cs.clip_stride * cs.n_clips), 11);
-    std::vector<float> window(size_t(cs.n_fft));
-    k::hann_window(cs.n_fft, window.data());
-    std::vector<float> ref(size_t(cs.n_clips * frames * cs.n_fft));
-    k::frame_window_cpu(signal.data(), cs.clip_stride, cs.n_clips, cs.clip_len, window.data(),
-                        cs.n_fft, cs.hop, ref.data());
-    DeviceBuffer<float> d_signal(signal), d_window(window), d_frames(ref.size());
-    for_each_thread_order([&] {
-      timbre::testing::poison(d_frames);
-      k::launch_frame_window(d_signal.get(), cs.clip_stride, cs.n_clips, cs.clip_len,
-                             d_window.get(), cs.n_fft, cs.hop, d_frames.get(), nullptr);
-      // One float product per tap in both: bit-exact.
-      EXPECT_TRUE(all_close(d_frames.to_host(), ref, {0, 0}));
-    });
-  }
+  // float (the cuFFT R2C path) and double (the D2Z path).
+  auto check = [&](auto zero) {
+    using T = decltype(zero);
+    for (const auto& cs : cases) {
+      SCOPED_TRACE(std::string(sizeof(T) == 8 ? "double" : "float") + " clips " +
+                   std::to_string(cs.n_clips) + " len " + std::to_string(cs.clip_len) +
+                   " n_fft " + std::to_string(cs.n_fft) + " hop " + std::to_string(cs.hop));
+      const long long frames = k::stft_frames(cs.clip_len, cs.hop);
+      const auto signal = random_floats(size_t(cs.clip_stride * cs.n_clips), 11);
+      std::vector<float> wf(size_t(cs.n_fft));
+      k::hann_window(cs.n_fft, wf.data());
+      std::vector<T> window(wf.begin(), wf.end());
+      if constexpr (sizeof(T) == 8) window = k::hann_window_f64(cs.n_fft);
+      std::vector<T> ref(size_t(cs.n_clips * frames * cs.n_fft));
+      k::frame_window_cpu(signal.data(), cs.clip_stride, cs.n_clips, cs.clip_len, window.data(),
+                          cs.n_fft, cs.hop, ref.data());
+      DeviceBuffer<float> d_signal(signal);
+      DeviceBuffer<T> d_window(window), d_frames(ref.size());
+      for_each_thread_order([&] {
+        timbre::testing::poison(d_frames);
+        k::launch_frame_window(d_signal.get(), cs.clip_stride, cs.n_clips, cs.clip_len,
+                               d_window.get(), cs.n_fft, cs.hop, d_frames.get(), nullptr);
+        // One product per tap in both: bit-exact.
+        EXPECT_TRUE(all_close(d_frames.to_host(), ref, {0, 0}));
+      });
+    }
+  };
+  check(0.f);
+  check(0.0);
 }
 
 TEST(SpectralFrameWindow, ReferenceIsCenteredWithZeroPadding) {
@@ -124,9 +134,11 @@ TEST(SpectralStftPowerF64, MatchesDirectDft) {
       {2, 500, 517, 256, 7},     // stride > clip length
       {1, 20, 20, 32, 3},        // frames longer than the clip
       {2, 37, 40, 4, 5},         // the smallest size (M = 2, one butterfly)
-      {1, 3000, 3000, 2048, 512},  // the pipeline's size (32 x 32 in v2)
-      {1, 2100, 2100, 4096, 1000}, // the largest (v2: 32 x 64, two columns per thread at block 32)
+      {1, 3000, 3000, 2048, 512},  // the pipeline's size (v1, v3)
+      {1, 2100, 2100, 4096, 1000}, // the largest (v1)
       {2, 300, 300, 128, 50},      // v2: 8 x 8
+      {1, 4000, 4000, 1024, 256},  // v2's largest: 16 x 32
+      {1, 900, 900, 512, 100},     // v2: 16 x 16
   };
   for (const auto& cs : cases) {
     SCOPED_TRACE("clips " + std::to_string(cs.n_clips) + " len " + std::to_string(cs.clip_len) +
@@ -147,6 +159,7 @@ TEST(SpectralStftPowerF64, MatchesDirectDft) {
                          k::StftF64Version::v3_thread_per_frame})
     for (int block : {32, 128}) {
       if (version == k::StftF64Version::v3_thread_per_frame && cs.n_fft > 2048) continue;
+      if (version == k::StftF64Version::v2_four_step && cs.n_fft > 1024) continue;
       SCOPED_TRACE(version == k::StftF64Version::v1_radix2      ? "v1_radix2"
                    : version == k::StftF64Version::v2_four_step ? "v2_four_step"
                                                                 : "v3_thread_per_frame");
@@ -231,6 +244,12 @@ TEST(SpectralStftPowerF64, RejectsUnsupportedSizes) {
                                         d_p.get(), nullptr, 32,
                                         k::StftF64Version::v3_thread_per_frame),
                std::invalid_argument);  // v3 holds at most 2048 samples per thread
+  EXPECT_THROW(k::launch_stft_power_f64(d_x.get(), 64, 1, 64, d_w.get(), d_tw.get(), 2048, 4,
+                                        d_p.get(), nullptr, 32, k::StftF64Version::v2_four_step),
+               std::invalid_argument);  // v2's sub-FFTs in registers: n_fft <= 1024
+  EXPECT_THROW(k::launch_stft_power_f64(d_x.get(), 64, 1, 64, d_w.get(), d_tw.get(), 64, 4,
+                                        d_p.get(), nullptr, 512, k::StftF64Version::v2_four_step),
+               std::invalid_argument);  // __launch_bounds__(256): 255 registers a thread
   EXPECT_FALSE(k::stft_f64_supports(2));
   EXPECT_TRUE(k::stft_f64_supports(2048));
 }
@@ -294,6 +313,15 @@ TEST(SpectralMelBanded, MatchesDenseProduct) {
         DeviceBuffer<double> d_power(power);
         timbre::testing::poison(d_mel);
         k::launch_mel_banded(d_power.get(), cs.n_clips, cs.n_frames, view, d_mel.get(), nullptr,
+                             block);
+        EXPECT_TRUE(all_close(d_mel.to_host(), ref, {0, 1e-13}));
+        // The variant on a double complex spectrum (cuFFT D2Z's output): the
+        // float values widened exactly, so the same sums.
+        std::vector<double2> spec64(n_spec);
+        for (size_t i = 0; i < n_spec; ++i) spec64[i] = double2{spec[i].x, spec[i].y};
+        DeviceBuffer<double2> d_spec64(spec64);
+        timbre::testing::poison(d_mel);
+        k::launch_mel_banded(d_spec64.get(), cs.n_clips, cs.n_frames, view, d_mel.get(), nullptr,
                              block);
         EXPECT_TRUE(all_close(d_mel.to_host(), ref, {0, 1e-13}));
       });
