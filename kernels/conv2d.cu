@@ -414,15 +414,18 @@ __global__ void im2col_kernel(Dims d, long long planes, int span, const T* __res
 // GPU that array would sit in local memory: ptxas reports 256 bytes of stack
 // for the double kernel). The launcher picks the instantiation from span;
 // the sums are the same bits either way.
-// __launch_bounds__(kCol2imMaxBlock): the 32-pixel instantiation takes
+// __launch_bounds__(kCol2imMaxBlock, 1): the 32-pixel instantiation takes
 // 73-104 registers (ptxas, sm_80/sm_90), which caps a block at 608 threads;
 // the bound keeps every instantiation launchable at 512 and the launcher
-// refuses larger blocks.
+// refuses larger blocks. The ", 1" (one resident block is enough) matters:
+// without it ptxas aimed at two blocks of 512, cut the float kernel to 64
+// registers and spilled 24 bytes.
 constexpr int kCol2imMaxBlock = 512;
 
 template <class T, int CHUNK>
-__global__ void __launch_bounds__(kCol2imMaxBlock) col2im_kernel(Dims d, long long planes, int span, const T* __restrict__ dcol,
-                              T* __restrict__ dx, bool accumulate) {
+__global__ void __launch_bounds__(kCol2imMaxBlock, 1)
+    col2im_kernel(Dims d, long long planes, int span, const T* __restrict__ dcol,
+                  T* __restrict__ dx, bool accumulate) {
   constexpr int kChunk = CHUNK;
   const long long PQ = (long long)d.P * d.Q, RS = (long long)d.R * d.S;
   const long long wstep = (long long)gridDim.x * blockDim.x * span;
