@@ -28,10 +28,16 @@ function(timbre_add_test name)
   target_link_libraries(${name} PRIVATE ${T_LIBS} timbre_testing GTest::gtest_main)
   timbre_cuda_sources(${name})
   if(TIMBRE_BACKEND STREQUAL "sim")
-    # Tests run here: register each TEST with CTest. In the cuda flavour they
-    # are built (so nothing rots) and run by hand on a GPU machine.
+    # Tests run here: register each TEST with CTest.
     gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60
       PROPERTIES LABELS "${T_LABELS}"
                  ENVIRONMENT "OMP_WAIT_POLICY=PASSIVE;OPENBLAS_NUM_THREADS=1")
+  else()
+    # Every test runs on the device (label gpu, beside its area's label).
+    # Tests are listed when ctest runs (PRE_TEST), not at build time, so the
+    # flavour builds on a machine without a GPU (CI), and `ctest -N` lists
+    # every test there too (listing touches no device).
+    gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60
+      PROPERTIES LABELS "gpu;${T_LABELS}")
   endif()
 endfunction()

@@ -31,6 +31,16 @@
 
 namespace timbre::testing {
 
+#ifdef TIMBRE_FIXTURES_DIR
+// The golden fixtures (tests/fixtures): $TIMBRE_FIXTURES when set, for a
+// build run from another copy of the tree (scripts/gpu_check.sh runs a
+// build prepared elsewhere), else the source tree's, compiled in.
+inline std::string fixtures_dir() {
+  const char* env = std::getenv("TIMBRE_FIXTURES");
+  return env && *env ? std::string(env) : std::string(TIMBRE_FIXTURES_DIR);
+}
+#endif
+
 // A fresh directory under $TMPDIR (or /tmp), deleted with its contents when
 // the object goes out of scope.
 class TempDir {

@@ -15,6 +15,7 @@
 
 #include "engine/ops.h"
 #include "tests/fixtures/npy.h"
+#include "tests/testing.h"
 
 namespace {
 
@@ -23,7 +24,7 @@ using timbre::Tensor;
 using timbre::Variable;
 namespace ops = timbre::ops;
 
-std::string dir(const std::string& c) { return std::string(TIMBRE_FIXTURES_DIR) + "/engine/" + c + "/"; }
+std::string dir(const std::string& c) { return timbre::testing::fixtures_dir() + "/engine/" + c + "/"; }
 
 Tensor load(const std::string& c, const std::string& name) {
   const auto a = timbre::testing::load_npy(dir(c) + name + ".npy");

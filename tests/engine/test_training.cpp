@@ -22,7 +22,7 @@ using timbre::Variable;
 namespace ops = timbre::ops;
 
 Tensor fixture(const std::string& name) {
-  const auto a = timbre::testing::load_npy(std::string(TIMBRE_FIXTURES_DIR) + "/engine/adam_mlp/" +
+  const auto a = timbre::testing::load_npy(timbre::testing::fixtures_dir() + "/engine/adam_mlp/" +
                                            name + ".npy");
   if (a.dtype == "<i4") return Tensor::from_host(Shape(a.shape), a.as<int32_t>());
   return Tensor::from_host(Shape(a.shape), a.as<float>());
@@ -88,7 +88,7 @@ TEST(Training, TenAdamStepsMatchPyTorch) {
   std::vector<Variable> p;
   for (const char* n : {"w1_init", "b1_init", "w2_init", "b2_init"}) p.emplace_back(fixture(n), true);
   const Tensor x = fixture("x"), labels = fixture("labels");
-  const auto want = timbre::testing::load_npy(std::string(TIMBRE_FIXTURES_DIR) +
+  const auto want = timbre::testing::load_npy(timbre::testing::fixtures_dir() +
                                               "/engine/adam_mlp/losses.npy").as<double>();
   timbre::Adam adam(p, timbre::kernels::pytorch_adam(1e-2));
   for (size_t step = 0; step < want.size(); ++step) {
@@ -103,7 +103,7 @@ TEST(Training, TenAdamStepsMatchPyTorch) {
   EXPECT_LT(want.back(), want.front()) << "the fixture should show learning";
   const char* finals[] = {"w1_final", "b1_final", "w2_final", "b2_final"};
   for (size_t i = 0; i < p.size(); ++i) {
-    const auto ref = timbre::testing::load_npy(std::string(TIMBRE_FIXTURES_DIR) +
+    const auto ref = timbre::testing::load_npy(timbre::testing::fixtures_dir() +
                                                "/engine/adam_mlp/" + finals[i] + ".npy").as<double>();
     double scale = 0;
     for (double r : ref) scale = std::max(scale, std::fabs(r));

@@ -36,7 +36,7 @@ using timbre::testing::random_floats;
 using timbre::testing::Tolerance;
 
 std::string fixture(const std::string& name) {
-  return std::string(TIMBRE_FIXTURES_DIR) + "/augment/" + name;
+  return timbre::testing::fixtures_dir() + "/augment/" + name;
 }
 
 std::vector<float> load(const std::string& name) { return load_npy(fixture(name)).as<float>(); }

@@ -533,7 +533,7 @@ TEST(H5Store, RandomReadThroughput) {
 
 namespace {
 
-const std::string kH5Dir = std::string(TIMBRE_FIXTURES_DIR) + "/h5";
+const std::string kH5Dir = timbre::testing::fixtures_dir() + "/h5";
 
 // What DISABLED_WriteTimbreFixture commits as timbre_written.h5: small,
 // nonzero, non-trivial float values (sin), three labels, uneven splits.

@@ -29,7 +29,7 @@ using timbre::Variable;
 namespace ops = timbre::ops;
 namespace models = timbre::models;
 
-const std::string kDir = std::string(TIMBRE_FIXTURES_DIR) + "/models/";
+const std::string kDir = timbre::testing::fixtures_dir() + "/models/";
 
 json read_json(const std::string& path) {
   std::ifstream f(path);

@@ -55,7 +55,12 @@ std::pair<int, std::string> sh(const std::string& cmd) {
   return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
 }
 
-const std::string kTimbre = TIMBRE_EXE;
+// The timbre command: $TIMBRE_EXE when set (a build prepared elsewhere, see
+// scripts/gpu_check.sh), else the one built beside this test.
+const std::string kTimbre = [] {
+  const char* env = std::getenv("TIMBRE_EXE");
+  return std::string(env && *env ? env : TIMBRE_EXE);
+}();
 
 // ----------------------------------------------------------------------------
 // FMA layout: tracks.csv with the two-level header, quoted commas and
