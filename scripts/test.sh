@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine:
 #   1. installs the Debian packages (scripts/setup.sh);
-#   2. builds the cuda flavour with nvcc (compile and link only: no GPU here)
-#      and writes ptxas's per-kernel register/spill/shared-memory report to
-#      build/cuda/ptxas-report.txt;
+#   2. builds the cuda flavour with nvcc and writes ptxas's per-kernel
+#      register/spill/shared-memory report to build/cuda/ptxas-report.txt
+#      (a spill fails the run); checks that CTest lists every test there.
+#      Where nvidia-smi sees a GPU, builds for it and runs the suite on the
+#      device (label gpu); elsewhere the flavour is compiled and linked only;
 #   3. builds the sim flavour with ASan+UBSan and runs simcuda's and the
 #      kernels' tests there (shared-memory overflows must be seen);
-#   4. builds the sim flavour and runs the full CTest suite.
-# Set TIMBRE_SKIP_CUDA=1 or TIMBRE_SKIP_ASAN=1 to leave a stage out locally.
+#   4. builds the sim flavour and runs the full CTest suite with the sim
+#      build's own backend defaults (kernels/defaults.h);
+#   5. runs that suite again, simcuda's own tests aside, with the GPU's
+#      defaults (TIMBRE_DEFAULTS=gpu): the GPU's launch shapes and paths
+#      (cuFFT STFT, one column per thread, capped grids) end to end,
+#      the librosa and PyTorch comparisons included.
+# Set TIMBRE_SKIP_CUDA=1, TIMBRE_SKIP_ASAN=1 or TIMBRE_SKIP_GPU_DEFAULTS=1
+# to leave a stage out locally.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -20,10 +28,18 @@ export PATH="$PATH:/usr/local/cuda/bin"
 export OMP_WAIT_POLICY=PASSIVE
 
 stage() { printf '\n=== %s\n' "$*"; }
+gpu_present() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q GPU; }
 
 if [[ ${TIMBRE_SKIP_CUDA:-0} != 1 ]]; then
-  stage "cuda flavour: nvcc compile and link"
-  cmake -S "$root" -B build/cuda -G Ninja -DTIMBRE_BACKEND=cuda -DCMAKE_BUILD_TYPE=Release >/dev/null
+  if gpu_present; then
+    stage "cuda flavour: nvcc build for this machine's GPU, then the suite on the device"
+    arch=native
+  else
+    stage "cuda flavour: nvcc compile and link (no GPU here: sm_80 and sm_90)"
+    arch="80;90"
+  fi
+  cmake -S "$root" -B build/cuda -G Ninja -DTIMBRE_BACKEND=cuda -DCMAKE_BUILD_TYPE=Release \
+        -DCMAKE_CUDA_ARCHITECTURES="$arch" >/dev/null
   # --clean-first: every .cu is compiled (ccache replays cached output), so
   # the log holds ptxas's report for every kernel.
   if ! cmake --build build/cuda -j "$jobs" --clean-first > build/cuda/build.log 2>&1; then
@@ -32,6 +48,16 @@ if [[ ${TIMBRE_SKIP_CUDA:-0} != 1 ]]; then
     exit 1
   fi
   ./scripts/ptxas_report.sh build/cuda/build.log build/cuda/ptxas-report.txt
+  # Every test executable is registered (label gpu); listing runs no kernel.
+  listed=$(ctest --test-dir build/cuda -N -L gpu | sed -n 's/^Total Tests: //p')
+  echo "cuda flavour: CTest lists ${listed:-0} tests (label gpu)"
+  if [[ ${listed:-0} -lt 100 ]]; then
+    echo "cuda flavour: CTest lists too few tests; see 'ctest --test-dir build/cuda -N'" >&2
+    exit 1
+  fi
+  if gpu_present; then
+    ctest --test-dir build/cuda -L gpu -j "$jobs" --output-on-failure --timeout 900
+  fi
 fi
 
 if [[ ${TIMBRE_SKIP_ASAN:-0} != 1 ]]; then
@@ -48,7 +74,14 @@ if [[ ${TIMBRE_SKIP_ASAN:-0} != 1 ]]; then
   grep -E "tests passed|tests failed" build/sim-asan/ctest.log
 fi
 
-stage "sim flavour: build and full test suite"
+stage "sim flavour: build and full test suite (the sim build's own backend defaults)"
 cmake -S "$root" -B build/sim -G Ninja -DTIMBRE_BACKEND=sim -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build/sim -j "$jobs"
 ctest --test-dir build/sim -j "$jobs" --output-on-failure --timeout 900
+
+if [[ ${TIMBRE_SKIP_GPU_DEFAULTS:-0} != 1 ]]; then
+  stage "sim flavour with the GPU's backend defaults (TIMBRE_DEFAULTS=gpu): every suite but simcuda's"
+  TIMBRE_DEFAULTS=gpu build/sim/tools/timbre info | sed -n '/^backend defaults/,$p'
+  TIMBRE_DEFAULTS=gpu ctest --test-dir build/sim -LE simcuda -j "$jobs" --output-on-failure \
+    --timeout 900
+fi
