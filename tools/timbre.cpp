@@ -17,7 +17,9 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <cmath>
 #include <exception>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <sys/stat.h>
@@ -50,15 +52,42 @@ void install_stop_handlers() {
 
 int default_jobs() { return std::max(1u, std::thread::hardware_concurrency()); }
 
+// A finite number ("nan", "inf" and "1e999" are refused: CLI11's range
+// checks compare, and every comparison with NaN is false).
+const CLI::Validator kFinite(
+    [](std::string& s) -> std::string {
+      try {
+        size_t used = 0;
+        const double v = std::stod(s, &used);
+        if (used == s.size() && std::isfinite(v)) return "";
+      } catch (const std::exception&) {
+      }
+      return "must be a finite number, not '" + s + "'";
+    },
+    "FINITE");
+
+// A seed: decimal digits only (an unsigned parse would turn "-1" into
+// 18446744073709551615).
+const CLI::Validator kSeed(
+    [](std::string& s) -> std::string {
+      const bool digits = !s.empty() && s.size() <= 20 &&
+                          s.find_first_not_of("0123456789") == std::string::npos;
+      if (digits && (s.size() < 20 || s <= "18446744073709551615")) return "";
+      return "must be an integer in [0, 2^64), not '" + s + "'";
+    },
+    "SEED");
+
 void add_feature_options(CLI::App* c, timbre::features::FeatureParams& p) {
   auto* g = "Feature parameters";
   c->add_option("--n-fft", p.n_fft, "FFT size = frame length")->group(g)->capture_default_str();
   c->add_option("--hop", p.hop, "Samples between frames")->group(g)->capture_default_str();
   c->add_option("--n-mels", p.n_mels, "Mel bands")->group(g)->capture_default_str();
-  c->add_option("--fmin", p.fmin, "Lowest mel frequency (Hz)")->group(g)->capture_default_str();
-  c->add_option("--fmax", p.fmax, "Highest mel frequency (Hz)")->group(g)->capture_default_str();
+  c->add_option("--fmin", p.fmin, "Lowest mel frequency (Hz)")->check(kFinite)->group(g)
+      ->capture_default_str();
+  c->add_option("--fmax", p.fmax, "Highest mel frequency (Hz)")->check(kFinite)->group(g)
+      ->capture_default_str();
   c->add_option("--frames", p.frames, "Frames per segment")->group(g)->capture_default_str();
-  c->add_option("--top-db", p.top_db, "dB floor below each clip's maximum")
+  c->add_option("--top-db", p.top_db, "dB floor below each clip's maximum")->check(kFinite)
       ->group(g)->capture_default_str();
   c->add_option("--n-mfcc", p.n_mfcc, "MFCC coefficients instead of log-mel (0: log-mel)")
       ->group(g)->capture_default_str();
@@ -113,6 +142,8 @@ std::vector<std::string> expand_train_config(int argc, char** argv) {
     }
   }
   if (file.empty()) return args;
+  if (std::filesystem::is_directory(file))
+    throw CLI::FileError("--config " + file + ": a directory, not a TOML file");
   std::ifstream in(file);
   if (!in) throw CLI::FileError::Missing(file);
   std::vector<std::string> from_file;
@@ -168,7 +199,7 @@ int main(int argc, char** argv) {
   int size = 256;
   unsigned kseed = 1;
   kern->add_option("--size", size, "Matrix side for the GEMM")->check(CLI::Range(1, 4096));
-  kern->add_option("--seed", kseed, "Seed of the random inputs");
+  kern->add_option("--seed", kseed, "Seed of the random inputs")->check(kSeed);
 
   // models -------------------------------------------------------------------
   auto* mdl = app.add_subcommand("models", "Print each network's layers, parameters and FLOPs");
@@ -198,7 +229,8 @@ int main(int argc, char** argv) {
                                            "pitch (-2, +2 semitones), or both: stretch,pitch");
   ext->add_option("--jobs", ex.jobs, "Decoding threads")->check(CLI::Range(1, 256))
       ->capture_default_str();
-  ext->add_option("--seed", ex.seed, "Seed of the random split and crops")->capture_default_str();
+  ext->add_option("--seed", ex.seed, "Seed of the random split and crops")->check(kSeed)
+      ->capture_default_str();
   ext->add_option("--batch", ex.batch, "Segments per device batch")->check(CLI::Range(1, 4096))
       ->capture_default_str();
   ext->add_flag("--force", ex.force, "Replace an existing --out");
@@ -223,13 +255,13 @@ int main(int argc, char** argv) {
   trn->add_option("--batch-size", tr.batch_size, "Samples per step")->check(CLI::Range(1, 65536))
       ->capture_default_str();
   trn->add_option("--lr", tr.lr, "Adam learning rate (default 1e-3; 2e-4 for rescnn)")
-      ->check(CLI::PositiveNumber);
+      ->check(kFinite & CLI::PositiveNumber);
   trn->add_option("--decay", tr.decay, "Keras time decay of the learning rate")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(kFinite & CLI::NonNegativeNumber)->capture_default_str();
   trn->add_option("--patience", tr.patience, "Epochs without a better val_accuracy before "
                                              "stopping")->check(CLI::Range(1, 100000))
       ->capture_default_str();
-  trn->add_option("--seed", tr.seed, "Seed of weights, shuffling and dropout")
+  trn->add_option("--seed", tr.seed, "Seed of weights, shuffling and dropout")->check(kSeed)
       ->capture_default_str();
   trn->add_option("--model-config", tr_model_config, "JSON object of model settings, e.g. "
                                                      "'{\"dropout\": 0.2}' (see docs/models.md)");
@@ -282,14 +314,15 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 100))->capture_default_str();
   bas->add_option("-k", bl.k, "Neighbours (knn)")->check(CLI::Range(1, 1024))
       ->capture_default_str();
-  bas->add_option("-C", bl.C, "SVM penalty")->check(CLI::PositiveNumber)->capture_default_str();
+  bas->add_option("-C", bl.C, "SVM penalty")->check(kFinite & CLI::PositiveNumber)
+      ->capture_default_str();
   bas->add_option("--gamma", bl.gamma, "RBF gamma (0: 1 / (components * variance), "
                                        "scikit-learn's 'scale')")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(kFinite & CLI::NonNegativeNumber)->capture_default_str();
   bas->add_flag("--no-svm-probability", bl_one_hot, "One-hot SVM decisions instead of libsvm's "
                                                     "probability estimates");
   bas->add_option("--seed", bl.seed, "Seed of the train subset, the PCA start and libsvm")
-      ->capture_default_str();
+      ->check(kSeed)->capture_default_str();
 
   // demo ---------------------------------------------------------------------
   DemoOptions demo;
@@ -303,7 +336,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(10, 10000))->capture_default_str();
   dmo->add_option("--epochs", demo.epochs, "Most epochs")->check(CLI::Range(1, 1000))
       ->capture_default_str();
-  dmo->add_option("--seed", demo.seed, "Seed of everything")->capture_default_str();
+  dmo->add_option("--seed", demo.seed, "Seed of everything")->check(kSeed)->capture_default_str();
   dmo->add_option("--jobs", demo.jobs, "Rendering and decoding threads")
       ->check(CLI::Range(1, 256))->capture_default_str();
 
@@ -314,6 +347,11 @@ int main(int argc, char** argv) {
     if (ext->parsed()) {
       ex.segments = parse_segments(ex_segments);
       parse_augment(ex_augment, ex);
+      try {  // values each flag accepts alone but not together (--fmax above sample_rate/2)
+        ex.params.validate();
+      } catch (const std::invalid_argument& e) {
+        throw CLI::ValidationError("feature parameters", e.what());
+      }
     }
     if (trn->parsed() && !tr_model_config.empty()) {
       try {
@@ -347,14 +385,9 @@ int main(int argc, char** argv) {
     }
     if (trn->parsed()) {
       install_stop_handlers();
-      struct stat st;
-      const bool has_run = ::stat((tr.out + "/last.ckpt").c_str(), &st) == 0;
-      if (!tr.resume && !has_run) {  // (run_train refuses an existing run: keep its files)
-        // The effective configuration, as a TOML file --config accepts.
-        ::mkdir(tr.out.c_str(), 0777);
-        write_file_atomic(tr.out + "/config.toml",
-                          train_config_toml(tr, tr.lr > 0 ? tr.lr : default_lr(tr.model)));
-      }
+      // The effective configuration, as a TOML file --config accepts;
+      // run_train writes it once every check has passed.
+      tr.config_toml = train_config_toml(tr, tr.lr > 0 ? tr.lr : default_lr(tr.model));
       const TrainResult r = run_train(tr, &g_stop);
       if (r.signal != 0) {
         std::fprintf(stderr, "timbre: stopped by signal %d; state saved in %s/last.ckpt "
@@ -405,6 +438,9 @@ int main(int argc, char** argv) {
   } catch (const timbre::CudaError& e) {
     std::fprintf(stderr, "timbre: CUDA error: %s\n", e.what());
     return 1;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "timbre: %s\n", e.what());
+    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "timbre: %s\n", e.what());
     return 1;

@@ -1,12 +1,17 @@
 #include "tools/train.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -52,6 +57,77 @@ features::FeatureParams params_from_json(const json& j) {
 bool exists(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0;
+}
+
+// An exclusive lock on dir/.lock for this object's life (flock: the kernel
+// drops it when the process dies, so a killed run leaves no stale lock).
+// The file holds the holder's pid, for the message a second process gets.
+class RunFolderLock {
+ public:
+  explicit RunFolderLock(const std::string& dir) {
+    const std::string path = dir + "/.lock";
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd_ < 0)
+      throw std::runtime_error("cannot open the run folder's lock " + path + ": " +
+                               std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      char pid[32] = {};
+      const ssize_t n = ::pread(fd_, pid, sizeof pid - 1, 0);
+      ::close(fd_);
+      if (err == EWOULDBLOCK)
+        throw std::runtime_error(dir + " is in use by another timbre train" +
+                                 (n > 0 ? " (pid " + std::string(pid, size_t(n)) + ")" : "") +
+                                 "; wait for it to finish or choose another --out");
+      throw std::runtime_error("cannot lock " + path + ": " + std::strerror(err));
+    }
+    const std::string pid = std::to_string(::getpid());
+    if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) < 0) {
+      // The pid is only for the message; the lock holds without it.
+    }
+  }
+  ~RunFolderLock() { ::close(fd_); }
+  RunFolderLock(const RunFolderLock&) = delete;
+  RunFolderLock& operator=(const RunFolderLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+// The folder, created if missing, with the reason when that fails.
+void make_run_folder(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0777) != 0 && errno != EEXIST)
+    throw std::runtime_error("cannot create the run folder " + dir + ": " + std::strerror(errno));
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    throw std::runtime_error("the run folder " + dir + " is not a directory");
+}
+
+// Resume: the run's own run.json against the options of this invocation.
+// Whatever would change what the run means is refused, naming old and new;
+// epochs and patience may change.
+void check_resume_settings(const std::string& dir, const json& now) {
+  const std::string path = dir + "/run.json";
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("--resume: " + path + " is missing");
+  json was;
+  try {
+    was = json::parse(in);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("--resume: " + path + " is not valid JSON: " + e.what());
+  }
+  std::string diffs;
+  for (const char* key : {"model", "model_config", "batch_size", "seed", "lr", "decay", "adam",
+                          "max_steps", "label_names", "features", "data_sizes"}) {
+    if (!was.contains(key)) continue;  // runs from older versions record fewer keys
+    if (was.at(key) != now.at(key))
+      diffs += std::string("\n  ") + key + ": the run has " + was.at(key).dump() +
+               ", this command " + now.at(key).dump();
+  }
+  if (!diffs.empty())
+    throw std::runtime_error("--resume: " + dir + " was trained with other settings; resuming "
+                             "would change the run (only --epochs and --patience may change):" +
+                             diffs);
 }
 
 void write_text_atomically(const std::string& path, const std::string& text) {
@@ -169,18 +245,12 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
   if (o.epochs < 1) throw std::invalid_argument("--epochs must be at least 1");
   if (o.batch_size < 1) throw std::invalid_argument("--batch-size must be at least 1");
   if (o.patience < 1) throw std::invalid_argument("--patience must be at least 1");
-  if (o.lr < 0 || o.decay < 0) throw std::invalid_argument("--lr and --decay must be >= 0");
+  if (!(o.lr >= 0) || !std::isfinite(o.lr))
+    throw UsageError("--lr must be a finite number > 0 (0: the model's default)");
+  if (!(o.decay >= 0) || !std::isfinite(o.decay))
+    throw UsageError("--decay must be a finite number >= 0");
   if (o.adam != "keras" && o.adam != "pytorch")
     throw std::invalid_argument("adam must be 'keras' or 'pytorch', not '" + o.adam + "'");
-
-  const std::string last_path = o.out + "/last.ckpt", best_path = o.out + "/best.ckpt";
-  if (!o.resume && exists(last_path))
-    throw std::runtime_error(o.out + " already holds a run (last.ckpt); pass --resume to "
-                             "continue it or choose another --out");
-  if (o.resume && !exists(last_path))
-    throw std::runtime_error("--resume: " + last_path + " does not exist");
-  ::mkdir(o.out.c_str(), 0777);
-  if (!exists(o.out)) throw std::runtime_error("cannot create the run folder " + o.out);
 
   BatchLoader loader(features::FeatureStore::open(o.data));
   const features::FeatureStore& st = loader.store();
@@ -190,12 +260,37 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
   if (st.size(Split::validation) == 0)
     throw std::runtime_error(o.data + ": the validation split is empty (early stopping needs it)");
 
-  // The model: its config from the options, the classes and input size from the data.
+  // The model: its config from the options, the classes and input size from
+  // the data. A value the model refuses is a usage error, found before the
+  // run folder is touched.
   json cfg = o.model_config.is_null() ? json::object() : o.model_config;
   cfg["n_classes"] = n_classes;
   Generator gen(o.seed);
-  std::unique_ptr<models::Model> model = models::make_model(o.model, cfg, gen);
+  std::unique_ptr<models::Model> model;
+  try {
+    model = models::make_model(o.model, cfg, gen);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("--model-config: ") + e.what());
+  }
   model->train();
+
+  // The run folder: created, locked for this process's life, and checked
+  // under the lock (a second run on the same --out fails here, before it
+  // writes anything).
+  const std::string last_path = o.out + "/last.ckpt", best_path = o.out + "/best.ckpt";
+  make_run_folder(o.out);
+  const RunFolderLock lock(o.out);
+  if (!o.resume) {
+    for (const char* f : {"last.ckpt", "best.ckpt", "log.csv", "run.json"})
+      if (exists(o.out + "/" + f))
+        throw std::runtime_error(o.out + " already holds a run (" + f + "); pass --resume to "
+                                 "continue it (it needs last.ckpt) or choose another --out");
+  } else if (!exists(last_path)) {
+    throw std::runtime_error("--resume: " + last_path + " does not exist" +
+                             (exists(best_path) ? " (best.ckpt does: evaluate it with timbre eval, "
+                                                  "or train anew in another --out)"
+                                                : ""));
+  }
   const double lr = o.lr > 0 ? o.lr : default_lr(o.model);
   const kernels::AdamConfig adam_cfg =
       o.adam == "keras" ? kernels::keras_adam(lr) : kernels::pytorch_adam(lr);
@@ -250,7 +345,11 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
                 {"max_steps", o.max_steps},
                 {"label_names", st.label_names()},
                 {"features", params_to_json(st.params())},
+                {"data_sizes", {st.size(Split::train), st.size(Split::validation),
+                                st.size(Split::test)}},
                 {"timbre_version", features::timbre_version()}};
+    if (o.resume) check_resume_settings(o.out, run);
+    if (!o.config_toml.empty()) write_text_atomically(o.out + "/config.toml", o.config_toml);
     write_text_atomically(o.out + "/run.json", run.dump(2) + "\n");
   }
 

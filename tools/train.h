@@ -41,6 +41,8 @@ struct TrainOptions {
   bool resume = false;         // continue out/last.ckpt
   int max_steps = 0;           // cap on training steps per epoch (0: the whole split)
   bool quiet = false;          // no epoch lines (tests)
+  std::string config_toml;     // the effective configuration (the command's TOML), written
+                               // to out/config.toml when the run starts or resumes
   long long inject_nan_step = -1;  // tests: a NaN in the input at this global step
 };
 
@@ -56,8 +58,16 @@ struct TrainResult {
 double default_lr(const std::string& model);
 
 // Trains. Throws TrainError for a non-finite loss or gradient (naming the
-// epoch, step and batch), std::runtime_error / invalid_argument for bad
-// options, data or checkpoints. `stop` (may be null) is polled after every
+// epoch, step and batch), UsageError for option values the model or the
+// data refuse (before anything is written), std::runtime_error /
+// invalid_argument for bad data or checkpoints, a run folder in use by
+// another process (an exclusive lock on out/.lock held for the run's life,
+// released by the kernel if the process dies), a folder that already holds a
+// run (without resume), or a resume that would change the run's meaning
+// (data, labels, model, batch size, seed, learning rate, decay, Adam form,
+// steps per epoch: each named with its old and new value; more epochs and
+// another patience are allowed). Nothing is written to the folder before
+// every check has passed. `stop` (may be null) is polled after every
 // step: when it holds a signal number the state is saved and the run returns
 // with result.signal set.
 TrainResult run_train(const TrainOptions& options, const std::atomic<int>* stop = nullptr);
@@ -65,6 +75,13 @@ TrainResult run_train(const TrainOptions& options, const std::atomic<int>* stop 
 class TrainError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+};
+
+// A bad value found after the flags were parsed (the command exits 2, as for
+// any usage error).
+class UsageError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
 };
 
 // A trained model loaded from a run folder's best.ckpt, ready for inference.

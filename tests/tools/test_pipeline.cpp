@@ -5,7 +5,9 @@
 // corrupt files). Small feature parameters (8 kHz, 16 mel bands, 16 frames)
 // and small models keep every run to seconds under simcuda.
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -183,6 +185,15 @@ TEST(Extract, UsageErrorsExit2) {
   const auto missing = sh(kTimbre + " baseline --method knn --data /nonexistent.h5");
   EXPECT_EQ(missing.first, 1);
   EXPECT_NE(missing.second.find("/nonexistent.h5"), std::string::npos) << missing.second;
+  // Feature parameters each flag accepts alone but the set refuses, and
+  // numbers that are not finite: usage errors, before any audio is read.
+  for (const char* bad : {"--n-fft 0", "--fmax 20000", "--fmin nan", "--top-db inf",
+                          "--seed -1"}) {
+    const auto r = sh(kTimbre + " extract --audio /nonexistent --out b.h5 " + bad);
+    EXPECT_EQ(r.first, 2) << bad << ": " << r.second;
+  }
+  EXPECT_EQ(sh(kTimbre + " baseline --method svm --data x.h5 -C nan").first, 2);
+  EXPECT_EQ(sh(kTimbre + " baseline --method svm --data x.h5 --gamma inf").first, 2);
 }
 
 // ----------------------------------------------------------------------------
@@ -388,7 +399,108 @@ TEST_F(Pipeline, TrainUsageErrorsExit2) {
   const auto bad = sh(base + " --config " + (run / "bad.toml"));
   EXPECT_EQ(bad.first, 2) << bad.second;
   EXPECT_NE(bad.second.find("learning_rate"), std::string::npos) << bad.second;
-  EXPECT_FALSE(std::filesystem::exists(run / "r/last.ckpt"));
+  // Numbers that are not finite or not in range: refused, not replaced by
+  // a default or wrapped around.
+  for (const char* flag : {" --lr nan", " --lr inf", " --decay nan", " --seed -1",
+                           " --seed 18446744073709551616"}) {
+    const auto r = sh(base + flag);
+    EXPECT_EQ(r.first, 2) << flag << ": " << r.second;
+  }
+  // A value the model refuses: a usage error too.
+  const auto cfg = sh(base + " --model rescnn --model-config '{\"channels\": \"wide\"}'");
+  EXPECT_EQ(cfg.first, 2) << cfg.second;
+  EXPECT_NE(cfg.second.find("--model-config"), std::string::npos) << cfg.second;
+  // --config naming a directory is not an empty file.
+  const auto dir = sh(base + " --config " + std::string(run.path()));
+  EXPECT_EQ(dir.first, 2) << dir.second;
+  EXPECT_NE(dir.second.find("a directory"), std::string::npos) << dir.second;
+  // Nothing of a refused run is written: not even the folder.
+  EXPECT_FALSE(std::filesystem::exists(run / "r"));
+}
+
+// A folder with best.ckpt but no last.ckpt (a kill or a full disk between
+// the two saves can leave that) still holds a run: a new run must not
+// replace its best weights.
+TEST_F(Pipeline, BestWeightsWithoutLastAreNotOverwritten) {
+  TempDir run;
+  tt::TrainOptions o = options(run / "r");
+  o.epochs = 1;
+  tt::run_train(o);
+  std::filesystem::remove(run / "r/last.ckpt");
+  const auto best = checkpoint_values(run / "r/best.ckpt");
+  tt::TrainOptions again = o;
+  again.seed = 99;
+  try {
+    tt::run_train(again);
+    FAIL() << "a new run replaced a folder's best.ckpt";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("already holds a run"), std::string::npos) << e.what();
+  }
+  again.resume = true;
+  try {
+    tt::run_train(again);
+    FAIL() << "resumed without last.ckpt";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("best.ckpt does"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(checkpoint_values(run / "r/best.ckpt") == best);
+}
+
+// Two runs on one --out: the second is refused while the first holds the
+// folder's lock (here this process holds it, as a running train would), and
+// runs once the lock is released (a killed run releases it too).
+TEST_F(Pipeline, ARunFolderInUseIsRefused) {
+  TempDir run;
+  const std::string out = run / "r";
+  std::filesystem::create_directories(out);
+  const int fd = ::open((out + "/.lock").c_str(), O_RDWR | O_CREAT, 0666);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+  ASSERT_EQ(::write(fd, "4242", 4), 4);
+  tt::TrainOptions o = options(out);
+  o.epochs = 1;
+  try {
+    tt::run_train(o);
+    FAIL() << "trained in a folder another process holds";
+  } catch (const std::runtime_error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("in use by another timbre train (pid 4242)"), std::string::npos) << msg;
+  }
+  EXPECT_FALSE(std::filesystem::exists(out + "/run.json"));
+  ::close(fd);
+  EXPECT_EQ(tt::run_train(o).epochs_done, 1);
+}
+
+// Resume refuses what would change the run's meaning, naming old and new,
+// and allows more epochs and another patience.
+TEST_F(Pipeline, ResumeRefusesOtherSettings) {
+  TempDir run;
+  tt::TrainOptions o = options(run / "r");
+  o.epochs = 1;
+  tt::run_train(o);
+  o.resume = true;
+  o.epochs = 2;
+  auto refused = [&](tt::TrainOptions changed, const std::string& want) {
+    try {
+      tt::run_train(changed);
+      ADD_FAILURE() << "resumed with " << want;
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+  };
+  tt::TrainOptions b = o;
+  b.batch_size = 16;
+  refused(b, "batch_size: the run has 8, this command 16");
+  tt::TrainOptions s = o;
+  s.seed = 4;
+  refused(s, "seed: the run has 3, this command 4");
+  tt::TrainOptions l = o;
+  l.lr = 5e-3;
+  refused(l, "0.005");  // (the checkpoint's Adam settings refuse it first)
+  const auto before = checkpoint_values(run / "r/last.ckpt");
+  EXPECT_TRUE(checkpoint_values(run / "r/last.ckpt") == before);
+  o.patience = 5;
+  EXPECT_EQ(tt::run_train(o).epochs_done, 2);
 }
 
 TEST_F(Pipeline, AnExistingRunIsNotTouchedWithoutResume) {
