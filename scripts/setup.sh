@@ -11,6 +11,7 @@ packages=(
   libfftw3-dev           # simcuda: cuFFT subset
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libfmt-dev nlohmann-json3-dev
+  libtomlplusplus-dev    # tools: config.toml written (and checked) by a real TOML library
   libmpg123-dev          # features: MP3 decoding
   libsndfile1-dev        # features: WAV, FLAC, OGG decoding
   libsoxr-dev            # features: resampling (librosa's soxr_hq)

@@ -53,6 +53,7 @@ pkg_check_modules(SOXR REQUIRED IMPORTED_TARGET soxr)
 pkg_check_modules(HDF5 REQUIRED IMPORTED_TARGET hdf5)
 find_package(nlohmann_json 3 REQUIRED)
 find_package(fmt REQUIRED)
+pkg_check_modules(TOMLPP REQUIRED IMPORTED_TARGET tomlplusplus)  # config.toml
 find_package(ZLIB REQUIRED)  # crc32 of checkpoint contents
 
 # libcsv, LAME and libsvm ship no pkg-config file.

@@ -12,6 +12,7 @@
 // Usage errors (bad flags, unknown config keys) exit 2; failures exit 1; a
 // training run stopped by SIGINT/SIGTERM saves its state and exits 130/143.
 #include <CLI/CLI.hpp>
+#include <toml++/toml.h>
 
 #include <algorithm>
 #include <atomic>
@@ -67,13 +68,14 @@ const CLI::Validator kFinite(
     "FINITE");
 
 // A seed: decimal digits only (an unsigned parse would turn "-1" into
-// 18446744073709551615).
+// 18446744073709551615), below 2^63 so that config.toml (TOML integers are
+// signed 64-bit) holds it.
 const CLI::Validator kSeed(
     [](std::string& s) -> std::string {
-      const bool digits = !s.empty() && s.size() <= 20 &&
+      const bool digits = !s.empty() && s.size() <= 19 &&
                           s.find_first_not_of("0123456789") == std::string::npos;
-      if (digits && (s.size() < 20 || s <= "18446744073709551615")) return "";
-      return "must be an integer in [0, 2^64), not '" + s + "'";
+      if (digits && (s.size() < 19 || s <= "9223372036854775807")) return "";
+      return "must be an integer in [0, 2^63), not '" + s + "'";
     },
     "SEED");
 
@@ -165,20 +167,24 @@ std::vector<std::string> expand_train_config(int argc, char** argv) {
   return args;
 }
 
-// The effective training configuration as TOML that --config accepts.
+// The effective training configuration as TOML that --config accepts,
+// written by toml++ (strings escaped as TOML requires, whatever a path holds).
 std::string train_config_toml(const timbre::tools::TrainOptions& o, double lr) {
+  const toml::table t{{"model", o.model},
+                      {"data", o.data},
+                      {"out", o.out},
+                      {"epochs", o.epochs},
+                      {"batch-size", o.batch_size},
+                      {"lr", lr},
+                      {"decay", o.decay},
+                      {"patience", o.patience},
+                      {"seed", int64_t(o.seed)},
+                      {"model-config", o.model_config.dump()},
+                      {"adam", o.adam},
+                      {"max-steps", o.max_steps}};
   std::ostringstream s;
-  auto q = [](const std::string& v) {
-    std::string r = "'";
-    for (char c : v) r += c == '\'' ? std::string("\'") : std::string(1, c);
-    return r + "'";
-  };
   s << "# the effective configuration of this run: timbre train --config config.toml\n"
-    << "model = " << q(o.model) << "\ndata = " << q(o.data) << "\nout = " << q(o.out)
-    << "\nepochs = " << o.epochs << "\nbatch-size = " << o.batch_size << "\nlr = " << lr
-    << "\ndecay = " << o.decay << "\npatience = " << o.patience << "\nseed = " << o.seed
-    << "\nmodel-config = " << q(o.model_config.dump()) << "\nadam = " << q(o.adam)
-    << "\nmax-steps = " << o.max_steps << "\n";
+    << t << "\n";
   return s.str();
 }
 

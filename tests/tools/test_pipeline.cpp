@@ -5,6 +5,7 @@
 // corrupt files). Small feature parameters (8 kHz, 16 mel bands, 16 frames)
 // and small models keep every run to seconds under simcuda.
 #include <gtest/gtest.h>
+#include <toml++/toml.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -402,7 +403,7 @@ TEST_F(Pipeline, TrainUsageErrorsExit2) {
   // Numbers that are not finite or not in range: refused, not replaced by
   // a default or wrapped around.
   for (const char* flag : {" --lr nan", " --lr inf", " --decay nan", " --seed -1",
-                           " --seed 18446744073709551616"}) {
+                           " --seed 9223372036854775808"}) {
     const auto r = sh(base + flag);
     EXPECT_EQ(r.first, 2) << flag << ": " << r.second;
   }
@@ -542,6 +543,25 @@ TEST_F(Pipeline, ConfigFileAndCommandLine) {
   const auto again = sh(kTimbre + " train --config " + (run / "r/config.toml") + " --out " +
                          (run / "r2") + " --epochs 1");
   EXPECT_EQ(again.first, 0) << again.second;
+  // Valid TOML whatever the paths hold (quotes, apostrophes, backslashes):
+  // read back by toml++ and by timbre itself.
+  const std::string odd = run / "it's a \"run\" \\ folder";
+  const auto quoted = [](const std::string& p) {  // for sh -c: single quotes, ' as '\''
+    std::string r = "'";
+    for (char c : p) r += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return r + "'";
+  };
+  const auto o = sh(kTimbre + " train --config " + (run / "c.toml") + " --data " + data() +
+                    " --out " + quoted(odd) + " --epochs 1");
+  ASSERT_EQ(o.first, 0) << o.second;
+  const toml::table t = toml::parse_file(odd + "/config.toml");
+  EXPECT_EQ(t["out"].value<std::string>(), odd);
+  EXPECT_EQ(t["seed"].value<int64_t>(), 9);
+  EXPECT_EQ(nlohmann::json::parse(*t["model-config"].value<std::string>()).at("channels"),
+            nlohmann::json::array({4}));
+  const auto back = sh(kTimbre + " train --config " + quoted(odd + "/config.toml") + " --out " +
+                       (run / "r3") + " --epochs 1");
+  EXPECT_EQ(back.first, 0) << back.second;
 }
 
 TEST_F(Pipeline, SigtermSavesAndExits143) {
