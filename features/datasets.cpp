@@ -295,6 +295,7 @@ DatasetListing list_fma(const FmaOptions& o) {
   };
   std::vector<Candidate> in_subset;
   std::set<std::string> genres;
+  std::map<long long, size_t> record_of;  // a track listed twice could land in two splits
   DatasetListing out;
   for (const FmaRecord& r : records) {
     char* end = nullptr;
@@ -303,6 +304,12 @@ DatasetListing list_fma(const FmaOptions& o) {
     if (r.id.empty() || *end != '\0' || errno != 0 || id < 0 || id > 999999)
       throw std::runtime_error(o.tracks_csv + ": record " + std::to_string(r.record) +
                                ": track_id \"" + r.id + "\" is not an integer in [0, 999999]");
+    const auto [it, fresh] = record_of.emplace(id, r.record);
+    if (!fresh)
+      throw std::runtime_error(o.tracks_csv + ": track_id " + std::to_string(id) +
+                               " is listed twice, in records " + std::to_string(it->second) +
+                               " and " + std::to_string(r.record) +
+                               " (one track could land in two splits with two labels)");
     const int rank = subset_rank(r.subset);
     if (rank < 0) {
       if (!r.subset.empty())

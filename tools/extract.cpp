@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 
@@ -83,6 +84,14 @@ ExtractSummary run_extract(const ExtractOptions& o) {
   summary.skipped = listing.skipped;
   if (listing.tracks.empty())
     throw std::runtime_error("the dataset lists no readable track (" + listing.source + ")");
+  std::set<int> classes;
+  for (const auto& t : listing.tracks) classes.insert(t.label);
+  if (classes.size() < 2) {
+    const std::string only = listing.label_names.at(size_t(listing.tracks.front().label));
+    throw std::runtime_error("the dataset's readable tracks all have one label ('" + only +
+                             "'): a classifier needs at least two classes (" + listing.source +
+                             ")");
+  }
 
   const int sr = o.params.sample_rate;
   const long long seg = o.params.segment_samples();

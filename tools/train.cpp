@@ -257,6 +257,9 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
   const int n_classes = int(st.label_names().size());
   const int64_t n_train = st.size(Split::train);
   if (n_train == 0) throw std::runtime_error(o.data + ": the train split is empty");
+  if (n_classes < 2)
+    throw std::runtime_error(o.data + ": " + std::to_string(n_classes) +
+                             " class in the file; a classifier needs at least two");
   if (st.size(Split::validation) == 0)
     throw std::runtime_error(o.data + ": the validation split is empty (early stopping needs it)");
 

@@ -254,6 +254,15 @@ TEST(Fma, BadInputsGiveClearErrors) {
   EXPECT_TRUE(contains(e, o.tracks_csv) && contains(e, "3 header rows")) << e;
 }
 
+TEST(Fma, DuplicateTrackIdsAreAnError) {
+  TempDir t;
+  write_fma(t);
+  t.write("fma_metadata/tracks.csv", std::string(kHeader) + kRows +
+                                         "9,0,Again,test,small,T9b,Folk\n");
+  const std::string e = error_of([&] { list_fma(fma_options(t, "small")); });
+  EXPECT_TRUE(contains(e, "tracks.csv: track_id 9 is listed twice, in records 7 and 15")) << e;
+}
+
 TEST(SplitRandom, ProportionsPerLabel) {
   const int counts[] = {1, 5, 10, 15, 100, 0};
   std::vector<Track> tracks;

@@ -197,6 +197,28 @@ TEST(Extract, UsageErrorsExit2) {
   EXPECT_EQ(sh(kTimbre + " baseline --method svm --data x.h5 --gamma inf").first, 2);
 }
 
+// A dataset with one class trains a classifier that learns nothing (loss 0,
+// accuracy 1): refused by extract, naming the label, and writing nothing.
+TEST(Extract, OneClassIsRefused) {
+  TempDir t;
+  std::filesystem::create_directories(t / "audio/only");
+  for (int k = 0; k < 3; ++k)
+    synth::write_wav(t / ("audio/only/" + std::to_string(k) + ".wav"), synth::sine(8000, 200, 8000),
+                     1, 8000, synth::WavFormat::Float);
+  tt::ExtractOptions e;
+  e.dataset = "folder";
+  e.audio_dir = t / "audio";
+  e.out = t / "one.h5";
+  e.params = tiny_params();
+  try {
+    tt::run_extract(e);
+    FAIL() << "a one-class dataset was extracted";
+  } catch (const std::runtime_error& err) {
+    EXPECT_NE(std::string(err.what()).find("one label ('only')"), std::string::npos) << err.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(t / "one.h5"));
+}
+
 // ----------------------------------------------------------------------------
 // A folder dataset of three clearly different sounds, extracted once for all
 // the training tests below.
