@@ -60,12 +60,21 @@ EvalResult run_eval(const EvalOptions& o) {
     // A run without a log still gets a report; the report says so.
   }
   in.config = run.run;
-  r.report_path = write_report(o.run, in).string();
   r.metrics_path = o.run + "/metrics-" + o.split + ".json";
   nlohmann::json j = to_json(r.evaluation);
   j["split"] = o.split;
   j["data"] = data;
-  write_file_atomic(r.metrics_path, j.dump(2) + "\n");
+  try {
+    write_file_atomic(r.metrics_path, j.dump(2) + "\n");
+  } catch (const std::exception& e) {
+    r.write_error = e.what();
+    r.metrics_path.clear();
+  }
+  try {
+    r.report_path = write_report(o.run, in).string();
+  } catch (const std::exception& e) {
+    r.write_error += (r.write_error.empty() ? "" : "; ") + std::string(e.what());
+  }
   return r;
 }
 

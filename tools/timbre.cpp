@@ -408,7 +408,14 @@ int main(int argc, char** argv) {
     if (evl->parsed()) {
       const EvalResult r = run_eval(ev);
       std::fputs(format_evaluation(r.evaluation, ev.split).c_str(), stdout);
-      std::printf("report: %s\nmetrics: %s\n", r.report_path.c_str(), r.metrics_path.c_str());
+      if (!r.report_path.empty()) std::printf("report: %s\n", r.report_path.c_str());
+      if (!r.metrics_path.empty()) std::printf("metrics: %s\n", r.metrics_path.c_str());
+      std::fflush(stdout);
+      if (!r.write_error.empty()) {
+        std::fprintf(stderr, "timbre: the metrics above are complete, but %s\n",
+                     r.write_error.c_str());
+        return 1;
+      }
       return 0;
     }
     if (prd->parsed()) {

@@ -407,6 +407,24 @@ TEST_F(Pipeline, EvalWritesTheReportAndPredictSkipsBadFiles) {
   EXPECT_NE(js.second.find("\"probability\""), std::string::npos) << js.second;
 }
 
+// A run folder eval cannot write into (read-only, full; here the files'
+// names are taken by folders, which stops root too) still gets its metrics
+// printed; then the command says what it could not write and exits 1.
+TEST_F(Pipeline, EvalPrintsTheMetricsWhenItCannotWriteTheReport) {
+  TempDir run;
+  tt::TrainOptions o = options(run / "r");
+  o.epochs = 1;
+  tt::run_train(o);
+  std::filesystem::create_directories(run / "r/metrics-test.json/x");
+  std::filesystem::create_directories(run / "r/report.html/x");
+  const auto [rc, out] = sh(kTimbre + " eval --run " + (run / "r"));
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("test: clip accuracy"), std::string::npos) << out;
+  EXPECT_NE(out.find("the metrics above are complete, but"), std::string::npos) << out;
+  EXPECT_NE(out.find("metrics-test.json"), std::string::npos) << out;
+  EXPECT_NE(out.find("report.html"), std::string::npos) << out;
+}
+
 TEST_F(Pipeline, TrainUsageErrorsExit2) {
   TempDir run;
   const std::string base = kTimbre + " train --data " + data() + " --out " + (run / "r");
