@@ -633,6 +633,17 @@ FeatureStore FeatureStore::open(const std::string& path) {
   if (m.labels.empty()) fail(path, "attribute 'label_names' is empty");
   m.mean = read_float_array_attr(f, "band_mean", size_t(m.rows), path);
   m.sd = read_float_array_attr(f, "band_std", size_t(m.rows), path);
+  // Training divides by these: a NaN here would surface as a non-finite
+  // loss blamed on the first training batch.
+  for (size_t r = 0; r < m.mean.size(); ++r) {
+    if (!std::isfinite(m.mean[r]))
+      fail(path, "attribute 'band_mean' is not finite at band " + std::to_string(r) + " (" +
+                     std::to_string(m.mean[r]) + ")");
+    if (!std::isfinite(m.sd[r]) || !(m.sd[r] >= 0))  // 0: a constant band (the
+      // normaliser adds batch norm's epsilon)
+      fail(path, "attribute 'band_std' must be finite and >= 0, band " + std::to_string(r) +
+                     " holds " + std::to_string(m.sd[r]));
+  }
   m.source = read_string_attr(f, "source", path);
   m.version = read_string_attr(f, "timbre_version", path);
 

@@ -226,9 +226,21 @@ std::pair<double, double> evaluate_split(models::Model& model, BatchLoader& load
     Tensor x = norm(b.x.data(), b.n(), st.rows(), st.frames());
     Variable logits = model.forward(Variable(x), g);
     Tensor labels = Tensor::from_host(Shape{b.n()}, b.y);
-    loss_sum += double(ops::cross_entropy(logits, labels).value().to_host<float>()[0]) * b.n();
+    const double loss = ops::cross_entropy(logits, labels).value().to_host<float>()[0];
     const std::vector<float> l = logits.value().to_host<float>();
     const int c = int(logits.value().size(1));
+    // A non-finite output would count as right or wrong by accident (argmax
+    // over NaN) and make the epoch "best": name the samples instead.
+    for (int64_t i = 0; i < b.n(); ++i)
+      for (int k = 0; k < c; ++k)
+        if (!std::isfinite(l[size_t(i * c + k)]))
+          throw TrainError("non-finite output on " + std::string(features::split_name(split)) +
+                           " sample " + std::to_string(b.indices[size_t(i)]) + " of " +
+                           st.path() + " (its features hold NaN or Inf?)");
+    if (!std::isfinite(loss))
+      throw TrainError("non-finite " + std::string(features::split_name(split)) + " loss on " +
+                       st.path());
+    loss_sum += loss * double(b.n());
     for (int64_t i = 0; i < b.n(); ++i) correct += argmax_row(&l[size_t(i * c)], c) == b.y[i];
   }
   model.train();

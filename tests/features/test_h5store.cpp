@@ -17,8 +17,8 @@
 
 #include <array>
 #include <chrono>
-#include <functional>
 #include <cmath>
+#include <functional>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -470,6 +470,21 @@ TEST(H5Store, LayoutErrorsNameFileAndProblem) {
         H5Sclose(sp);
       },
       "format_version 99 is not supported");
+  // Band statistics that would turn every normalised sample into NaN.
+  auto set_band_attr = [](const char* name, float bad_value) {
+    return [=](hid_t f) {
+      const hid_t a = H5Aopen(f, name, H5P_DEFAULT);
+      std::vector<float> v(8, 1.f);
+      v[5] = bad_value;
+      H5Awrite(a, H5T_NATIVE_FLOAT, v.data());
+      H5Aclose(a);
+    };
+  };
+  expect_error(set_band_attr("band_mean", std::nanf("")),
+               "attribute 'band_mean' is not finite at band 5");
+  expect_error(set_band_attr("band_std", -1.f),
+               "attribute 'band_std' must be finite and >= 0, band 5 holds -1");
+  expect_error(set_band_attr("band_std", INFINITY), "band_std' must be finite");
 
   const std::string text = tmp.file("text.h5");
   std::ofstream(text) << "not hdf5";

@@ -5,6 +5,7 @@
 // corrupt files). Small feature parameters (8 kHz, 16 mel bands, 16 frames)
 // and small models keep every run to seconds under simcuda.
 #include <gtest/gtest.h>
+#include <hdf5.h>
 #include <toml++/toml.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <thread>
@@ -405,6 +407,41 @@ TEST_F(Pipeline, EvalWritesTheReportAndPredictSkipsBadFiles) {
   const auto js = sh(kTimbre + " predict --json --run " + (run / "r") + " " + audio_file("low", 1));
   EXPECT_EQ(js.first, 0) << js.second;
   EXPECT_NE(js.second.find("\"probability\""), std::string::npos) << js.second;
+}
+
+// NaN in a validation sample's features: the run stops naming the sample,
+// instead of counting it as right (argmax over NaN) and calling the epoch best.
+TEST_F(Pipeline, NonFiniteValidationFeaturesStopTheRunNamingTheSample) {
+  TempDir run;
+  const std::string bad = run / "nan.h5";
+  std::filesystem::copy_file(data(), bad);
+  {
+    const hid_t f = H5Fopen(bad.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    const hid_t ds = H5Dopen2(f, "/validation/x", H5P_DEFAULT);
+    const hid_t space = H5Dget_space(ds);
+    hsize_t dims[3];
+    H5Sget_simple_extent_dims(space, dims, nullptr);
+    const hsize_t start[3] = {1, 0, 0}, count[3] = {1, dims[1], dims[2]};
+    H5Sselect_hyperslab(space, H5S_SELECT_SET, start, nullptr, count, nullptr);
+    const hid_t mem = H5Screate_simple(3, count, nullptr);
+    std::vector<float> nan(size_t(dims[1] * dims[2]), std::nanf(""));
+    EXPECT_GE(H5Dwrite(ds, H5T_NATIVE_FLOAT, mem, space, H5P_DEFAULT, nan.data()), 0);
+    H5Sclose(mem);
+    H5Sclose(space);
+    H5Dclose(ds);
+    H5Fclose(f);
+  }
+  tt::TrainOptions o = options(run / "r");
+  o.data = bad;
+  o.epochs = 1;
+  try {
+    tt::run_train(o);
+    FAIL() << "NaN validation features went unnoticed";
+  } catch (const tt::TrainError& e) {
+    EXPECT_NE(std::string(e.what()).find("non-finite output on validation sample 1 of " + bad),
+              std::string::npos) << e.what();
+  }
 }
 
 // A run folder eval cannot write into (read-only, full; here the files'
