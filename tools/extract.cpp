@@ -1,9 +1,14 @@
 #include "tools/extract.h"
 
+#include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <climits>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <set>
 #include <sstream>
@@ -60,7 +65,37 @@ struct Pending {
 
 }  // namespace
 
-ExtractSummary run_extract(const ExtractOptions& o) {
+namespace {
+
+// <out>.tmp-<pid> files whose process is gone (a SIGKILL or a crash left
+// them): removed, and listed for the summary. Those of live processes (an
+// extract running now) are left alone.
+std::vector<std::string> remove_stale_temporaries(const std::string& out) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> removed;
+  const fs::path target(out);
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  const std::string prefix = target.filename().string() + ".tmp-";
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const std::string pid_text = name.substr(prefix.size());
+    if (pid_text.empty() || pid_text.find_first_not_of("0123456789") != std::string::npos ||
+        pid_text.size() > 10)
+      continue;
+    const long long pid = std::stoll(pid_text);
+    if (pid == ::getpid() || pid > INT32_MAX) continue;
+    if (::kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to probe)
+    std::error_code rm;
+    if (fs::remove(it->path(), rm)) removed.push_back(it->path().string());
+  }
+  return removed;
+}
+
+}  // namespace
+
+ExtractSummary run_extract(const ExtractOptions& o, const std::atomic<int>* stop) {
   o.params.validate();
   if (o.out.empty()) throw std::invalid_argument("--out is required");
   if (o.jobs < 1) throw std::invalid_argument("--jobs must be at least 1");
@@ -79,6 +114,7 @@ ExtractSummary run_extract(const ExtractOptions& o) {
 
   const auto t0 = std::chrono::steady_clock::now();
   ExtractSummary summary;
+  summary.stale_removed = remove_stale_temporaries(o.out);
   const features::DatasetListing listing = list_dataset(o);
   summary.tracks_listed = listing.tracks.size();
   summary.skipped = listing.skipped;
@@ -135,6 +171,9 @@ ExtractSummary run_extract(const ExtractOptions& o) {
   Progress progress("extract", (long long)paths.size(), "tracks");
   size_t done = 0;
   features::decode_all(paths, sr, size_t(seg), o.jobs, [&](features::DecodeResult&& r) {
+    // Thrown out of decode_all, which joins its workers; the writer's
+    // destructor then removes the temporary file.
+    if (stop && stop->load() != 0) throw ExtractInterrupted(stop->load(), o.out);
     const features::Track& t = listing.tracks[r.index];
     ++done;
     if (!r.error.empty()) {
@@ -161,6 +200,7 @@ ExtractSummary run_extract(const ExtractOptions& o) {
   for (Split s : {Split::train, Split::validation, Split::test}) flush(s);
   progress.finish(std::to_string(summary.skipped.size()) + " skipped");
 
+  if (stop && stop->load() != 0) throw ExtractInterrupted(stop->load(), o.out);
   if (summary.segments[int(Split::train)] == 0)
     throw std::runtime_error("no training segment was extracted (" +
                              std::to_string(summary.skipped.size()) +
@@ -172,6 +212,8 @@ ExtractSummary run_extract(const ExtractOptions& o) {
 
 std::string format_summary(const ExtractSummary& s, const std::string& out) {
   std::ostringstream os;
+  for (const std::string& f : s.stale_removed)
+    os << "extract: removed " << f << ", left by an extract that did not finish\n";
   os << "extract: " << s.tracks_read << " of " << s.tracks_listed << " listed tracks read, "
      << s.skipped.size() << " skipped\n";
   const size_t shown = std::min<size_t>(s.skipped.size(), 20);

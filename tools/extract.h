@@ -11,7 +11,9 @@
 // reported with the reason and skipped; the summary counts them.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -45,6 +47,7 @@ struct ExtractSummary {
   size_t tracks_read = 0;       // decoded and written
   std::vector<features::Skipped> skipped;  // listing skips and decode failures, with reasons
   int64_t segments[3] = {0, 0, 0};         // written per split (train, validation, test)
+  std::vector<std::string> stale_removed;  // temporary files of dead extracts, deleted
   double seconds = 0;
   int64_t total_segments() const { return segments[0] + segments[1] + segments[2]; }
 };
@@ -52,8 +55,23 @@ struct ExtractSummary {
 // Runs the whole extraction. Throws (std::runtime_error / invalid_argument)
 // for problems with the request itself: bad options, a missing dataset, an
 // existing --out without force, no track readable. Per-track problems are
-// skipped and reported.
-ExtractSummary run_extract(const ExtractOptions& options);
+// skipped and reported. The store is written to <out>.tmp-<pid> and renamed
+// when complete; temporary files that earlier extracts of the same --out
+// left behind (killed) are removed first when their process is gone.
+// `stop` (may be null) is polled after every decoded track: when it holds a
+// signal number the extraction stops, its temporary file is removed, and
+// ExtractInterrupted is thrown.
+ExtractSummary run_extract(const ExtractOptions& options,
+                           const std::atomic<int>* stop = nullptr);
+
+class ExtractInterrupted : public std::runtime_error {
+ public:
+  ExtractInterrupted(int sig, const std::string& out)
+      : std::runtime_error("interrupted by signal " + std::to_string(sig) + "; " + out +
+                           " was not written (its temporary file is removed)"),
+        signal(sig) {}
+  int signal;
+};
 
 // The closing summary as lines of text.
 std::string format_summary(const ExtractSummary& s, const std::string& out);

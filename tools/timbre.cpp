@@ -10,7 +10,9 @@
 //   timbre kernels    the tiled GEMM and reduction kernels against CPU references
 //
 // Usage errors (bad flags, unknown config keys) exit 2; failures exit 1; a
-// training run stopped by SIGINT/SIGTERM saves its state and exits 130/143.
+// training run stopped by SIGINT/SIGTERM saves its state and exits 130/143,
+// an extract stopped so removes its temporary file; a second signal ends the
+// process at once.
 #include <CLI/CLI.hpp>
 #include <toml++/toml.h>
 
@@ -40,8 +42,16 @@
 
 namespace {
 
+// The first SIGINT/SIGTERM asks the running command to stop cleanly (train
+// saves its state, extract removes its temporary file); a second one ends
+// the process at once, with the signal's default action.
 std::atomic<int> g_stop{0};
-extern "C" void on_stop_signal(int sig) { g_stop.store(sig); }
+extern "C" void on_stop_signal(int sig) {
+  if (g_stop.exchange(sig) != 0) {
+    ::signal(sig, SIG_DFL);
+    ::raise(sig);
+  }
+}
 
 void install_stop_handlers() {
   struct sigaction sa {};
@@ -385,8 +395,14 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (ext->parsed()) {
-      const ExtractSummary s = run_extract(ex);
-      std::fputs(format_summary(s, ex.out).c_str(), stderr);
+      install_stop_handlers();
+      try {
+        const ExtractSummary s = run_extract(ex, &g_stop);
+        std::fputs(format_summary(s, ex.out).c_str(), stderr);
+      } catch (const ExtractInterrupted& e) {
+        std::fprintf(stderr, "timbre: extract %s\n", e.what());
+        return 128 + e.signal;
+      }
       return 0;
     }
     if (trn->parsed()) {

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -197,6 +198,48 @@ TEST(Extract, UsageErrorsExit2) {
   }
   EXPECT_EQ(sh(kTimbre + " baseline --method svm --data x.h5 -C nan").first, 2);
   EXPECT_EQ(sh(kTimbre + " baseline --method svm --data x.h5 --gamma inf").first, 2);
+}
+
+// A stopped extract (SIGINT/SIGTERM reach it through `stop`) leaves neither
+// the store nor its temporary file; temporary files that killed extracts
+// left are removed by the next run when their process is gone, and those
+// of a live process are left alone.
+TEST(Extract, InterruptedAndStaleTemporariesLeaveNothing) {
+  TempDir t;
+  for (const char* label : {"a", "b"}) {
+    std::filesystem::create_directories(t / ("audio/" + std::string(label)));
+    for (int k = 0; k < 4; ++k)
+      synth::write_wav(t / ("audio/" + std::string(label) + "/" + std::to_string(k) + ".wav"),
+                       synth::sine(8000, label[0] == 'a' ? 200 : 900, 8000), 1, 8000,
+                       synth::WavFormat::Float);
+  }
+  tt::ExtractOptions e;
+  e.dataset = "folder";
+  e.audio_dir = t / "audio";
+  e.out = t / "f.h5";
+  e.params = tiny_params();
+  std::atomic<int> stop{SIGINT};
+  try {
+    tt::run_extract(e, &stop);
+    FAIL() << "a stopped extract finished";
+  } catch (const tt::ExtractInterrupted& err) {
+    EXPECT_EQ(err.signal, SIGINT);
+  }
+  for (const auto& f : std::filesystem::directory_iterator(t.path()))
+    EXPECT_EQ(f.path().filename().string().find("f.h5"), std::string::npos) << f.path();
+
+  // 2147483647 is above any pid_max: no such process. The parent (ctest or
+  // the shell) is alive.
+  const std::string dead = t / "f.h5.tmp-2147483647";
+  const std::string live = t / ("f.h5.tmp-" + std::to_string(::getppid()));
+  std::ofstream(dead) << "left by a SIGKILL";
+  std::ofstream(live) << "still being written";
+  const auto s = tt::run_extract(e);
+  EXPECT_EQ(s.stale_removed, std::vector<std::string>{dead});
+  EXPECT_FALSE(std::filesystem::exists(dead));
+  EXPECT_TRUE(std::filesystem::exists(live));
+  EXPECT_TRUE(std::filesystem::exists(t / "f.h5"));
+  EXPECT_NE(tt::format_summary(s, e.out).find("removed " + dead), std::string::npos);
 }
 
 // A dataset with one class trains a classifier that learns nothing (loss 0,
