@@ -209,11 +209,15 @@ std::string history_csv(const json& history) {
 
 // Loss (mean over samples) and accuracy of the model on one split, in eval
 // mode without gradients.
-std::pair<double, double> evaluate_split(models::Model& model, BatchLoader& loader, Split split,
-                                         const BandNormaliser& norm, int batch, Generator& g) {
+// Mean loss and accuracy over a split; nullopt when `stop` (may be null)
+// turned non-zero before the split was done.
+std::optional<std::pair<double, double>> evaluate_split(models::Model& model, BatchLoader& loader,
+                                                        Split split, const BandNormaliser& norm,
+                                                        int batch, Generator& g,
+                                                        const std::atomic<int>* stop) {
   const auto& st = loader.store();
   const int64_t n = st.size(split);
-  if (n == 0) return {0.0, 0.0};
+  if (n == 0) return std::make_pair(0.0, 0.0);
   std::vector<int64_t> order(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
   loader.start(split, std::move(order), batch);
@@ -223,6 +227,10 @@ std::pair<double, double> evaluate_split(models::Model& model, BatchLoader& load
   int64_t correct = 0;
   HostBatch b;
   while (loader.next(b)) {
+    if (stop != nullptr && stop->load() != 0) {  // (the next start() abandons the pass)
+      model.train();
+      return std::nullopt;
+    }
     Tensor x = norm(b.x.data(), b.n(), st.rows(), st.frames());
     Variable logits = model.forward(Variable(x), g);
     Tensor labels = Tensor::from_host(Shape{b.n()}, b.y);
@@ -244,7 +252,7 @@ std::pair<double, double> evaluate_split(models::Model& model, BatchLoader& load
     for (int64_t i = 0; i < b.n(); ++i) correct += argmax_row(&l[size_t(i * c)], c) == b.y[i];
   }
   model.train();
-  return {loss_sum / double(n), double(correct) / double(n)};
+  return std::make_pair(loss_sum / double(n), double(correct) / double(n));
 }
 
 }  // namespace
@@ -369,6 +377,19 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
   }
 
   TrainResult result;
+  // Saves the state of a run stopped by a signal in `epoch` (after its
+  // completed steps) and says so in the result.
+  auto stopped = [&](int epoch, std::chrono::steady_clock::time_point t0, int sig) {
+    progress["epoch"] = epoch;
+    progress["epoch_seconds"] = double(progress["epoch_seconds"]) +
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    save_state(last_path, true);
+    result.signal = sig;
+    result.epochs_done = epoch;
+    result.best_epoch = progress["best_epoch"];
+    result.best_val_accuracy = std::max(0.0, double(progress["best_val_accuracy"]));
+    return result;
+  };
   const int steps_full = int((n_train + o.batch_size - 1) / o.batch_size);
   const int steps_per_epoch = o.max_steps > 0 ? std::min(o.max_steps, steps_full) : steps_full;
   for (int epoch = int(progress["epoch"]); epoch < o.epochs; ++epoch) {
@@ -423,22 +444,18 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
                     double(progress["loss_sum"]) / seen, double(progress["correct"]) / seen);
       if (bar) bar->update(step, status);
 
-      if (stop != nullptr && stop->load() != 0) {
-        progress["epoch"] = epoch;
-        progress["epoch_seconds"] = double(progress["epoch_seconds"]) +
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        save_state(last_path, true);
-        result.signal = stop->load();
-        result.epochs_done = epoch;
-        result.best_epoch = progress["best_epoch"];
-        result.best_val_accuracy = std::max(0.0, double(progress["best_val_accuracy"]));
-        return result;
-      }
+      if (stop != nullptr && stop->load() != 0) return stopped(epoch, t0, stop->load());
     }
     if (bar) bar->finish();
 
-    const auto [val_loss, val_acc] =
-        evaluate_split(*model, loader, Split::validation, norm, o.batch_size, gen);
+    // A signal during validation stops the run too: the state is the one
+    // after this epoch's last step, so a resume runs the validation again.
+    std::atomic<int> injected{o.debug_signal_in_validation};  // tests
+    const std::atomic<int>* val_stop = injected.load() != 0 ? &injected : stop;
+    const auto val = evaluate_split(*model, loader, Split::validation, norm, o.batch_size, gen,
+                                    val_stop);
+    if (!val) return stopped(epoch, t0, val_stop->load());
+    const auto [val_loss, val_acc] = *val;
     const double seen = std::max(1.0, double(progress["seen"]));
     const double seconds = double(progress["epoch_seconds"]) +
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

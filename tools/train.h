@@ -44,6 +44,8 @@ struct TrainOptions {
   std::string config_toml;     // the effective configuration (the command's TOML), written
                                // to out/config.toml when the run starts or resumes
   long long inject_nan_step = -1;  // tests: a NaN in the input at this global step
+  int debug_signal_in_validation = 0;  // tests: as if this signal came during the first
+                                       // validation pass of this invocation
 };
 
 struct TrainResult {

@@ -363,12 +363,28 @@ TEST_F(Pipeline, ResumeIsBitIdentical) {
   sig.resume = true;
   tt::run_train(sig);
 
+  // And a signal during the first epoch's validation: the run stops there
+  // (not after the next training step, nor silently at the end), saving the
+  // state after the epoch's last step; the resume validates again.
+  tt::TrainOptions val = options(run / "validation");
+  val.epochs = 4;
+  val.debug_signal_in_validation = SIGINT;
+  const auto in_val = tt::run_train(val);
+  EXPECT_EQ(in_val.signal, SIGINT);
+  EXPECT_EQ(in_val.epochs_done, 0);
+  EXPECT_FALSE(std::filesystem::exists(run / "validation/log.csv"));
+  val.debug_signal_in_validation = 0;
+  val.resume = true;
+  tt::run_train(val);
+
   const auto a = checkpoint_values(run / "straight/last.ckpt");
   const auto b = checkpoint_values(run / "halves/last.ckpt");
   const auto c = checkpoint_values(run / "signal/last.ckpt");
+  const auto d = checkpoint_values(run / "validation/last.ckpt");
   ASSERT_FALSE(a.empty());
   EXPECT_TRUE(a == b) << "2 + resume + 2 epochs differ from 4 straight";
   EXPECT_TRUE(a == c) << "a signal after step 1 + resume differs from a straight run";
+  EXPECT_TRUE(a == d) << "a signal in validation + resume differs from a straight run";
 }
 
 TEST_F(Pipeline, RefusesAForeignCheckpoint) {
