@@ -115,12 +115,49 @@ class QuietHdf5 {
 [[noreturn]] void fail(const std::string& path, const std::string& what) {
   throw std::runtime_error(path + ": " + what);
 }
+// HDF5 flushes and closes the files still open at exit, from an atexit
+// handler. timbre closes every file it completes; the only file that can be
+// open then is a temporary one whose close failed (a full disk), and which
+// is deleted: flushing it again from H5_term_library crashed the process
+// (SIGSEGV in H5F__close_cb). So no exit-time cleanup (H5dont_atexit must
+// come before any other HDF5 call: a static initialiser).
+const bool kNoHdf5AtExit = (H5dont_atexit(), true);
+
+// The operating system's reason for an HDF5 I/O failure, from the default
+// error stack: its file driver records "errno = 28, error message = 'No
+// space left on device'" in the description of the failed read or write.
+// Empty when the failure was not an I/O error.
+std::string hdf5_system_error() {
+  std::string found;
+  H5Ewalk2(
+      H5E_DEFAULT, H5E_WALK_UPWARD,
+      [](unsigned, const H5E_error2_t* e, void* data) -> herr_t {
+        auto* out = static_cast<std::string*>(data);
+        const std::string d = e->desc ? e->desc : "";
+        const std::string key = "error message = '";
+        const size_t at = d.find(key);
+        if (out->empty() && at != std::string::npos) {
+          const size_t end = d.find('\'', at + key.size());
+          *out = d.substr(at + key.size(), end == std::string::npos ? end : end - at - key.size());
+        }
+        return 0;
+      },
+      &found);
+  return found;
+}
+
+// "<what> failed (HDF5 error)", with the system's reason when there is one.
+[[noreturn]] void fail_hdf5(const std::string& path, const std::string& what) {
+  const std::string reason = hdf5_system_error();
+  fail(path, what + " failed (" + (reason.empty() ? "HDF5 error" : reason) + ")");
+}
+
 hid_t ok(hid_t id, const std::string& path, const std::string& what) {
-  if (id < 0) fail(path, what + " failed (HDF5 error)");
+  if (id < 0) fail_hdf5(path, what);
   return id;
 }
 void ok_status(herr_t st, const std::string& path, const std::string& what) {
-  if (st < 0) fail(path, what + " failed (HDF5 error)");
+  if (st < 0) fail_hdf5(path, what);
 }
 
 Handle space_simple(int rank, const hsize_t* dims, const hsize_t* maxdims, const std::string& path) {
@@ -414,7 +451,11 @@ FeatureWriter::FeatureWriter(std::string path, const FeatureParams& params,
     Handle fcpl(ok(H5Pcreate(H5P_FILE_CREATE), m.tmp, "H5Pcreate"), H5Pclose);
     ok_status(H5Pset_obj_track_times(fcpl.get(), false), m.tmp, "H5Pset_obj_track_times");
     const hid_t f = H5Fcreate(m.tmp.c_str(), H5F_ACC_TRUNC, fcpl.get(), H5P_DEFAULT);
-    if (f < 0) fail(m.tmp, "cannot create the temporary HDF5 file (is the folder writable?)");
+    if (f < 0) {
+      const std::string reason = hdf5_system_error();
+      fail(m.tmp, "cannot create the temporary HDF5 file (" +
+                      (reason.empty() ? std::string("is the folder writable?") : reason) + ")");
+    }
     m.file = Handle(f, H5Fclose);
     for (int s = 0; s < 3; ++s) m.create_split(s);
     const hid_t root = m.file.get();

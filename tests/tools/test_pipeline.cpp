@@ -242,6 +242,48 @@ TEST(Extract, InterruptedAndStaleTemporariesLeaveNothing) {
   EXPECT_NE(tt::format_summary(s, e.out).find("removed " + dead), std::string::npos);
 }
 
+// A full disk: the temporary file is a link to /dev/full, whose writes fail
+// with ENOSPC. The error names the reason, nothing is left behind, and the
+// process then exits normally (HDF5's exit-time cleanup used to crash on the
+// file whose close had failed: this test's process would die with SIGSEGV).
+TEST(Extract, AFullDiskFailsCleanlyNamingTheReason) {
+  TempDir t;
+  for (const char* label : {"a", "b"}) {
+    std::filesystem::create_directories(t / ("audio/" + std::string(label)));
+    for (int k = 0; k < 6; ++k)
+      synth::write_wav(t / ("audio/" + std::string(label) + "/" + std::to_string(k) + ".wav"),
+                       synth::sine(16000, label[0] == 'a' ? 200 : 900, 8000), 1, 8000,
+                       synth::WavFormat::Float);
+  }
+  tt::ExtractOptions e;
+  e.dataset = "folder";
+  e.audio_dir = t / "audio";
+  e.out = t / "f.h5";
+  e.params = tiny_params();
+  const std::string tmp = e.out + ".tmp-" + std::to_string(::getpid());
+  std::filesystem::create_symlink("/dev/full", tmp);
+  try {
+    tt::run_extract(e);
+    FAIL() << "an extract onto a full disk succeeded";
+  } catch (const std::runtime_error& err) {
+    EXPECT_NE(std::string(err.what()).find("No space left on device"), std::string::npos)
+        << err.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(e.out));
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::symlink_status(tmp)));
+
+  // Writes that fail after the file is made (the disk fills mid-way): the
+  // command, with its file size capped at 24 KiB (EFBIG past it, SIGXFSZ
+  // ignored), exits 1 with the reason, not 139, and leaves nothing.
+  const auto [rc, out] =
+      sh("(ulimit -f 24; trap '' XFSZ; exec " + kTimbre + " extract --dataset folder --audio " +
+         e.audio_dir + " --out " + e.out + " --jobs 1" + feature_flags() + ")");
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("File too large"), std::string::npos) << out;
+  for (const auto& f : std::filesystem::directory_iterator(t.path()))
+    EXPECT_EQ(f.path().filename().string().find("f.h5"), std::string::npos) << f.path();
+}
+
 // A dataset with one class trains a classifier that learns nothing (loss 0,
 // accuracy 1): refused by extract, naming the label, and writing nothing.
 TEST(Extract, OneClassIsRefused) {
