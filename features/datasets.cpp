@@ -2,6 +2,8 @@
 // See datasets.h for the rules; docs/features/datasets.md for the layouts.
 #include "features/datasets.h"
 
+#include "features/utf8.h"
+
 #include <csv.h>
 
 #include <algorithm>
@@ -317,6 +319,10 @@ DatasetListing list_fma(const FmaOptions& o) {
       continue;
     }
     if (rank > want) continue;  // small ⊂ medium ⊂ large
+    if (!is_valid_utf8(r.genre))
+      throw std::runtime_error(o.tracks_csv + ": record " + std::to_string(r.record) +
+                               ": genre_top \"" + escape_non_utf8(r.genre) +
+                               "\" is not valid UTF-8 (labels are stored as UTF-8 text)");
     in_subset.push_back({id, r.genre, r.split});
     if (!r.genre.empty()) genres.insert(r.genre);
   }
@@ -383,7 +389,8 @@ DatasetListing list_label_folders(const std::string& what, const fs::path& root,
                                   const std::vector<std::string>& extensions, uint64_t seed) {
   std::error_code ec;
   if (!fs::is_directory(root, ec))
-    throw std::runtime_error(dir + ": " + what + " folder not found or not a directory");
+    throw std::runtime_error(dir + ": not found or not a directory (the " + what +
+                             " dataset's folder)");
   auto is_audio = [&](const fs::path& p) {
     const std::string ext = lower(p.extension().string());
     return !ext.empty() &&
@@ -413,6 +420,12 @@ DatasetListing list_label_folders(const std::string& what, const fs::path& root,
         out.skipped.push_back({p.string(), "label folder holds no usable audio files"});
         continue;
       }
+      // A label becomes data (HDF5's label names, run.json, reports), which
+      // must be UTF-8: refused here, by name, not by a later stage.
+      if (!is_valid_utf8(base))
+        throw std::runtime_error(escape_non_utf8(p.string()) +
+                                 ": the label folder's name is not valid UTF-8; rename it "
+                                 "(labels are stored as UTF-8 text)");
       std::sort(audio.begin(), audio.end());
       files[base] = std::move(audio);
     } else if (is_audio(p)) {
@@ -422,7 +435,7 @@ DatasetListing list_label_folders(const std::string& what, const fs::path& root,
   if (files.empty()) {
     std::string exts;
     for (const auto& e : extensions) exts += (exts.empty() ? "" : " ") + e;
-    throw std::runtime_error(root.string() + ": " + what + " folder is empty: no <label>/ "
+    throw std::runtime_error(root.string() + ": the " + what + " dataset is empty: no <label>/ "
                              "folder holds audio files (" + exts + ")");
   }
   for (const auto& [label, paths] : files) {

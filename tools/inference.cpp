@@ -8,6 +8,7 @@
 #include "features/audio.h"
 #include "features/h5store.h"
 #include "features/logmel.h"
+#include "features/utf8.h"
 #include "tools/report.h"
 #include "tools/train.h"
 
@@ -150,9 +151,11 @@ std::vector<FilePrediction> run_predict(const PredictOptions& o) {
 nlohmann::json to_json(const std::vector<FilePrediction>& preds) {
   nlohmann::json a = nlohmann::json::array();
   for (const auto& p : preds) {
-    nlohmann::json j = {{"file", p.file}};
+    // File names are bytes; JSON strings are UTF-8: names that are not are
+    // escaped (\xNN), so one odd name cannot lose every file's prediction.
+    nlohmann::json j = {{"file", features::escape_non_utf8(p.file)}};
     if (!p.error.empty()) {
-      j["error"] = p.error;
+      j["error"] = features::escape_non_utf8(p.error);
     } else {
       j["windows"] = p.windows;
       nlohmann::json top = nlohmann::json::array();

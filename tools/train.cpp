@@ -22,6 +22,7 @@
 #include "engine/optim.h"
 #include "engine/random.h"
 #include "engine/serialize.h"
+#include "features/utf8.h"
 #include "kernels/batchnorm.cuh"
 #include "kernels/reduce.cuh"
 #include "tools/batches.h"
@@ -271,6 +272,12 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
     throw UsageError("--decay must be a finite number >= 0");
   if (o.adam != "keras" && o.adam != "pytorch")
     throw std::invalid_argument("adam must be 'keras' or 'pytorch', not '" + o.adam + "'");
+  for (const auto& [flag, path] : {std::pair<const char*, const std::string&>{"--data", o.data},
+                                   {"--out", o.out}})
+    if (!features::is_valid_utf8(path))
+      throw UsageError(std::string(flag) + " " + features::escape_non_utf8(path) +
+                       ": the path is not valid UTF-8 (run.json and config.toml store it as "
+                       "text); rename it");
 
   BatchLoader loader(features::FeatureStore::open(o.data));
   const features::FeatureStore& st = loader.store();

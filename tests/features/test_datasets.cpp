@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "features/datasets.h"
+#include "features/utf8.h"
 #include "tests/testing.h"
 
 namespace fs = std::filesystem;
@@ -240,6 +241,11 @@ TEST(Fma, BadInputsGiveClearErrors) {
                          ",set,set,track\n,split,subset,genre_top\n2,training,small,Rock\n");
   e = error_of([&] { list_fma(o); });
   EXPECT_TRUE(contains(e, o.tracks_csv) && contains(e, "track_id")) << e;
+  // A genre that is not UTF-8 (Latin-1 "é"): refused by record, escaped.
+  o.tracks_csv =
+      t.write("latin1.csv", std::string(kHeader) + "2,0,A,training,small,T,Vari\xE9t\xE9\n");
+  e = error_of([&] { list_fma(o); });
+  EXPECT_TRUE(contains(e, "record 4: genre_top \"Vari\\xE9t\\xE9\" is not valid UTF-8")) << e;
   // A track_id that is not a number.
   o.tracks_csv = t.write("bad_id.csv", std::string(kHeader) + "abc,0,A,training,small,T,Rock\n");
   e = error_of([&] { list_fma(o); });
@@ -362,4 +368,31 @@ TEST(Folder, EmptyOrMissingFolderIsAnError) {
   EXPECT_TRUE(contains(e, t.file("empty")) && contains(e, "empty")) << e;
   e = error_of([&] { list_folder(t.file("missing")); });
   EXPECT_TRUE(contains(e, t.file("missing")) && contains(e, "not found")) << e;
+}
+
+// Names that are not UTF-8 (a Latin-1 "é" is the single byte 0xE9).
+TEST(Utf8, ValidityAndEscapes) {
+  EXPECT_TRUE(is_valid_utf8(""));
+  EXPECT_TRUE(is_valid_utf8("Hip-Hop"));
+  EXPECT_TRUE(is_valid_utf8("caf\xC3\xA9"));             // é, 2 bytes
+  EXPECT_TRUE(is_valid_utf8("\xE2\x82\xAC"));           // €, 3 bytes
+  EXPECT_TRUE(is_valid_utf8("\xF0\x9F\x8E\xB5"));       // 🎵, 4 bytes
+  EXPECT_FALSE(is_valid_utf8("caf\xE9"));                // Latin-1
+  EXPECT_FALSE(is_valid_utf8("\xC0\xAF"));               // overlong '/'
+  EXPECT_FALSE(is_valid_utf8("\xED\xA0\x80"));           // a surrogate
+  EXPECT_FALSE(is_valid_utf8("\xF4\x90\x80\x80"));       // past U+10FFFF
+  EXPECT_FALSE(is_valid_utf8("\xE2\x82"));               // cut short
+  EXPECT_EQ(escape_non_utf8("caf\xE9 \xC3\xA9"), "caf\\xE9 \xC3\xA9");
+  EXPECT_EQ(escape_non_utf8("a\\b"), "a\\\\b");            // the escape stays unambiguous
+  EXPECT_TRUE(is_valid_utf8(escape_non_utf8("\xFF\xFE\x80")));
+}
+
+TEST(Folder, LabelFolderNotUtf8IsRefusedByName) {
+  TempDir t;
+  fs::create_directories(t.file("data/caf\xE9"));
+  t.write("data/caf\xE9/a.wav", "x");
+  fs::create_directories(t.file("data/rock"));
+  t.write("data/rock/b.wav", "x");
+  const std::string e = error_of([&] { list_folder(t.file("data")); });
+  EXPECT_TRUE(contains(e, "data/caf\\xE9: the label folder's name is not valid UTF-8")) << e;
 }

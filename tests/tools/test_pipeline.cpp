@@ -508,6 +508,26 @@ TEST_F(Pipeline, EvalWritesTheReportAndPredictSkipsBadFiles) {
   const auto js = sh(kTimbre + " predict --json --run " + (run / "r") + " " + audio_file("low", 1));
   EXPECT_EQ(js.first, 0) << js.second;
   EXPECT_NE(js.second.find("\"probability\""), std::string::npos) << js.second;
+
+  // A file name that is not UTF-8 (Latin-1 "é"): escaped in the JSON, and
+  // every file is still predicted.
+  const std::string latin1 = run / "caf\xE9.wav";
+  std::filesystem::copy_file(audio_file("high", 3), latin1);
+  const auto odd = sh(kTimbre + " predict --json --run " + (run / "r") + " '" + latin1 + "' " +
+                      audio_file("low", 2) + " 2>/dev/null");
+  ASSERT_EQ(odd.first, 0) << odd.second;
+  const auto arr = nlohmann::json::parse(odd.second);
+  ASSERT_EQ(arr.size(), 2u);
+  EXPECT_EQ(arr[0].at("file"), std::string(run / "caf\\xE9.wav"));
+  EXPECT_TRUE(arr[0].contains("top"));
+  EXPECT_TRUE(arr[1].contains("top"));
+  // A path that would be stored as text (run.json, config.toml) is refused
+  // up front by train, named, escaped.
+  const auto bad_out = sh(kTimbre + " train --data " + data() + " --out '" + (run / "r\xE9") + "'");
+  EXPECT_EQ(bad_out.first, 2) << bad_out.second;
+  EXPECT_NE(bad_out.second.find("r\\xE9: the path is not valid UTF-8"), std::string::npos)
+      << bad_out.second;
+  EXPECT_FALSE(std::filesystem::exists(run / "r\xE9"));
 }
 
 // NaN in a validation sample's features: the run stops naming the sample,
