@@ -36,6 +36,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <mutex>
@@ -71,6 +72,11 @@ bool starts_with(const unsigned char* b, std::size_t n, const char* sig, std::si
 // unreadable or empty file and for well-known non-audio signatures (a cover
 // image or a web page saved as .mp3 is a common dataset accident).
 Container sniff(const std::string& path, std::uintmax_t* file_size) {
+  // A directory opens (and "reads") on Linux: say what it is, not what a
+  // decoder makes of it.
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw AudioError(path, "a directory, not an audio file");
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) throw AudioError(path, std::string("cannot open: ") + std::strerror(errno));
   const auto end = f.tellg();

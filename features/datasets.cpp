@@ -105,6 +105,8 @@ namespace {
 std::string audio_problem(const std::string& path) {
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory)  // a symlink loop, no permission
+    return "cannot reach audio file " + path + ": " + ec.message();
   if (ec || !fs::exists(st)) return "audio file missing: " + path;
   if (!fs::is_regular_file(st)) return "audio path is not a regular file: " + path;
   const auto size = fs::file_size(path, ec);

@@ -3,6 +3,8 @@
 // directory, by tests/features/synth_audio.h (libsndfile, LAME).
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -138,6 +140,16 @@ TEST(AudioDecode, MissingFileIsAnError) {
   TempDir dir;
   const std::string p = dir / "nothing_here.mp3";
   expect_audio_error([&] { load_audio(p); }, p, {"cannot open", "No such file"});
+}
+
+TEST(AudioDecode, DirectoryOrSymlinkLoopIsNamedAsSuch) {
+  TempDir dir;
+  const std::string d = dir / "album.mp3";
+  std::filesystem::create_directories(d);
+  expect_audio_error([&] { load_audio(d); }, d, {"a directory, not an audio file"});
+  const std::string loop = dir / "loop.wav";
+  std::filesystem::create_symlink(loop, loop);
+  expect_audio_error([&] { load_audio(loop); }, loop, {"cannot open", "symbolic links"});
 }
 
 TEST(AudioDecode, PngRenamedMp3IsNotAudio) {

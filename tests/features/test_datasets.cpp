@@ -387,6 +387,21 @@ TEST(Utf8, ValidityAndEscapes) {
   EXPECT_TRUE(is_valid_utf8(escape_non_utf8("\xFF\xFE\x80")));
 }
 
+// A symlink loop is not "missing": the listing says what the system said.
+TEST(Folder, SymlinkLoopIsNamedAsSuch) {
+  TempDir t;
+  fs::create_directories(t.file("data/rock"));
+  fs::create_directories(t.file("data/jazz"));
+  t.write("data/rock/a.wav", "x");
+  t.write("data/jazz/b.wav", "x");
+  fs::create_symlink(t.file("data/rock/loop.wav"), t.file("data/rock/loop.wav"));
+  const auto s = skipped_map(list_folder(t.file("data")));
+  ASSERT_EQ(s.count(t.file("data/rock/loop.wav")), 1u);
+  EXPECT_TRUE(contains(s.at(t.file("data/rock/loop.wav")), "cannot reach audio file") &&
+              contains(s.at(t.file("data/rock/loop.wav")), "symbolic links"))
+      << s.at(t.file("data/rock/loop.wav"));
+}
+
 TEST(Folder, LabelFolderNotUtf8IsRefusedByName) {
   TempDir t;
   fs::create_directories(t.file("data/caf\xE9"));
