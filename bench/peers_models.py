@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
-"""The three timbre networks in PyTorch, timed on this CPU: the peer figures
-for docs/benchmarks.md (bench_models measures timbre's side).
+"""The three timbre networks in PyTorch, timed on this CPU or a GPU: the peer
+figures for docs/benchmarks.md (bench_models measures timbre's side).
 
     /usr/bin/python3 bench/peers_models.py [--threads 2] [--steps 5] [--batch 32]
+    python3 bench/peers_models.py --device cuda --steps 3 --json peers.json
 
 Prints, per model: training samples/s (forward + backward + Adam step,
 batch 32, train mode) and inference samples/s (eval mode, no grad), and the
-process's peak resident memory. The layer definitions mirror docs/models.md
-(Keras-convention batch norm does not change the cost).
+peak memory: on the CPU the process's peak resident set, on CUDA
+torch.cuda.max_memory_allocated (the counterpart of timbre's caching
+allocator high-water mark). The layer definitions mirror docs/models.md
+(Keras-convention batch norm does not change the cost). --json FILE also
+writes the figures as JSON (scripts/gpu_check.sh reads it).
 """
 import argparse
+import json
 import resource
 import time
 
@@ -96,11 +101,15 @@ class Parallel(nn.Module):
         return self.dense(torch.cat([a, ctx], 1))
 
 
-def timed(fn, steps):
-    fn()  # warm-up: allocations, oneDNN primitive creation
+def timed(fn, steps, sync=lambda: None):
+    # Warm-up: allocations, oneDNN primitive creation; on CUDA also the
+    # cuBLAS/cuDNN handles and the caching allocator's first blocks.
+    fn()
+    sync()  # kernels are asynchronous on CUDA: time finished work only
     t = time.perf_counter()
     for _ in range(steps):
         fn()
+    sync()
     return (time.perf_counter() - t) / steps
 
 
@@ -109,14 +118,25 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}")
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        ap.error("--device cuda: torch.cuda.is_available() is False "
+                 f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})")
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    where = (f"{torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda}, "
+             f"cuDNN {torch.backends.cudnn.version()}" if cuda else f"{args.threads} threads")
+    print(f"torch {torch.__version__}, {where}, batch {args.batch}")
+    results = []
     for name, cls in (("rescnn", ResCNN), ("crnn", CRNN), ("parallel", Parallel)):
-        model = cls()
-        x = torch.randn(args.batch, 1, 128, 128)
-        y = torch.randint(0, 8, (args.batch,))
+        model = cls().to(device)
+        x = torch.randn(args.batch, 1, 128, 128, device=device)
+        y = torch.randint(0, 8, (args.batch,), device=device)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
         def train_step():
@@ -124,14 +144,38 @@ def main():
             F.cross_entropy(model(x), y).backward()
             opt.step()
 
+        if cuda:
+            sync()
+            torch.cuda.reset_peak_memory_stats()
         model.train()
-        t_train = timed(train_step, args.steps)
+        t_train = timed(train_step, args.steps, sync)
         model.eval()
         with torch.no_grad():
-            t_infer = timed(lambda: model(x), args.steps)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            t_infer = timed(lambda: model(x), args.steps, sync)
+        if cuda:
+            peak, peak_kind = torch.cuda.max_memory_allocated() / 2**20, "cuda max_memory_allocated"
+        else:
+            peak, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak RSS"
         print(f"{name:9s} train {args.batch / t_train:8.1f} samples/s ({t_train * 1e3:7.1f} ms/step)"
-              f"  infer {args.batch / t_infer:8.1f} samples/s  peak RSS {peak:.0f} MiB")
+              f"  infer {args.batch / t_infer:8.1f} samples/s  {peak_kind} {peak:.0f} MiB")
+        results.append({"model": name,
+                        "train_samples_per_s": args.batch / t_train,
+                        "train_ms_per_step": t_train * 1e3,
+                        "infer_samples_per_s": args.batch / t_infer,
+                        "infer_ms_per_step": t_infer * 1e3,
+                        "peak_mib": peak, "peak_kind": peak_kind})
+        del model, opt, x, y
+        if cuda:
+            torch.cuda.empty_cache()  # each model's peak is its own
+    if args.json:
+        info = {"torch": torch.__version__, "device": args.device, "batch": args.batch,
+                "steps": args.steps, "threads": args.threads,
+                "device_name": torch.cuda.get_device_name(0) if cuda else "cpu",
+                "cuda": torch.version.cuda if cuda else None,
+                "cudnn": torch.backends.cudnn.version() if cuda else None,
+                "models": results}
+        with open(args.json, "w") as f:
+            json.dump(info, f, indent=2)
 
 
 if __name__ == "__main__":
