@@ -242,7 +242,10 @@ std::array<int, 4> nchw(const char* op, const Tensor& x, bool allow_2d) {
 Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& beta,
                     Tensor& running_mean, Tensor& running_var, bool training, BatchNormOptions o) {
   const Tensor& X = x.value();
-  const auto [n, c, h, w] = nchw("batch_norm", X, true);
+  // Named, not a structured binding: lambdas below capture them, which C++17
+  // allows for variables only (clang refuses bindings; the fuzz build uses it).
+  const auto dims = nchw("batch_norm", X, true);
+  const int n = dims[0], c = dims[1], h = dims[2], w = dims[3];
   for (const Tensor* t : std::initializer_list<const Tensor*>{&gamma.value(), &beta.value(), &running_mean, &running_var})
     if (t->shape() != Shape{c} || t->dtype() != X.dtype())
       throw ShapeError("batch_norm: gamma, beta and the running statistics must be " +
@@ -298,7 +301,8 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
 
 Variable max_pool2d(const Variable& x, kernels::PoolWindow pw) {
   const Tensor& X = x.value();
-  const auto [n, c, h, w] = nchw("max_pool2d", X, false);
+  const auto dims = nchw("max_pool2d", X, false);
+  const int n = dims[0], c = dims[1], h = dims[2], w = dims[3];
   const int ph = kernels::pool_out_size(h, pw.kh, pw.sh), qw = kernels::pool_out_size(w, pw.kw, pw.sw);
   if (pw.kh < 1 || pw.kw < 1 || pw.sh < 1 || pw.sw < 1 || pw.kh > h || pw.kw > w || ph < 1 || qw < 1)
     throw ShapeError("max_pool2d: window " + std::to_string(pw.kh) + "x" + std::to_string(pw.kw) +
@@ -324,7 +328,8 @@ Variable max_pool2d(const Variable& x, kernels::PoolWindow pw) {
 
 Variable avg_pool2d(const Variable& x, kernels::PoolWindow pw) {
   const Tensor& X = x.value();
-  const auto [n, c, h, w] = nchw("avg_pool2d", X, false);
+  const auto dims = nchw("avg_pool2d", X, false);
+  const int n = dims[0], c = dims[1], h = dims[2], w = dims[3];
   const int ph = kernels::pool_out_size(h, pw.kh, pw.sh), qw = kernels::pool_out_size(w, pw.kw, pw.sw);
   if (pw.kh < 1 || pw.kw < 1 || pw.sh < 1 || pw.sw < 1 || pw.kh > h || pw.kw > w || ph < 1 || qw < 1)
     throw ShapeError("avg_pool2d: window " + std::to_string(pw.kh) + "x" + std::to_string(pw.kw) +
@@ -347,7 +352,8 @@ Variable avg_pool2d(const Variable& x, kernels::PoolWindow pw) {
 
 Variable global_avg_pool(const Variable& x) {
   const Tensor& X = x.value();
-  const auto [n, c, h, w] = nchw("global_avg_pool", X, false);
+  const auto dims = nchw("global_avg_pool", X, false);
+  const int n = dims[0], c = dims[1], h = dims[2], w = dims[3];
   Tensor Y = Tensor::empty(Shape{n, c}, X.dtype());
   dispatch(X.dtype(), [&](auto t) {
     using T = decltype(t);
@@ -581,7 +587,8 @@ std::pair<int, int> rows_cols(const char* op, const Tensor& x) {
 template <bool Log>
 Variable softmax_op(const char* name, const Variable& x) {
   const Tensor& in = x.value();
-  const auto [rows, cols] = rows_cols(name, in);
+  const std::pair<int, int> rc = rows_cols(name, in);  // named: lambdas capture them
+  const int rows = rc.first, cols = rc.second;
   Tensor out = Tensor::empty(in.shape(), in.dtype());
   dispatch(in.dtype(), [&](auto t) {
     using T = decltype(t);

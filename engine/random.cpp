@@ -49,7 +49,8 @@ void Generator::normal(Tensor& t, double mean, double std) {
 }
 
 void Generator::glorot_uniform(Tensor& w) {
-  const auto [fan_in, fan_out] = fans(w);
+  const auto f = fans(w);  // named, not bound: the lambda captures them
+  const auto fan_in = f.first, fan_out = f.second;
   const uint64_t off = take(w.numel());
   floating("glorot_uniform", w, [&](auto* p, auto tag) {
     using T = decltype(tag);
@@ -58,8 +59,7 @@ void Generator::glorot_uniform(Tensor& w) {
 }
 
 void Generator::he_uniform(Tensor& w) {
-  const auto [fan_in, fan_out] = fans(w);
-  (void)fan_out;
+  const auto fan_in = fans(w).first;
   const uint64_t off = take(w.numel());
   floating("he_uniform", w, [&](auto* p, auto tag) {
     using T = decltype(tag);

@@ -14,18 +14,14 @@
 // an extract stopped so removes its temporary file; a second signal ends the
 // process at once.
 #include <CLI/CLI.hpp>
-#include <toml++/toml.h>
 
 #include <algorithm>
 #include <atomic>
 #include <csignal>
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <exception>
-#include <filesystem>
-#include <fstream>
 #include <sstream>
-#include <sys/stat.h>
 #include <thread>
 
 #include "features/audio.h"
@@ -39,6 +35,7 @@
 #include "tools/progress.h"
 #include "tools/report.h"
 #include "tools/train.h"
+#include "tools/train_config.h"
 
 namespace {
 
@@ -129,73 +126,6 @@ void parse_augment(const std::string& s, timbre::tools::ExtractOptions& o) {
     else throw CLI::ValidationError("--augment", "unknown augmentation '" + item +
                                     "' (known: stretch, pitch)");
   }
-}
-
-// `timbre train --config FILE.toml`: CLI11 2.1 reads config files only for
-// the top-level app, so the file's `key = value` lines are turned into
-// `--key=value` arguments placed before the command line's own; with every
-// train option taking the last value given, the command line wins. A key
-// that names no option is an unexpected argument: a usage error (exit 2)
-// that names it. A [train] section is accepted too.
-std::vector<std::string> expand_train_config(int argc, char** argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.empty() || args[0] != "train") return args;
-  std::string file;
-  for (size_t i = 1; i < args.size(); ++i) {
-    if (args[i] == "--config" && i + 1 < args.size()) {
-      file = args[i + 1];
-      args.erase(args.begin() + long(i), args.begin() + long(i) + 2);
-      break;
-    }
-    if (args[i].rfind("--config=", 0) == 0) {
-      file = args[i].substr(9);
-      args.erase(args.begin() + long(i));
-      break;
-    }
-  }
-  if (file.empty()) return args;
-  if (std::filesystem::is_directory(file))
-    throw CLI::FileError("--config " + file + ": a directory, not a TOML file");
-  std::ifstream in(file);
-  if (!in) throw CLI::FileError::Missing(file);
-  std::vector<std::string> from_file;
-  for (const CLI::ConfigItem& item : CLI::ConfigTOML().from_config(in)) {
-    if (item.name == "++" || item.name == "--") continue;  // section markers
-    if (!item.parents.empty() && !(item.parents.size() == 1 && item.parents[0] == "train"))
-      throw CLI::ConfigError("--config " + file + ": unknown section [" + item.parents[0] + "]");
-    if (item.name == "config")
-      throw CLI::ConfigError("--config " + file + ": a config file cannot name another");
-    if (item.inputs.empty()) continue;
-    if (item.inputs.size() == 1) {
-      from_file.push_back("--" + item.name + "=" + item.inputs[0]);
-    } else {
-      from_file.push_back("--" + item.name);
-      from_file.insert(from_file.end(), item.inputs.begin(), item.inputs.end());
-    }
-  }
-  args.insert(args.begin() + 1, from_file.begin(), from_file.end());
-  return args;
-}
-
-// The effective training configuration as TOML that --config accepts,
-// written by toml++ (strings escaped as TOML requires, whatever a path holds).
-std::string train_config_toml(const timbre::tools::TrainOptions& o, double lr) {
-  const toml::table t{{"model", o.model},
-                      {"data", o.data},
-                      {"out", o.out},
-                      {"epochs", o.epochs},
-                      {"batch-size", o.batch_size},
-                      {"lr", lr},
-                      {"decay", o.decay},
-                      {"patience", o.patience},
-                      {"seed", int64_t(o.seed)},
-                      {"model-config", o.model_config.dump()},
-                      {"adam", o.adam},
-                      {"max-steps", o.max_steps}};
-  std::ostringstream s;
-  s << "# the effective configuration of this run: timbre train --config config.toml\n"
-    << t << "\n";
-  return s.str();
 }
 
 }  // namespace
@@ -357,7 +287,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 256))->capture_default_str();
 
   try {
-    std::vector<std::string> args = expand_train_config(argc, argv);
+    std::vector<std::string> args = expand_train_config({argv + 1, argv + argc});
     std::reverse(args.begin(), args.end());  // CLI11 takes them last-first
     app.parse(args);
     if (ext->parsed()) {
