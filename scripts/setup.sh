@@ -10,6 +10,7 @@ packages=(
   libopenblas-dev        # simcuda: cuBLAS subset
   libfftw3-dev           # simcuda: cuFFT subset
   libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev  # the libFuzzer harnesses (scripts/fuzz.sh)
   libcli11-dev libfmt-dev nlohmann-json3-dev
   libtomlplusplus-dev    # tools: config.toml written (and checked) by a real TOML library
   libmpg123-dev          # features: MP3 decoding

@@ -6,16 +6,19 @@
 #      (a spill fails the run); checks that CTest lists every test there.
 #      Where nvidia-smi sees a GPU, builds for it and runs the suite on the
 #      device (label gpu); elsewhere the flavour is compiled and linked only;
-#   3. builds the sim flavour with ASan+UBSan and runs simcuda's and the
-#      kernels' tests there (shared-memory overflows must be seen);
-#   4. builds the sim flavour and runs the full CTest suite with the sim
+#   3. builds the sim flavour with ASan+UBSan and runs simcuda's, the
+#      kernels' and the tools' tests there (shared-memory overflows must be
+#      seen; the tools read and write every user file);
+#   4. builds the libFuzzer harnesses of the readers of user files (clang,
+#      ASan+UBSan) and runs each for FUZZ_SECONDS (default 20) seconds;
+#   5. builds the sim flavour and runs the full CTest suite with the sim
 #      build's own backend defaults (kernels/defaults.h);
-#   5. runs that suite again, simcuda's own tests aside, with the GPU's
+#   6. runs that suite again, simcuda's own tests aside, with the GPU's
 #      defaults (TIMBRE_DEFAULTS=gpu): the GPU's launch shapes and paths
 #      (cuFFT STFT, one column per thread, capped grids) end to end,
 #      the librosa and PyTorch comparisons included.
-# Set TIMBRE_SKIP_CUDA=1, TIMBRE_SKIP_ASAN=1 or TIMBRE_SKIP_GPU_DEFAULTS=1
-# to leave a stage out locally.
+# Set TIMBRE_SKIP_CUDA=1, TIMBRE_SKIP_ASAN=1, TIMBRE_SKIP_GPU_DEFAULTS=1 or
+# TIMBRE_SKIP_FUZZ=1 to leave a stage out locally.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -61,17 +64,22 @@ if [[ ${TIMBRE_SKIP_CUDA:-0} != 1 ]]; then
 fi
 
 if [[ ${TIMBRE_SKIP_ASAN:-0} != 1 ]]; then
-  stage "sim flavour with ASan+UBSan: simcuda and kernel tests"
+  stage "sim flavour with ASan+UBSan: simcuda, kernel and tools tests"
   cmake -S "$root" -B build/sim-asan -G Ninja -DTIMBRE_BACKEND=sim -DTIMBRE_SANITIZE=address \
         -DTIMBRE_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   cmake --build build/sim-asan -j "$jobs"
-  if ! ctest --test-dir build/sim-asan -L "simcuda|kernels" -j "$jobs" --output-on-failure \
+  if ! ctest --test-dir build/sim-asan -L "simcuda|kernels|tools" -j "$jobs" --output-on-failure \
          --timeout 600 > build/sim-asan/ctest.log 2>&1; then
     tail -100 build/sim-asan/ctest.log
     echo "ASan stage failed (full log: build/sim-asan/ctest.log)" >&2
     exit 1
   fi
   grep -E "tests passed|tests failed" build/sim-asan/ctest.log
+fi
+
+if [[ ${TIMBRE_SKIP_FUZZ:-0} != 1 ]]; then
+  stage "fuzzing the readers of user files (${FUZZ_SECONDS:-20} s each)"
+  JOBS=$jobs ./scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 fi
 
 stage "sim flavour: build and full test suite (the sim build's own backend defaults)"
