@@ -45,6 +45,26 @@ timbre::features::FeatureParams tiny_params() {
   return p;
 }
 
+// A folder dataset under t/audio: a folder per label holding `clips` sine
+// WAVs of `samples` samples at 8 kHz (a frequency per label), and the
+// options to extract it into t/f.h5 with the tiny parameters.
+tt::ExtractOptions tone_dataset(const TempDir& t, const std::vector<std::string>& labels,
+                                int clips, size_t samples) {
+  for (size_t l = 0; l < labels.size(); ++l) {
+    std::filesystem::create_directories(t / ("audio/" + labels[l]));
+    for (int k = 0; k < clips; ++k)
+      synth::write_wav(t / ("audio/" + labels[l] + "/" + std::to_string(k) + ".wav"),
+                       synth::sine(samples, 200.0 + 700.0 * double(l), 8000), 1, 8000,
+                       synth::WavFormat::Float);
+  }
+  tt::ExtractOptions e;
+  e.dataset = "folder";
+  e.audio_dir = t / "audio";
+  e.out = t / "f.h5";
+  e.params = tiny_params();
+  return e;
+}
+
 std::string feature_flags() {
   return " --sample-rate 8000 --n-fft 256 --hop 128 --n-mels 16 --fmax 4000 --frames 16";
 }
@@ -206,18 +226,7 @@ TEST(Extract, UsageErrorsExit2) {
 // of a live process are left alone.
 TEST(Extract, InterruptedAndStaleTemporariesLeaveNothing) {
   TempDir t;
-  for (const char* label : {"a", "b"}) {
-    std::filesystem::create_directories(t / ("audio/" + std::string(label)));
-    for (int k = 0; k < 4; ++k)
-      synth::write_wav(t / ("audio/" + std::string(label) + "/" + std::to_string(k) + ".wav"),
-                       synth::sine(8000, label[0] == 'a' ? 200 : 900, 8000), 1, 8000,
-                       synth::WavFormat::Float);
-  }
-  tt::ExtractOptions e;
-  e.dataset = "folder";
-  e.audio_dir = t / "audio";
-  e.out = t / "f.h5";
-  e.params = tiny_params();
+  const tt::ExtractOptions e = tone_dataset(t, {"a", "b"}, 4, 8000);
   std::atomic<int> stop{SIGINT};
   try {
     tt::run_extract(e, &stop);
@@ -248,18 +257,7 @@ TEST(Extract, InterruptedAndStaleTemporariesLeaveNothing) {
 // file whose close had failed: this test's process would die with SIGSEGV).
 TEST(Extract, AFullDiskFailsCleanlyNamingTheReason) {
   TempDir t;
-  for (const char* label : {"a", "b"}) {
-    std::filesystem::create_directories(t / ("audio/" + std::string(label)));
-    for (int k = 0; k < 6; ++k)
-      synth::write_wav(t / ("audio/" + std::string(label) + "/" + std::to_string(k) + ".wav"),
-                       synth::sine(16000, label[0] == 'a' ? 200 : 900, 8000), 1, 8000,
-                       synth::WavFormat::Float);
-  }
-  tt::ExtractOptions e;
-  e.dataset = "folder";
-  e.audio_dir = t / "audio";
-  e.out = t / "f.h5";
-  e.params = tiny_params();
+  const tt::ExtractOptions e = tone_dataset(t, {"a", "b"}, 6, 16000);
   const std::string tmp = e.out + ".tmp-" + std::to_string(::getpid());
   std::filesystem::create_symlink("/dev/full", tmp);
   try {
@@ -288,22 +286,14 @@ TEST(Extract, AFullDiskFailsCleanlyNamingTheReason) {
 // accuracy 1): refused by extract, naming the label, and writing nothing.
 TEST(Extract, OneClassIsRefused) {
   TempDir t;
-  std::filesystem::create_directories(t / "audio/only");
-  for (int k = 0; k < 3; ++k)
-    synth::write_wav(t / ("audio/only/" + std::to_string(k) + ".wav"), synth::sine(8000, 200, 8000),
-                     1, 8000, synth::WavFormat::Float);
-  tt::ExtractOptions e;
-  e.dataset = "folder";
-  e.audio_dir = t / "audio";
-  e.out = t / "one.h5";
-  e.params = tiny_params();
+  const tt::ExtractOptions e = tone_dataset(t, {"only"}, 3, 8000);
   try {
     tt::run_extract(e);
     FAIL() << "a one-class dataset was extracted";
   } catch (const std::runtime_error& err) {
     EXPECT_NE(std::string(err.what()).find("one label ('only')"), std::string::npos) << err.what();
   }
-  EXPECT_FALSE(std::filesystem::exists(t / "one.h5"));
+  EXPECT_FALSE(std::filesystem::exists(e.out));
 }
 
 // ----------------------------------------------------------------------------
