@@ -271,6 +271,21 @@ TEST(SpectralPower, MatchesReference) {
     // (a float times a float is exact in double); an FMA on a GPU keeps it so.
     EXPECT_TRUE(all_close(d_pow.to_host(), ref, {0, 1e-15}));
   });
+  // From a double spectrum (cuFFT D2Z's): values with bits below float's,
+  // against the same formula in double. re*re + im*im rounds twice (an FMA
+  // once): 2 ulps of double.
+  std::vector<double2> spec64(static_cast<size_t>(n));
+  std::vector<double> ref64(static_cast<size_t>(n));
+  for (size_t i = 0; i < spec64.size(); ++i) {
+    spec64[i] = double2{spec[i].x * (1 + 1e-9 * double(i % 13)), spec[i].y - 1e-10 * double(i % 7)};
+    ref64[i] = spec64[i].x * spec64[i].x + spec64[i].y * spec64[i].y;
+  }
+  DeviceBuffer<double2> d_spec64(spec64);
+  for_each_thread_order([&] {
+    timbre::testing::poison(d_pow);
+    k::launch_power_spectrum(d_spec64.get(), n, d_pow.get(), nullptr);
+    EXPECT_TRUE(all_close(d_pow.to_host(), ref64, {0, 4.5e-16}));
+  });
 }
 
 struct MelCase {
