@@ -667,6 +667,7 @@ TEST_F(Pipeline, ResumeRefusesOtherSettings) {
   tt::TrainOptions o = options(run / "r");
   o.epochs = 1;
   tt::run_train(o);
+  const auto before = checkpoint_values(run / "r/last.ckpt");
   o.resume = true;
   o.epochs = 2;
   auto refused = [&](tt::TrainOptions changed, const std::string& want) {
@@ -686,8 +687,15 @@ TEST_F(Pipeline, ResumeRefusesOtherSettings) {
   tt::TrainOptions l = o;
   l.lr = 5e-3;
   refused(l, "0.005");  // (the checkpoint's Adam settings refuse it first)
-  const auto before = checkpoint_values(run / "r/last.ckpt");
-  EXPECT_TRUE(checkpoint_values(run / "r/last.ckpt") == before);
+  // Another dataset with other label names (same feature parameters).
+  tt::ExtractOptions other_data = tone_dataset(run, {"x", "y", "z"}, 10, 8000);
+  other_data.seed = 5;
+  tt::run_extract(other_data);
+  tt::TrainOptions d = o;
+  d.data = other_data.out;
+  refused(d, "label_names: the run has [\"high\",\"low\",\"noise\"], this command "
+             "[\"x\",\"y\",\"z\"]");
+  EXPECT_TRUE(checkpoint_values(run / "r/last.ckpt") == before) << "a refused resume wrote";
   o.patience = 5;
   EXPECT_EQ(tt::run_train(o).epochs_done, 2);
 }
