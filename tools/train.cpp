@@ -209,9 +209,8 @@ std::string history_csv(const json& history) {
 }
 
 // Loss (mean over samples) and accuracy of the model on one split, in eval
-// mode without gradients.
-// Mean loss and accuracy over a split; nullopt when `stop` (may be null)
-// turned non-zero before the split was done.
+// mode without gradients; nullopt when `stop` (may be null) turned non-zero
+// before the split was done.
 std::optional<std::pair<double, double>> evaluate_split(models::Model& model, BatchLoader& loader,
                                                         Split split, const BandNormaliser& norm,
                                                         int batch, Generator& g,
