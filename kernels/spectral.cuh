@@ -87,8 +87,9 @@ constexpr long long stft_frames(long long clip_len, int hop) { return 1 + clip_l
 //     decimation-in-time stages, each thread doing M/(2*block) butterflies
 //     per stage with a __syncthreads after each stage: 2 + log2(M) barriers
 //     per frame (12 for n_fft 2048).
-//   v2_four_step (default): the M-point FFT as R1 x R2 (R1 = 2^floor(L/2),
-//     R2 = 2^ceil(L/2), L = log2 M: 32 x 32 for n_fft 2048). Thread t
+//   v2_four_step (the launcher's default version): the M-point FFT as
+//     R1 x R2 (R1 = 2^floor(L/2), R2 = 2^ceil(L/2), L = log2 M: 16 x 32
+//     for n_fft 1024, its largest: see stft_f64_v2_supports). Thread t
 //     computes whole column FFTs (length R1, its samples loaded straight
 //     from global memory and windowed) in a local array, multiplies by the
 //     twiddles W_M^(n2 k1) and stores to shared memory; after a barrier it
@@ -96,7 +97,9 @@ constexpr long long stft_frames(long long clip_len, int hop) { return 1 + clip_l
 //     writes it back in natural order. Shared memory only transposes: 4
 //     barriers per frame. Under simcuda a barrier costs ~30 ns per thread,
 //     so this is 1.7x faster there (docs/kernels/spectral.md); on a GPU the
-//     sub-FFTs run from registers/L1 (the usual "register FFT" layout).
+//     sub-FFTs run from registers (the usual "register FFT" layout: R1 and
+//     R2 are template arguments, so the loops unroll; no spill at 16 x 32,
+//     __launch_bounds__(256), so block <= 256).
 //   v3_thread_per_frame: one thread per frame (grid-stride over frames),
 //     the whole FFT in the thread's own array (radix-2 stages 1-2 without
 //     multiplies, then radix-4 passes; 16 KB for n_fft 2048;
@@ -105,8 +108,9 @@ constexpr long long stft_frames(long long clip_len, int hop) { return 1 + clip_l
 //     barrier-free fast path, with no fibers: the CPU build's choice (like
 //     pooling's thread-per-plane global average). block = threads = frames
 //     per block.
-// block: a multiple of 32 in [32, 1024] (v2 needs block >= R1 <= 32: any
-// block). v1/v2: few threads per frame (32) keep simcuda's barrier cost low.
+// block: a multiple of 32 in [32, 1024], at most 256 for v2 (v2 needs
+// block >= R1 <= 16: any block). v1/v2: few threads per frame (32) keep
+// simcuda's barrier cost low.
 enum class StftF64Version { v1_radix2, v2_four_step, v3_thread_per_frame };
 void launch_stft_power_f64(const float* signal, long long clip_stride, int n_clips,
                            long long clip_len, const double* window, const double2* twiddles,
