@@ -62,8 +62,8 @@ BasicStft<Real>::BasicStft(int n_fft, int hop, long long clip_len, int max_clips
   const long long frames = k::stft_frames(clip_len, hop);
   if ((long long)max_clips * frames * n_fft >= (1LL << 31))
     fail("max_clips*frames*n_fft = " + std::to_string((long long)max_clips * frames * n_fft) +
-         " must be < 2^31 (n_fft " + std::to_string(n_fft) + " is too large for clips of " +
-         std::to_string(clip_len) + " samples)");
+         " must be < 2^31 (n_fft " + std::to_string(n_fft) + " x " + std::to_string(frames) +
+         " frames a clip is too large)");
   frames_ = int(frames);
   if constexpr (std::is_same_v<Real, double>) {
     window_ = DeviceBuffer<double>(k::hann_window_f64(n_fft));

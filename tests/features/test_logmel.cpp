@@ -293,6 +293,23 @@ void expect_invalid(const FeatureParams& p, const std::string& fragment) {
   EXPECT_THROW(LogMelPipeline(p, 1), std::invalid_argument);
 }
 
+// An n_fft too large for the batch names the sizes, not an internal knob
+// (a user cannot set the chunk size from the command line).
+TEST(LogMelErrors, AnFftTooLargeForTheClipsSaysSo) {
+  FeatureParams p;
+  p.n_fft = 16384;
+  p.frames = 4096;  // 32 clips x 4096 frames x 16384 = 2^31 values of frames
+  try {
+    LogMelPipeline pipe(p, 32);
+    FAIL() << "a 2^31-value frame buffer accepted";
+  } catch (const std::invalid_argument& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("(n_fft 16384 x 4096 frames a clip is too large)"), std::string::npos)
+        << msg;
+    EXPECT_EQ(msg.find("chunk"), std::string::npos) << msg;
+  }
+}
+
 TEST(LogMelErrors, BadParameters) {
   EXPECT_NO_THROW(FeatureParams{}.validate());
   EXPECT_EQ(FeatureParams{}.str(),
