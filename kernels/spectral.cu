@@ -391,8 +391,8 @@ __device__ __forceinline__ void fft_in_thread_fixed(double2* a, const double2* t
     // The stage of span 2^s needs tw[j * (n_fft >> s)] = tw[(j << (LOG_R - s)) * base]:
     // written with a compile-time multiple of one runtime base, the 31
     // twiddle reads of a 32-point FFT fold to its 15 distinct nontrivial
-    // ones (j = 0 is 1, no multiply), which keeps v2's 32-point FFTs within
-    // 255 registers without spilling.
+    // ones (j = 0 is 1, no multiply). That is what fits v2's 16 x 32 split in
+    // 252-255 registers without spilling; 32 x 32 still spills (see v2).
     const int base = n_fft >> LOG_R;
     TIMBRE_UNROLL
     for (int s = 1; s <= LOG_R; ++s) {
