@@ -12,6 +12,7 @@
 #include "engine/random.h"
 #include "kernels/conv2d.cuh"
 #include "kernels/cuda_check.h"
+#include "kernels/attention.cuh"
 #include "kernels/gru.cuh"
 
 namespace {

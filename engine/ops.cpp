@@ -9,6 +9,8 @@
 #include "kernels/batchnorm.cuh"
 #include "kernels/conv2d.cuh"
 #include "kernels/copy_rows.cuh"
+#include "kernels/attention.cuh"
+#include "kernels/blas.h"
 #include "kernels/gru.cuh"
 #include "kernels/philox.cuh"
 #include "kernels/pooling.cuh"
@@ -63,17 +65,14 @@ void pass_through(const Tensor& dy, Variable& input) {
   });
 }
 
-// cuBLAS GEMM in T on column-major operands (see linear()).
+// cuBLAS GEMM in the tensors' type on column-major operands (see linear()).
 void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, double alpha,
           const Tensor& A, int lda, const Tensor& B, int ldb, double beta, Tensor& C, int ldc) {
-  if (C.dtype() == DType::f32) {
-    const float a = float(alpha), b = float(beta);
-    CUBLAS_CHECK(cublasSgemm(cublas(), ta, tb, m, n, k, &a, A.data<float>(), lda, B.data<float>(),
-                             ldb, &b, C.data<float>(), ldc));
-  } else {
-    CUBLAS_CHECK(cublasDgemm(cublas(), ta, tb, m, n, k, &alpha, A.data<double>(), lda,
-                             B.data<double>(), ldb, &beta, C.data<double>(), ldc));
-  }
+  dispatch(C.dtype(), [&](auto t) {
+    using T = decltype(t);
+    kernels::gemm(cublas(), ta, tb, m, n, k, T(alpha), A.data<T>(), lda, B.data<T>(), ldb,
+                  T(beta), C.data<T>(), ldc);
+  });
 }
 
 }  // namespace
@@ -501,7 +500,7 @@ Variable gru(const Variable& x, const Variable& w_ih, const Variable& w_hh, cons
                               ws.data<T>(), stream());
     });
   }
-  // Backward through time (kernels/gru.cuh, docs/kernels/recurrent.md).
+  // Backward through time (kernels/gru.cuh, docs/kernels/gru.md).
   return Variable::from_op(
       "gru", out, {x, w_ih, w_hh, b_ih, b_hh, h0},
       [=](const Tensor& dY, Inputs& v) {

@@ -6,24 +6,14 @@
 #include <string>
 
 #include "kernels/common.cuh"
+#include "kernels/device_math.cuh"
+#include "kernels/launcher.h"
 
 namespace timbre::kernels {
 
 // Kernels and helpers in an anonymous namespace: other kernel files may use
 // the same names.
 namespace {
-
-// ---------------------------------------------------------------------------
-// Device math for float and double. Named overloads so that a float kernel
-// never calls a double function (or the reverse) by accident.
-__device__ __forceinline__ float exp_of(float x) { return expf(x); }
-__device__ __forceinline__ double exp_of(double x) { return exp(x); }
-__device__ __forceinline__ float expm1_of(float x) { return expm1f(x); }
-__device__ __forceinline__ double expm1_of(double x) { return expm1(x); }
-__device__ __forceinline__ float tanh_of(float x) { return tanhf(x); }
-__device__ __forceinline__ double tanh_of(double x) { return tanh(x); }
-__device__ __forceinline__ float abs_of(float x) { return fabsf(x); }
-__device__ __forceinline__ double abs_of(double x) { return fabs(x); }
 
 // f(x).
 template <Activation A, class T>
@@ -35,11 +25,7 @@ __device__ __forceinline__ T activate(T x, T alpha) {
   } else if constexpr (A == Activation::tanh) {
     return tanh_of(x);
   } else {
-    // sigmoid. e = exp(-|x|) is in (0, 1], so nothing overflows for any x:
-    // x >= 0: 1 / (1 + e);  x < 0: e / (1 + e) (= 1 / (1 + e^-x) times e/e).
-    const T e = exp_of(-abs_of(x));
-    const T r = T(1) / (T(1) + e);
-    return x >= T(0) ? r : e * r;
+    return sigmoid_of(x);  // kernels/device_math.cuh: no overflow for any x
   }
 }
 
@@ -107,30 +93,12 @@ __global__ void fill_kernel(T* x, long long n, T value) {
 }
 
 // ---------------------------------------------------------------------------
-// Argument checks of the launchers.
-void check_size_and_block(const char* op, long long n, int block) {
-  if (n < 0) throw std::invalid_argument(std::string(op) + ": n must be >= 0, not " +
-                                         std::to_string(n));
-  if (block < 32 || block > 1024 || block % 32 != 0)
-    throw std::invalid_argument(std::string(op) +
-                                ": block must be a multiple of 32 in [32, 1024], not " +
-                                std::to_string(block));
-}
-
-void check_pointer(const char* op, const void* p, const char* name) {
-  if (!p) throw std::invalid_argument(std::string(op) + ": " + name + " is null");
-}
 
 void check_activation(const char* op, Activation a) {
   if (a != Activation::relu && a != Activation::elu && a != Activation::tanh &&
       a != Activation::sigmoid)
     throw std::invalid_argument(std::string(op) + ": unknown activation " +
                                 std::to_string(int(a)));
-}
-
-// At most max_grid_threads() threads; the grid-stride loop does the rest.
-unsigned blocks_for(long long n, int block) {
-  return timbre::grid_1d(n, unsigned(block), unsigned(max_grid_threads() / block));
 }
 
 }  // namespace

@@ -6,6 +6,8 @@
 #include <string>
 
 #include "kernels/common.cuh"
+#include "kernels/launcher.h"
+#include "kernels/reference.h"
 
 namespace timbre::kernels {
 
@@ -19,11 +21,6 @@ template <class F>
 void for_channel_cpu(int n, int c, long long hw, int ch, F&& f) {
   for (long long b = 0; b < n; ++b)
     for (long long i = 0; i < hw; ++i) f((b * c + ch) * hw + i);
-}
-
-template <class T>
-void store_cpu(T* dst, double v, bool accumulate) {
-  *dst = accumulate ? T(double(*dst) + v) : T(v);
 }
 
 }  // namespace
@@ -455,10 +452,7 @@ void check_shape(const char* op, int n, int c, int h, int w, int block) {
   if (c < 1) fail("c", c, ">= 1");
   if (h < 1) fail("h", h, ">= 1");
   if (w < 1) fail("w", w, ">= 1");
-  if (block < 32 || block > 1024 || block % 32 != 0)
-    throw std::invalid_argument(std::string(op) +
-                                ": block must be a multiple of 32 in [32, 1024], not " +
-                                std::to_string(block));
+  check_block(op, block);
 }
 
 void check_eps(const char* op, double eps) {
@@ -479,10 +473,6 @@ void check_train_count(const char* op, int n, int h, int w, bool unbiased) {
     throw std::invalid_argument(std::string(op) +
                                 ": the unbiased running variance needs n*h*w >= 2 values "
                                 "per channel, not 1");
-}
-
-void check_pointer(const char* op, const void* p, const char* what) {
-  if (p == nullptr) throw std::invalid_argument(std::string(op) + ": " + what + " is null");
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // batchnorm: batch normalisation over NCHW tensors, per channel c, with the
 // statistics taken over N, H and W. "1-D" batch norm over (N, C) is the same
 // with h = w = 1. T is float or double (double for finite-difference checks).
-// Derivations and design: docs/kernels/normalisation.md.
+// Derivations and design: docs/kernels/batchnorm.md.
 //
 // For channel c, with M = N*H*W values x_m:
 //   mean    = (1/M) sum_m x_m
@@ -29,7 +29,7 @@
 // (tf.keras 2.x and Keras 3: momentum 0.99, eps 1e-3) with the biased one.
 // pytorch_running() and keras_running() build the two conventions.
 //
-// Parallel strategy (docs/kernels/normalisation.md):
+// Parallel strategy (docs/kernels/batchnorm.md):
 //   * a channel's M values m = n*H*W + i are split into `chunks` contiguous
 //     ranges; block (c, k) owns chunk k of channel c, each of its warps a
 //     contiguous segment of the chunk, and lane l every 32nd value of the

@@ -6,8 +6,11 @@
 #include <string>
 #include <vector>
 
+#include "kernels/blas.h"
 #include "kernels/common.cuh"
 #include "kernels/grid.h"
+#include "kernels/launcher.h"
+#include "kernels/reference.h"
 
 namespace timbre::kernels {
 
@@ -78,11 +81,6 @@ struct Index4 {
     return ((a * d1 + b) * d2 + c) * d3 + d;
   }
 };
-
-template <class T>
-void store_cpu(T* dst, double v, bool accumulate) {
-  *dst = accumulate ? T(double(*dst) + v) : T(v);
-}
 
 }  // namespace
 
@@ -180,13 +178,6 @@ struct Dims {
 Dims dims_of(const Conv2dShape& s) {
   return Dims{s.N,        s.C,        s.H,     s.W,     s.K,   s.R,  s.S,
               s.stride_h, s.stride_w, s.pad_h, s.pad_w, s.P(), s.Q()};
-}
-
-// A launch uses at most this many threads (2^19, about two waves of a large
-// GPU); grid-stride loops cover the rest.
-
-unsigned blocks_for(long long n, int block) {
-  return timbre::grid_1d(n, unsigned(block), unsigned(max_grid_threads() / block));
 }
 
 // Index helpers on the device.
@@ -520,17 +511,7 @@ __global__ void bias_grad_kernel(Dims d, const T* __restrict__ dy, T* __restrict
 }
 
 // ---------------------------------------------------------------------------
-// cuBLAS in T. alpha is always 1.
-void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-          const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc) {
-  const float one = 1.f;
-  CUBLAS_CHECK(cublasSgemm(h, ta, tb, m, n, k, &one, A, lda, B, ldb, &beta, C, ldc));
-}
-void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-          const double* A, int lda, const double* B, int ldb, double beta, double* C, int ldc) {
-  const double one = 1.0;
-  CUBLAS_CHECK(cublasDgemm(h, ta, tb, m, n, k, &one, A, lda, B, ldb, &beta, C, ldc));
-}
+// Strided-batched cuBLAS GEMM in T, alpha = 1 (the plain GEMM: kernels/blas.h).
 void gemm_batched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
                   int k, const float* A, int lda, long long sa, const float* B, int ldb,
                   long long sb, float beta, float* C, int ldc, long long sc, int batch) {
@@ -547,46 +528,20 @@ void gemm_batched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, 
 }
 
 // ---------------------------------------------------------------------------
-// Argument checks.
-void check_block(const std::string& op, int block) {
-  if (block < 32 || block > 1024 || block % 32 != 0)
-    throw std::invalid_argument(op + ": block must be a multiple of 32 in [32, 1024], not " +
-                                std::to_string(block));
-}
-
-void check_pointer(const std::string& op, const void* p, const char* name) {
-  if (p == nullptr) throw std::invalid_argument(op + ": " + name + " is null");
-}
-
-// The GEMMs run on the handle's stream, the kernels on `stream`: they must
-// be one stream for the kernels and GEMMs to run in order. alpha and beta
-// are host values.
-void check_handle(const std::string& op, cublasHandle_t handle, cudaStream_t stream) {
-  if (handle == nullptr) throw std::invalid_argument(op + ": the cuBLAS handle is null");
-  cudaStream_t handle_stream = nullptr;
-  CUBLAS_CHECK(cublasGetStream(handle, &handle_stream));
-  if (handle_stream != stream)
-    throw std::invalid_argument(op + ": the cuBLAS handle is set to another stream than the " +
-                                "launch's; call cublasSetStream(handle, stream) first");
-  cublasPointerMode_t mode = CUBLAS_POINTER_MODE_HOST;
-  CUBLAS_CHECK(cublasGetPointerMode(handle, &mode));
-  if (mode != CUBLAS_POINTER_MODE_HOST)
-    throw std::invalid_argument(op + ": the cuBLAS handle must be in CUBLAS_POINTER_MODE_HOST");
-}
+// Argument checks (the common ones: kernels/launcher.h, kernels/blas.h).
 
 // Images per chunk that the workspace holds (N for pointwise convolutions,
 // which need no workspace). Throws if it holds less than one image.
 template <class T>
-int chunk_images(const std::string& op, const Conv2dShape& sh, const T* d_workspace,
+int chunk_images(const char* op, const Conv2dShape& sh, const T* d_workspace,
                  size_t workspace_bytes) {
   if (sh.pointwise()) return sh.N;
   const size_t per_image = size_t(conv2d_col_elements(sh)) * sizeof(T);
   if (workspace_bytes < per_image)
-    throw std::invalid_argument(
-        op + ": workspace of " + std::to_string(workspace_bytes) +
-        " bytes is smaller than one image's column matrix (C*R*S x P*Q = " +
-        std::to_string(sh.col_rows()) + " x " + std::to_string(sh.col_cols()) + " values, " +
-        std::to_string(per_image) + " bytes); see conv2d_workspace_bytes");
+    fail(op, "workspace of " + std::to_string(workspace_bytes) +
+                 " bytes is smaller than one image's column matrix (C*R*S x P*Q = " +
+                 std::to_string(sh.col_rows()) + " x " + std::to_string(sh.col_cols()) +
+                 " values, " + std::to_string(per_image) + " bytes); see conv2d_workspace_bytes");
   check_pointer(op, d_workspace, "d_workspace");
   return int(std::min<size_t>(size_t(sh.N), workspace_bytes / per_image));
 }
@@ -599,7 +554,7 @@ int chunk_images(const std::string& op, const Conv2dShape& sh, const T* d_worksp
 template <class T>
 void conv2d_forward_v1_direct(const Conv2dShape& shape, const T* d_x, const T* d_w, const T* d_b,
                               T* d_y, cudaStream_t stream, int block) {
-  const std::string op = "conv2d_forward_v1_direct";
+  const char* op = "conv2d_forward_v1_direct";
   shape.validate(op);
   check_block(op, block);
   check_pointer(op, d_x, "d_x");
@@ -612,7 +567,7 @@ void conv2d_forward_v1_direct(const Conv2dShape& shape, const T* d_x, const T* d
 template <class T>
 void conv2d_backward_data_v1_direct(const Conv2dShape& shape, const T* d_w, const T* d_dy, T* d_dx,
                                     bool accumulate, cudaStream_t stream, int block) {
-  const std::string op = "conv2d_backward_data_v1_direct";
+  const char* op = "conv2d_backward_data_v1_direct";
   shape.validate(op);
   check_block(op, block);
   check_pointer(op, d_w, "d_w");
@@ -625,7 +580,7 @@ void conv2d_backward_data_v1_direct(const Conv2dShape& shape, const T* d_w, cons
 template <class T>
 void conv2d_backward_filter_v1_direct(const Conv2dShape& shape, const T* d_x, const T* d_dy,
                                       T* d_dw, bool accumulate, cudaStream_t stream, int block) {
-  const std::string op = "conv2d_backward_filter_v1_direct";
+  const char* op = "conv2d_backward_filter_v1_direct";
   shape.validate(op);
   check_block(op, block);
   check_pointer(op, d_x, "d_x");
@@ -638,7 +593,7 @@ void conv2d_backward_filter_v1_direct(const Conv2dShape& shape, const T* d_x, co
 template <class T>
 void conv2d_backward_bias_v1_direct(const Conv2dShape& shape, const T* d_dy, T* d_db,
                                     bool accumulate, cudaStream_t stream, int block) {
-  const std::string op = "conv2d_backward_bias_v1_direct";
+  const char* op = "conv2d_backward_bias_v1_direct";
   shape.validate(op);
   check_block(op, block);
   check_pointer(op, d_dy, "d_dy");
@@ -673,7 +628,7 @@ template <class T>
 void conv2d_forward_v2_im2col(const Conv2dShape& shape, const T* d_x, const T* d_w, const T* d_b,
                               T* d_y, T* d_workspace, size_t workspace_bytes,
                               cublasHandle_t handle, cudaStream_t stream, int block) {
-  const std::string op = "conv2d_forward_v2_im2col";
+  const char* op = "conv2d_forward_v2_im2col";
   shape.validate(op);
   check_block(op, block);
   check_pointer(op, d_x, "d_x");
@@ -712,13 +667,12 @@ void conv2d_backward_data_v2_im2col(const Conv2dShape& shape, const T* d_w, cons
                                     T* d_dx, bool accumulate, T* d_workspace,
                                     size_t workspace_bytes, cublasHandle_t handle,
                                     cudaStream_t stream, int block) {
-  const std::string op = "conv2d_backward_data_v2_im2col";
+  const char* op = "conv2d_backward_data_v2_im2col";
   shape.validate(op);
   check_block(op, block);
   if (block > kCol2imMaxBlock)
-    throw std::invalid_argument(op + ": block must be at most " +
-                                std::to_string(kCol2imMaxBlock) +
-                                " (col2im's registers), not " + std::to_string(block));
+    fail(op, "block must be at most " + std::to_string(kCol2imMaxBlock) +
+                 " (col2im's registers), not " + std::to_string(block));
   check_pointer(op, d_w, "d_w");
   check_pointer(op, d_dy, "d_dy");
   check_pointer(op, d_dx, "d_dx");
@@ -755,7 +709,7 @@ void conv2d_backward_filter_v2_im2col(const Conv2dShape& shape, const T* d_x, co
                                       T* d_dw, bool accumulate, T* d_workspace,
                                       size_t workspace_bytes, cublasHandle_t handle,
                                       cudaStream_t stream, int block) {
-  const std::string op = "conv2d_backward_filter_v2_im2col";
+  const char* op = "conv2d_backward_filter_v2_im2col";
   shape.validate(op);
   check_block(op, block);
   check_pointer(op, d_x, "d_x");
@@ -780,7 +734,7 @@ void conv2d_backward_filter_v2_im2col(const Conv2dShape& shape, const T* d_x, co
     for (int i = 0; i < count; ++i) {
       const int n = n0 + i;
       const T beta = (n == 0 && !accumulate) ? T(0) : T(1);
-      gemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, CRS, d.K, PQ, col + i * col_step, PQ,
+      gemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, CRS, d.K, PQ, T(1), col + i * col_step, PQ,
            d_dy + n * image_y, PQ, beta, d_dw, CRS);
     }
   }
@@ -789,7 +743,7 @@ void conv2d_backward_filter_v2_im2col(const Conv2dShape& shape, const T* d_x, co
 template <class T>
 void conv2d_backward_bias_v2_reduce(const Conv2dShape& shape, const T* d_dy, T* d_db,
                                     bool accumulate, cudaStream_t stream, int block) {
-  const std::string op = "conv2d_backward_bias_v2_reduce";
+  const char* op = "conv2d_backward_bias_v2_reduce";
   shape.validate(op);
   check_block(op, block);
   check_pointer(op, d_dy, "d_dy");
@@ -804,7 +758,7 @@ void conv2d_backward_v2_im2col(const Conv2dShape& shape, const T* d_x, const T* 
                                bool accumulate_dw, T* d_db, bool accumulate_db, T* d_workspace,
                                size_t workspace_bytes, cublasHandle_t handle, cudaStream_t stream,
                                int block) {
-  const std::string op = "conv2d_backward_v2_im2col";
+  const char* op = "conv2d_backward_v2_im2col";
   // Every argument is checked before anything runs, so a bad one leaves all
   // three gradients untouched.
   shape.validate(op);

@@ -1,6 +1,6 @@
 // conv2d: 2-D convolution (cross-correlation, as PyTorch and Keras), NCHW,
 // forward and backward. T is float or double (double for finite-difference
-// gradient checks). Derivations and diagrams: docs/kernels/convolution.md.
+// gradient checks). Derivations and diagrams: docs/kernels/conv2d.md.
 //
 // Shapes: input x (N, C, H, W), weight w (K, C, R, S) (PyTorch's layout),
 // bias b (K), output y (N, K, P, Q), all contiguous row-major, with zero

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "kernels/common.cuh"
+#include "kernels/launcher.h"
 
 namespace timbre::kernels {
 
@@ -30,9 +31,7 @@ void copy_rows(const T* d_src, long long src_stride, T* d_dst, long long dst_str
                                 std::to_string(rows) + ", cols " + std::to_string(cols) +
                                 ", strides " + std::to_string(src_stride) + " and " +
                                 std::to_string(dst_stride));
-  if (block < 32 || block > 1024 || block % 32)
-    throw std::invalid_argument("copy_rows: block must be a multiple of 32 in [32, 1024], not " +
-                                std::to_string(block));
+  check_block("copy_rows", block);
   if (rows == 0 || cols == 0) return;
   if (!d_src || !d_dst) throw std::invalid_argument("copy_rows: null pointer");
   LAUNCH(copy_rows_kernel<T>, grid_1d(rows * cols, unsigned(block), 4096), block, 0, s, d_src,
@@ -67,9 +66,7 @@ void transpose_last2(const T* d_in, T* d_out, long long batch, long long rows, l
                      bool accumulate, cudaStream_t s, int block) {
   if (batch < 0 || rows < 0 || cols < 0)
     throw std::invalid_argument("transpose_last2: negative size");
-  if (block < 32 || block > 1024 || block % 32)
-    throw std::invalid_argument("transpose_last2: block must be a multiple of 32 in [32, 1024], not " +
-                                std::to_string(block));
+  check_block("transpose_last2", block);
   const long long n = batch * rows * cols;
   if (n == 0) return;
   if (!d_in || !d_out || d_in == d_out)

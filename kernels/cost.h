@@ -15,4 +15,17 @@ inline Cost elementwise_cost(double n, int reads, int writes, double flops_per, 
   return Cost{n * flops_per, n * elem * double(reads + writes)};
 }
 
+// A GEMM (m x k) (k x n): 2mnk operations; A and B read once, C written
+// (and read too when the GEMM accumulates into it).
+inline Cost gemm_cost(double m, double n, double k, int elem, bool accumulate = false) {
+  return Cost{2 * m * n * k, (m * k + k * n + m * n * (accumulate ? 2 : 1)) * elem};
+}
+
+inline Cost& operator+=(Cost& a, const Cost& b) {
+  a.flops += b.flops;
+  a.bytes += b.bytes;
+  return a;
+}
+inline Cost times(Cost c, double k) { return Cost{c.flops * k, c.bytes * k}; }
+
 }  // namespace timbre::kernels

@@ -8,33 +8,17 @@
 #include <vector>
 
 #include "kernels/activation.cuh"
+#include "kernels/blas.h"
 #include "kernels/common.cuh"
-#include "kernels/softmax.cuh"
+#include "kernels/device_math.cuh"
+#include "kernels/launcher.h"
+#include "kernels/reference.h"
 
 namespace timbre::kernels {
 
 // Kernels and helpers in an anonymous namespace: other kernel files may use
 // the same names.
 namespace {
-
-// ===========================================================================
-// Device math for float and double, by overload, so that a float kernel
-// never calls a double function by accident.
-__device__ __forceinline__ float exp_of(float x) { return expf(x); }
-__device__ __forceinline__ double exp_of(double x) { return exp(x); }
-__device__ __forceinline__ float tanh_of(float x) { return tanhf(x); }
-__device__ __forceinline__ double tanh_of(double x) { return tanh(x); }
-__device__ __forceinline__ float abs_of(float x) { return fabsf(x); }
-__device__ __forceinline__ double abs_of(double x) { return fabs(x); }
-
-// sigmoid without overflow for any x: e = exp(-|x|) is in (0, 1];
-// x >= 0: 1 / (1 + e), x < 0: e / (1 + e) (as in activation.cu).
-template <class T>
-__device__ __forceinline__ T sigmoid_of(T x) {
-  const T e = exp_of(-abs_of(x));
-  const T r = T(1) / (T(1) + e);
-  return x >= T(0) ? r : e * r;
-}
 
 // ===========================================================================
 // GRU gate kernels. Thread i of the grid-stride loop handles (b, j) =
@@ -135,123 +119,6 @@ __global__ void gru_gates_backward_kernel(int batch, int hidden, const T* saved,
   }
 }
 
-// ===========================================================================
-// Attention kernels.
-
-// Bias, tanh and score, one thread per row (b, t) of the (B*S, A) matrix P =
-// H W^T: u = tanh(P + b) in place, e = sum_a v_a u_a, accumulated in T in
-// the order a = 0..A-1. A thread walks its own row (A contiguous values): no
-// barrier, no shuffle (simcuda's fast path); on a GPU a warp touches 32 rows
-// per iteration, each cache line used over the next iterations from L1.
-template <class T>
-__global__ void attention_score_kernel(long long rows, int attn, T* u, const T* bias, const T* v,
-                                       T* score) {
-  const long long grid_stride = (long long)blockDim.x * gridDim.x;
-  for (long long row = (long long)blockIdx.x * blockDim.x + threadIdx.x; row < rows;
-       row += grid_stride) {
-    T* u_row = u + row * attn;
-    T e = T(0);
-    for (int a = 0; a < attn; ++a) {
-      const T val = tanh_of(u_row[a] + bias[a]);
-      u_row[a] = val;
-      e += v[a] * val;
-    }
-    score[row] = e;
-  }
-}
-
-// out[b, d] = sum_t alpha[b, t] h[b, t, d]: one thread per (b, d), summing
-// over t = 0..S-1 in order; consecutive threads read consecutive d
-// (coalesced).
-template <class T>
-__global__ void attention_weighted_sum_kernel(int batch, int steps, int dim, const T* hseq,
-                                              const T* alpha, T* out) {
-  const long long n_items = (long long)batch * dim;
-  const long long grid_stride = (long long)blockDim.x * gridDim.x;
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n_items;
-       i += grid_stride) {
-    const long long b = i / dim;
-    const int d = int(i - b * dim);
-    const T* a_row = alpha + b * steps;
-    const T* h_col = hseq + b * steps * dim + d;
-    T acc = T(0);
-    for (int t = 0; t < steps; ++t) acc += a_row[t] * h_col[(long long)t * dim];
-    out[i] = acc;
-  }
-}
-
-// Backward of the weighted sum, one thread per row (b, t):
-//   dalpha[b, t] = sum_d dout[b, d] h[b, t, d]
-//   dh[b, t, d]  = alpha[b, t] dout[b, d]     (= or +=; skipped when dh is null)
-// Same access pattern as attention_score_kernel.
-template <class T>
-__global__ void attention_weighted_sum_backward_kernel(int batch, int steps, int dim,
-                                                       const T* hseq, const T* alpha,
-                                                       const T* dout, T* dalpha, T* dh,
-                                                       bool accumulate) {
-  const long long rows = (long long)batch * steps;
-  const long long grid_stride = (long long)blockDim.x * gridDim.x;
-  for (long long row = (long long)blockIdx.x * blockDim.x + threadIdx.x; row < rows;
-       row += grid_stride) {
-    const T* d_row = dout + (row / steps) * dim;
-    const T* h_row = hseq + row * dim;
-    const T a = alpha[row];
-    T acc = T(0);
-    for (int d = 0; d < dim; ++d) {
-      acc += d_row[d] * h_row[d];
-      if (dh) {
-        const T g = a * d_row[d];
-        T* dst = dh + row * dim + d;
-        *dst = accumulate ? *dst + g : g;
-      }
-    }
-    dalpha[row] = acc;
-  }
-}
-
-// dP[row, a] = de[row] v[a] (1 - u)(1 + u): the gradient of the
-// pre-activation P + b. One thread per element, coalesced.
-template <class T>
-__global__ void attention_score_backward_kernel(long long rows, int attn, const T* u,
-                                                const T* v, const T* de, T* dp) {
-  const long long n_items = rows * attn;
-  const long long grid_stride = (long long)blockDim.x * gridDim.x;
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n_items;
-       i += grid_stride) {
-    const long long row = i / attn;
-    const int a = int(i - row * attn);
-    const T uu = u[i];
-    dp[i] = de[row] * v[a] * ((T(1) - uu) * (T(1) + uu));
-  }
-}
-
-// ===========================================================================
-// Argument checks.
-[[noreturn]] void fail(const char* op, const std::string& what) {
-  throw std::invalid_argument(std::string(op) + ": " + what);
-}
-
-void check_at_least(const char* op, const char* name, long long value, long long least) {
-  if (value < least)
-    fail(op, std::string(name) + " must be >= " + std::to_string(least) + ", not " +
-                 std::to_string(value));
-}
-
-void check_block(const char* op, int block) {
-  if (block < 32 || block > 1024 || block % 32 != 0)
-    fail(op, "block must be a multiple of 32 in [32, 1024], not " + std::to_string(block));
-}
-
-void check_pointer(const char* op, const void* p, const char* name) {
-  if (!p) fail(op, std::string(name) + " is null");
-}
-
-// cuBLAS takes int sizes and leading dimensions.
-void check_fits_int(const char* op, const char* what, long long value) {
-  if (value > INT_MAX)
-    fail(op, std::string(what) + " = " + std::to_string(value) + " does not fit in int");
-}
-
 void check_gru_sizes(const char* op, int batch, int steps, int input, int hidden, int block) {
   check_at_least(op, "batch", batch, 0);
   check_at_least(op, "steps", steps, 1);
@@ -260,59 +127,6 @@ void check_gru_sizes(const char* op, int batch, int steps, int input, int hidden
   check_block(op, block);
   check_fits_int(op, "batch*steps", (long long)batch * steps);
   check_fits_int(op, "steps*5*hidden", (long long)steps * kGruSavedWidth * hidden);
-}
-
-void check_attention_sizes(const char* op, int batch, int steps, int dim, int attn, int block) {
-  check_at_least(op, "batch", batch, 0);
-  check_at_least(op, "steps", steps, 1);
-  check_at_least(op, "dim", dim, 1);
-  check_at_least(op, "attn", attn, 1);
-  check_block(op, block);
-  check_fits_int(op, "batch*steps", (long long)batch * steps);
-}
-
-// The handle must issue its GEMMs on the stream of the kernels (or the
-// kernels and the GEMMs would race on a GPU; simcuda runs everything in
-// issue order and could not tell) and read alpha/beta from the host.
-void check_handle(const char* op, cublasHandle_t handle, cudaStream_t s) {
-  check_pointer(op, handle, "handle");
-  cudaStream_t handle_stream = nullptr;
-  CUBLAS_CHECK(cublasGetStream(handle, &handle_stream));
-  if (handle_stream != s)
-    fail(op, "the cuBLAS handle is bound to another stream than s (cublasSetStream)");
-  cublasPointerMode_t mode = CUBLAS_POINTER_MODE_HOST;
-  CUBLAS_CHECK(cublasGetPointerMode(handle, &mode));
-  if (mode != CUBLAS_POINTER_MODE_HOST)
-    fail(op, "the cuBLAS handle must be in CUBLAS_POINTER_MODE_HOST");
-}
-
-// ===========================================================================
-// Column-major GEMM, C = alpha op(A) op(B) + beta C, in T. Row-major
-// matrices are passed as their column-major transposes (see the layer
-// functions, and linear() in engine/ops.cpp).
-void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-          float alpha, const float* A, int lda, const float* B, int ldb, float beta, float* C,
-          int ldc) {
-  CUBLAS_CHECK(cublasSgemm(h, ta, tb, m, n, k, &alpha, A, lda, B, ldb, &beta, C, ldc));
-}
-void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-          double alpha, const double* A, int lda, const double* B, int ldb, double beta,
-          double* C, int ldc) {
-  CUBLAS_CHECK(cublasDgemm(h, ta, tb, m, n, k, &alpha, A, lda, B, ldb, &beta, C, ldc));
-}
-
-constexpr cublasOperation_t kN = CUBLAS_OP_N;
-constexpr cublasOperation_t kT = CUBLAS_OP_T;
-
-// Blocks for n items: at most max_grid_threads() threads (as
-// activation.cu); the grid-stride loops do the rest.
-unsigned blocks_for(long long n, int block) {
-  return timbre::grid_1d(n, unsigned(block), unsigned(max_grid_threads() / block));
-}
-
-template <class T>
-T beta_for(bool accumulate) {
-  return accumulate ? T(1) : T(0);
 }
 
 }  // namespace
@@ -502,112 +316,10 @@ void gru_backward(cublasHandle_t handle, int batch, int steps, int input, int hi
 }
 
 // ===========================================================================
-// Attention. With R = B*S rows and the column-major views as above:
-//   P^c (A x R)     = W^c^T (A x D) H^c (D x R)   gemm(T, N, A, R, D), then
-//                     u = tanh(P + b) in place (the reserve)
-//   dv (A x 1)      = u^c (A x R) de (R x 1)      gemm(N, N, A, 1, R)
-//   db (A x 1)      = dP^c (A x R) 1 (R x 1)      gemm(N, N, A, 1, R)
-//   dW^c (D x A)    = H^c (D x R) dP^c^T (R x A)  gemm(N, T, D, A, R)
-//   dH^c (D x R)   += W^c (D x A) dP^c (A x R)    gemm(N, N, D, R, A)
-
-size_t attention_reserve_size(int batch, int steps, int attn) {
-  return size_t(batch) * steps * attn;
-}
-
-size_t attention_backward_workspace_size(int batch, int steps, int attn) {
-  const size_t rows = size_t(batch) * steps;
-  return rows * attn + 3 * rows;
-}
-
-template <class T>
-void attention_forward(cublasHandle_t handle, int batch, int steps, int dim, int attn,
-                       const T* d_hseq, const T* d_w, const T* d_b, const T* d_v, T* d_out,
-                       T* d_alpha, T* d_reserve, cudaStream_t s, int block) {
-  const char* op = "attention_forward";
-  check_attention_sizes(op, batch, steps, dim, attn, block);
-  if (batch == 0) return;
-  check_pointer(op, d_hseq, "d_hseq");
-  check_pointer(op, d_w, "d_w");
-  check_pointer(op, d_b, "d_b");
-  check_pointer(op, d_v, "d_v");
-  check_pointer(op, d_out, "d_out");
-  check_pointer(op, d_alpha, "d_alpha");
-  check_pointer(op, d_reserve, "d_reserve");
-  check_handle(op, handle, s);
-
-  const int R = batch * steps;
-  T* u = d_reserve;
-  gemm(handle, kT, kN, attn, R, dim, T(1), d_w, dim, d_hseq, dim, T(0), u, attn);
-  // The scores go straight into alpha; the softmax then runs in place.
-  LAUNCH((attention_score_kernel<T>), blocks_for(R, block), block, 0, s,
-         (long long)R, attn, u, d_b, d_v, d_alpha);
-  softmax_forward<T>(d_alpha, d_alpha, batch, steps, s, block);
-  LAUNCH((attention_weighted_sum_kernel<T>),
-         blocks_for((long long)batch * dim, block), block, 0, s, batch, steps, dim,
-         d_hseq, d_alpha, d_out);
-}
-
-template <class T>
-void attention_backward(cublasHandle_t handle, int batch, int steps, int dim, int attn,
-                        const T* d_hseq, const T* d_w, const T* d_v, const T* d_alpha,
-                        const T* d_reserve, const T* d_dout, T* d_dhseq, T* d_dw, T* d_db,
-                        T* d_dv, AttentionAccumulate accumulate, T* d_workspace, cudaStream_t s,
-                        int block) {
-  const char* op = "attention_backward";
-  check_attention_sizes(op, batch, steps, dim, attn, block);
-  if (batch == 0) return;
-  check_pointer(op, d_hseq, "d_hseq");
-  check_pointer(op, d_w, "d_w");
-  check_pointer(op, d_v, "d_v");
-  check_pointer(op, d_alpha, "d_alpha");
-  check_pointer(op, d_reserve, "d_reserve");
-  check_pointer(op, d_dout, "d_dout");
-  check_pointer(op, d_workspace, "d_workspace");
-  check_handle(op, handle, s);
-
-  const int R = batch * steps;
-  const T* u = d_reserve;
-  T* dp = d_workspace;
-  T* dalpha = dp + size_t(R) * attn;
-  T* de = dalpha + R;
-  T* ones = de + R;
-
-  LAUNCH((attention_weighted_sum_backward_kernel<T>), blocks_for(R, block), block,
-         0, s, batch, steps, dim, d_hseq, d_alpha, d_dout, dalpha, d_dhseq, accumulate.dhseq);
-  softmax_backward<T>(d_alpha, dalpha, de, batch, steps, false, s, block);
-  LAUNCH((attention_score_backward_kernel<T>),
-         blocks_for((long long)R * attn, block), block, 0, s, (long long)R, attn,
-         u, d_v, de, dp);
-  if (d_dv) gemm(handle, kN, kN, attn, 1, R, T(1), u, attn, de, R, beta_for<T>(accumulate.v),
-                 d_dv, attn);
-  if (d_db) {
-    fill<T>(ones, R, T(1), s, block);
-    gemm(handle, kN, kN, attn, 1, R, T(1), dp, attn, ones, R, beta_for<T>(accumulate.b), d_db,
-         attn);
-  }
-  if (d_dw) gemm(handle, kN, kT, dim, attn, R, T(1), d_hseq, dim, dp, attn,
-                 beta_for<T>(accumulate.w), d_dw, dim);
-  // The kernel above assigned or accumulated alpha * dout; the W path adds.
-  if (d_dhseq) gemm(handle, kN, kN, dim, R, attn, T(1), d_w, dim, dp, attn, T(1), d_dhseq, dim);
-}
-
-// ===========================================================================
 // CPU references: the formulas of the header, one loop nest each, in double.
 
 namespace {
 double sigmoid_cpu(double x) { return 1 / (1 + std::exp(-x)); }
-
-template <class T>
-void store(T* dst, double v, bool accumulate) {
-  *dst = accumulate ? T(double(*dst) + v) : T(v);
-}
-
-// Stores a double array into an optional T array.
-template <class T>
-void store_all(T* dst, const std::vector<double>& v, bool accumulate) {
-  if (!dst) return;
-  for (size_t i = 0; i < v.size(); ++i) store(dst + i, v[i], accumulate);
-}
 
 // What the GRU forward computes, in double, for the backward reference:
 // per (b, t) row the gate values and h_prev.
@@ -788,102 +500,12 @@ void gru_backward_cpu(int batch, int steps, int input, int hidden, const T* x, c
     }
     dh = dh_prev;
   }
-  store_all(dx, gdx, accumulate.dx);
-  store_all(dh0, dh, accumulate.dh0);
-  store_all(dw_ih, gw_ih, accumulate.w_ih);
-  store_all(dw_hh, gw_hh, accumulate.w_hh);
-  store_all(db_ih, gb_ih, accumulate.b_ih);
-  store_all(db_hh, gb_hh, accumulate.b_hh);
-}
-
-namespace {
-// u (B*S, A) and alpha (B, S) of the attention, in double.
-template <class T>
-void attention_trace_cpu(int B, int S, int D, int A, const T* hseq, const T* w, const T* b,
-                         const T* v, std::vector<double>& u, std::vector<double>& alpha) {
-  u.assign(size_t(B) * S * A, 0.0);
-  alpha.assign(size_t(B) * S, 0.0);
-  for (size_t row = 0; row < size_t(B) * S; ++row) {
-    double e = 0;
-    for (int a = 0; a < A; ++a) {
-      double p = b[a];
-      for (int d = 0; d < D; ++d) p += double(w[size_t(a) * D + d]) * hseq[row * D + d];
-      u[row * A + a] = std::tanh(p);
-      e += double(v[a]) * u[row * A + a];
-    }
-    alpha[row] = e;
-  }
-  for (int bb = 0; bb < B; ++bb) {
-    double* ar = alpha.data() + size_t(bb) * S;
-    double m = ar[0], sum = 0;
-    for (int t = 1; t < S; ++t) m = std::max(m, ar[t]);
-    for (int t = 0; t < S; ++t) sum += std::exp(ar[t] - m);
-    for (int t = 0; t < S; ++t) ar[t] = std::exp(ar[t] - m) / sum;
-  }
-}
-}  // namespace
-
-template <class T>
-void attention_forward_cpu(int batch, int steps, int dim, int attn, const T* hseq, const T* w,
-                           const T* b, const T* v, T* out, T* alpha) {
-  std::vector<double> u, al;
-  attention_trace_cpu(batch, steps, dim, attn, hseq, w, b, v, u, al);
-  for (int bb = 0; bb < batch; ++bb)
-    for (int d = 0; d < dim; ++d) {
-      double sum = 0;
-      for (int t = 0; t < steps; ++t)
-        sum += al[size_t(bb) * steps + t] * hseq[(size_t(bb) * steps + t) * dim + d];
-      out[size_t(bb) * dim + d] = T(sum);
-    }
-  if (alpha)
-    for (size_t i = 0; i < al.size(); ++i) alpha[i] = T(al[i]);
-}
-
-template <class T>
-void attention_backward_cpu(int batch, int steps, int dim, int attn, const T* hseq, const T* w,
-                            const T* b, const T* v, const T* dout, T* dhseq, T* dw, T* db,
-                            T* dv, AttentionAccumulate accumulate) {
-  const int B = batch, S = steps, D = dim, A = attn;
-  std::vector<double> u, al;
-  attention_trace_cpu(B, S, D, A, hseq, w, b, v, u, al);
-  std::vector<double> gh(size_t(B) * S * D, 0.0), gw(size_t(A) * D, 0.0), gb(A, 0.0),
-      gv(A, 0.0), dalpha(S), de(S), dp(A);
-  for (int bb = 0; bb < B; ++bb) {
-    const T* dr = dout + size_t(bb) * D;
-    const double* ar = al.data() + size_t(bb) * S;
-    // out = sum_t alpha_t h_t
-    for (int t = 0; t < S; ++t) {
-      const size_t row = size_t(bb) * S + t;
-      double sum = 0;
-      for (int d = 0; d < D; ++d) {
-        sum += double(dr[d]) * hseq[row * D + d];
-        gh[row * D + d] = ar[t] * dr[d];
-      }
-      dalpha[t] = sum;
-    }
-    // alpha = softmax(e): de_t = alpha_t (dalpha_t - sum_s alpha_s dalpha_s)
-    double dot = 0;
-    for (int t = 0; t < S; ++t) dot += ar[t] * dalpha[t];
-    for (int t = 0; t < S; ++t) de[t] = ar[t] * (dalpha[t] - dot);
-    // e = v . u, u = tanh(W h + b)
-    for (int t = 0; t < S; ++t) {
-      const size_t row = size_t(bb) * S + t;
-      for (int a = 0; a < A; ++a) {
-        const double uu = u[row * A + a];
-        gv[a] += de[t] * uu;
-        dp[a] = de[t] * v[a] * (1 - uu * uu);
-        gb[a] += dp[a];
-        for (int d = 0; d < D; ++d) {
-          gw[size_t(a) * D + d] += dp[a] * hseq[row * D + d];
-          gh[row * D + d] += dp[a] * w[size_t(a) * D + d];
-        }
-      }
-    }
-  }
-  store_all(dhseq, gh, accumulate.dhseq);
-  store_all(dw, gw, accumulate.w);
-  store_all(db, gb, accumulate.b);
-  store_all(dv, gv, accumulate.v);
+  store_all_cpu(dx, gdx, accumulate.dx);
+  store_all_cpu(dh0, dh, accumulate.dh0);
+  store_all_cpu(dw_ih, gw_ih, accumulate.w_ih);
+  store_all_cpu(dw_hh, gw_hh, accumulate.w_hh);
+  store_all_cpu(db_ih, gb_ih, accumulate.b_ih);
+  store_all_cpu(db_hh, gb_hh, accumulate.b_hh);
 }
 
 // ===========================================================================
@@ -894,17 +516,6 @@ void attention_backward_cpu(int batch, int steps, int dim, int attn, const T* hs
 // Bytes per element: forward reads gx, gh (3 each) and h_prev, writes h and
 // the 5 saved values (biases: 6H once); backward reads the 5 saved values,
 // dh_seq and dh_in, writes dGx, dGh (3 each) and dh_out.
-namespace {
-Cost gemm_cost(double m, double n, double k, int elem, bool accumulate = false) {
-  return Cost{2 * m * n * k, (m * k + k * n + m * n * (accumulate ? 2 : 1)) * elem};
-}
-void operator+=(Cost& a, const Cost& b) {
-  a.flops += b.flops;
-  a.bytes += b.bytes;
-}
-Cost times(Cost c, double k) { return Cost{c.flops * k, c.bytes * k}; }
-}  // namespace
-
 Cost gru_gates_forward_cost(int batch, int hidden, int elem) {
   const double n = double(batch) * hidden;
   return Cost{22 * n, (13 * n + 6.0 * hidden) * elem};
@@ -934,28 +545,6 @@ Cost gru_backward_cost(int batch, int steps, int input, int hidden, int elem) {
   return c;
 }
 
-Cost attention_forward_cost(int batch, int steps, int dim, int attn, int elem) {
-  const double R = double(batch) * steps;
-  Cost c = gemm_cost(attn, R, dim, elem);
-  c += Cost{4 * R * attn, (2 * R * attn + 2.0 * attn + R) * elem};  // u, e
-  c += softmax_forward_cost(batch, steps, elem);
-  c += Cost{2 * R * dim, (R * dim + R + double(batch) * dim) * elem};  // weighted sum
-  return c;
-}
-
-Cost attention_backward_cost(int batch, int steps, int dim, int attn, int elem) {
-  const double R = double(batch) * steps;
-  // dalpha and dh = alpha dout: reads h, alpha, dout; writes dalpha, dh.
-  Cost c{3 * R * dim, (2 * R * dim + 2 * R + double(batch) * dim) * elem};
-  c += softmax_backward_cost(batch, steps, false, elem);
-  c += Cost{5 * R * attn, (2 * R * attn + attn + R) * elem};  // dP
-  c += gemm_cost(attn, 1, R, elem);                           // dv
-  c += gemm_cost(attn, 1, R, elem);                           // db
-  c += gemm_cost(dim, attn, R, elem);                         // dW
-  c += gemm_cost(dim, R, attn, elem, true);                   // dH += dP W
-  return c;
-}
-
 // ===========================================================================
 #define TIMBRE_GRU_INSTANTIATE(T)                                                               \
   template void gru_gates_forward<T>(int, int, const T*, long long, const T*, const T*,        \
@@ -970,11 +559,6 @@ Cost attention_backward_cost(int batch, int steps, int dim, int attn, int elem) 
   template void gru_backward<T>(cublasHandle_t, int, int, int, int, const T*, const T*,        \
                                 const T*, const T*, bool, const T*, const T*, T*, T*, T*, T*,  \
                                 T*, T*, GruAccumulate, T*, cudaStream_t, int);                 \
-  template void attention_forward<T>(cublasHandle_t, int, int, int, int, const T*, const T*,   \
-                                     const T*, const T*, T*, T*, T*, cudaStream_t, int);       \
-  template void attention_backward<T>(cublasHandle_t, int, int, int, int, const T*, const T*,  \
-                                      const T*, const T*, const T*, const T*, T*, T*, T*, T*,  \
-                                      AttentionAccumulate, T*, cudaStream_t, int);             \
   template void gru_gates_forward_cpu<T>(int, int, const T*, long long, const T*, const T*,    \
                                          const T*, const T*, long long, T*, long long, T*, T*, \
                                          long long);                                           \
@@ -984,12 +568,7 @@ Cost attention_backward_cost(int batch, int steps, int dim, int attn, int elem) 
                                    const T*, const T*, bool, T*, T*);                          \
   template void gru_backward_cpu<T>(int, int, int, int, const T*, const T*, const T*,          \
                                     const T*, const T*, const T*, bool, const T*, const T*,    \
-                                    T*, T*, T*, T*, T*, T*, GruAccumulate);                    \
-  template void attention_forward_cpu<T>(int, int, int, int, const T*, const T*, const T*,     \
-                                         const T*, T*, T*);                                    \
-  template void attention_backward_cpu<T>(int, int, int, int, const T*, const T*, const T*,    \
-                                          const T*, const T*, T*, T*, T*, T*,                  \
-                                          AttentionAccumulate);
+                                    T*, T*, T*, T*, T*, T*, GruAccumulate);
 
 TIMBRE_GRU_INSTANTIATE(float)
 TIMBRE_GRU_INSTANTIATE(double)

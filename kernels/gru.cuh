@@ -1,7 +1,7 @@
 // gru: one GRU layer over a batch-first sequence, forward and backward
-// through time, and the additive attention over time that follows it in the
-// parallel CNN-RNN model. T is float or double (double for finite-difference
-// gradient checks). Derivations and layouts: docs/kernels/recurrent.md.
+// through time. T is float or double (double for finite-difference gradient
+// checks). Derivations and layouts: docs/kernels/gru.md. The attention over
+// time that follows the GRU in the parallel CNN-RNN is kernels/attention.cuh.
 //
 // GRU, the cuDNN/PyTorch formula (Keras reset_after=True), gates in the
 // order r, z, n (PyTorch's and cuDNN's; Keras stores z, r, n):
@@ -28,16 +28,6 @@
 //             at the end one GEMM each for dx, dW_ih, dW_hh, and the biases as
 //             GEMMs with a ones vector. No atomics: every output has the same
 //             bits on every run.
-//
-// Attention over time (the model's attention), for hseq (B, S, D):
-//   u_t   = tanh(W h_t + b)           W (A, D), b (A)
-//   e_t   = v . u_t                   v (A)
-//   alpha = softmax_t(e)              (B, S)
-//   out   = sum_t alpha_t h_t         (B, D)
-// W h_t for all B*S rows is one GEMM; bias + tanh + score is one fused
-// kernel; the softmax over t is kernels/softmax (rows B, cols S); the
-// weighted sum is one kernel. Backward likewise, with GEMMs for dW, dv, db
-// and the dW-side part of dhseq.
 //
 // Gradients: each output of a backward function has its own accumulate flag
 // (false: assign, true: add into it), so that the engine can pass what
@@ -155,38 +145,6 @@ void gru_backward(cublasHandle_t handle, int batch, int steps, int input, int hi
                   T* d_workspace, cudaStream_t s, int block = 256);
 
 // ===========================================================================
-// Additive attention over time.
-
-// Reserve: u = tanh(H W^T + b), B*S*A, written by forward, read by backward.
-size_t attention_reserve_size(int batch, int steps, int attn);
-// Backward workspace: dP (B*S*A), dalpha, de and ones (B*S each).
-size_t attention_backward_workspace_size(int batch, int steps, int attn);
-
-// Forward. Writes out (B, D), alpha (B, S) (the attention weights: backward
-// needs them, and they are worth plotting) and the reserve.
-template <class T>
-void attention_forward(cublasHandle_t handle, int batch, int steps, int dim, int attn,
-                       const T* d_hseq, const T* d_w, const T* d_b, const T* d_v, T* d_out,
-                       T* d_alpha, T* d_reserve, cudaStream_t s, int block = 256);
-
-struct AttentionAccumulate {
-  bool dhseq = false;
-  bool w = true;
-  bool b = true;
-  bool v = true;
-};
-
-// Backward from dout (B, D): dhseq (B, S, D), dW (A, D), db (A), dv (A),
-// each only when its pointer is not null. d_alpha and d_reserve: what
-// forward wrote. d_workspace: attention_backward_workspace_size elements.
-template <class T>
-void attention_backward(cublasHandle_t handle, int batch, int steps, int dim, int attn,
-                        const T* d_hseq, const T* d_w, const T* d_v, const T* d_alpha,
-                        const T* d_reserve, const T* d_dout, T* d_dhseq, T* d_dw, T* d_db,
-                        T* d_dv, AttentionAccumulate accumulate, T* d_workspace, cudaStream_t s,
-                        int block = 256);
-
-// ===========================================================================
 // CPU references: plain loops of the formulas above, double arithmetic and
 // accumulation, results rounded to T. Same arguments and null rules as the
 // device functions (no handle, workspace, stream or block). The layer
@@ -213,13 +171,6 @@ void gru_backward_cpu(int batch, int steps, int input, int hidden, const T* x, c
                       const T* dhseq, const T* dh_last, T* dx, T* dh0, T* dw_ih, T* dw_hh,
                       T* db_ih, T* db_hh, GruAccumulate accumulate);
 
-template <class T>
-void attention_forward_cpu(int batch, int steps, int dim, int attn, const T* hseq, const T* w,
-                           const T* b, const T* v, T* out, T* alpha);
-template <class T>
-void attention_backward_cpu(int batch, int steps, int dim, int attn, const T* hseq, const T* w,
-                            const T* b, const T* v, const T* dout, T* dhseq, T* dw, T* db,
-                            T* dv, AttentionAccumulate accumulate);
 
 // ===========================================================================
 // Costs, for benchmarks: a GEMM (m, n, k) is 2mnk operations; sigmoid counts
@@ -231,7 +182,5 @@ Cost gru_gates_forward_cost(int batch, int hidden, int elem = 4);
 Cost gru_gates_backward_cost(int batch, int hidden, int elem = 4);
 Cost gru_forward_cost(int batch, int steps, int input, int hidden, int elem = 4);
 Cost gru_backward_cost(int batch, int steps, int input, int hidden, int elem = 4);
-Cost attention_forward_cost(int batch, int steps, int dim, int attn, int elem = 4);
-Cost attention_backward_cost(int batch, int steps, int dim, int attn, int elem = 4);
 
 }  // namespace timbre::kernels

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/common.cuh"
+#include "kernels/launcher.h"
 
 namespace timbre::kernels {
 
@@ -15,18 +16,9 @@ namespace timbre::kernels {
 
 namespace {
 
-[[noreturn]] void fail(const char* op, const char* arg, long long v, const char* rule) {
+[[noreturn]] void fail_rule(const char* op, const char* arg, long long v, const char* rule) {
   throw std::invalid_argument(std::string(op) + ": " + arg + " must be " + rule + ", not " +
                               std::to_string(v));
-}
-
-void check_block(const char* op, int block) {
-  if (block < 32 || block > 1024 || block % 32 != 0)
-    fail(op, "block", block, "a multiple of 32 in [32, 1024]");
-}
-
-void check_ptr(const char* op, const void* p, const char* arg) {
-  if (!p) throw std::invalid_argument(std::string(op) + ": " + arg + " is a null device pointer");
 }
 
 }  // namespace
@@ -368,25 +360,25 @@ __global__ void knn_vote_kernel(const int* __restrict__ index, const float* __re
 void column_stats(const float* d_x, long long n, int d, double* d_mean, double* d_var,
                   cudaStream_t s, int block) {
   const char* op = "column_stats";
-  if (n < 1) fail(op, "n", n, ">= 1");
-  if (d < 1) fail(op, "d", d, ">= 1");
+  if (n < 1) fail_rule(op, "n", n, ">= 1");
+  if (d < 1) fail_rule(op, "d", d, ">= 1");
   check_block(op, block);
-  check_ptr(op, d_x, "x");
-  check_ptr(op, d_mean, "mean");
-  check_ptr(op, d_var, "var");
+  check_pointer(op, d_x, "x");
+  check_pointer(op, d_mean, "mean");
+  check_pointer(op, d_var, "var");
   LAUNCH(column_stats_kernel, grid_1d(d, unsigned(block)), block, 0, s, d_x, n, d, d_mean, d_var);
 }
 
 void standardize_columns(float* d_x, long long n, int d, const double* d_mean,
                          const double* d_var, cudaStream_t s, int block) {
   const char* op = "standardize_columns";
-  if (n < 0) fail(op, "n", n, ">= 0");
-  if (d < 1) fail(op, "d", d, ">= 1");
+  if (n < 0) fail_rule(op, "n", n, ">= 0");
+  if (d < 1) fail_rule(op, "d", d, ">= 1");
   check_block(op, block);
   if (n == 0) return;
-  check_ptr(op, d_x, "x");
-  check_ptr(op, d_mean, "mean");
-  check_ptr(op, d_var, "var");
+  check_pointer(op, d_x, "x");
+  check_pointer(op, d_mean, "mean");
+  check_pointer(op, d_var, "var");
   const long long total = n * d;
   LAUNCH(standardize_kernel, grid_1d(total, unsigned(block)), block, 0, s, d_x, total, d, d_mean,
          d_var);
@@ -395,36 +387,36 @@ void standardize_columns(float* d_x, long long n, int d, const double* d_mean,
 void orthonormalize_columns(float* d_q, int rows, int cols, int* d_rank, cudaStream_t s,
                             int block) {
   const char* op = "orthonormalize_columns";
-  if (rows < 1) fail(op, "rows", rows, ">= 1");
-  if (cols < 1 || cols > kOrthoMaxCols) fail(op, "cols", cols, "in [1, kOrthoMaxCols = 64]");
+  if (rows < 1) fail_rule(op, "rows", rows, ">= 1");
+  if (cols < 1 || cols > kOrthoMaxCols) fail_rule(op, "cols", cols, "in [1, kOrthoMaxCols = 64]");
   check_block(op, block);
-  check_ptr(op, d_q, "q");
+  check_pointer(op, d_q, "q");
   LAUNCH(orthonormalize_kernel, 1, block, 0, s, d_q, rows, cols, d_rank);
 }
 
 void fix_column_signs(float* d_w, int rows, int cols, cudaStream_t s, int block) {
   const char* op = "fix_column_signs";
-  if (rows < 1) fail(op, "rows", rows, ">= 1");
-  if (cols < 0) fail(op, "cols", cols, ">= 0");
+  if (rows < 1) fail_rule(op, "rows", rows, ">= 1");
+  if (cols < 0) fail_rule(op, "cols", cols, ">= 0");
   check_block(op, block);
   if (cols == 0) return;
-  check_ptr(op, d_w, "w");
+  check_pointer(op, d_w, "w");
   LAUNCH(fix_signs_kernel, unsigned(cols), block, 0, s, d_w, rows);
 }
 
 void knn_search(const float* d_queries, int m, const float* d_refs, int n, int dim, int k,
                 int* d_index, float* d_dist2, cudaStream_t s, int block) {
   const char* op = "knn_search";
-  if (m < 0) fail(op, "m", m, ">= 0");
-  if (n < 1) fail(op, "n", n, ">= 1");
-  if (dim < 1 || dim > kKnnMaxDim) fail(op, "dim", dim, "in [1, kKnnMaxDim = 64]");
-  if (k < 1 || k > kKnnMaxK || k > n) fail(op, "k", k, "in [1, min(kKnnMaxK = 32, n)]");
+  if (m < 0) fail_rule(op, "m", m, ">= 0");
+  if (n < 1) fail_rule(op, "n", n, ">= 1");
+  if (dim < 1 || dim > kKnnMaxDim) fail_rule(op, "dim", dim, "in [1, kKnnMaxDim = 64]");
+  if (k < 1 || k > kKnnMaxK || k > n) fail_rule(op, "k", k, "in [1, min(kKnnMaxK = 32, n)]");
   check_block(op, block);
   if (m == 0) return;
-  check_ptr(op, d_queries, "queries");
-  check_ptr(op, d_refs, "refs");
-  check_ptr(op, d_index, "index");
-  check_ptr(op, d_dist2, "dist2");
+  check_pointer(op, d_queries, "queries");
+  check_pointer(op, d_refs, "refs");
+  check_pointer(op, d_index, "index");
+  check_pointer(op, d_dist2, "dist2");
   const size_t smem = size_t(block) * dim * sizeof(float);  // at most 256 KiB: checked by simcuda
   if (smem > 48 * 1024)
     throw std::invalid_argument("knn_search: block * dim * 4 = " + std::to_string(smem) +
@@ -436,15 +428,15 @@ void knn_search(const float* d_queries, int m, const float* d_refs, int n, int d
 void knn_vote(const int* d_index, const float* d_dist2, int m, int k, const int* d_ref_labels,
               int classes, float* d_probs, cudaStream_t s, int block) {
   const char* op = "knn_vote";
-  if (m < 0) fail(op, "m", m, ">= 0");
-  if (k < 1 || k > kKnnMaxK) fail(op, "k", k, "in [1, kKnnMaxK = 32]");
-  if (classes < 1) fail(op, "classes", classes, ">= 1");
+  if (m < 0) fail_rule(op, "m", m, ">= 0");
+  if (k < 1 || k > kKnnMaxK) fail_rule(op, "k", k, "in [1, kKnnMaxK = 32]");
+  if (classes < 1) fail_rule(op, "classes", classes, ">= 1");
   check_block(op, block);
   if (m == 0) return;
-  check_ptr(op, d_index, "index");
-  check_ptr(op, d_dist2, "dist2");
-  check_ptr(op, d_ref_labels, "ref_labels");
-  check_ptr(op, d_probs, "probs");
+  check_pointer(op, d_index, "index");
+  check_pointer(op, d_dist2, "dist2");
+  check_pointer(op, d_ref_labels, "ref_labels");
+  check_pointer(op, d_probs, "probs");
   LAUNCH(knn_vote_kernel, grid_1d(m, unsigned(block)), block, 0, s, d_index, d_dist2, m, k,
          d_ref_labels, classes, d_probs);
 }

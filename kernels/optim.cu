@@ -7,13 +7,12 @@
 #include <string>
 
 #include "kernels/activation.cuh"  // max_grid_threads()
+#include "kernels/device_math.cuh"
+#include "kernels/launcher.h"
 
 namespace timbre::kernels {
 
 namespace {
-
-__device__ __forceinline__ float sqrt_of(float x) { return sqrtf(x); }
-__device__ __forceinline__ double sqrt_of(double x) { return sqrt(x); }
 
 // ---------------------------------------------------------------------------
 // Kernels. One thread per element in a grid-stride loop (thread t of G
@@ -69,20 +68,6 @@ struct AdamScalars {
   double c;  // pytorch: sqrt(1 - b2^t); keras: 1 (unused)
 };
 
-void check_size_and_block(const char* op, long long n, int block) {
-  if (n < 0)
-    throw std::invalid_argument(std::string(op) + ": n must be >= 0, not " +
-                                std::to_string(n));
-  if (block < 32 || block > 1024 || block % 32 != 0)
-    throw std::invalid_argument(std::string(op) +
-                                ": block must be a multiple of 32 in [32, 1024], not " +
-                                std::to_string(block));
-}
-
-void check_pointer(const char* op, const void* p, const char* name) {
-  if (!p) throw std::invalid_argument(std::string(op) + ": " + name + " is null");
-}
-
 void check_step(const char* op, long long step) {
   if (step < 1)
     throw std::invalid_argument(std::string(op) +
@@ -125,10 +110,6 @@ AdamScalars adam_scalars(const AdamConfig& c, long long step) {
   const double bias2_sqrt = std::sqrt(1 - std::pow(c.beta2, t));
   if (c.form == AdamForm::pytorch) return {c.lr / bias1, bias2_sqrt};
   return {c.lr * bias2_sqrt / bias1, 1.0};
-}
-
-unsigned blocks_for(long long n, int block) {
-  return timbre::grid_1d(n, unsigned(block), unsigned(max_grid_threads() / block));
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // optim: one optimiser step on one parameter tensor, in place. T is float
-// (training) or double (tests). See docs/kernels/optimiser.md.
+// (training) or double (tests). See docs/kernels/optim.md.
 //
 // Adam (Kingma & Ba 2015), step t = 1, 2, ... (the first update is t = 1),
 // gradient g, state m and v (zero before the first step):

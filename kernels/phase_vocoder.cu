@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/common.cuh"
+#include "kernels/launcher.h"
 
 namespace timbre::kernels {
 
@@ -222,33 +223,12 @@ __global__ void overlap_add_kernel(const float* frames, const float* window, con
 }
 
 // ---------------------------------------------------------------------------
-// Argument checks.
-
-[[noreturn]] void bad(const char* op, const std::string& what) {
-  throw std::invalid_argument(std::string(op) + ": " + what);
-}
-
-void check_block(const char* op, int block) {
-  if (block < 32 || block > 1024 || block % 32 != 0)
-    bad(op, "block must be a multiple of 32 in [32, 1024], not " + std::to_string(block));
-}
-
-void check_at_least(const char* op, const char* what, long long v, long long lo) {
-  if (v < lo) bad(op, std::string(what) + " must be >= " + std::to_string(lo) + ", not " +
-                          std::to_string(v));
-}
+// Argument checks (the common ones: kernels/launcher.h).
 
 void check_index_range(const char* op, const char* what, long long v) {
   if (v >= (1LL << 31))
-    bad(op, std::string(what) + " = " + std::to_string(v) + " does not fit 32-bit indexing (< 2^31)");
-}
-
-void check_pointer(const char* op, const void* p, const char* what) {
-  if (p == nullptr) bad(op, std::string(what) + " is null");
-}
-
-unsigned blocks_for(long long items, int block) {
-  return grid_1d(items, unsigned(block), unsigned(max_grid_threads() / block));
+    fail(op, std::string(what) + " = " + std::to_string(v) +
+                 " does not fit 32-bit indexing (< 2^31)");
 }
 
 }  // namespace
@@ -260,10 +240,10 @@ int phase_vocoder_steps(int n_cols, double rate) {
   const char* op = "phase_vocoder_steps";
   check_at_least(op, "n_cols", n_cols, 1);
   if (!(rate > 0) || !std::isfinite(rate))
-    bad(op, "rate must be a finite number > 0, not " + std::to_string(rate));
+    fail(op, "rate must be a finite number > 0, not " + std::to_string(rate));
   const double steps = std::ceil(double(n_cols) / rate);
   if (steps >= 2147483648.0)
-    bad(op, "rate " + std::to_string(rate) + " gives " + std::to_string(steps) +
+    fail(op, "rate " + std::to_string(rate) + " gives " + std::to_string(steps) +
                 " output columns (must be < 2^31)");
   return int(steps);
 }
@@ -272,7 +252,7 @@ void phase_vocoder(const float2* d_spec, float2* d_out, int n_clips, int n_cols,
                    double rate, int hop, cudaStream_t s, int block, PhaseAccumulator acc) {
   const char* op = "phase_vocoder";
   if (acc != PhaseAccumulator::librosa_float32 && acc != PhaseAccumulator::wrapped_double)
-    bad(op, "unknown PhaseAccumulator " + std::to_string(int(acc)));
+    fail(op, "unknown PhaseAccumulator " + std::to_string(int(acc)));
   check_block(op, block);
   check_at_least(op, "n_clips", n_clips, 0);
   check_at_least(op, "n_bins", n_bins, 2);
@@ -319,7 +299,7 @@ void overlap_add(const float* d_frames, const float* d_window, const float* d_ws
   check_at_least(op, "hop", hop, 1);
   check_at_least(op, "offset", offset, 0);
   check_at_least(op, "out_len", out_len, 0);
-  if (!std::isfinite(scale)) bad(op, "scale must be finite, not " + std::to_string(scale));
+  if (!std::isfinite(scale)) fail(op, "scale must be finite, not " + std::to_string(scale));
   const long long len = wss_length(n_fft, hop, n_frames);
   check_index_range(op, "n_fft + hop*(n_frames - 1)", len);
   check_index_range(op, "n_clips*n_frames*n_fft", (long long)n_clips * n_frames * n_fft);

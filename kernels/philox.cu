@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "kernels/activation.cuh"
+#include "kernels/device_math.cuh"
 #include "kernels/grid.h"
+#include "kernels/launcher.h"
 
 namespace timbre::kernels {
 
@@ -17,14 +19,7 @@ namespace {
 
 // ---------------------------------------------------------------------------
 // Element functions, shared by the kernels and the CPU references so that
-// both compute the same expression. fma: one rounding in both flavours (nvcc
-// would contract a*b + c into an fma on its own, g++ would not).
-__host__ __device__ __forceinline__ float fma_of(float a, float b, float c) {
-  return fmaf(a, b, c);
-}
-__host__ __device__ __forceinline__ double fma_of(double a, double b, double c) {
-  return fma(a, b, c);
-}
+// both compute the same expression (fma_of: kernels/device_math.cuh).
 
 // The four normals of one counter: Box-Muller on (w0, w1) and (w2, w3).
 template <class T>
@@ -113,20 +108,6 @@ __global__ void dropout_kernel(const T* in, T* out, long long n, uint32_t thresh
 }
 
 // ---------------------------------------------------------------------------
-// Argument checks.
-void check_size_and_block(const char* op, long long n, int block) {
-  if (n < 0)
-    throw std::invalid_argument(std::string(op) + ": n must be >= 0, not " +
-                                std::to_string(n));
-  if (block < 32 || block > 1024 || block % 32 != 0)
-    throw std::invalid_argument(std::string(op) +
-                                ": block must be a multiple of 32 in [32, 1024], not " +
-                                std::to_string(block));
-}
-
-void check_pointer(const char* op, const void* p, const char* name) {
-  if (!p) throw std::invalid_argument(std::string(op) + ": " + name + " is null");
-}
 
 // p in [0, 1); NaN fails both comparisons.
 void check_probability(const char* op, double p) {
@@ -168,7 +149,7 @@ void check_orthogonal_args(const char* op, long long rows, long long cols, doubl
 }
 
 // At most max_grid_threads() threads (kernels/grid.h), one per counter.
-unsigned blocks_for(long long n, int block) {
+unsigned counter_blocks(long long n, int block) {
   return timbre::grid_1d(philox_counters(n), unsigned(block),
                          unsigned(max_grid_threads() / block));
 }
@@ -235,7 +216,7 @@ void fill_bits(uint32_t* d_x, long long n, uint64_t seed, uint64_t offset, cudaS
   check_size_and_block("fill_bits", n, block);
   if (n == 0) return;
   check_pointer("fill_bits", d_x, "d_x");
-  LAUNCH(fill_bits_kernel, blocks_for(n, block), block, 0, s, d_x, n, seed, offset);
+  LAUNCH(fill_bits_kernel, counter_blocks(n, block), block, 0, s, d_x, n, seed, offset);
 }
 
 template <class T>
@@ -246,7 +227,7 @@ void fill_uniform(T* d_x, long long n, T lo, T hi, uint64_t seed, uint64_t offse
   check_uniform_range(op, lo, hi);
   if (n == 0) return;
   check_pointer(op, d_x, "d_x");
-  LAUNCH(fill_uniform_kernel<T>, blocks_for(n, block), block, 0, s, d_x, n, lo, T(hi - lo),
+  LAUNCH(fill_uniform_kernel<T>, counter_blocks(n, block), block, 0, s, d_x, n, lo, T(hi - lo),
          seed, offset);
 }
 
@@ -258,7 +239,7 @@ void fill_normal(T* d_x, long long n, T mean, T std, uint64_t seed, uint64_t off
   check_normal_params(op, mean, std);
   if (n == 0) return;
   check_pointer(op, d_x, "d_x");
-  LAUNCH(fill_normal_kernel<T>, blocks_for(n, block), block, 0, s, d_x, n, mean, std, seed,
+  LAUNCH(fill_normal_kernel<T>, counter_blocks(n, block), block, 0, s, d_x, n, mean, std, seed,
          offset);
 }
 
@@ -271,7 +252,7 @@ void dropout_forward(const T* d_x, T* d_y, long long n, double p, uint64_t seed,
   if (n == 0) return;
   check_pointer(op, d_x, "d_x");
   check_pointer(op, d_y, "d_y");
-  LAUNCH(dropout_kernel<T>, blocks_for(n, block), block, 0, s, d_x, d_y, n,
+  LAUNCH(dropout_kernel<T>, counter_blocks(n, block), block, 0, s, d_x, d_y, n,
          dropout_threshold(p), dropout_scale<T>(p), seed, offset, false);
 }
 
@@ -284,7 +265,7 @@ void dropout_backward(const T* d_dy, T* d_dx, long long n, double p, uint64_t se
   if (n == 0) return;
   check_pointer(op, d_dy, "d_dy");
   check_pointer(op, d_dx, "d_dx");
-  LAUNCH(dropout_kernel<T>, blocks_for(n, block), block, 0, s, d_dy, d_dx, n,
+  LAUNCH(dropout_kernel<T>, counter_blocks(n, block), block, 0, s, d_dy, d_dx, n,
          dropout_threshold(p), dropout_scale<T>(p), seed, offset, accumulate);
 }
 

@@ -1,6 +1,6 @@
 // philox: counter-based random numbers (Philox4x32-10), the fills, dropout
 // and weight initialisers built on them. T is float or double (double for
-// tests and gradient checks). See docs/kernels/random.md.
+// tests and gradient checks). See docs/kernels/philox.md.
 //
 // Philox4x32-10 (Salmon, Moraes, Dror, Shaw, "Parallel random numbers: as
 // easy as 1, 2, 3", SC 2011) is a bijection of a 128-bit counter c = (c0, c1,

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/common.cuh"
+#include "kernels/launcher.h"
 
 namespace timbre::kernels {
 
@@ -369,10 +370,7 @@ void check_shape(const char* op, int n, int c, int h, int w, int block) {
     throw std::invalid_argument(std::string(op) + ": " + std::to_string(values) +
                                 " input values are too many: n*c*h*w must be below 2^31 "
                                 "(32-bit indexing) " + shape_of(n, c, h, w));
-  if (block < 32 || block > 1024 || block % 32 != 0)
-    throw std::invalid_argument(std::string(op) +
-                                ": block must be a multiple of 32 in [32, 1024], not " +
-                                std::to_string(block));
+  check_block(op, block);
 }
 
 void check_window(const char* op, int h, int w, PoolWindow p) {
@@ -389,10 +387,6 @@ void check_window(const char* op, int h, int w, PoolWindow p) {
                                 std::to_string(p.kw) + " does not fit in the " +
                                 std::to_string(h) + "x" + std::to_string(w) +
                                 " input plane (needs kh <= h and kw <= w)");
-}
-
-void check_pointer(const char* op, const void* ptr, const char* what) {
-  if (ptr == nullptr) throw std::invalid_argument(std::string(op) + ": " + what + " is null");
 }
 
 // Checks everything; returns the geometry.
@@ -414,10 +408,6 @@ PoolGeometry pool_geometry(const char* op, int n, int c, int h, int w, PoolWindo
 
 // Windows that never overlap: each input is in at most one.
 bool disjoint(const PoolWindow& p) { return p.kh <= p.sh && p.kw <= p.sw; }
-
-unsigned blocks_for(long long items, int block) {
-  return grid_1d(items, unsigned(block), unsigned(max_grid_threads() / block));
-}
 
 }  // namespace
 

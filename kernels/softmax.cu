@@ -5,6 +5,7 @@
 #include <string>
 
 #include "kernels/common.cuh"
+#include "kernels/launcher.h"
 
 namespace timbre::kernels {
 
@@ -365,13 +366,7 @@ void check_shape(const char* op, int rows, int cols, int block, int min_rows = 0
                                 ", not " + std::to_string(rows));
   if (cols < 1)
     throw std::invalid_argument(name + ": cols must be >= 1, not " + std::to_string(cols));
-  if (block < 32 || block > 1024 || block % 32 != 0)
-    throw std::invalid_argument(name + ": block must be a multiple of 32 in [32, 1024], not " +
-                                std::to_string(block));
-}
-
-void check_pointer(const char* op, const void* p, const char* what) {
-  if (p == nullptr) throw std::invalid_argument(std::string(op) + ": " + what + " is null");
+  check_block(op, block);
 }
 
 // Smallest power of two >= cols, at most 32.

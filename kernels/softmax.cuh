@@ -1,7 +1,7 @@
 // softmax: row-wise softmax and log-softmax over the last dimension of a
 // (rows x cols) row-major matrix, and the cross-entropy loss with integer
 // labels fused with them. T is float or double (double for finite-difference
-// gradient checks). Derivations: docs/kernels/loss.md.
+// gradient checks). Derivations: docs/kernels/softmax.md.
 //
 // For row i, with m_i = max_j x_ij and s_i = sum_j exp(x_ij - m_i):
 //   softmax        y_ij = exp(x_ij - m_i) / s_i
@@ -30,7 +30,7 @@
 //           thread at most 32 columns: thread for cols <= 32, warp for
 //           cols <= 1024, block above.
 // All give the same results up to rounding, and each is deterministic: the
-// same inputs and launch configuration give the same bits (docs/kernels/loss.md).
+// same inputs and launch configuration give the same bits (docs/kernels/softmax.md).
 //
 // Gradients: backward launchers assign dx (accumulate = false) or add into
 // it (accumulate = true); the caller chooses (the engine assigns a

@@ -7,17 +7,14 @@
 #include <vector>
 
 #include "kernels/common.cuh"
+#include "kernels/launcher.h"
 
 namespace timbre::kernels {
 
 namespace {
 
-[[noreturn]] void bad_arg(const char* fn, const std::string& what) {
-  throw std::invalid_argument(std::string("kernels::") + fn + ": " + what);
-}
-
 void require(bool ok, const char* fn, const std::string& what) {
-  if (!ok) bad_arg(fn, what);
+  if (!ok) fail(fn, what);
 }
 
 // Largest grid.y a launch uses; a grid-stride loop over rows covers the rest.
@@ -695,11 +692,6 @@ __global__ void dct_rows_kernel(const float* x, int n_in, int n_frames, const do
       out[(long long)r * n_frames + f] = float(s);
     }
   }
-}
-
-void check_block(const char* fn, int block) {
-  require(block >= 32 && block <= 1024 && block % 32 == 0, fn,
-          "block must be a multiple of 32 in [32, 1024], got " + std::to_string(block));
 }
 
 unsigned rows_grid(long long rows) {

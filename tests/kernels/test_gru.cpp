@@ -19,6 +19,7 @@
 
 #include "kernels/cuda_check.h"
 #include "kernels/device_buffer.h"
+#include "kernels/attention.cuh"
 #include "kernels/gru.cuh"
 #include "tests/testing.h"
 
@@ -811,7 +812,7 @@ TEST(GruArgs, RejectsBadSizesBlocksAndPointers) {
                               d.b_ih.get(), d.b_hh.get(), nullptr, false, d.hseq.get(), nullptr,
                               nullptr, d.ws_forward.get(), nullptr);
       },
-      "gru_forward: handle is null");
+      "gru_forward: the cuBLAS handle is null");
   const auto bwd = [&](const float* reserve, int block) {
     k::gru_backward<float>(cublas.h, 3, 5, 7, 4, d.x.get(), d.w_ih.get(), d.w_hh.get(), reserve,
                            false, d.dhseq.get(), nullptr, d.dx.get(), nullptr, d.dw_ih.get(),
@@ -864,8 +865,8 @@ TEST(GruArgs, RejectsAHandleOnAnotherStream) {
   const GruProblem<float> p({3, 5, 7, 4}, true, false, 1200, 1.0);
   GruDevice<float> d(p);
   expect_invalid([&] { d.forward(cublas.h, 256); },
-                 "gru_forward: the cuBLAS handle is bound to another stream than s "
-                 "(cublasSetStream)");
+                 "gru_forward: the cuBLAS handle is set to another stream than the launch's; "
+                 "call cublasSetStream(handle, stream) first");
   // On the handle's own stream it runs.
   EXPECT_NO_THROW(k::gru_forward<float>(cublas.h, 3, 5, 7, 4, d.x.get(), d.w_ih.get(),
                                         d.w_hh.get(), d.b_ih.get(), d.b_hh.get(), nullptr, false,

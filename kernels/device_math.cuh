@@ -1,0 +1,41 @@
+// device_math.cuh: device math for float and double, written once.
+//
+// Named overloads (exp_of(float) calls expf, exp_of(double) calls exp), so
+// that a kernel templated on T never calls a double function from a float
+// kernel by accident: on a GPU that would run at the double rate (1/64 of
+// float on consumer parts) and silently widen registers.
+#pragma once
+
+#include "kernels/sim/simcuda.h"
+
+namespace timbre::kernels {
+
+__host__ __device__ __forceinline__ float exp_of(float x) { return expf(x); }
+__host__ __device__ __forceinline__ double exp_of(double x) { return exp(x); }
+__host__ __device__ __forceinline__ float expm1_of(float x) { return expm1f(x); }
+__host__ __device__ __forceinline__ double expm1_of(double x) { return expm1(x); }
+__host__ __device__ __forceinline__ float tanh_of(float x) { return tanhf(x); }
+__host__ __device__ __forceinline__ double tanh_of(double x) { return tanh(x); }
+__host__ __device__ __forceinline__ float abs_of(float x) { return fabsf(x); }
+__host__ __device__ __forceinline__ double abs_of(double x) { return fabs(x); }
+__host__ __device__ __forceinline__ float sqrt_of(float x) { return sqrtf(x); }
+__host__ __device__ __forceinline__ double sqrt_of(double x) { return sqrt(x); }
+// One rounding in both flavours: nvcc would contract a*b + c into an fma on
+// its own, g++ would not.
+__host__ __device__ __forceinline__ float fma_of(float a, float b, float c) {
+  return fmaf(a, b, c);
+}
+__host__ __device__ __forceinline__ double fma_of(double a, double b, double c) {
+  return fma(a, b, c);
+}
+
+// sigmoid without overflow for any x: e = exp(-|x|) is in (0, 1], so
+// x >= 0: 1 / (1 + e); x < 0: e / (1 + e) (= 1 / (1 + e^-x) times e/e).
+template <class T>
+__host__ __device__ __forceinline__ T sigmoid_of(T x) {
+  const T e = exp_of(-abs_of(x));
+  const T r = T(1) / (T(1) + e);
+  return x >= T(0) ? r : e * r;
+}
+
+}  // namespace timbre::kernels

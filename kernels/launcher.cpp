@@ -1,0 +1,70 @@
+#include "kernels/launcher.h"
+
+#include <climits>
+#include <stdexcept>
+
+#include "kernels/blas.h"
+#include "kernels/common.cuh"
+#include "kernels/grid.h"
+
+namespace timbre::kernels {
+
+void fail(const char* op, const std::string& what) {
+  throw std::invalid_argument(std::string(op) + ": " + what);
+}
+
+void check_pointer(const char* op, const void* p, const char* name) {
+  if (p == nullptr) fail(op, std::string(name) + " is null");
+}
+
+void check_block(const char* op, int block) {
+  if (block < 32 || block > 1024 || block % 32 != 0)
+    fail(op, "block must be a multiple of 32 in [32, 1024], not " + std::to_string(block));
+}
+
+void check_at_least(const char* op, const char* name, long long value, long long least) {
+  if (value < least)
+    fail(op, std::string(name) + " must be >= " + std::to_string(least) + ", not " +
+                 std::to_string(value));
+}
+
+void check_size_and_block(const char* op, long long n, int block) {
+  check_at_least(op, "n", n, 0);
+  check_block(op, block);
+}
+
+void check_fits_int(const char* op, const char* what, long long value) {
+  if (value > INT_MAX)
+    fail(op, std::string(what) + " = " + std::to_string(value) + " does not fit in int");
+}
+
+unsigned blocks_for(long long n, int block) {
+  return timbre::grid_1d(n, unsigned(block), unsigned(max_grid_threads() / block));
+}
+
+void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+          float alpha, const float* A, int lda, const float* B, int ldb, float beta, float* C,
+          int ldc) {
+  CUBLAS_CHECK(cublasSgemm(h, ta, tb, m, n, k, &alpha, A, lda, B, ldb, &beta, C, ldc));
+}
+
+void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+          double alpha, const double* A, int lda, const double* B, int ldb, double beta,
+          double* C, int ldc) {
+  CUBLAS_CHECK(cublasDgemm(h, ta, tb, m, n, k, &alpha, A, lda, B, ldb, &beta, C, ldc));
+}
+
+void check_handle(const char* op, cublasHandle_t handle, cudaStream_t stream) {
+  if (handle == nullptr) fail(op, "the cuBLAS handle is null");
+  cudaStream_t handle_stream = nullptr;
+  CUBLAS_CHECK(cublasGetStream(handle, &handle_stream));
+  if (handle_stream != stream)
+    fail(op, "the cuBLAS handle is set to another stream than the launch's; call "
+             "cublasSetStream(handle, stream) first");
+  cublasPointerMode_t mode = CUBLAS_POINTER_MODE_HOST;
+  CUBLAS_CHECK(cublasGetPointerMode(handle, &mode));
+  if (mode != CUBLAS_POINTER_MODE_HOST)
+    fail(op, "the cuBLAS handle must be in CUBLAS_POINTER_MODE_HOST");
+}
+
+}  // namespace timbre::kernels
