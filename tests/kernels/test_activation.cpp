@@ -18,10 +18,13 @@
 #include <limits>
 #include <random>
 #include <stdexcept>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/activation.cuh"
 #include "kernels/device_buffer.h"
+#include "tests/kernels/op_cases.h"
 #include "tests/testing.h"
 
 namespace {
@@ -35,6 +38,7 @@ using timbre::kernels::Activation;
 using timbre::testing::all_close;
 using timbre::testing::for_each_thread_order;
 using timbre::testing::Tolerance;
+using timbre::testing::once;
 namespace k = timbre::kernels;
 
 constexpr Activation kActivations[] = {Activation::relu, Activation::elu, Activation::tanh,
@@ -120,6 +124,135 @@ std::vector<double> forward_ref(Activation a, const std::vector<T>& x, double al
   return y;
 }
 
+// ---------------------------------------------------------------------------
+// The op-case rows (tests/kernels/op_cases.h): forward, backward (assigning
+// and accumulating), add, scale (also in place) and fill, in float and
+// double, at every size of kSizes and both block sizes. Inputs come from
+// fixed seeds inside each row, so a row costs nothing until it runs.
+
+template <class T>
+const char* dtype_name() {
+  return std::is_same_v<T, float> ? "float" : "double";
+}
+
+template <class T>
+void activation_rows(timbre::testing::OpTable& table) {
+  using Tol = Tolerances<T>;
+  using timbre::testing::OpCase;
+  const T alpha = T(1.3);  // elu's alpha: not 1, so a forgotten alpha shows
+  const std::vector<int> blocks(std::begin(kBlocks), std::end(kBlocks));
+  for (long long n : kSizes) {
+    const std::string shape = "n=" + std::to_string(n);
+    const uint64_t seed = uint64_t(n);
+    for (Activation a : kActivations) {
+      const std::string act = k::activation_name(a);
+      const auto x = once([=] { return mixed_inputs<T>(size_t(n), seed); });
+      const auto fwd_ref = once([=] { return forward_ref(a, x(), double(alpha)); });
+      table.add(OpCase{"activation/" + act + "_forward", dtype_name<T>(), shape, blocks,
+                       Tol::forward, "a transcendental within 2 ulp plus a few roundings",
+                       [=](int block) {
+                         DeviceBuffer<T> d_x(x()), d_y{size_t(n)};
+                         poison(d_y);
+                         k::activation_forward<T>(a, d_x.get(), d_y.get(), n, alpha, nullptr,
+                                                  block);
+                         return widen(d_y.to_host());
+                       },
+                       fwd_ref});
+      for (bool accumulate : {false, true}) {
+        // y as a correct forward pass would give it, rounded to T.
+        const auto y_of = once([=] {
+          const auto& w = fwd_ref();
+          return std::vector<T>(w.begin(), w.end());
+        });
+        const auto dy = once([=] { return random_nonzero<T>(size_t(n), seed + 1); });
+        const auto dx0 = once([=] { return random_nonzero<T>(size_t(n), seed + 2); });
+        table.add(OpCase{
+            "activation/" + act + (accumulate ? "_backward_accumulate" : "_backward"),
+            dtype_name<T>(), shape, blocks, accumulate ? Tol::accumulate : Tol::backward,
+            accumulate ? "dx + dy f' may cancel: a few ulps of the terms, absolute"
+                       : "dy * f' is at most three roundings from f' on the same x and y",
+            [=](int block) {
+              DeviceBuffer<T> d_x(x()), d_y(y_of()), d_dy(dy()),
+                  d_dx{size_t(n)};
+              // Assigning must not read dx: NaN there would show.
+              if (accumulate)
+                d_dx.copy_from_host(dx0());
+              else
+                poison(d_dx);
+              k::activation_backward<T>(a, d_x.get(), d_y.get(), d_dy.get(), d_dx.get(), n,
+                                        alpha, accumulate, nullptr, block);
+              return widen(d_dx.to_host());
+            },
+            [=] {
+              const auto wx = widen(x()), wy = widen(y_of()),
+                         wdy = widen(dy());
+              std::vector<double> ref = widen(dx0());
+              k::activation_backward_cpu<double>(a, wx.data(), wy.data(), wdy.data(), ref.data(),
+                                                 n, double(alpha), accumulate);
+              return ref;
+            }});
+      }
+    }
+    const T add_alpha = T(1.5), add_beta = T(-0.75);
+    const auto add_x = once([=] { return random_nonzero<T>(size_t(n), seed + 3); });
+    const auto add_y = once([=] { return random_nonzero<T>(size_t(n), seed + 4); });
+    table.add(OpCase{"activation/add", dtype_name<T>(), shape, blocks, Tol::add,
+                     "alpha x + beta y: three roundings (or an fma), absolute",
+                     [=](int block) {
+                       DeviceBuffer<T> d_x(add_x()), d_y(add_y()), d_out{size_t(n)};
+                       poison(d_out);
+                       k::add<T>(d_x.get(), d_y.get(), d_out.get(), n, add_alpha, add_beta,
+                                 nullptr, block);
+                       return widen(d_out.to_host());
+                     },
+                     [=] {
+                       const auto wx = widen(add_x()), wy = widen(add_y());
+                       std::vector<double> ref(static_cast<size_t>(n));
+                       k::add_cpu<double>(wx.data(), wy.data(), ref.data(), n, add_alpha,
+                                          add_beta);
+                       return ref;
+                     }});
+    const T scale_alpha = T(-2.7);
+    const auto scale_x = once([=] { return random_nonzero<T>(size_t(n), seed + 5); });
+    auto scale_ref = [=] {
+      const auto wx = widen(scale_x());
+      std::vector<double> ref(static_cast<size_t>(n));
+      k::scale_cpu<double>(wx.data(), ref.data(), n, scale_alpha);
+      return ref;
+    };
+    for (bool in_place : {false, true})
+      table.add(OpCase{in_place ? "activation/scale_in_place" : "activation/scale",
+                       dtype_name<T>(), shape, blocks, Tol::scale, "one rounding",
+                       [=](int block) {
+                         DeviceBuffer<T> d_x(scale_x()), d_y{size_t(n)};
+                         T* out = in_place ? d_x.get() : d_y.get();
+                         if (!in_place) poison(d_y);
+                         k::scale<T>(d_x.get(), out, n, scale_alpha, nullptr, block);
+                         return widen(in_place ? d_x.to_host() : d_y.to_host());
+                       },
+                       scale_ref});
+    const T value = T(-0.1);  // not representable exactly: the same rounding both sides
+    table.add(OpCase{"activation/fill", dtype_name<T>(), shape, blocks, {0, 0},
+                     "a copy of one value: exact",
+                     [=](int block) {
+                       DeviceBuffer<T> d_x{size_t(n)};
+                       poison(d_x);
+                       k::fill<T>(d_x.get(), n, value, nullptr, block);
+                       return widen(d_x.to_host());
+                     },
+                     [=] {
+                       std::vector<T> ref(static_cast<size_t>(n));
+                       k::fill_cpu<T>(ref.data(), n, value);
+                       return widen(ref);
+                     }});
+  }
+}
+
+OP_CASES(activation) {
+  activation_rows<float>(table);
+  activation_rows<double>(table);
+}
+
 template <class T>
 class ActivationTest : public ::testing::Test {
  protected:
@@ -129,65 +262,6 @@ class ActivationTest : public ::testing::Test {
 
 using Types = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(ActivationTest, Types);
-
-TYPED_TEST(ActivationTest, ForwardMatchesReference) {
-  using T = TypeParam;
-  for (long long n : kSizes) {
-    const auto x = mixed_inputs<T>(size_t(n), uint64_t(n));
-    std::vector<std::vector<double>> ref;
-    for (Activation a : kActivations) ref.push_back(forward_ref(a, x, double(this->alpha)));
-    DeviceBuffer<T> d_x(x), d_y{size_t(n)};
-    for_each_thread_order([&] {
-      for (int block : kBlocks) {
-        for (size_t ai = 0; ai < std::size(kActivations); ++ai) {
-          const Activation a = kActivations[ai];
-          poison(d_y);
-          k::activation_forward<T>(a, d_x.get(), d_y.get(), n, this->alpha, nullptr, block);
-          EXPECT_TRUE(all_close(d_y.to_host(), ref[ai], TestFixture::Tol::forward))
-              << k::activation_name(a) << " n " << n << " block " << block;
-        }
-      }
-    });
-  }
-}
-
-TYPED_TEST(ActivationTest, BackwardMatchesReference) {
-  using T = TypeParam;
-  for (long long n : kSizes) {
-    const auto x = mixed_inputs<T>(size_t(n), uint64_t(n));
-    const auto dy = random_nonzero<T>(size_t(n), uint64_t(n) + 1);
-    const auto dx0 = random_nonzero<T>(size_t(n), uint64_t(n) + 2);  // for accumulate
-    DeviceBuffer<T> d_x(x), d_y{size_t(n)}, d_dy(dy), d_dx{size_t(n)};
-    for (Activation a : kActivations) {
-      // y as a correct forward pass would give it, rounded to T.
-      const auto y_wide = forward_ref(a, x, double(this->alpha));
-      const std::vector<T> y(y_wide.begin(), y_wide.end());
-      d_y.copy_from_host(y);
-      const auto wx = widen(x), wy = widen(y), wdy = widen(dy);
-      for (bool accumulate : {false, true}) {
-        std::vector<double> ref = widen(dx0);
-        k::activation_backward_cpu<double>(a, wx.data(), wy.data(), wdy.data(), ref.data(), n,
-                                           double(this->alpha), accumulate);
-        const Tolerance tol =
-            accumulate ? TestFixture::Tol::accumulate : TestFixture::Tol::backward;
-        for_each_thread_order([&] {
-          for (int block : kBlocks) {
-            // Assigning must not read dx: NaN there would show.
-            if (accumulate)
-              d_dx.copy_from_host(dx0);
-            else
-              poison(d_dx);
-            k::activation_backward<T>(a, d_x.get(), d_y.get(), d_dy.get(), d_dx.get(), n,
-                                      this->alpha, accumulate, nullptr, block);
-            EXPECT_TRUE(all_close(d_dx.to_host(), ref, tol))
-                << k::activation_name(a) << " accumulate " << accumulate << " n " << n
-                << " block " << block;
-          }
-        });
-      }
-    }
-  }
-}
 
 // The kinks, as PyTorch: relu'(0) = 0, elu'(0) = alpha (both from the left),
 // at +0 and -0; and the exact values at 0 of all four. All results exact.
@@ -321,27 +395,6 @@ TYPED_TEST(ActivationTest, BackwardAfterInPlaceForward) {
   }
 }
 
-TYPED_TEST(ActivationTest, AddMatchesReference) {
-  using T = TypeParam;
-  const T alpha = T(1.5), beta = T(-0.75);
-  for (long long n : kSizes) {
-    const auto x = random_nonzero<T>(size_t(n), uint64_t(n) + 3);
-    const auto y = random_nonzero<T>(size_t(n), uint64_t(n) + 4);
-    const auto wx = widen(x), wy = widen(y);
-    std::vector<double> ref(x.size());
-    k::add_cpu<double>(wx.data(), wy.data(), ref.data(), n, alpha, beta);
-    DeviceBuffer<T> d_x(x), d_y(y), d_out{size_t(n)};
-    for_each_thread_order([&] {
-      for (int block : kBlocks) {
-        poison(d_out);
-        k::add<T>(d_x.get(), d_y.get(), d_out.get(), n, alpha, beta, nullptr, block);
-        EXPECT_TRUE(all_close(d_out.to_host(), ref, TestFixture::Tol::add))
-            << "n " << n << " block " << block;
-      }
-    });
-  }
-}
-
 // out = x, out = y, and x = y = out (out = (alpha + beta) x).
 TYPED_TEST(ActivationTest, AddAliased) {
   using T = TypeParam;
@@ -368,48 +421,6 @@ TYPED_TEST(ActivationTest, AddAliased) {
     DeviceBuffer<T> d_x(x);
     k::add<T>(d_x.get(), d_x.get(), d_x.get(), n, alpha, beta, nullptr);
     EXPECT_TRUE(all_close(d_x.to_host(), ref_same, tol)) << "x = y = out";
-  }
-}
-
-TYPED_TEST(ActivationTest, ScaleMatchesReference) {
-  using T = TypeParam;
-  const T alpha = T(-2.7);
-  for (long long n : kSizes) {
-    const auto x = random_nonzero<T>(size_t(n), uint64_t(n) + 5);
-    const auto wx = widen(x);
-    std::vector<double> ref(x.size());
-    k::scale_cpu<double>(wx.data(), ref.data(), n, alpha);
-    DeviceBuffer<T> d_x(x), d_y{size_t(n)};
-    for_each_thread_order([&] {
-      for (int block : kBlocks) {
-        poison(d_y);
-        k::scale<T>(d_x.get(), d_y.get(), n, alpha, nullptr, block);
-        EXPECT_TRUE(all_close(d_y.to_host(), ref, TestFixture::Tol::scale))
-            << "n " << n << " block " << block;
-        // In place.
-        DeviceBuffer<T> d_v(x);
-        k::scale<T>(d_v.get(), d_v.get(), n, alpha, nullptr, block);
-        EXPECT_TRUE(all_close(d_v.to_host(), ref, TestFixture::Tol::scale))
-            << "in place, n " << n << " block " << block;
-      }
-    });
-  }
-}
-
-TYPED_TEST(ActivationTest, FillSetsEveryValue) {
-  using T = TypeParam;
-  const T value = T(-0.1);  // not representable exactly: the same rounding both sides
-  for (long long n : kSizes) {
-    DeviceBuffer<T> d_x{size_t(n)};
-    std::vector<T> ref(static_cast<size_t>(n));
-    k::fill_cpu<T>(ref.data(), n, value);
-    for_each_thread_order([&] {
-      for (int block : kBlocks) {
-        poison(d_x);
-        k::fill<T>(d_x.get(), n, value, nullptr, block);
-        EXPECT_EQ(d_x.to_host(), ref) << "n " << n << " block " << block;
-      }
-    });
   }
 }
 

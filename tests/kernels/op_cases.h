@@ -1,0 +1,99 @@
+// op_cases.h: the op-case table of the kernel tests (in the spirit of
+// ggml's test-backend-ops). Each kernel family lists its cases as rows; one
+// driver (test_op_cases.cpp) runs every row
+//   * in correctness mode: the device result against the CPU reference,
+//     within the row's tolerance, under each simcuda thread order (forward,
+//     reverse, random) and under both backends' launch shapes (the defaults
+//     table's "gpu" and "sim" rows, kernels/defaults.h);
+//   * in gradient mode (rows that have one): the backward kernel against
+//     central finite differences of the forward, in double;
+//   * in performance mode (TIMBRE_OP_CASES_PERF=1, one test that times
+//     every row): the time of one run, at each block size.
+// The inputs are made inside run() and reference() from fixed seeds, so a
+// row costs nothing until it runs (ctest runs each test in its own process).
+// Adding an op's tests means adding rows:
+//
+//   OP_CASES(activation) {
+//     table.add(OpCase{"activation/relu_forward", "float", "n=7", {64, 256},
+//                      {0, 0}, "one comparison: exact", run, reference});
+//   }
+//
+// Behaviours that are not "this output for these inputs" (argument errors,
+// aliasing, NaN propagation, determinism) stay ordinary tests beside the
+// family's rows, in tests/kernels/test_<family>.cpp.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tests/testing.h"
+
+namespace timbre::testing {
+
+struct OpCase {
+  std::string op;     // "<family>/<launcher variant>", e.g. "softmax/forward_warp"
+  std::string dtype;  // "float" or "double"
+  std::string shape;  // e.g. "rows=257 cols=1000"
+  std::vector<int> blocks;  // threads per block: the row runs at each
+  Tolerance tol;      // |got - ref| <= atol + rtol |ref|
+  std::string why;    // where the tolerance comes from
+  // Runs the kernel on the case's inputs (poisoning its outputs first) and
+  // returns what it wrote, widened to double.
+  std::function<std::vector<double>(int block)> run;
+  // The CPU reference of the same outputs, in double.
+  std::function<std::vector<double>()> reference;
+};
+
+// A gradient check: d loss / d x from the backward kernel (`analytic`)
+// against central differences of `loss` (the forward kernel, reduced to a
+// scalar, e.g. <y, w> for fixed random w), all in double.
+struct GradientCase {
+  std::string op;     // "<family>/<backward launcher>"
+  std::string shape;
+  std::vector<double> x;
+  std::function<double(const std::vector<double>& x)> loss;
+  std::function<std::vector<double>(const std::vector<double>& x)> analytic;
+  Tolerance tol;
+  std::string why;
+  double h = 1e-5;  // the difference step
+};
+
+// once(make): a function that returns make()'s value, computed on first use
+// and kept, so that a row's runs (block sizes, thread orders, launch shapes)
+// and its reference share one set of inputs.
+template <class F>
+auto once(F make) {
+  using V = decltype(make());
+  auto cache = std::make_shared<std::optional<V>>();
+  return [cache, make]() -> const V& {
+    if (!*cache) cache->emplace(make());
+    return **cache;
+  };
+}
+
+class OpTable {
+ public:
+  void add(OpCase c) { cases_.push_back(std::move(c)); }
+  void add(GradientCase g) { gradients_.push_back(std::move(g)); }
+  const std::vector<OpCase>& cases() const { return cases_; }
+  const std::vector<GradientCase>& gradients() const { return gradients_; }
+
+ private:
+  std::vector<OpCase> cases_;
+  std::vector<GradientCase> gradients_;
+};
+
+// Every family's rows (built on first use, in family order).
+const OpTable& op_table();
+void register_op_family(const char* family, void (*rows)(OpTable&));
+
+#define OP_CASES(family)                                                               \
+  static void op_cases_##family(::timbre::testing::OpTable& table);                   \
+  [[maybe_unused]] static const bool op_cases_registered_##family =                    \
+      (::timbre::testing::register_op_family(#family, &op_cases_##family), true);      \
+  static void op_cases_##family(::timbre::testing::OpTable& table)
+
+}  // namespace timbre::testing
