@@ -45,6 +45,9 @@ struct OpCase {
   std::function<std::vector<double>(int block)> run;
   // The CPU reference of the same outputs, in double.
   std::function<std::vector<double>()> reference;
+  // When the error bound depends on the launch (a reduction's depth grows
+  // with the block), the tolerance at each block size; else `tol`.
+  std::function<Tolerance(int block)> tol_at = nullptr;
 };
 
 // A gradient check: d loss / d x from the backward kernel (`analytic`)

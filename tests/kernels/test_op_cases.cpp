@@ -73,7 +73,8 @@ TEST_P(Correctness, Matches) {
     SCOPED_TRACE(std::string("launch shapes of the ") + row + " defaults");
     timbre::testing::for_each_thread_order([&] {
       for (int block : c.blocks)
-        EXPECT_TRUE(timbre::testing::all_close(c.run(block), ref, c.tol)) << "block " << block;
+        EXPECT_TRUE(timbre::testing::all_close(c.run(block), ref, c.tol_at ? c.tol_at(block) : c.tol))
+            << "block " << block;
     });
   }
   timbre::kernels::use_defaults(before);

@@ -11,12 +11,15 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <iterator>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include "kernels/device_buffer.h"
 #include "kernels/softmax.cuh"
+#include "tests/kernels/op_cases.h"
 #include "tests/testing.h"
 
 namespace {
@@ -30,6 +33,9 @@ using timbre::testing::all_close;
 using timbre::testing::random_floats;
 using timbre::testing::random_ints;
 using timbre::testing::Tolerance;
+using timbre::testing::OpTable;
+using timbre::testing::once;
+using timbre::testing::widen;
 
 // ---------------------------------------------------------------------------
 // Tolerances: |got - ref| <= atol + rtol*|ref|, derived from the rounding
@@ -221,6 +227,297 @@ void for_each_config(const Shape& sh, F&& body) {
   });
 }
 
+// ---------------------------------------------------------------------------
+// The op-case rows (tests/kernels/op_cases.h): softmax and log-softmax
+// forward and backward (assigning and accumulating over a pre-filled dx),
+// cross-entropy forward (mean loss, row losses, probabilities) and backward,
+// for every shape of shapes(), every row strategy and both block sizes; the
+// automatic strategy on both sides of each threshold at the extreme block
+// sizes; and finite differences of every backward in double.
+
+template <class T>
+const char* dtype_name() {
+  return std::is_same_v<T, float> ? "float" : "double";
+}
+
+std::string shape_name(const Shape& sh) {
+  return "rows=" + std::to_string(sh.rows) + " cols=" + std::to_string(sh.cols);
+}
+
+const std::vector<int> kBlockList(std::begin(kBlocks), std::end(kBlocks));
+
+// launch(d_in, d_out) over a fresh device copy of `in`, into a poisoned
+// output of out_n values.
+template <class T>
+std::vector<double> run_forward(const std::vector<T>& in, size_t out_n,
+                                const std::function<void(const T*, T*)>& launch) {
+  DeviceBuffer<T> d_in(in), d_out(out_n);
+  timbre::testing::poison(d_out);
+  launch(d_in.get(), d_out.get());
+  return widen(d_out.to_host());
+}
+
+template <class T>
+void softmax_rows(OpTable& table) {
+  using timbre::testing::OpCase;
+  for (const Shape& sh : shapes()) {
+    const int rows = sh.rows, cols = sh.cols;
+    const size_t n = size_t(rows) * cols;
+    const std::string shape = shape_name(sh);
+    const auto logits = once([=] { return make_logits<T>(rows, cols, 11 + n); });
+    const auto dy = once([=] { return make_uniform<T>(n, 21 + n); });
+    const auto prefill = once([=] { return make_uniform<T>(n, 31 + n, -2.f, 2.f); });
+    for (RowStrategy st : kStrategies) {
+      const std::string tag = std::string("/") + name(st);
+      auto cfg = [=](int block) { return Config{cols, st, block}; };
+      // Forward.
+      for (bool log : {false, true}) {
+        table.add(OpCase{
+            std::string("softmax/") + (log ? "log_softmax_forward" : "softmax_forward") + tag,
+            dtype_name<T>(), shape, kBlockList, {},
+            log ? "the row sum's depth, 2 ulp of log, the rounding of x - m"
+                : "the row sum's depth, 2 ulp of exp, the division",
+            [=](int block) {
+              return run_forward<T>(logits(), n, [&](const T* x, T* y) {
+                if (log)
+                  k::log_softmax_forward(x, y, rows, cols, nullptr, block, st);
+                else
+                  k::softmax_forward(x, y, rows, cols, nullptr, block, st);
+              });
+            },
+            [=] {
+              std::vector<T> want(n);
+              if (log)
+                k::log_softmax_forward_cpu(logits().data(), want.data(), rows, cols);
+              else
+                k::softmax_forward_cpu(logits().data(), want.data(), rows, cols);
+              return widen(want);
+            },
+            [=](int block) {
+              return log ? log_softmax_tol<T>(cfg(block)) : softmax_tol<T>(cfg(block));
+            }});
+      }
+      // Backward, from y as the CPU forward gives it, over a pre-filled dx
+      // (which assigning must overwrite).
+      for (bool log : {false, true}) {
+        const auto y = once([=] {
+          std::vector<T> v(n);
+          const auto x = make_logits<T>(rows, cols, (log ? 51 : 41) + n);
+          if (log)
+            k::log_softmax_forward_cpu(x.data(), v.data(), rows, cols);
+          else
+            k::softmax_forward_cpu(x.data(), v.data(), rows, cols);
+          return v;
+        });
+        auto want = [=](bool acc) {
+          std::vector<T> g = acc ? prefill() : std::vector<T>(n);
+          if (log)
+            k::log_softmax_backward_cpu(y().data(), dy().data(), g.data(), rows, cols, acc);
+          else
+            k::softmax_backward_cpu(y().data(), dy().data(), g.data(), rows, cols, acc);
+          return g;
+        };
+        const auto want_assign = once([=] { return want(false); });
+        for (bool acc : {false, true})
+          table.add(OpCase{
+              std::string("softmax/") + (log ? "log_softmax_backward" : "softmax_backward") +
+                  (acc ? "_accumulate" : "") + tag,
+              dtype_name<T>(), shape, kBlockList, {},
+              log ? "the random-walk error of a sum of cols signed terms"
+                  : "<dy, y> has sum|terms| <= 1: the sum's depth, absolute",
+              [=](int block) {
+                DeviceBuffer<T> d_y(y()), d_dy(dy()), d_dx(prefill());
+                if (log)
+                  k::log_softmax_backward(d_y.get(), d_dy.get(), d_dx.get(), rows, cols, acc,
+                                          nullptr, block, st);
+                else
+                  k::softmax_backward(d_y.get(), d_dy.get(), d_dx.get(), rows, cols, acc,
+                                      nullptr, block, st);
+                return widen(d_dx.to_host());
+              },
+              [=] { return widen(want(acc)); },
+              [=](int block) {
+                const Tolerance t = log ? log_softmax_backward_tol<T>(cfg(block))
+                                        : softmax_backward_tol<T>(cfg(block));
+                return acc ? accumulated(t, max_abs(want_assign()), unit_roundoff<T>) : t;
+              }});
+      }
+      // Cross-entropy forward: its three outputs, one row each.
+      const auto ce_x = once([=] { return make_logits<T>(rows, cols, 61 + n); });
+      const auto ce_labels = once([=] { return random_ints(size_t(rows), 71 + n, 0, cols - 1); });
+      struct CeRef {
+        std::vector<T> probs, row_loss;
+        double loss;
+      };
+      const auto ce_ref = once([=] {
+        CeRef r{std::vector<T>(n), std::vector<T>(size_t(rows)), 0};
+        int bad = -1;
+        r.loss = k::cross_entropy_forward_cpu(ce_x().data(), ce_labels().data(), rows, cols,
+                                              r.probs.data(), r.row_loss.data(), &bad);
+        if (bad != 0) throw std::logic_error("cross-entropy reference: labels out of range");
+        return r;
+      });
+      const char* outputs[] = {"loss", "row_loss", "probs"};
+      for (int out = 0; out < 3; ++out)
+        table.add(OpCase{
+            std::string("softmax/cross_entropy_forward_") + outputs[out] + tag, dtype_name<T>(),
+            shape, kBlockList, {},
+            out == 0   ? "the row losses' error, averaged in double"
+            : out == 1 ? "as log-softmax"
+                       : "as softmax",
+            [=](int block) {
+              DeviceBuffer<T> d_x(ce_x()), loss(1), probs(n), row_loss(static_cast<size_t>(rows));
+              DeviceBuffer<int> labels(ce_labels()), bad(1);
+              k::cross_entropy_forward(d_x.get(), labels.get(), loss.get(), probs.get(),
+                                       row_loss.get(), bad.get(), rows, cols, nullptr, block,
+                                       st);
+              // A wrong bad-label count fails the row.
+              if (bad.to_host()[0] != 0) return std::vector<double>{NAN};
+              return widen(out == 0   ? loss.to_host()
+                           : out == 1 ? row_loss.to_host()
+                                      : probs.to_host());
+            },
+            [=] {
+              const CeRef& r = ce_ref();
+              return out == 0 ? std::vector<double>{r.loss}
+                              : widen(out == 1 ? r.row_loss : r.probs);
+            },
+            [=](int block) {
+              return out == 0   ? mean_loss_tol<T>(cfg(block), rows)
+                     : out == 1 ? log_softmax_tol<T>(cfg(block))
+                                : softmax_tol<T>(cfg(block));
+            }});
+    }
+    // Cross-entropy backward (elementwise: no row strategy), dL = 0.75.
+    const auto probs = once([=] {
+      std::vector<T> p(n);
+      k::softmax_forward_cpu(make_logits<T>(rows, cols, 81 + n).data(), p.data(), rows, cols);
+      return p;
+    });
+    const auto labels = once([=] { return random_ints(size_t(rows), 91 + n, 0, cols - 1); });
+    const auto ce_prefill = once([=] { return make_uniform<T>(n, 101 + n, -2.f, 2.f); });
+    const T dloss = T(0.75);  // an upstream gradient other than 1
+    auto ce_want = [=](bool acc) {
+      std::vector<T> g = acc ? ce_prefill() : std::vector<T>(n);
+      k::cross_entropy_backward_cpu(probs().data(), labels().data(), dloss, g.data(), rows, cols,
+                                    acc);
+      return g;
+    };
+    const auto ce_want_assign = once([=] { return ce_want(false); });
+    for (bool acc : {false, true})
+      table.add(OpCase{
+          std::string("softmax/cross_entropy_backward") + (acc ? "_accumulate" : ""),
+          dtype_name<T>(), shape, kBlockList, {},
+          "3 roundings relative to the result (p - 1 is exact for p >= 1/2)",
+          [=](int block) {
+            DeviceBuffer<T> d_probs(probs()), d_dloss(to_vector(dloss)), d_dx(ce_prefill());
+            DeviceBuffer<int> d_labels(labels());
+            k::cross_entropy_backward(d_probs.get(), d_labels.get(), d_dloss.get(), d_dx.get(),
+                                      rows, cols, acc, nullptr, block);
+            return widen(d_dx.to_host());
+          },
+          [=] { return widen(ce_want(acc)); },
+          [=](int) {
+            const Tolerance t = cross_entropy_backward_tol<T>();
+            return acc ? accumulated(t, max_abs(ce_want_assign()), unit_roundoff<T>) : t;
+          }});
+  }
+  // The automatic strategy on both sides of each threshold, at the extreme
+  // block sizes.
+  const int t = k::kThreadPathMaxCols, w = k::kWarpPathMaxCols;
+  for (const Shape& sh : {Shape{40, 5}, Shape{40, t}, Shape{40, t + 1}, Shape{5, w},
+                          Shape{5, w + 1}, Shape{3, 5000}}) {
+    const int rows = sh.rows, cols = sh.cols;
+    const size_t n = size_t(rows) * cols;
+    const auto x = once([=] { return make_logits<T>(rows, cols, 131 + n); });
+    table.add(OpCase{
+        "softmax/softmax_forward/automatic", dtype_name<T>(), shape_name(sh), {32, 1024}, {},
+        "the row sum's depth, 2 ulp of exp, the division",
+        [=](int block) {
+          return run_forward<T>(x(), n, [&](const T* in, T* out) {
+            k::softmax_forward(in, out, rows, cols, nullptr, block);
+          });
+        },
+        [=] {
+          std::vector<T> want(n);
+          k::softmax_forward_cpu(x().data(), want.data(), rows, cols);
+          return widen(want);
+        },
+        [=](int block) { return softmax_tol<T>(Config{cols, RowStrategy::automatic, block}); }});
+  }
+}
+
+// Finite differences (double): each backward against the derivative of its
+// own device forward, so a formula shared by kernel and reference cannot be
+// wrong in both. L(x) = sum_ij w_ij f(x)_ij for random weights w (the
+// upstream gradient). Central differences have truncation error h^2 times
+// the third derivative / 6 ~ 1e-10 and rounding error ~ u |L| / h ~ 1e-11
+// for h = 1e-5 and |L| <= ~15; 1e-7 absolute checks the formula, not the
+// rounding.
+void softmax_gradient_rows(OpTable& table) {
+  using timbre::testing::GradientCase;
+  const int rows = 3, cols = 5;
+  const size_t n = size_t(rows) * cols;
+  const auto x = make_uniform<double>(n, 151, -3.f, 3.f);
+  const auto w = make_uniform<double>(n, 152);
+  const Tolerance tol{1e-7, 1e-6};
+  const std::string why = "central differences, h = 1e-5: truncation ~1e-10, rounding ~1e-11";
+  const std::string shape = shape_name({rows, cols});
+  for (RowStrategy st : kStrategies) {
+    const std::string tag = std::string("/") + name(st);
+    for (bool log : {false, true}) {
+      auto forward = [=](const double* in, double* out) {
+        if (log)
+          k::log_softmax_forward(in, out, rows, cols, nullptr, 256, st);
+        else
+          k::softmax_forward(in, out, rows, cols, nullptr, 256, st);
+      };
+      table.add(GradientCase{
+          std::string("softmax/") + (log ? "log_softmax_backward" : "softmax_backward") + tag,
+          shape, x,
+          [=](const std::vector<double>& v) {
+            DeviceBuffer<double> d_x(v), d_y(n);
+            forward(d_x.get(), d_y.get());
+            return timbre::testing::dot(d_y.to_host(), w);
+          },
+          [=](const std::vector<double>& v) {
+            DeviceBuffer<double> d_x(v), d_y(n), d_w(w), d_dx(n);
+            forward(d_x.get(), d_y.get());
+            if (log)
+              k::log_softmax_backward(d_y.get(), d_w.get(), d_dx.get(), rows, cols, false,
+                                      nullptr, 256, st);
+            else
+              k::softmax_backward(d_y.get(), d_w.get(), d_dx.get(), rows, cols, false, nullptr,
+                                  256, st);
+            return d_dx.to_host();
+          },
+          tol, why});
+    }
+    // Cross-entropy: L = dL * loss(x) with the upstream gradient dL = 0.75.
+    const std::vector<int> labels = {2, 0, 4};
+    auto ce = [=](const std::vector<double>& v, bool backward) {
+      DeviceBuffer<double> d_x(v), loss(1), probs(n), row_loss(static_cast<size_t>(rows)),
+          dloss(std::vector<double>{0.75}), dx(n);
+      DeviceBuffer<int> d_labels(labels), bad(1);
+      k::cross_entropy_forward(d_x.get(), d_labels.get(), loss.get(), probs.get(),
+                               row_loss.get(), bad.get(), rows, cols, nullptr, 256, st);
+      if (!backward) return std::vector<double>{0.75 * loss.to_host()[0]};
+      k::cross_entropy_backward(probs.get(), d_labels.get(), dloss.get(), dx.get(), rows, cols,
+                                false, nullptr);
+      return dx.to_host();
+    };
+    table.add(GradientCase{"softmax/cross_entropy_backward" + tag, shape, x,
+                           [=](const std::vector<double>& v) { return ce(v, false)[0]; },
+                           [=](const std::vector<double>& v) { return ce(v, true); }, tol, why});
+  }
+}
+
+OP_CASES(softmax) {
+  softmax_rows<float>(table);
+  softmax_rows<double>(table);
+  softmax_gradient_rows(table);
+}
+
 template <class T>
 class Softmax : public ::testing::Test {};
 using Types = ::testing::Types<float, double>;
@@ -228,25 +525,6 @@ TYPED_TEST_SUITE(Softmax, Types);
 
 // ---------------------------------------------------------------------------
 // Forward.
-
-TYPED_TEST(Softmax, ForwardMatchesReference) {
-  using T = TypeParam;
-  for (const Shape& sh : shapes()) {
-    const size_t n = size_t(sh.rows) * sh.cols;
-    const auto x = make_logits<T>(sh.rows, sh.cols, 11 + n);
-    std::vector<T> want(n), want_log(n);
-    k::softmax_forward_cpu(x.data(), want.data(), sh.rows, sh.cols);
-    k::log_softmax_forward_cpu(x.data(), want_log.data(), sh.rows, sh.cols);
-    DeviceBuffer<T> d_x(x), d_y(n);
-    for_each_config(sh, [&](const Config& c) {
-      k::softmax_forward(d_x.get(), d_y.get(), sh.rows, sh.cols, nullptr, c.block, c.strategy);
-      EXPECT_TRUE(all_close(d_y.to_host(), want, softmax_tol<T>(c))) << "softmax";
-      k::log_softmax_forward(d_x.get(), d_y.get(), sh.rows, sh.cols, nullptr, c.block,
-                             c.strategy);
-      EXPECT_TRUE(all_close(d_y.to_host(), want_log, log_softmax_tol<T>(c))) << "log-softmax";
-    });
-  }
-}
 
 // y may alias x.
 TYPED_TEST(Softmax, ForwardInPlace) {
@@ -337,71 +615,6 @@ TYPED_TEST(Softmax, NanLogitPoisonsItsRowOnly) {
 // ---------------------------------------------------------------------------
 // Backward.
 
-// Runs launch(d_y, d_dy, d_dx, accumulate, config) against
-// reference(y, dy, dx, accumulate), assigning over a pre-filled dx (which
-// must be overwritten) and accumulating into it.
-template <class T, class Launch, class Reference, class Tol>
-void check_backward(const Shape& sh, const std::vector<T>& y, Launch launch, Reference reference,
-                    Tol tolerance) {
-  const size_t n = size_t(sh.rows) * sh.cols;
-  const auto dy = make_uniform<T>(n, 21 + n);
-  const auto prefill = make_uniform<T>(n, 31 + n, -2.f, 2.f);
-  std::vector<T> want(n), want_acc = prefill;
-  reference(y.data(), dy.data(), want.data(), false);
-  reference(y.data(), dy.data(), want_acc.data(), true);
-  DeviceBuffer<T> d_y(y), d_dy(dy), d_dx(n);
-  for_each_config(sh, [&](const Config& c) {
-    d_dx.copy_from_host(prefill);
-    launch(d_y.get(), d_dy.get(), d_dx.get(), false, c);
-    EXPECT_TRUE(all_close(d_dx.to_host(), want, tolerance(c))) << "assign";
-    d_dx.copy_from_host(prefill);
-    launch(d_y.get(), d_dy.get(), d_dx.get(), true, c);
-    EXPECT_TRUE(
-        all_close(d_dx.to_host(), want_acc, accumulated(tolerance(c), max_abs(want), unit_roundoff<T>)))
-        << "accumulate";
-  });
-}
-
-TYPED_TEST(Softmax, SoftmaxBackwardMatchesReference) {
-  using T = TypeParam;
-  for (const Shape& sh : shapes()) {
-    const size_t n = size_t(sh.rows) * sh.cols;
-    std::vector<T> y(n);
-    k::softmax_forward_cpu(make_logits<T>(sh.rows, sh.cols, 41 + n).data(), y.data(), sh.rows,
-                           sh.cols);
-    check_backward<T>(
-        sh, y,
-        [&](const T* d_y, const T* d_dy, T* d_dx, bool acc, const Config& c) {
-          k::softmax_backward(d_y, d_dy, d_dx, sh.rows, sh.cols, acc, nullptr, c.block,
-                              c.strategy);
-        },
-        [&](const T* y_, const T* dy, T* dx, bool acc) {
-          k::softmax_backward_cpu(y_, dy, dx, sh.rows, sh.cols, acc);
-        },
-        softmax_backward_tol<T>);
-  }
-}
-
-TYPED_TEST(Softmax, LogSoftmaxBackwardMatchesReference) {
-  using T = TypeParam;
-  for (const Shape& sh : shapes()) {
-    const size_t n = size_t(sh.rows) * sh.cols;
-    std::vector<T> y(n);
-    k::log_softmax_forward_cpu(make_logits<T>(sh.rows, sh.cols, 51 + n).data(), y.data(),
-                               sh.rows, sh.cols);
-    check_backward<T>(
-        sh, y,
-        [&](const T* d_y, const T* d_dy, T* d_dx, bool acc, const Config& c) {
-          k::log_softmax_backward(d_y, d_dy, d_dx, sh.rows, sh.cols, acc, nullptr, c.block,
-                                  c.strategy);
-        },
-        [&](const T* y_, const T* dy, T* dx, bool acc) {
-          k::log_softmax_backward_cpu(y_, dy, dx, sh.rows, sh.cols, acc);
-        },
-        log_softmax_backward_tol<T>);
-  }
-}
-
 // ---------------------------------------------------------------------------
 // Cross-entropy.
 
@@ -426,64 +639,6 @@ struct CrossEntropyBuffers {
     return {loss.to_host(), probs.to_host(), row_loss.to_host(), bad.to_host()[0]};
   }
 };
-
-TYPED_TEST(Softmax, CrossEntropyForwardMatchesReference) {
-  using T = TypeParam;
-  for (const Shape& sh : shapes()) {
-    const size_t n = size_t(sh.rows) * sh.cols;
-    const auto x = make_logits<T>(sh.rows, sh.cols, 61 + n);
-    const auto labels = random_ints(size_t(sh.rows), 71 + n, 0, sh.cols - 1);
-    std::vector<T> probs(n), row_loss(size_t(sh.rows));
-    int bad = -1;
-    const double loss = k::cross_entropy_forward_cpu(x.data(), labels.data(), sh.rows, sh.cols,
-                                                     probs.data(), row_loss.data(), &bad);
-    ASSERT_EQ(bad, 0);
-    CrossEntropyBuffers<T> b(x, labels, sh.rows, sh.cols);
-    for_each_config(sh, [&](const Config& c) {
-      const auto got = b.forward(c.block, c.strategy);
-      EXPECT_EQ(got.bad_labels, 0);
-      EXPECT_TRUE(all_close(got.loss, std::vector<double>{loss}, mean_loss_tol<T>(c, sh.rows)));
-      EXPECT_TRUE(all_close(got.row_loss, row_loss, log_softmax_tol<T>(c)));
-      EXPECT_TRUE(all_close(got.probs, probs, softmax_tol<T>(c)));
-    });
-  }
-}
-
-TYPED_TEST(Softmax, CrossEntropyBackwardMatchesReference) {
-  using T = TypeParam;
-  for (const Shape& sh : shapes()) {
-    const size_t n = size_t(sh.rows) * sh.cols;
-    std::vector<T> probs(n);
-    k::softmax_forward_cpu(make_logits<T>(sh.rows, sh.cols, 81 + n).data(), probs.data(), sh.rows,
-                           sh.cols);
-    const auto labels = random_ints(size_t(sh.rows), 91 + n, 0, sh.cols - 1);
-    const T dloss = T(0.75);  // an upstream gradient other than 1
-    const auto prefill = make_uniform<T>(n, 101 + n, -2.f, 2.f);
-    std::vector<T> want(n), want_acc = prefill;
-    k::cross_entropy_backward_cpu(probs.data(), labels.data(), dloss, want.data(), sh.rows,
-                                  sh.cols, false);
-    k::cross_entropy_backward_cpu(probs.data(), labels.data(), dloss, want_acc.data(), sh.rows,
-                                  sh.cols, true);
-    DeviceBuffer<T> d_probs(probs), d_dloss(to_vector(dloss)), d_dx(n);
-    DeviceBuffer<int> d_labels(labels);
-    const Tolerance tol = cross_entropy_backward_tol<T>();
-    timbre::testing::for_each_thread_order([&] {
-      for (int block : kBlocks) {
-        SCOPED_TRACE("rows " + std::to_string(sh.rows) + " cols " + std::to_string(sh.cols) +
-                     " block " + std::to_string(block));
-        d_dx.copy_from_host(prefill);
-        k::cross_entropy_backward(d_probs.get(), d_labels.get(), d_dloss.get(), d_dx.get(),
-                                  sh.rows, sh.cols, false, nullptr, block);
-        EXPECT_TRUE(all_close(d_dx.to_host(), want, tol));
-        d_dx.copy_from_host(prefill);
-        k::cross_entropy_backward(d_probs.get(), d_labels.get(), d_dloss.get(), d_dx.get(),
-                                  sh.rows, sh.cols, true, nullptr, block);
-        EXPECT_TRUE(
-            all_close(d_dx.to_host(), want_acc, accumulated(tol, max_abs(want), unit_roundoff<T>)));
-      }
-    });
-  }
-}
 
 // Labels outside [0, cols): counted, their rows' losses NaN, so the mean is
 // NaN; every other row and every probability is still right; backward gives
@@ -599,35 +754,6 @@ TYPED_TEST(Softmax, Deterministic) {
 // ---------------------------------------------------------------------------
 // Launch shapes beyond the main sweep.
 
-// The automatic strategy on both sides of each threshold, at the extreme
-// block sizes.
-TYPED_TEST(Softmax, AutomaticStrategyAndExtremeBlocks) {
-  using T = TypeParam;
-  const int t = k::kThreadPathMaxCols, w = k::kWarpPathMaxCols;
-  for (const Shape& sh : {Shape{40, 5}, Shape{40, t}, Shape{40, t + 1}, Shape{5, w},
-                          Shape{5, w + 1}, Shape{3, 5000}}) {
-    const size_t n = size_t(sh.rows) * sh.cols;
-    const auto x = make_logits<T>(sh.rows, sh.cols, 131 + n);
-    std::vector<T> want(n);
-    k::softmax_forward_cpu(x.data(), want.data(), sh.rows, sh.cols);
-    DeviceBuffer<T> d_x(x), d_y(n);
-    timbre::testing::for_each_thread_order([&] {
-      for (int block : {32, 1024}) {
-        SCOPED_TRACE("rows " + std::to_string(sh.rows) + " cols " + std::to_string(sh.cols) +
-                     " block " + std::to_string(block));
-        k::softmax_forward(d_x.get(), d_y.get(), sh.rows, sh.cols, nullptr, block);
-        EXPECT_TRUE(all_close(d_y.to_host(), want,
-                              softmax_tol<T>(Config{sh.cols, RowStrategy::automatic, block})));
-      }
-    });
-  }
-  EXPECT_EQ(k::row_strategy_for(1), RowStrategy::thread);
-  EXPECT_EQ(k::row_strategy_for(t), RowStrategy::thread);
-  EXPECT_EQ(k::row_strategy_for(t + 1), RowStrategy::warp);
-  EXPECT_EQ(k::row_strategy_for(w), RowStrategy::warp);
-  EXPECT_EQ(k::row_strategy_for(w + 1), RowStrategy::block);
-}
-
 // 100k rows (a large evaluation batch of frames) at cols = 8 (classes) and
 // 64 (softmax over time), with the automatic strategy.
 TYPED_TEST(Softmax, LargeBatch) {
@@ -653,86 +779,6 @@ TYPED_TEST(Softmax, LargeBatch) {
     k::cross_entropy_backward(b.probs.get(), b.labels.get(), d_one.get(), d_dx.get(), sh.rows,
                               sh.cols, false, nullptr);
     EXPECT_TRUE(all_close(d_dx.to_host(), grad, cross_entropy_backward_tol<T>()));
-  }
-}
-
-// ---------------------------------------------------------------------------
-// Finite differences (double): each backward against the derivative of its
-// own device forward, so a formula shared by kernel and reference cannot be
-// wrong in both. L(x) = sum_ij w_ij f(x)_ij for random weights w (the
-// upstream gradient); dL/dx_ij ~ (L(x + h e_ij) - L(x - h e_ij)) / 2h.
-// Central differences have truncation error h^2 |L'''| / 6 ~ 1e-10 and
-// rounding error ~ u |L| / h ~ 1e-11 for h = 1e-5 and |L| <= ~15; 1e-7
-// absolute checks the formula, not the rounding.
-
-double weighted_sum(const std::vector<double>& f, const std::vector<double>& w) {
-  double s = 0;
-  for (size_t i = 0; i < f.size(); ++i) s += f[i] * w[i];
-  return s;
-}
-
-// forward(d_in, d_out): a device function of x; out has out_n values.
-using DeviceFn = std::function<void(const double*, double*)>;
-std::vector<double> numeric_gradient(const std::vector<double>& x, const std::vector<double>& w,
-                                     const DeviceFn& forward) {
-  const double h = 1e-5;
-  DeviceBuffer<double> d_x(x.size()), d_f(w.size());
-  std::vector<double> g(x.size()), xp = x;
-  for (size_t i = 0; i < x.size(); ++i) {
-    double l[2];
-    for (int side = 0; side < 2; ++side) {
-      xp[i] = x[i] + (side ? -h : h);
-      d_x.copy_from_host(xp);
-      forward(d_x.get(), d_f.get());
-      l[side] = weighted_sum(d_f.to_host(), w);
-    }
-    xp[i] = x[i];
-    g[i] = (l[0] - l[1]) / (2 * h);
-  }
-  return g;
-}
-
-const Tolerance kFiniteDifferenceTol{1e-7, 1e-6};
-
-TEST(SoftmaxGradients, MatchFiniteDifferences) {
-  const int rows = 3, cols = 5;
-  const size_t n = size_t(rows) * cols;
-  const auto x = make_uniform<double>(n, 151, -3.f, 3.f);
-  const auto w = make_uniform<double>(n, 152);
-  DeviceBuffer<double> d_x(x), d_y(n), d_w(w), d_dx(n);
-  for (RowStrategy st : kStrategies) {
-    SCOPED_TRACE(name(st));
-    const DeviceFn sm = [&](const double* in, double* out) {
-      k::softmax_forward(in, out, rows, cols, nullptr, 256, st);
-    };
-    k::softmax_forward(d_x.get(), d_y.get(), rows, cols, nullptr, 256, st);
-    k::softmax_backward(d_y.get(), d_w.get(), d_dx.get(), rows, cols, false, nullptr, 256, st);
-    EXPECT_TRUE(all_close(d_dx.to_host(), numeric_gradient(x, w, sm), kFiniteDifferenceTol))
-        << "softmax";
-
-    const DeviceFn lsm = [&](const double* in, double* out) {
-      k::log_softmax_forward(in, out, rows, cols, nullptr, 256, st);
-    };
-    k::log_softmax_forward(d_x.get(), d_y.get(), rows, cols, nullptr, 256, st);
-    k::log_softmax_backward(d_y.get(), d_w.get(), d_dx.get(), rows, cols, false, nullptr, 256,
-                            st);
-    EXPECT_TRUE(all_close(d_dx.to_host(), numeric_gradient(x, w, lsm), kFiniteDifferenceTol))
-        << "log-softmax";
-
-    // Cross-entropy: L = dL * loss(x) with the upstream gradient dL = 0.75.
-    const std::vector<int> labels = {2, 0, 4};
-    DeviceBuffer<int> d_labels(labels), d_bad(1);
-    DeviceBuffer<double> d_probs(n), d_row_loss(rows), d_dloss(std::vector<double>{0.75});
-    const DeviceFn ce = [&](const double* in, double* out) {
-      k::cross_entropy_forward(in, d_labels.get(), out, d_probs.get(), d_row_loss.get(),
-                               d_bad.get(), rows, cols, nullptr, 256, st);
-    };
-    k::cross_entropy_forward(d_x.get(), d_labels.get(), d_y.get(), d_probs.get(),
-                             d_row_loss.get(), d_bad.get(), rows, cols, nullptr, 256, st);
-    k::cross_entropy_backward(d_probs.get(), d_labels.get(), d_dloss.get(), d_dx.get(), rows,
-                              cols, false, nullptr);
-    EXPECT_TRUE(all_close(d_dx.to_host(), numeric_gradient(x, {0.75}, ce), kFiniteDifferenceTol))
-        << "cross-entropy";
   }
 }
 
