@@ -1,28 +1,21 @@
-// gemm_tiled v1 and v2 against the CPU reference at odd shapes, two block
-// sizes each, under several thread orders.
+// gemm_tiled v1 (a thread per output) and v2 (shared-memory tiles) against
+// the CPU reference at odd shapes, two launch shapes each, under every
+// thread order (op-case rows).
 #include <gtest/gtest.h>
 
 #include <vector>
 
 #include "kernels/device_buffer.h"
 #include "kernels/gemm_tiled.cuh"
+#include "tests/kernels/op_cases.h"
 #include "tests/testing.h"
 
 namespace {
 
 using timbre::DeviceBuffer;
-using timbre::testing::all_close;
+using timbre::testing::once;
 using timbre::testing::random_floats;
-
-struct Shape {
-  int M, N, K;
-};
-
-class GemmTiled : public ::testing::TestWithParam<Shape> {};
-
-INSTANTIATE_TEST_SUITE_P(OddShapes, GemmTiled,
-                         ::testing::Values(Shape{37, 29, 53}, Shape{1, 45, 7}, Shape{33, 1, 65},
-                                           Shape{64, 64, 64}, Shape{5, 7, 1}));
+using timbre::testing::widen;
 
 // Float accumulation over K terms of magnitude <= 1 against a double
 // reference: error <= K * 2^-24 * sum|a||b| ~ 65 * 6e-8 * 65 < 3e-4 at the
@@ -30,22 +23,42 @@ INSTANTIATE_TEST_SUITE_P(OddShapes, GemmTiled,
 // practice (errors partly cancel) and fails for any wrong element.
 const timbre::testing::Tolerance kTol{1e-4, 1e-5};
 
-TEST_P(GemmTiled, MatchesReference) {
-  const auto [M, N, K] = GetParam();
-  const auto A = random_floats(size_t(M) * K, 1), B = random_floats(size_t(K) * N, 2);
-  std::vector<float> want(size_t(M) * N);
-  timbre::kernels::gemm_cpu(M, N, K, A.data(), B.data(), want.data());
-  DeviceBuffer<float> dA(A), dB(B), dC(size_t(M) * N);
-  timbre::testing::for_each_thread_order([&] {
-    for (dim3 block : {dim3(8, 8), dim3(32, 4)}) {
-      timbre::kernels::gemm_v1_naive(M, N, K, dA.get(), dB.get(), dC.get(), block, nullptr);
-      EXPECT_TRUE(all_close(dC.to_host(), want, kTol)) << "v1 block " << block.x << "x" << block.y;
-    }
-    for (int tile : {16, 32}) {
-      timbre::kernels::gemm_v2_tiled(M, N, K, dA.get(), dB.get(), dC.get(), tile, nullptr);
-      EXPECT_TRUE(all_close(dC.to_host(), want, kTol)) << "v2 tile " << tile;
-    }
-  });
+// v1's launch shapes by thread count: 64 = 8 x 8, 128 = 32 x 4.
+dim3 v1_block(int threads) { return threads == 64 ? dim3(8, 8) : dim3(32, 4); }
+
+OP_CASES(gemm_tiled) {
+  struct Shape {
+    int M, N, K;
+  };
+  for (Shape s : {Shape{37, 29, 53}, Shape{1, 45, 7}, Shape{33, 1, 65}, Shape{64, 64, 64},
+                  Shape{5, 7, 1}}) {
+    const auto [M, N, K] = s;
+    const auto A = once([=] { return random_floats(size_t(M) * K, 1); });
+    const auto B = once([=] { return random_floats(size_t(K) * N, 2); });
+    auto reference = [=] {
+      std::vector<float> want(size_t(M) * N);
+      timbre::kernels::gemm_cpu(M, N, K, A().data(), B().data(), want.data());
+      return widen(want);
+    };
+    const std::string shape =
+        "M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K);
+    for (bool v2 : {false, true})
+      table.add(timbre::testing::OpCase{
+          v2 ? "gemm_tiled/gemm_v2_tiled" : "gemm_tiled/gemm_v1_naive", "float", shape,
+          v2 ? std::vector<int>{16, 32} : std::vector<int>{64, 128}, kTol,
+          "float sums of K products against a double reference",
+          [=](int block) {  // v2: the tile size; v1: the threads of v1_block
+            DeviceBuffer<float> dA(A()), dB(B()), dC(size_t(M) * N);
+            timbre::testing::poison(dC);
+            if (v2)
+              timbre::kernels::gemm_v2_tiled(M, N, K, dA.get(), dB.get(), dC.get(), block, nullptr);
+            else
+              timbre::kernels::gemm_v1_naive(M, N, K, dA.get(), dB.get(), dC.get(),
+                                             v1_block(block), nullptr);
+            return widen(dC.to_host());
+          },
+          reference});
+  }
 }
 
 TEST(GemmTiledArgs, RejectsUnsupportedTile) {
