@@ -117,11 +117,12 @@ void batchnorm_backward_eval_cpu(const T* x, const T* dy, const T* gamma,
 // numbers the channel's values (batch b, position i in the plane). Within
 // the block, warp w owns the w-th of blockDim.x/32 contiguous segments of the
 // chunk (each a multiple of 32 long), and lane l takes m = s0 + l, s0 + l +
-// 32, ...: at every step a warp reads 32 consecutive values (coalesced on a
-// GPU), and a thread's stride is 128 bytes. (A stride of blockDim.x values,
-// the usual block-wide interleave, is a power-of-two multiple of 1 KiB for
-// blocks of 256 and more: on a CPU, under simcuda, those addresses fall into
-// a handful of L1 sets and the pass ran 3.5x slower.)
+// 32, ...: at every step a warp reads 32 consecutive values (one coalesced
+// 128-byte transaction for float), and each warp walks its own contiguous
+// stretch of the tensor. The usual block-wide interleave (a stride of
+// blockDim.x values) coalesces just as well on a GPU; the two shapes cost
+// the same there, and this one also keeps simcuda's CPU caches apart
+// (power-of-two strides of 1 KiB fell into a few L1 sets: 3.5x slower).
 
 namespace {
 
@@ -172,8 +173,10 @@ __device__ __forceinline__ void for_my_values(const Geometry& g, F&& f) {
 // lane l of warp 0 adds entries l, l + 32, l + 64, ... (it alone reads those,
 // so it may then overwrite entry l with its sum), one __syncwarp, and thread
 // 0 adds the 32 lane sums in lane order. The order of every addition is
-// fixed by blockDim.x alone. One barrier and one warp sync: cheap under
-// simcuda, where each costs ~40 ns per thread. blockDim.x: a multiple of 32.
+// fixed by blockDim.x alone. One barrier and one warp sync, where a
+// shared-memory tree would take log2(blockDim.x) barriers; the fold reads
+// shared memory without bank conflicts (lane l, entries l + 32j).
+// blockDim.x: a multiple of 32.
 __device__ void block_sum2(double& a, double& b) {
   __shared__ double sa[1024], sb[1024];
   const int t = threadIdx.x;
@@ -253,24 +256,6 @@ __global__ void sums_by_block_kernel(Sums sums, Geometry g, double* partial) {
   }
 }
 
-// Thread path, for channels of at most kBatchNormThreadPathMaxM values: one
-// thread per channel sums all of them in order (g.chunks = 1). No barrier:
-// simcuda runs it on the fast path, where the block path would spend ~4 us
-// per block on fibers for a few hundred values; on a GPU, a few microseconds.
-template <class Sums>
-__global__ void sums_by_thread_kernel(Sums sums, Geometry g, int channels, double* partial) {
-  const int stride = blockDim.x * gridDim.x;
-  for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < channels; ch += stride) {
-    const double k = sums.per_channel(g, ch);
-    double a = 0, b = 0;
-    ChannelWalk walk(g, ch, 0, 1);
-    for (long long m = 0; m < g.m; ++m, walk.advance()) sums.add(walk.offset(), k, a, b);
-    double* p = partial_of(partial, g, ch, 0);
-    p[0] = a;
-    p[1] = b;
-  }
-}
-
 // Statistics, pass 2: one thread per channel adds the chunk partials in
 // chunk order; mean = K + s1/M, var = (s2 - s1^2/M)/M (clamped at 0 against
 // rounding; a NaN stays NaN), inv_std, the running statistics. No barrier.
@@ -308,8 +293,7 @@ __device__ __forceinline__ double inv_std_of(const T* second, int ch, double eps
 }
 
 // y = (x - mean) * scale + beta with scale = gamma * inv_std, per channel
-// constants computed once per thread. One pass, no barrier (simcuda's fast
-// path). y may alias x: each value is read, then written, by one thread.
+// constants computed once per thread. One pass, no barrier. y may alias x: each value is read, then written, by one thread.
 template <class T, bool FromVar>
 __global__ void normalize_kernel(const T* x, const T* gamma, const T* beta, const T* mean,
                                  const T* second, double eps, T* y, Geometry g) {
@@ -407,32 +391,28 @@ Plan make_plan(int n, int c, int h, int w, int block, int per_thread, int max_ch
   return p;
 }
 
-// The reductions: threads run on fibers under simcuda (they meet at a
-// barrier), ~0.1-0.2 us each, so each takes many values; at most
-// kBatchNormMaxChunks partials per channel in the workspace.
+// The reductions: about kBatchNormElemsPerThread values per thread, so that
+// the loads, not the block fold, dominate each block; at most
+// kBatchNormMaxChunks partials per channel (the workspace). At the models'
+// shapes and batch 32 that is 16-512 blocks of up to 256 threads.
 Plan reduce_plan(int n, int c, int h, int w, int block) {
   return make_plan(n, c, h, w, block, kBatchNormElemsPerThread, kBatchNormMaxChunks);
 }
-// The barrier-free passes (simcuda's fast path: no per-thread cost beyond
-// the loop): fewer values per thread, more blocks; gridDim.y <= 65535.
+// The barrier-free passes: fewer values per thread and more blocks, to fill
+// the device; gridDim.y <= 65535.
 Plan pass_plan(int n, int c, int h, int w, int block) {
   return make_plan(n, c, h, w, block, kBatchNormPassElemsPerThread, 65535);
 }
 
-// One thread per channel for the finalize kernels and the thread path.
+// One thread per channel for the finalize kernels.
 constexpr int kFinalizeThreads = 128;
 unsigned finalize_blocks(int c) { return unsigned(ceil_div(c, kFinalizeThreads)); }
 
-// Pass 1 of a reduction: the thread path for small channels (there, r has
-// one chunk: M <= kBatchNormThreadPathMaxM < 32 * kBatchNormElemsPerThread),
-// the block path otherwise.
+// Pass 1 of a reduction: a block per (channel, chunk), for channels of any
+// size (a small channel is one chunk of a 32-thread block).
 template <class Sums>
-void launch_sums(const Sums& sums, const Plan& r, int c, double* partial, cudaStream_t s) {
-  if (r.g.m <= kBatchNormThreadPathMaxM)
-    LAUNCH(sums_by_thread_kernel<Sums>, finalize_blocks(c), kFinalizeThreads, 0, s, sums, r.g, c,
-           partial);
-  else
-    LAUNCH(sums_by_block_kernel<Sums>, r.grid, r.threads, 0, s, sums, r.g, partial);
+void launch_sums(const Sums& sums, const Plan& r, double* partial, cudaStream_t s) {
+  LAUNCH(sums_by_block_kernel<Sums>, r.grid, r.threads, 0, s, sums, r.g, partial);
 }
 
 std::string str(double v) {
@@ -502,7 +482,7 @@ void batchnorm_forward_train(const T* d_x, const T* d_gamma, const T* d_beta, T*
                                 ": d_running_mean and d_running_var must be both null (no "
                                 "running statistics) or both set");
   const Plan r = reduce_plan(n, c, h, w, block), p = pass_plan(n, c, h, w, block);
-  launch_sums(StatsSums<T>{d_x}, r, c, d_workspace, s);
+  launch_sums(StatsSums<T>{d_x}, r, d_workspace, s);
   LAUNCH(stats_finalize_kernel<T>, finalize_blocks(c), kFinalizeThreads, 0, s, d_x, d_workspace,
          r.g, c, eps, d_save_mean, d_save_inv_std, d_running_mean, d_running_var, running);
   LAUNCH((normalize_kernel<T, false>), p.grid, p.threads, 0, s, d_x, d_gamma, d_beta,
@@ -545,7 +525,7 @@ void batchnorm_backward_train(const T* d_x, const T* d_dy, const T* d_gamma,
   check_pointer(op, d_workspace, "d_workspace");
   const Plan r = reduce_plan(n, c, h, w, block), p = pass_plan(n, c, h, w, block);
   double* coef = d_workspace + 2LL * c * kBatchNormMaxChunks;
-  launch_sums(GradSums<T>{d_x, d_dy, d_save_mean}, r, c, d_workspace, s);
+  launch_sums(GradSums<T>{d_x, d_dy, d_save_mean}, r, d_workspace, s);
   LAUNCH((grad_finalize_kernel<T, false>), finalize_blocks(c), kFinalizeThreads, 0, s,
          d_workspace, d_gamma, d_save_inv_std, 0.0, r.g, c, d_dgamma, d_dbeta, acc, coef);
   LAUNCH(dx_train_kernel<T>, p.grid, p.threads, 0, s, d_x, d_dy, d_save_mean, coef, p.g, d_dx,
@@ -572,7 +552,7 @@ void batchnorm_backward_eval(const T* d_x, const T* d_dy, const T* d_gamma,
     check_pointer(op, d_running_mean, "d_running_mean");
     check_pointer(op, d_workspace, "d_workspace");
     const Plan r = reduce_plan(n, c, h, w, block);
-    launch_sums(GradSums<T>{d_x, d_dy, d_running_mean}, r, c, d_workspace, s);
+    launch_sums(GradSums<T>{d_x, d_dy, d_running_mean}, r, d_workspace, s);
     LAUNCH((grad_finalize_kernel<T, true>), finalize_blocks(c), kFinalizeThreads, 0, s,
            d_workspace, d_gamma, d_running_var, eps, r.g, c, d_dgamma, d_dbeta, acc,
            static_cast<double*>(nullptr));

@@ -39,10 +39,8 @@
 //     its threads' sums (one __syncthreads, one __syncwarp), the chunk
 //     partials (at most kBatchNormMaxChunks per channel, about
 //     kBatchNormElemsPerThread values per thread) go to a workspace, and one
-//     thread per channel adds them in chunk order. Channels of at most
-//     kBatchNormThreadPathMaxM values are summed by one thread each instead,
-//     with no barrier. No atomics: the same inputs and `block` give the same
-//     bits on every run.
+//     thread per channel adds them in chunk order. No atomics: the same
+//     inputs and `block` give the same bits on every run.
 //   * the statistics are shifted sums, sum (x - K) and sum (x - K)^2 with K
 //     the channel's first value, accumulated in double: no cancellation when
 //     |mean| >> std (see the docs).
@@ -104,11 +102,6 @@ struct BatchNormAccumulate {
 constexpr int kBatchNormElemsPerThread = 128;
 constexpr int kBatchNormPassElemsPerThread = 32;
 constexpr int kBatchNormMaxChunks = 32;
-// Channels of at most this many values (M = n*h*w) are reduced by one
-// thread each, without barriers.
-constexpr long long kBatchNormThreadPathMaxM = 512;
-static_assert(kBatchNormThreadPathMaxM <= 32LL * kBatchNormElemsPerThread,
-              "the thread path needs a one-chunk plan");
 
 // Doubles of workspace the training forward and both backward launchers
 // need for c channels: chunk partials and per-channel coefficients.

@@ -140,16 +140,15 @@ const Convention kConventions[] = {
 // 64: two warps; 256: the default.
 const int kBlocks[] = {64, 256};
 
-// Channels of M = n*h*w <= kBatchNormThreadPathMaxM (512) values are reduced
-// by one thread each, larger ones by blocks: the shapes cover both paths and
-// both sides of the threshold.
+// Small channels are one chunk of one block (few threads, partly filled
+// warps), large ones several chunks: the shapes cover one chunk and many.
 std::vector<Shape> shapes() {
   return {
-      {3, 5, 7, 9},     // odd everything; M = 189: thread path
+      {3, 5, 7, 9},     // odd everything; M = 189: one chunk of 32 threads
       {5, 7, 1, 1},     // 1-D, odd
       {32, 128, 1, 1},  // 1-D, the models' dense layers
       {2, 16, 4, 4},    // the models' last 2-D maps, small
-      {2, 4, 16, 16},   // M = 512: the last thread-path size
+      {2, 4, 16, 16},   // M = 512: one chunk, every lane busy
       {3, 5, 13, 17},   // M = 663: block path, one chunk, partly filled warps
       {4, 3, 91, 93},   // M = 33852: block path, 2 chunks at block 256, 5 at block 64
   };
