@@ -394,7 +394,7 @@ Plan make_plan(int n, int c, int h, int w, int block, int per_thread, int max_ch
 // The reductions: about kBatchNormElemsPerThread values per thread, so that
 // the loads, not the block fold, dominate each block; at most
 // kBatchNormMaxChunks partials per channel (the workspace). At the models'
-// shapes and batch 32 that is 16-512 blocks of up to 256 threads.
+// shapes and batch 32 that is 128-256 blocks of up to 256 threads.
 Plan reduce_plan(int n, int c, int h, int w, int block) {
   return make_plan(n, c, h, w, block, kBatchNormElemsPerThread, kBatchNormMaxChunks);
 }
