@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <iterator>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -21,6 +22,7 @@
 
 #include "kernels/device_buffer.h"
 #include "kernels/pooling.cuh"
+#include "tests/kernels/op_cases.h"
 #include "tests/testing.h"
 
 namespace {
@@ -34,6 +36,10 @@ using timbre::testing::max_abs;
 using timbre::testing::all_close;
 using timbre::testing::random_floats;
 using timbre::testing::Tolerance;
+using timbre::testing::OpTable;
+using timbre::testing::dot;
+using timbre::testing::once;
+using timbre::testing::widen;
 
 // ---------------------------------------------------------------------------
 // Tolerances, in units of the unit roundoff u of T (2^-24 float, 2^-53
@@ -139,63 +145,6 @@ TYPED_TEST_SUITE(Pooling, Types);
 // ---------------------------------------------------------------------------
 // Max pooling.
 
-TYPED_TEST(Pooling, MaxForwardMatchesReference) {
-  using T = TypeParam;
-  for (const Shape& s : kShapes)
-    for (const PoolWindow& p : kWindows)
-      for (bool ties : {false, true}) {
-        const auto x = ties ? tied<T>(s.size(), 11 + s.size()) : uniform<T>(s.size(), 12);
-        std::vector<T> want(s.out_size(p));
-        std::vector<int> want_at(want.size());
-        k::max_pool2d_forward_cpu(x.data(), want.data(), want_at.data(), s.n, s.c, s.h, s.w, p);
-        DeviceBuffer<T> d_x(x), d_y(want.size());
-        DeviceBuffer<int> d_at(want.size());
-        timbre::testing::for_each_thread_order([&] {
-          for (int block : kBlocks) {
-            SCOPED_TRACE(s.str() + " " + str(p) + (ties ? " ties" : "") + " block " +
-                         std::to_string(block));
-            k::max_pool2d_forward(d_x.get(), d_y.get(), d_at.get(), s.n, s.c, s.h, s.w, p, nullptr,
-                                  block);
-            EXPECT_EQ(d_y.to_host(), want);
-            EXPECT_EQ(d_at.to_host(), want_at);
-          }
-        });
-      }
-}
-
-TYPED_TEST(Pooling, MaxBackwardMatchesReference) {
-  using T = TypeParam;
-  for (const Shape& s : kShapes)
-    for (const PoolWindow& p : kWindows) {
-      const auto x = tied<T>(s.size(), 21 + s.size());
-      const auto dy = uniform<T>(s.out_size(p), 22);
-      std::vector<T> y(dy.size());
-      std::vector<int> at(dy.size());
-      k::max_pool2d_forward_cpu(x.data(), y.data(), at.data(), s.n, s.c, s.h, s.w, p);
-      DeviceBuffer<T> d_dy(dy), d_dx(s.size());
-      DeviceBuffer<int> d_at(at);
-      for (bool acc : {false, true}) {
-        const auto pre = prefill<T>(s.size(), acc, 23);
-        std::vector<T> want = pre, fresh(s.size());
-        k::max_pool2d_backward_cpu(dy.data(), at.data(), want.data(), s.n, s.c, s.h, s.w, p, acc);
-        k::max_pool2d_backward_cpu(dy.data(), at.data(), fresh.data(), s.n, s.c, s.h, s.w, p,
-                                   false);
-        Tolerance tol = gather_tol<T>(p, max_abs(dy));
-        if (acc) tol = accumulated(tol, max_abs(fresh), unit_roundoff<T>);
-        timbre::testing::for_each_thread_order([&] {
-          for (int block : kBlocks) {
-            SCOPED_TRACE(s.str() + " " + str(p) + " accumulate " + std::to_string(acc) + " block " +
-                         std::to_string(block));
-            d_dx.copy_from_host(pre);
-            k::max_pool2d_backward(d_dy.get(), d_at.get(), d_dx.get(), s.n, s.c, s.h, s.w, p, acc,
-                                   nullptr, block);
-            EXPECT_TRUE(all_close(d_dx.to_host(), want, tol));
-          }
-        });
-      }
-    }
-}
-
 // Ties: the first maximum in row-major window order. Windows (2x2 stride 2)
 // of the 2x4 plane
 //    1  1 | 0  2
@@ -278,53 +227,6 @@ TYPED_TEST(Pooling, PartialWindowsAreDropped) {
 // ---------------------------------------------------------------------------
 // Average pooling.
 
-TYPED_TEST(Pooling, AvgForwardMatchesReference) {
-  using T = TypeParam;
-  for (const Shape& s : kShapes)
-    for (const PoolWindow& p : kWindows) {
-      const auto x = uniform<T>(s.size(), 41 + s.size());
-      std::vector<T> want(s.out_size(p));
-      k::avg_pool2d_forward_cpu(x.data(), want.data(), s.n, s.c, s.h, s.w, p);
-      const Tolerance tol{2.0 * p.kh * p.kw * unit_roundoff<T> * max_abs(x), 4 * unit_roundoff<T>};
-      DeviceBuffer<T> d_x(x), d_y(want.size());
-      timbre::testing::for_each_thread_order([&] {
-        for (int block : kBlocks) {
-          SCOPED_TRACE(s.str() + " " + str(p) + " block " + std::to_string(block));
-          k::avg_pool2d_forward(d_x.get(), d_y.get(), s.n, s.c, s.h, s.w, p, nullptr, block);
-          EXPECT_TRUE(all_close(d_y.to_host(), want, tol));
-        }
-      });
-    }
-}
-
-TYPED_TEST(Pooling, AvgBackwardMatchesReference) {
-  using T = TypeParam;
-  for (const Shape& s : kShapes)
-    for (const PoolWindow& p : kWindows) {
-      const auto dy = uniform<T>(s.out_size(p), 51 + s.size());
-      DeviceBuffer<T> d_dy(dy), d_dx(s.size());
-      for (bool acc : {false, true}) {
-        const auto pre = prefill<T>(s.size(), acc, 52);
-        std::vector<T> want = pre, fresh(s.size());
-        k::avg_pool2d_backward_cpu(dy.data(), want.data(), s.n, s.c, s.h, s.w, p, acc);
-        k::avg_pool2d_backward_cpu(dy.data(), fresh.data(), s.n, s.c, s.h, s.w, p, false);
-        // Terms dy, summed and then divided by kh*kw.
-        Tolerance tol = gather_tol<T>(p, max_abs(dy) / (p.kh * p.kw));
-        if (acc) tol = accumulated(tol, max_abs(fresh), unit_roundoff<T>);
-        timbre::testing::for_each_thread_order([&] {
-          for (int block : kBlocks) {
-            SCOPED_TRACE(s.str() + " " + str(p) + " accumulate " + std::to_string(acc) + " block " +
-                         std::to_string(block));
-            d_dx.copy_from_host(pre);
-            k::avg_pool2d_backward(d_dy.get(), d_dx.get(), s.n, s.c, s.h, s.w, p, acc, nullptr,
-                                   block);
-            EXPECT_TRUE(all_close(d_dx.to_host(), want, tol));
-          }
-        });
-      }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Global average pooling.
 
@@ -346,56 +248,240 @@ const char* name(GlobalPoolStrategy s) {
 const Shape kGlobalShapes[] = {
     {7, 1, 1, 1}, {3, 5, 7, 9}, {1, 7, 4, 8}, {2, 3, 33, 35}, {32, 128, 4, 4}};
 
-TYPED_TEST(Pooling, GlobalAvgForwardMatchesReference) {
-  using T = TypeParam;
-  for (const Shape& s : kGlobalShapes) {
-    const auto x = uniform<T>(s.size(), 61 + s.size(), -1.f, 3.f);
-    std::vector<T> want(size_t(s.n) * s.c);
-    k::global_avg_pool_forward_cpu(x.data(), want.data(), s.n, s.c, s.h, s.w);
-    const Tolerance tol{(double(s.h) * s.w + 32) * 0x1p-53 * max_abs(x), 2 * unit_roundoff<T>};
-    DeviceBuffer<T> d_x(x), d_y(want.size());
-    timbre::testing::for_each_thread_order([&] {
-      for (GlobalPoolStrategy st : kStrategies)
-        for (int block : kBlocks) {
-          SCOPED_TRACE(s.str() + " " + name(st) + " block " + std::to_string(block));
-          k::global_avg_pool_forward(d_x.get(), d_y.get(), s.n, s.c, s.h, s.w, nullptr, block, st);
-          EXPECT_TRUE(all_close(d_y.to_host(), want, tol));
-        }
-    });
-  }
+// ---------------------------------------------------------------------------
+// The op-case rows (tests/kernels/op_cases.h): max pooling forward (values
+// and argmax, on random and on tied inputs) and backward, average pooling
+// forward and backward, for every shape, window and dtype, both block sizes;
+// global average pooling on every strategy; the backward passes assigning
+// over NaN (which they must never read) and accumulating; and finite
+// differences of every backward in double.
+
+template <class T>
+const char* dtype_name() {
+  return std::is_same_v<T, float> ? "float" : "double";
 }
 
-TYPED_TEST(Pooling, GlobalAvgBackwardMatchesReference) {
-  using T = TypeParam;
-  for (const Shape& s : kGlobalShapes) {
-    const auto dy = uniform<T>(size_t(s.n) * s.c, 71 + s.size());
-    DeviceBuffer<T> d_dy(dy), d_dx(s.size());
-    for (bool acc : {false, true}) {
-      const auto pre = prefill<T>(s.size(), acc, 72);
-      std::vector<T> want = pre, fresh(s.size());
-      k::global_avg_pool_backward_cpu(dy.data(), want.data(), s.n, s.c, s.h, s.w, acc);
-      k::global_avg_pool_backward_cpu(dy.data(), fresh.data(), s.n, s.c, s.h, s.w, false);
-      Tolerance tol{0, 2 * unit_roundoff<T>};
-      if (acc) tol = accumulated(tol, max_abs(fresh), unit_roundoff<T>);
-      timbre::testing::for_each_thread_order([&] {
-        for (int block : kBlocks) {
-          SCOPED_TRACE(s.str() + " accumulate " + std::to_string(acc) + " block " +
-                       std::to_string(block));
-          d_dx.copy_from_host(pre);
-          k::global_avg_pool_backward(d_dy.get(), d_dx.get(), s.n, s.c, s.h, s.w, acc, nullptr,
-                                      block);
-          EXPECT_TRUE(all_close(d_dx.to_host(), want, tol));
+const std::vector<int> kBlockList(std::begin(kBlocks), std::end(kBlocks));
+
+template <class T>
+void pooling_rows(OpTable& table) {
+  using timbre::testing::OpCase;
+  const double u = unit_roundoff<T>;
+  for (const Shape& s : kShapes)
+    for (const PoolWindow& p : kWindows) {
+      const std::string shape = s.str() + " " + str(p);
+      const size_t in_n = s.size(), out_n = s.out_size(p);
+      // Max forward: exact, the values then the argmax indices.
+      for (bool ties : {false, true}) {
+        const auto x = once([=] { return ties ? tied<T>(in_n, 11 + in_n) : uniform<T>(in_n, 12); });
+        table.add(OpCase{
+            ties ? "pooling/max_pool2d_forward/ties" : "pooling/max_pool2d_forward",
+            dtype_name<T>(), shape, kBlockList, {0, 0}, "a selection: exact, values and argmax",
+            [=](int block) {
+              DeviceBuffer<T> d_x(x()), d_y(out_n);
+              DeviceBuffer<int> d_at(out_n);
+              k::max_pool2d_forward(d_x.get(), d_y.get(), d_at.get(), s.n, s.c, s.h, s.w, p,
+                                    nullptr, block);
+              auto out = widen(d_y.to_host());
+              for (int i : d_at.to_host()) out.push_back(i);
+              return out;
+            },
+            [=] {
+              std::vector<T> y(out_n);
+              std::vector<int> at(out_n);
+              k::max_pool2d_forward_cpu(x().data(), y.data(), at.data(), s.n, s.c, s.h, s.w, p);
+              auto out = widen(y);
+              for (int i : at) out.push_back(i);
+              return out;
+            }});
+      }
+      // Backward of max (through the argmax of tied inputs) and of average.
+      for (bool max : {true, false}) {
+        const auto dy = once([=] { return uniform<T>(out_n, max ? 22 : 51 + in_n); });
+        const auto at = once([=] {
+          const auto x = tied<T>(in_n, 21 + in_n);
+          std::vector<T> y(out_n);
+          std::vector<int> a(out_n);
+          k::max_pool2d_forward_cpu(x.data(), y.data(), a.data(), s.n, s.c, s.h, s.w, p);
+          return a;
+        });
+        for (bool acc : {false, true}) {
+          const auto pre = once([=] { return prefill<T>(in_n, acc, max ? 23 : 52); });
+          auto want = [=](bool a) {
+            std::vector<T> g = a ? pre() : std::vector<T>(in_n);
+            if (max)
+              k::max_pool2d_backward_cpu(dy().data(), at().data(), g.data(), s.n, s.c, s.h, s.w,
+                                         p, a);
+            else
+              k::avg_pool2d_backward_cpu(dy().data(), g.data(), s.n, s.c, s.h, s.w, p, a);
+            return g;
+          };
+          table.add(OpCase{
+              std::string(max ? "pooling/max_pool2d_backward" : "pooling/avg_pool2d_backward") +
+                  (acc ? "_accumulate" : ""),
+              dtype_name<T>(), shape, kBlockList, {},
+              "a gather of d terms: 2 d^2 u max|term| absolute, 4u relative",
+              [=](int block) {
+                DeviceBuffer<T> d_dy(dy()), d_dx(pre());
+                if (max) {
+                  DeviceBuffer<int> d_at(at());
+                  k::max_pool2d_backward(d_dy.get(), d_at.get(), d_dx.get(), s.n, s.c, s.h, s.w,
+                                         p, acc, nullptr, block);
+                } else {
+                  k::avg_pool2d_backward(d_dy.get(), d_dx.get(), s.n, s.c, s.h, s.w, p, acc,
+                                         nullptr, block);
+                }
+                return widen(d_dx.to_host());
+              },
+              [=] { return widen(want(acc)); },
+              [=](int) {
+                // Terms dy (max), or dy summed and then divided by kh*kw (average).
+                Tolerance tol = gather_tol<T>(p, max ? max_abs(dy()) : max_abs(dy()) / (p.kh * p.kw));
+                return acc ? accumulated(tol, max_abs(want(false)), u) : tol;
+              }});
         }
-      });
+      }
+      // Average forward.
+      const auto ax = once([=] { return uniform<T>(in_n, 41 + in_n); });
+      table.add(OpCase{
+          "pooling/avg_pool2d_forward", dtype_name<T>(), shape, kBlockList, {},
+          "kh*kw terms summed in T: 2 kh kw u max|x| absolute, 4u relative",
+          [=](int block) {
+            DeviceBuffer<T> d_x(ax()), d_y(out_n);
+            timbre::testing::poison(d_y);
+            k::avg_pool2d_forward(d_x.get(), d_y.get(), s.n, s.c, s.h, s.w, p, nullptr, block);
+            return widen(d_y.to_host());
+          },
+          [=] {
+            std::vector<T> want(out_n);
+            k::avg_pool2d_forward_cpu(ax().data(), want.data(), s.n, s.c, s.h, s.w, p);
+            return widen(want);
+          },
+          [=](int) { return Tolerance{2.0 * p.kh * p.kw * u * max_abs(ax()), 4 * u}; }});
+    }
+  // Global average pooling.
+  for (const Shape& s : kGlobalShapes) {
+    const size_t in_n = s.size(), out_n = size_t(s.n) * s.c;
+    const auto x = once([=] { return uniform<T>(in_n, 61 + in_n, -1.f, 3.f); });
+    for (GlobalPoolStrategy st : kStrategies)
+      table.add(OpCase{
+          std::string("pooling/global_avg_pool_forward/") + name(st), dtype_name<T>(), s.str(),
+          kBlockList, {}, "sums in double: (h w + 32) 2^-53 max|x|, one rounding to T",
+          [=](int block) {
+            DeviceBuffer<T> d_x(x()), d_y(out_n);
+            timbre::testing::poison(d_y);
+            k::global_avg_pool_forward(d_x.get(), d_y.get(), s.n, s.c, s.h, s.w, nullptr, block,
+                                       st);
+            return widen(d_y.to_host());
+          },
+          [=] {
+            std::vector<T> want(out_n);
+            k::global_avg_pool_forward_cpu(x().data(), want.data(), s.n, s.c, s.h, s.w);
+            return widen(want);
+          },
+          [=](int) { return Tolerance{(double(s.h) * s.w + 32) * 0x1p-53 * max_abs(x()), 2 * u}; }});
+    const auto dy = once([=] { return uniform<T>(out_n, 71 + in_n); });
+    for (bool acc : {false, true}) {
+      const auto pre = once([=] { return prefill<T>(in_n, acc, 72); });
+      auto want = [=](bool a) {
+        std::vector<T> g = a ? pre() : std::vector<T>(in_n);
+        k::global_avg_pool_backward_cpu(dy().data(), g.data(), s.n, s.c, s.h, s.w, a);
+        return g;
+      };
+      table.add(OpCase{
+          std::string("pooling/global_avg_pool_backward") + (acc ? "_accumulate" : ""),
+          dtype_name<T>(), s.str(), kBlockList, {},
+          "dy / (h w): one rounding in T against the double division",
+          [=](int block) {
+            DeviceBuffer<T> d_dy(dy()), d_dx(pre());
+            k::global_avg_pool_backward(d_dy.get(), d_dx.get(), s.n, s.c, s.h, s.w, acc, nullptr,
+                                        block);
+            return widen(d_dx.to_host());
+          },
+          [=] { return widen(want(acc)); },
+          [=](int) {
+            const Tolerance tol{0, 2 * u};
+            return acc ? accumulated(tol, max_abs(want(false)), u) : tol;
+          }});
     }
   }
 }
 
+// Finite differences in double: each backward against its own device
+// forward, L = <f(x), w>. x is a shuffled ramp (distinct values 0.01 apart,
+// so no window's maximum changes under a step of h = 1e-5).
+void pooling_gradient_rows(OpTable& table) {
+  using timbre::testing::GradientCase;
+  const Shape s{2, 2, 7, 9};
+  std::vector<double> x(s.size());
+  std::iota(x.begin(), x.end(), 0.0);
+  std::shuffle(x.begin(), x.end(), std::mt19937_64(111));
+  for (double& v : x) v = 0.01 * v - 1;
+  const Tolerance tol{1e-7, 1e-6};
+  const std::string why = "central differences, h = 1e-5, of piecewise-linear functions";
+  for (const PoolWindow& p : kWindows) {
+    const size_t outs = s.out_size(p);
+    const auto w = uniform<double>(outs, 112);
+    for (bool max : {true, false}) {
+      // forward(v) -> (y, argmax) on the device.
+      auto forward = [=](const std::vector<double>& v, DeviceBuffer<double>& y,
+                         DeviceBuffer<int>& at) {
+        DeviceBuffer<double> d_x(v);
+        if (max)
+          k::max_pool2d_forward(d_x.get(), y.get(), at.get(), s.n, s.c, s.h, s.w, p, nullptr);
+        else
+          k::avg_pool2d_forward(d_x.get(), y.get(), s.n, s.c, s.h, s.w, p, nullptr);
+      };
+      table.add(GradientCase{
+          max ? "pooling/max_pool2d_backward" : "pooling/avg_pool2d_backward",
+          s.str() + " " + str(p), x,
+          [=](const std::vector<double>& v) {
+            DeviceBuffer<double> y(outs);
+            DeviceBuffer<int> at(outs);
+            forward(v, y, at);
+            return dot(y.to_host(), w);
+          },
+          [=](const std::vector<double>& v) {
+            DeviceBuffer<double> y(outs), d_w(w), dx(s.size());
+            DeviceBuffer<int> at(outs);
+            forward(v, y, at);
+            if (max)
+              k::max_pool2d_backward(d_w.get(), at.get(), dx.get(), s.n, s.c, s.h, s.w, p, false,
+                                     nullptr);
+            else
+              k::avg_pool2d_backward(d_w.get(), dx.get(), s.n, s.c, s.h, s.w, p, false, nullptr);
+            return dx.to_host();
+          },
+          tol, why});
+    }
+  }
+  const auto w = uniform<double>(size_t(s.n) * s.c, 113);
+  table.add(GradientCase{
+      "pooling/global_avg_pool_backward", s.str(), x,
+      [=](const std::vector<double>& v) {
+        DeviceBuffer<double> d_x(v), y(w.size());
+        k::global_avg_pool_forward(d_x.get(), y.get(), s.n, s.c, s.h, s.w, nullptr);
+        return dot(y.to_host(), w);
+      },
+      [=](const std::vector<double>&) {
+        DeviceBuffer<double> d_w(w), dx(s.size());
+        k::global_avg_pool_backward(d_w.get(), dx.get(), s.n, s.c, s.h, s.w, false, nullptr);
+        return dx.to_host();
+      },
+      tol, why});
+}
+
+OP_CASES(pooling) {
+  pooling_rows<float>(table);
+  pooling_rows<double>(table);
+  pooling_gradient_rows(table);
+}
+
 TEST(PoolingStrategy, AutomaticThreshold) {
   // The automatic choice is visible only in speed; both sides of the
-  // threshold must give the reference's values (checked above with
-  // GlobalAvgForwardMatchesReference: 1x1 to 7x9 planes are below, 33x35
-  // above). The threshold itself:
+  // threshold must give the reference's values (checked by the op-case rows
+  // pooling/global_avg_pool_forward/automatic: 1x1 to 7x9 planes are below,
+  // 33x35 above). The threshold itself:
   EXPECT_EQ(k::kGlobalPoolThreadMaxHW, 256);
 }
 
@@ -537,55 +623,6 @@ TYPED_TEST(Pooling, ExtremeBlocks) {
 // ~ 1e-11. Average pooling is linear. 1e-7 absolute checks the formula.
 
 using timbre::testing::dot;
-using timbre::testing::numeric_gradient;
-using Fn = std::function<double(const std::vector<double>&)>;
-
-const Tolerance kFiniteDifferenceTol{1e-7, 1e-6};
-
-TEST(PoolingGradients, MatchFiniteDifferences) {
-  const Shape s{2, 2, 7, 9};
-  std::vector<double> x(s.size());
-  std::iota(x.begin(), x.end(), 0.0);
-  std::shuffle(x.begin(), x.end(), std::mt19937_64(111));
-  for (double& v : x) v = 0.01 * v - 1;
-  for (const PoolWindow& p : kWindows) {
-    SCOPED_TRACE(str(p));
-    const size_t outs = s.out_size(p);
-    const auto w = uniform<double>(outs, 112);
-    DeviceBuffer<double> d_x(s.size()), d_y(outs), d_w(w), d_dx(s.size());
-    DeviceBuffer<int> d_at(outs);
-    for (bool max : {true, false}) {
-      const Fn loss = [&](const std::vector<double>& v) {
-        d_x.copy_from_host(v);
-        if (max)
-          k::max_pool2d_forward(d_x.get(), d_y.get(), d_at.get(), s.n, s.c, s.h, s.w, p, nullptr);
-        else
-          k::avg_pool2d_forward(d_x.get(), d_y.get(), s.n, s.c, s.h, s.w, p, nullptr);
-        return dot(d_y.to_host(), w);
-      };
-      loss(x);  // leaves argmax of x
-      if (max)
-        k::max_pool2d_backward(d_w.get(), d_at.get(), d_dx.get(), s.n, s.c, s.h, s.w, p, false,
-                               nullptr);
-      else
-        k::avg_pool2d_backward(d_w.get(), d_dx.get(), s.n, s.c, s.h, s.w, p, false, nullptr);
-      EXPECT_TRUE(all_close(d_dx.to_host(), numeric_gradient(x, loss), kFiniteDifferenceTol))
-          << (max ? "max" : "avg");
-    }
-  }
-  // Global average.
-  const auto w = uniform<double>(size_t(s.n) * s.c, 113);
-  DeviceBuffer<double> d_x(s.size()), d_y(w.size()), d_w(w), d_dx(s.size());
-  const Fn loss = [&](const std::vector<double>& v) {
-    d_x.copy_from_host(v);
-    k::global_avg_pool_forward(d_x.get(), d_y.get(), s.n, s.c, s.h, s.w, nullptr);
-    return dot(d_y.to_host(), w);
-  };
-  k::global_avg_pool_backward(d_w.get(), d_dx.get(), s.n, s.c, s.h, s.w, false, nullptr);
-  EXPECT_TRUE(all_close(d_dx.to_host(), numeric_gradient(x, loss), kFiniteDifferenceTol))
-      << "global average";
-}
-
 // ---------------------------------------------------------------------------
 // Arguments.
 
