@@ -123,6 +123,7 @@ Ceilings ceilings() {
 }
 
 Ceilings g_ceilings;
+int g_failed = 0;  // cases that differed from their reference (the exit status)
 
 // One Run per case at the check batch, shared by the case's block sizes, so
 // that a Run can compute its CPU reference once (the references are loops).
@@ -140,6 +141,7 @@ void run_case(benchmark::State& st, const Case& c, int block) {
     CUDA_CHECK(cudaDeviceSynchronize());
     const std::string err = probe.check();
     if (!err.empty()) {
+      ++g_failed;
       st.SkipWithError(("differs from the CPU reference: " + err).c_str());
       return;
     }
@@ -278,5 +280,9 @@ int main(int argc, char** argv) {
                 best.timbre / best.cudnn);
   }
   benchmark::Shutdown();
+  if (g_failed) {
+    std::fprintf(stderr, "lab_kernels: %d case(s) differ from their CPU reference\n", g_failed);
+    return 1;
+  }
   return 0;
 }
