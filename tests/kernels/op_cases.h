@@ -4,7 +4,8 @@
 //   * in correctness mode: the device result against the CPU reference,
 //     within the row's tolerance, under each simcuda thread order (forward,
 //     reverse, random) and under both backends' launch shapes (the defaults
-//     table's "gpu" and "sim" rows, kernels/defaults.h);
+//     table's "gpu" and "sim" rows, kernels/defaults.h); the thread orders
+//     must also give the same bits (no kernel may depend on the schedule);
 //   * in gradient mode (rows that have one): the backward kernel against
 //     central finite differences of the forward, in double;
 //   * in performance mode (TIMBRE_OP_CASES_PERF=1, one test that times

@@ -62,7 +62,8 @@ std::vector<size_t> indices(size_t n) {
 
 class Correctness : public ::testing::TestWithParam<size_t> {};
 
-// Each row under both backends' launch shapes and every thread order.
+// Each row under both backends' launch shapes and every thread order; the
+// thread orders must agree to the bit.
 TEST_P(Correctness, Matches) {
   const OpCase& c = op_table().cases()[GetParam()];
   SCOPED_TRACE(c.op + " " + c.dtype + " " + c.shape + " (tolerance: " + c.why + ")");
@@ -71,10 +72,19 @@ TEST_P(Correctness, Matches) {
   for (const char* row : {"gpu", "sim"}) {
     timbre::kernels::use_defaults(timbre::kernels::defaults_named(row));
     SCOPED_TRACE(std::string("launch shapes of the ") + row + " defaults");
+    // The first thread order's output at each block size: every other order
+    // must give the same bits (no atomics, fixed summation orders).
+    std::map<int, std::vector<double>> first;
     timbre::testing::for_each_thread_order([&] {
-      for (int block : c.blocks)
-        EXPECT_TRUE(timbre::testing::all_close(c.run(block), ref, c.tol_at ? c.tol_at(block) : c.tol))
+      for (int block : c.blocks) {
+        const std::vector<double> got = c.run(block);
+        EXPECT_TRUE(timbre::testing::all_close(got, ref, c.tol_at ? c.tol_at(block) : c.tol))
             << "block " << block;
+        const auto [it, fresh] = first.emplace(block, got);
+        if (!fresh)
+          EXPECT_TRUE(timbre::testing::same_bits(got, it->second))
+              << "block " << block << ": another thread order gave other bits";
+      }
     });
   }
   timbre::kernels::use_defaults(before);
