@@ -49,6 +49,14 @@ struct OpCase {
   // When the error bound depends on the launch (a reduction's depth grows
   // with the block), the tolerance at each block size; else `tol`.
   std::function<Tolerance(int block)> tol_at = nullptr;
+  // When the output holds several arrays with their own tolerances: compares
+  // got with ref (instead of tol / tol_at).
+  std::function<::testing::AssertionResult(const std::vector<double>& got,
+                                           const std::vector<double>& ref, int block)>
+      compare = nullptr;
+  // The output does not depend on the launch shape (elementwise updates):
+  // every block size must give the same bits as the first.
+  bool block_invariant = false;
 };
 
 // A gradient check: d loss / d x from the backward kernel (`analytic`)

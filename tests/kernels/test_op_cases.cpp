@@ -78,12 +78,20 @@ TEST_P(Correctness, Matches) {
     timbre::testing::for_each_thread_order([&] {
       for (int block : c.blocks) {
         const std::vector<double> got = c.run(block);
-        EXPECT_TRUE(timbre::testing::all_close(got, ref, c.tol_at ? c.tol_at(block) : c.tol))
-            << "block " << block;
+        if (c.compare)
+          EXPECT_TRUE(c.compare(got, ref, block)) << "block " << block;
+        else
+          EXPECT_TRUE(timbre::testing::all_close(got, ref, c.tol_at ? c.tol_at(block) : c.tol))
+              << "block " << block;
         const auto [it, fresh] = first.emplace(block, got);
-        if (!fresh)
+        if (!fresh) {
           EXPECT_TRUE(timbre::testing::same_bits(got, it->second))
               << "block " << block << ": another thread order gave other bits";
+        }
+        if (c.block_invariant) {
+          EXPECT_TRUE(timbre::testing::same_bits(got, first.begin()->second))
+              << "block " << block << " gave other bits than block " << first.begin()->first;
+        }
       }
     });
   }

@@ -17,6 +17,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <array>
+#include <iterator>
 #include <limits>
 #include <random>
 #include <stdexcept>
@@ -24,6 +26,7 @@
 
 #include "kernels/device_buffer.h"
 #include "kernels/optim.cuh"
+#include "tests/kernels/op_cases.h"
 #include "tests/testing.h"
 
 namespace {
@@ -40,6 +43,9 @@ using timbre::kernels::SgdConfig;
 using timbre::testing::all_close;
 using timbre::testing::for_each_thread_order;
 using timbre::testing::Tolerance;
+using timbre::testing::OpCase;
+using timbre::testing::OpTable;
+using timbre::testing::once;
 namespace k = timbre::kernels;
 
 constexpr long long kSizes[] = {1, 7, 1000003};  // 1000003: every thread loops twice
@@ -167,72 +173,6 @@ class AdamTest : public ::testing::Test {};
 using Types = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(AdamTest, Types);
 
-template <class T>
-void check_adam_against_reference(const AdamConfig& c, bool resumed) {
-  using Tol = AdamTol<T>;
-  const long long first_step = resumed ? 1000 : 1;
-  for (long long n : kSizes) {
-    const size_t un = size_t(n);
-    const auto p0 = random_nonzero<T>(un, uint64_t(n));
-    const auto grads = gradient_steps<T>(un, kSteps, uint64_t(n) + 1);
-    std::vector<T> m0(un, T(0)), v0(un, T(0));
-    if (resumed) resumed_state<T>(grads[0], uint64_t(n) + 2, &m0, &v0);
-
-    // Reference, in double.
-    auto p_ref = widen(p0), m_ref = widen(m0), v_ref = widen(v0);
-    for (int s = 0; s < kSteps; ++s) {
-      const auto g = widen(grads[size_t(s)]);
-      k::adam_step_cpu<double>(p_ref.data(), g.data(), m_ref.data(), v_ref.data(), n, c,
-                               first_step + s);
-    }
-
-    DeviceBuffer<T> d_p{un}, d_m{un}, d_v{un}, d_g{un};
-    std::vector<T> first_p;  // the first run's result: every later run must equal it
-    for_each_thread_order([&] {
-      for (int block : kBlocks) {
-        d_p.copy_from_host(p0);
-        d_m.copy_from_host(m0);
-        d_v.copy_from_host(v0);
-        for (int s = 0; s < kSteps; ++s) {
-          d_g.copy_from_host(grads[size_t(s)]);
-          k::adam_step<T>(d_p.get(), d_g.get(), d_m.get(), d_v.get(), n, c, first_step + s,
-                          nullptr, block);
-        }
-        const auto p = d_p.to_host(), m = d_m.to_host(), v = d_v.to_host();
-        const std::string where = std::string(k::adam_form_name(c.form)) + " n " +
-                                  std::to_string(n) + " block " + std::to_string(block) +
-                                  (resumed ? " resumed" : " fresh");
-        EXPECT_TRUE(all_close(p, p_ref, Tol::p)) << where;
-        EXPECT_TRUE(all_close(v, v_ref, Tol::v)) << where;
-        for (size_t cls = 0; cls < 4; ++cls)
-          EXPECT_TRUE(all_close(of_class(m, cls), of_class(m_ref, cls),
-                                cls == 3 ? Tol::m_cancel : Tol::m))
-              << where << " m, class " << cls;
-        // Deterministic: the same bits for every order and block size.
-        if (first_p.empty()) {
-          first_p = p;
-        } else {
-          EXPECT_TRUE(same_bits(p, first_p)) << where;
-        }
-      }
-    });
-  }
-}
-
-TYPED_TEST(AdamTest, PyTorchFormMatchesReference) {
-  check_adam_against_reference<TypeParam>(k::pytorch_adam(1e-2), false);
-}
-
-TYPED_TEST(AdamTest, KerasFormMatchesReference) {
-  check_adam_against_reference<TypeParam>(k::keras_adam(1e-2), false);
-}
-
-// From a state as after many steps (bias corrections near 1: t = 1000..1004).
-TYPED_TEST(AdamTest, ResumedMatchesReference) {
-  check_adam_against_reference<TypeParam>(k::pytorch_adam(1e-2), true);
-  check_adam_against_reference<TypeParam>(k::keras_adam(1e-2), true);
-}
-
 // Three steps on p = (1, -1) with g = (0.5, -0.5), (-0.25, 0.25), (0.125,
 // -0.125); lr = 0.01, betas 0.9, 0.999. By hand:
 //   step 1: m = 0.1 * 0.5 = 0.05, v = 0.001 * 0.25 = 2.5e-4;
@@ -354,47 +294,163 @@ std::string describe(const SgdConfig& c) {
          " dampening " + std::to_string(c.dampening) + (c.nesterov ? " nesterov" : "");
 }
 
-TYPED_TEST(SgdTest, MatchesReference) {
-  using T = TypeParam;
-  using Tol = SgdTol<T>;
-  for (const SgdConfig& c : kSgdConfigs) {
-    for (long long n : kSizes) {
-      const size_t un = size_t(n);
-      const auto p0 = random_nonzero<T>(un, uint64_t(n) + 3);
-      const auto grads = gradient_steps<T>(un, kSteps, uint64_t(n) + 4);
-      auto p_ref = widen(p0);
-      std::vector<double> b_ref(un, 0.0);
-      for (int s = 0; s < kSteps; ++s) {
-        const auto g = widen(grads[size_t(s)]);
-        k::sgd_step_cpu<double>(p_ref.data(), g.data(), b_ref.data(), n, c, s + 1);
+// ---------------------------------------------------------------------------
+// The op-case rows (tests/kernels/op_cases.h): kSteps Adam steps (PyTorch and
+// Keras forms, from a fresh state and from a resumed one at t = 1000) and
+// kSteps SGD steps (plain, momentum, dampening, nesterov), in float and
+// double, at every size, both block sizes. Each output (p; v; m by gradient
+// class; the momentum buffer) is a row with its own tolerance. Elementwise
+// updates: the same bits at every block size too.
+
+template <class T>
+const char* dtype_name() {
+  return std::is_same_v<T, float> ? "float" : "double";
+}
+
+const std::vector<int> kBlockList(std::begin(kBlocks), std::end(kBlocks));
+
+// The arrays of a result, one after the other.
+template <size_t N>
+std::vector<double> concat(const std::array<std::vector<double>, N>& parts) {
+  std::vector<double> out;
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+  return out;
+}
+
+template <class T>
+void adam_rows(OpTable& table, const AdamConfig& c, bool resumed) {
+  using Tol = AdamTol<T>;
+  const long long first_step = resumed ? 1000 : 1;
+  for (long long n : kSizes) {
+    const size_t un = size_t(n);
+    struct State {
+      std::vector<T> p0, m0, v0;
+      std::vector<std::vector<T>> grads;
+    };
+    const auto state = once([=] {
+      State s{random_nonzero<T>(un, uint64_t(n)), std::vector<T>(un, T(0)),
+              std::vector<T>(un, T(0)), gradient_steps<T>(un, kSteps, uint64_t(n) + 1)};
+      if (resumed) resumed_state<T>(s.grads[0], uint64_t(n) + 2, &s.m0, &s.v0);
+      return s;
+    });
+    // p, m, v after kSteps steps: on the device, and in double.
+    auto device = [=](int block) {
+      const State& s = state();
+      DeviceBuffer<T> d_p(s.p0), d_m(s.m0), d_v(s.v0), d_g{un};
+      for (int step = 0; step < kSteps; ++step) {
+        d_g.copy_from_host(s.grads[size_t(step)]);
+        k::adam_step<T>(d_p.get(), d_g.get(), d_m.get(), d_v.get(), n, c, first_step + step,
+                        nullptr, block);
       }
-      const bool momentum = c.momentum != 0;
-      DeviceBuffer<T> d_p{un}, d_g{un}, d_b{un};
-      std::vector<T> first_p;
-      for_each_thread_order([&] {
-        for (int block : kBlocks) {
-          d_p.copy_from_host(p0);
-          poison(d_b);  // step 1 must write the buffer without reading it
-          for (int s = 0; s < kSteps; ++s) {
-            d_g.copy_from_host(grads[size_t(s)]);
-            k::sgd_step<T>(d_p.get(), d_g.get(), momentum ? d_b.get() : nullptr, n, c, s + 1,
-                           nullptr, block);
-          }
-          const auto p = d_p.to_host();
-          EXPECT_TRUE(all_close(p, p_ref, Tol::p)) << describe(c) << " n " << n;
-          if (momentum) {
-            EXPECT_TRUE(all_close(d_b.to_host(), b_ref, Tol::buf)) << describe(c) << " n " << n;
-          }
-          if (first_p.empty()) {
-            first_p = p;
-          } else {
-            EXPECT_TRUE(same_bits(p, first_p)) << describe(c) << " n " << n;
-          }
-        }
-      });
-    }
+      return std::array<std::vector<double>, 3>{widen(d_p.to_host()), widen(d_m.to_host()),
+                                                widen(d_v.to_host())};
+    };
+    const auto reference = once([=] {
+      const State& s = state();
+      auto p = widen(s.p0), m = widen(s.m0), v = widen(s.v0);
+      for (int step = 0; step < kSteps; ++step) {
+        const auto g = widen(s.grads[size_t(step)]);
+        k::adam_step_cpu<double>(p.data(), g.data(), m.data(), v.data(), n, c, first_step + step);
+      }
+      return std::array<std::vector<double>, 3>{p, m, v};
+    });
+    const std::string op = std::string("optim/adam_step/") + k::adam_form_name(c.form) +
+                           (resumed ? "/resumed" : "");
+    const std::string shape = "n=" + std::to_string(n) + " steps=" + std::to_string(kSteps);
+    // One row: p, m and v after the steps, each compared with its own
+    // tolerance (m by gradient class: class 3 cancels).
+    OpCase row{op, dtype_name<T>(), shape, kBlockList, {},
+               "p: rounded each step, carrying m's and v's errors; v: positive terms; m: "
+               "same-sign classes relative, the cancelling class absolute",
+               [=](int block) { return concat(device(block)); },
+               [=] { return concat(reference()); }};
+    row.compare = [un](const std::vector<double>& got, const std::vector<double>& ref, int) {
+      const auto part = [&](const std::vector<double>& v, int i) {
+        return std::vector<double>(v.begin() + long(i * un), v.begin() + long((i + 1) * un));
+      };
+      if (auto r = all_close(part(got, 0), part(ref, 0), Tol::p); !r) return r << " (p)";
+      if (auto r = all_close(part(got, 2), part(ref, 2), Tol::v); !r) return r << " (v)";
+      for (size_t cls = 0; cls < 4; ++cls)
+        if (auto r = all_close(of_class(part(got, 1), cls), of_class(part(ref, 1), cls),
+                               cls == 3 ? Tol::m_cancel : Tol::m);
+            !r)
+          return r << " (m, class " << cls << ")";
+      return ::testing::AssertionSuccess();
+    };
+    row.block_invariant = true;
+    table.add(std::move(row));
   }
 }
+
+std::string sgd_name(const SgdConfig& c) {
+  if (c.nesterov) return "nesterov";
+  if (c.momentum == 0) return "plain";
+  return c.dampening != 0 ? "momentum_dampening" : "momentum";
+}
+
+template <class T>
+void sgd_rows(OpTable& table) {
+  using Tol = SgdTol<T>;
+  for (const SgdConfig& c : kSgdConfigs)
+    for (long long n : kSizes) {
+      const size_t un = size_t(n);
+      const bool momentum = c.momentum != 0;
+      const auto p0 = once([=] { return random_nonzero<T>(un, uint64_t(n) + 3); });
+      const auto grads = once([=] { return gradient_steps<T>(un, kSteps, uint64_t(n) + 4); });
+      auto device = [=](int block) {
+        DeviceBuffer<T> d_p(p0()), d_g{un}, d_b{un};
+        poison(d_b);  // step 1 must write the buffer without reading it
+        for (int s = 0; s < kSteps; ++s) {
+          d_g.copy_from_host(grads()[size_t(s)]);
+          k::sgd_step<T>(d_p.get(), d_g.get(), momentum ? d_b.get() : nullptr, n, c, s + 1,
+                         nullptr, block);
+        }
+        return std::array<std::vector<double>, 2>{widen(d_p.to_host()), widen(d_b.to_host())};
+      };
+      const auto reference = once([=] {
+        auto p = widen(p0());
+        std::vector<double> b(un, 0.0);
+        for (int s = 0; s < kSteps; ++s) {
+          const auto g = widen(grads()[size_t(s)]);
+          k::sgd_step_cpu<double>(p.data(), g.data(), b.data(), n, c, s + 1);
+        }
+        return std::array<std::vector<double>, 2>{p, b};
+      });
+      const std::string shape = "n=" + std::to_string(n) + " steps=" + std::to_string(kSteps);
+      // One row: p, then (with momentum) the buffer.
+      auto outputs = [=](const std::array<std::vector<double>, 2>& r) {
+        return momentum ? concat(r) : r[0];
+      };
+      OpCase row{"optim/sgd_step/" + sgd_name(c), dtype_name<T>(), shape, kBlockList, {},
+                 "p: rounded each step, lr times the step's error; the buffer may cancel: 3 "
+                 "roundings of terms up to 4.1 per step, absolute",
+                 [=](int block) { return outputs(device(block)); },
+                 [=] { return outputs(reference()); }};
+      row.compare = [un](const std::vector<double>& got, const std::vector<double>& ref, int) {
+        const auto part = [&](const std::vector<double>& v, int i) {
+          return std::vector<double>(v.begin() + long(i * un), v.begin() + long((i + 1) * un));
+        };
+        if (auto r = all_close(part(got, 0), part(ref, 0), Tol::p); !r) return r << " (p)";
+        if (got.size() > un)
+          if (auto r = all_close(part(got, 1), part(ref, 1), Tol::buf); !r)
+            return r << " (buffer)";
+        return ::testing::AssertionSuccess();
+      };
+      row.block_invariant = true;
+      table.add(std::move(row));
+    }
+}
+
+OP_CASES(optim) {
+  for (bool resumed : {false, true})
+    for (const AdamConfig& c : {k::pytorch_adam(1e-2), k::keras_adam(1e-2)}) {
+      adam_rows<float>(table, c, resumed);
+      adam_rows<double>(table, c, resumed);
+    }
+  sgd_rows<float>(table);
+  sgd_rows<double>(table);
+}
+
 
 // p = 1, lr = 0.1, g = 0.5, -0.25, 0.125. By hand:
 //   plain:            p = 0.95, 0.975, 0.9625
