@@ -22,13 +22,18 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <iterator>
 #include <limits>
+#include <string>
+#include <type_traits>
 #include <random>
 #include <stdexcept>
 #include <vector>
 
 #include "kernels/device_buffer.h"
 #include "kernels/philox.cuh"
+#include "tests/kernels/op_cases.h"
 #include "tests/testing.h"
 
 namespace {
@@ -41,6 +46,9 @@ using timbre::testing::poison;
 using timbre::testing::all_close;
 using timbre::testing::for_each_thread_order;
 using timbre::testing::Tolerance;
+using timbre::testing::OpCase;
+using timbre::testing::OpTable;
+using timbre::testing::once;
 namespace k = timbre::kernels;
 
 constexpr long long kSizes[] = {1, 7, 1000003};  // 1000003: a partial last group
@@ -213,60 +221,143 @@ template <class T>
 }
 #endif
 
+// ---------------------------------------------------------------------------
+// The op-case rows (tests/kernels/op_cases.h): the raw words, uniform and
+// normal fills, dropout forward and backward (assigning and accumulating),
+// in float and double, at every size and both block sizes. A value depends
+// only on (seed, offset, i): the same bits at every block size, and (except
+// normals on a GPU, whose logf/sincosf are not glibc's) the reference's bits.
+
+template <class T>
+const char* dtype_name() {
+  return std::is_same_v<T, float> ? "float" : "double";
+}
+
+const std::vector<int> kBlockList(std::begin(kBlocks), std::end(kBlocks));
+
+// The widened values carry every bit of a float or double (and of a word).
+::testing::AssertionResult exact(const std::vector<double>& got, const std::vector<double>& ref,
+                                 int) {
+  return same_bits(got, ref);
+}
+
+std::string size_name(long long n) { return "n=" + std::to_string(n); }
+
+// One exact row.
+OpCase exact_row(std::string op, std::string dtype, long long n,
+                 std::function<std::vector<double>(int)> run,
+                 std::function<std::vector<double>()> reference) {
+  OpCase row{std::move(op), std::move(dtype), size_name(n), kBlockList, {0, 0},
+             "counter-based: the reference's bits", std::move(run), std::move(reference)};
+  row.compare = exact;
+  row.block_invariant = true;
+  return row;
+}
+
+template <class T>
+void philox_rows(OpTable& table) {
+  using timbre::testing::widen;
+  for (long long n : kSizes) {
+    const size_t un = size_t(n);
+    const T lo = T(-2), hi = T(3);
+    table.add(exact_row(
+        "philox/fill_uniform", dtype_name<T>(), n,
+        [=](int block) {
+          DeviceBuffer<T> d{un};
+          poison(d);
+          k::fill_uniform<T>(d.get(), n, lo, hi, kSeed, kOffset, nullptr, block);
+          return widen(d.to_host());
+        },
+        [=] {
+          std::vector<T> ref(un);
+          k::fill_uniform_cpu<T>(ref.data(), n, lo, hi, kSeed, kOffset);
+          for (T v : ref)
+            if (!(v >= lo && v <= hi)) throw std::logic_error("fill_uniform_cpu out of range");
+          return widen(ref);
+        }));
+    const T mean = T(1.5), std = T(2);
+    OpCase normal{
+        "philox/fill_normal", dtype_name<T>(), size_name(n), kBlockList, {},
+        "sim: glibc's logf/sincosf on both sides, the same bits; GPU: CUDA's within 1-2 ulp, "
+        "a few ulps of values up to ~15",
+        [=](int block) {
+          DeviceBuffer<T> d{un};
+          poison(d);
+          k::fill_normal<T>(d.get(), n, mean, std, kSeed, kOffset, nullptr, block);
+          return widen(d.to_host());
+        },
+        [=] {
+          std::vector<T> ref(un);
+          k::fill_normal_cpu<T>(ref.data(), n, mean, std, kSeed, kOffset);
+          return widen(ref);
+        }};
+    normal.compare = [](const std::vector<double>& got, const std::vector<double>& ref, int) {
+      return normals_match(std::vector<T>(got.begin(), got.end()),
+                           std::vector<T>(ref.begin(), ref.end()));
+    };
+    normal.block_invariant = true;
+    table.add(std::move(normal));
+    // Dropout.
+    const double p = 0.3;
+    const auto x = once([=] { return random_nonzero<T>(un, uint64_t(n)); });
+    const auto dy = once([=] { return random_nonzero<T>(un, uint64_t(n) + 1); });
+    const auto dx0 = once([=] { return random_nonzero<T>(un, uint64_t(n) + 2); });
+    table.add(exact_row(
+        "philox/dropout_forward", dtype_name<T>(), n,
+        [=](int block) {
+          DeviceBuffer<T> d_x(x()), d_y{un};
+          poison(d_y);
+          k::dropout_forward<T>(d_x.get(), d_y.get(), n, p, kSeed, kOffset, nullptr, block);
+          return widen(d_y.to_host());
+        },
+        [=] {
+          std::vector<T> y(un);
+          k::dropout_forward_cpu<T>(x().data(), y.data(), n, p, kSeed, kOffset);
+          return widen(y);
+        }));
+    for (bool acc : {false, true})
+      table.add(exact_row(
+          acc ? "philox/dropout_backward_accumulate" : "philox/dropout_backward",
+          dtype_name<T>(), n,
+          [=](int block) {
+            DeviceBuffer<T> d_dy(dy()), d_dx(dx0());
+            if (!acc) poison(d_dx);  // assigning must not read dx
+            k::dropout_backward<T>(d_dy.get(), d_dx.get(), n, p, kSeed, kOffset, acc, nullptr,
+                                   block);
+            return widen(d_dx.to_host());
+          },
+          [=] {
+            std::vector<T> dx = acc ? dx0() : std::vector<T>(un);
+            k::dropout_backward_cpu<T>(dy().data(), dx.data(), n, p, kSeed, kOffset, acc);
+            return widen(dx);
+          }));
+  }
+}
+
+OP_CASES(philox) {
+  for (long long n : kSizes)
+    table.add(exact_row(
+        "philox/fill_bits", "uint32", n,
+        [n](int block) {
+          DeviceBuffer<uint32_t> d{size_t(n)};
+          poison(d);
+          k::fill_bits(d.get(), n, kSeed, kOffset, nullptr, block);
+          const auto w = d.to_host();
+          return std::vector<double>(w.begin(), w.end());
+        },
+        [n] {
+          std::vector<uint32_t> ref(static_cast<size_t>(n));
+          k::fill_bits_cpu(ref.data(), n, kSeed, kOffset);
+          return std::vector<double>(ref.begin(), ref.end());
+        }));
+  philox_rows<float>(table);
+  philox_rows<double>(table);
+}
+
 template <class T>
 class PhiloxFill : public ::testing::Test {};
 using Types = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(PhiloxFill, Types);
-
-TEST(PhiloxBits, MatchesReference) {
-  for (long long n : kSizes) {
-    std::vector<uint32_t> ref(static_cast<size_t>(n));
-    k::fill_bits_cpu(ref.data(), n, kSeed, kOffset);
-    DeviceBuffer<uint32_t> d{size_t(n)};
-    for_each_thread_order([&] {
-      for (int block : kBlocks) {
-        poison(d);
-        k::fill_bits(d.get(), n, kSeed, kOffset, nullptr, block);
-        EXPECT_TRUE(same_bits(d.to_host(), ref)) << "n " << n << " block " << block;
-      }
-    });
-  }
-}
-
-TYPED_TEST(PhiloxFill, UniformMatchesReferenceExactly) {
-  using T = TypeParam;
-  const T lo = T(-2), hi = T(3);
-  for (long long n : kSizes) {
-    std::vector<T> ref(static_cast<size_t>(n));
-    k::fill_uniform_cpu<T>(ref.data(), n, lo, hi, kSeed, kOffset);
-    for (T v : ref) ASSERT_TRUE(v >= lo && v <= hi) << v;
-    DeviceBuffer<T> d{size_t(n)};
-    for_each_thread_order([&] {
-      for (int block : kBlocks) {
-        poison(d);
-        k::fill_uniform<T>(d.get(), n, lo, hi, kSeed, kOffset, nullptr, block);
-        EXPECT_TRUE(same_bits(d.to_host(), ref)) << "n " << n << " block " << block;
-      }
-    });
-  }
-}
-
-TYPED_TEST(PhiloxFill, NormalMatchesReference) {
-  using T = TypeParam;
-  const T mean = T(1.5), std = T(2);
-  for (long long n : kSizes) {
-    std::vector<T> ref(static_cast<size_t>(n));
-    k::fill_normal_cpu<T>(ref.data(), n, mean, std, kSeed, kOffset);
-    DeviceBuffer<T> d{size_t(n)};
-    for_each_thread_order([&] {
-      for (int block : kBlocks) {
-        poison(d);
-        k::fill_normal<T>(d.get(), n, mean, std, kSeed, kOffset, nullptr, block);
-        EXPECT_TRUE(normals_match(d.to_host(), ref)) << "n " << n << " block " << block;
-      }
-    });
-  }
-}
 
 // ---------------------------------------------------------------------------
 // Reproducibility: a value depends only on (seed, offset, i).
@@ -407,37 +498,6 @@ TYPED_TEST(PhiloxFill, NormalStatistics) {
 template <class T>
 class Dropout : public ::testing::Test {};
 TYPED_TEST_SUITE(Dropout, Types);
-
-TYPED_TEST(Dropout, ForwardAndBackwardMatchReference) {
-  using T = TypeParam;
-  const double p = 0.3;
-  for (long long n : kSizes) {
-    const size_t un = size_t(n);
-    const auto x = random_nonzero<T>(un, uint64_t(n));
-    const auto dy = random_nonzero<T>(un, uint64_t(n) + 1);
-    const auto dx0 = random_nonzero<T>(un, uint64_t(n) + 2);
-    std::vector<T> y_ref(un), dx_ref(un), dx_acc_ref = dx0;
-    k::dropout_forward_cpu<T>(x.data(), y_ref.data(), n, p, kSeed, kOffset);
-    k::dropout_backward_cpu<T>(dy.data(), dx_ref.data(), n, p, kSeed, kOffset, false);
-    k::dropout_backward_cpu<T>(dy.data(), dx_acc_ref.data(), n, p, kSeed, kOffset, true);
-    DeviceBuffer<T> d_x(x), d_y{size_t(n)}, d_dy(dy), d_dx{size_t(n)};
-    for_each_thread_order([&] {
-      for (int block : kBlocks) {
-        poison(d_y);
-        k::dropout_forward<T>(d_x.get(), d_y.get(), n, p, kSeed, kOffset, nullptr, block);
-        EXPECT_TRUE(same_bits(d_y.to_host(), y_ref)) << "forward, n " << n << " block " << block;
-        poison(d_dx);  // assigning must not read dx
-        k::dropout_backward<T>(d_dy.get(), d_dx.get(), n, p, kSeed, kOffset, false, nullptr,
-                               block);
-        EXPECT_TRUE(same_bits(d_dx.to_host(), dx_ref)) << "backward, n " << n;
-        d_dx.copy_from_host(dx0);
-        k::dropout_backward<T>(d_dy.get(), d_dx.get(), n, p, kSeed, kOffset, true, nullptr,
-                               block);
-        EXPECT_TRUE(same_bits(d_dx.to_host(), dx_acc_ref)) << "accumulate, n " << n;
-      }
-    });
-  }
-}
 
 // The reference itself, element by element: y = x / (1 - p) where the word
 // is >= floor(p 2^32), else 0; backward drops the same elements.
