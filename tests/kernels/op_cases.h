@@ -24,7 +24,9 @@
 // family's rows, in tests/kernels/test_<family>.cpp.
 #pragma once
 
+#include <algorithm>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -84,6 +86,20 @@ auto once(F make) {
     if (!*cache) cache->emplace(make());
     return **cache;
   };
+}
+
+// The arrays of a result that holds several, one after the other:
+// split(v, {n0, n1, ...}) gives v[0, n0), v[n0, n0 + n1), ...
+inline std::vector<std::vector<double>> split(const std::vector<double>& v,
+                                              std::initializer_list<size_t> sizes) {
+  std::vector<std::vector<double>> out;
+  size_t at = 0;
+  for (size_t n : sizes) {
+    const size_t end = std::min(v.size(), at + n);
+    out.emplace_back(v.begin() + long(at), v.begin() + long(end));
+    at = end;
+  }
+  return out;
 }
 
 class OpTable {

@@ -16,6 +16,8 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
+#include <iterator>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -23,6 +25,7 @@
 
 #include "kernels/batchnorm.cuh"
 #include "kernels/device_buffer.h"
+#include "tests/kernels/op_cases.h"
 #include "tests/testing.h"
 
 namespace {
@@ -36,6 +39,10 @@ using timbre::testing::max_abs;
 using timbre::testing::all_close;
 using timbre::testing::random_floats;
 using timbre::testing::Tolerance;
+using timbre::testing::OpTable;
+using timbre::testing::once;
+using timbre::testing::split;
+using timbre::testing::widen;
 
 // ---------------------------------------------------------------------------
 // Tolerances: |got - ref| <= atol + rtol*|ref|, from the rounding errors of
@@ -50,8 +57,8 @@ using timbre::testing::Tolerance;
 //     the backward sums are accumulated in double whatever T is). A sum of M
 //     terms along a path of d additions is off by at most d*2^-53*sum|terms|.
 //     Paths: the reference adds its M terms in sequence; the kernel adds at
-//     most M per thread (a lane's share of a chunk; all M on the thread
-//     path), then <= 32 + 32 in the block fold, then <= 32 chunk partials.
+//     most M per thread (a lane's share of a chunk), then <= 32 + 32 in
+//     the block fold, then <= 32 chunk partials.
 //     acc_err(M) = (4M + 256)*2^-53 bounds both together,
 //     with a factor 2 for the shifted terms |x - K| <= 2 max|x - mean|. In
 //     float it is far below u; in double it is what the tolerance is made of.
@@ -285,23 +292,6 @@ TYPED_TEST_SUITE(BatchNorm, Types);
 // ---------------------------------------------------------------------------
 // Forward.
 
-TYPED_TEST(BatchNorm, ForwardTrainMatchesReference) {
-  using T = TypeParam;
-  for (const Shape& s : shapes()) {
-    const auto x = make_input<T>(s, 11 + s.size());
-    const auto p = make_params<T>(s.c, 12 + s.c);
-    for (const Convention& cv : kConventions) {
-      const TrainOut<T> want = cpu_forward_train(s, x, p, cv);
-      timbre::testing::for_each_thread_order([&] {
-        for (int block : kBlocks) {
-          SCOPED_TRACE(s.str() + " " + cv.name + " block " + std::to_string(block));
-          expect_train_close(s, x, p, cv, device_forward_train(s, x, p, cv, block), want);
-        }
-      });
-    }
-  }
-}
-
 // Null running statistics: normalisation only (PyTorch's
 // track_running_stats=False); the unbiased variance is then not needed, so
 // even one value per channel is allowed.
@@ -342,30 +332,6 @@ TYPED_TEST(BatchNorm, ForwardInPlace) {
   k::batchnorm_forward_eval(d.get(), d_g.get(), d_b.get(), d_rm.get(), d_rv.get(), d.get(), s.n,
                             s.c, s.h, s.w, cv.eps, nullptr);
   EXPECT_TRUE(all_close(d.to_host(), want_eval, y_tol(p, running_info(s, x, p, cv.eps))));
-}
-
-TYPED_TEST(BatchNorm, ForwardEvalMatchesReference) {
-  using T = TypeParam;
-  for (const Shape& s : shapes()) {
-    const auto x = make_input<T>(s, 41 + s.size());
-    const auto p = make_params<T>(s.c, 42 + s.c);
-    for (const Convention& cv : kConventions) {
-      std::vector<T> want(x.size());
-      k::batchnorm_forward_eval_cpu(x.data(), p.gamma.data(), p.beta.data(), p.running_mean.data(),
-                                    p.running_var.data(), want.data(), s.n, s.c, s.h, s.w, cv.eps);
-      const Tolerance tol = y_tol(p, running_info(s, x, p, cv.eps));
-      DeviceBuffer<T> d_x(x), d_g(p.gamma), d_b(p.beta), d_rm(p.running_mean), d_rv(p.running_var),
-          d_y(x.size());
-      timbre::testing::for_each_thread_order([&] {
-        for (int block : kBlocks) {
-          SCOPED_TRACE(s.str() + " " + cv.name + " block " + std::to_string(block));
-          k::batchnorm_forward_eval(d_x.get(), d_g.get(), d_b.get(), d_rm.get(), d_rv.get(),
-                                    d_y.get(), s.n, s.c, s.h, s.w, cv.eps, nullptr, block);
-          EXPECT_TRUE(all_close(d_y.to_host(), want, tol));
-        }
-      });
-    }
-  }
 }
 
 // Training mode normalises with the batch statistics: the output of every
@@ -536,6 +502,11 @@ struct GradOut {
 // everything; add dx only; add the parameter gradients only.
 const BatchNormAccumulate kAccumulateCases[] = {
     {false, false, false}, {true, true, true}, {true, false, false}, {false, true, true}};
+// The flags as a name part: accumulate_dx1_dgamma0_dbeta0.
+std::string describe_flags(const BatchNormAccumulate& a) {
+  return std::string("accumulate_dx") + (a.dx ? "1" : "0") + "_dgamma" + (a.dgamma ? "1" : "0") +
+         "_dbeta" + (a.dbeta ? "1" : "0");
+}
 std::string describe(const BatchNormAccumulate& a) {
   return std::string("accumulate dx ") + (a.dx ? "1" : "0") + " dgamma " + (a.dgamma ? "1" : "0") +
          " dbeta " + (a.dbeta ? "1" : "0");
@@ -588,53 +559,251 @@ BackwardTols<T> backward_tols(const Shape& s, const std::vector<T>& x, const std
           Tolerance{a * max_abs(abs_dy), 2 * u}};
 }
 
-TYPED_TEST(BatchNorm, BackwardTrainMatchesReference) {
-  using T = TypeParam;
+// ---------------------------------------------------------------------------
+// The op-case rows (tests/kernels/op_cases.h): training forward (y, the
+// saved statistics, the running statistics), evaluation forward, training
+// backward and evaluation backward (every accumulate combination; the
+// evaluation backward with and without parameter gradients), for every
+// shape, both conventions where they differ, float and double, both block
+// sizes. A row's result holds several arrays, each compared with its own
+// tolerance.
+
+template <class T>
+const char* dtype_name() {
+  return std::is_same_v<T, float> ? "float" : "double";
+}
+
+const std::vector<int> kBlockList(std::begin(kBlocks), std::end(kBlocks));
+
+template <class T>
+std::vector<double> concat(std::initializer_list<const std::vector<T>*> parts) {
+  std::vector<double> out;
+  for (const auto* p : parts) out.insert(out.end(), p->begin(), p->end());
+  return out;
+}
+
+// Every output of a training forward against the reference (as arrays in
+// the order of TrainOut).
+template <class T>
+::testing::AssertionResult train_close(const Shape& s, const std::vector<T>& x, const Params<T>& p,
+                                       const Convention& cv, const std::vector<double>& got,
+                                       const std::vector<double>& want) {
+  const auto g = split(got, {s.size(), size_t(s.c), size_t(s.c), size_t(s.c), size_t(s.c)});
+  const auto w = split(want, {s.size(), size_t(s.c), size_t(s.c), size_t(s.c), size_t(s.c)});
+  const ChannelInfo ci = batch_info(s, x, cv.eps);
+  const double a = acc_err(s.m()), u = unit_roundoff<T>;
+  if (auto r = all_close(g[0], w[0], y_tol(p, ci, a, max_abs(x))); !r) return r << " (y)";
+  // Both round a double mean to T (1 ulp <= 2u|mean| apart) after sums that
+  // differ by the accumulation error.
+  if (auto r = all_close(g[1], w[1], {2 * a * max_abs(x), 2 * u}); !r) return r << " (mean)";
+  // var's relative error is the accumulation error times 1 + max(x - K)^2/var
+  // <= 4 for uniform data (K is a value of the channel), for both: 8a; the
+  // square root halves it; plus the roundings to T.
+  if (auto r = all_close(g[2], w[2], {0, 2 * u + 8 * a}); !r) return r << " (inv_std)";
+  // running = keep*old + (1 - keep)*batch, in double, rounded to T: the
+  // batch statistic's accumulation error plus the roundings to T.
+  if (auto r = all_close(g[3], w[3], {2 * a * (max_abs(x) + max_abs(p.running_mean)), 2 * u}); !r)
+    return r << " (running_mean)";
+  if (auto r = all_close(g[4], w[4],
+                         {16 * a * (max_abs(ci.var_unbiased) + max_abs(p.running_var)), 2 * u});
+      !r)
+    return r << " (running_var)";
+  return ::testing::AssertionSuccess();
+}
+
+template <class T>
+void batchnorm_rows(OpTable& table) {
+  using timbre::testing::OpCase;
   for (const Shape& s : shapes()) {
-    const auto x = make_input<T>(s, 101 + s.size());
-    const auto dy = uniform<T>(s.size(), 102 + s.size());
-    const auto p = make_params<T>(s.c, 103 + s.c);
-    // The saved statistics come from the reference forward; kernel and
-    // reference backward start from the same T values.
-    const TrainOut<T> fwd = cpu_forward_train(s, x, p, kConventions[0]);
-    const BackwardTols<T> tol =
-        backward_tols(s, x, dy, p.gamma, std::vector<double>(fwd.mean.begin(), fwd.mean.end()),
-                      std::vector<double>(fwd.inv_std.begin(), fwd.inv_std.end()), true);
-    DeviceBuffer<T> d_x(x), d_dy(dy), d_g(p.gamma), d_m(fwd.mean), d_i(fwd.inv_std), d_dx(s.size()),
-        d_dg(size_t(s.c)), d_db(size_t(s.c));
-    DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
+    const size_t c = size_t(s.c);
+    for (const Convention& cv : kConventions) {
+      // Training forward.
+      const auto x = once([=] { return make_input<T>(s, 11 + s.size()); });
+      const auto p = once([=] { return make_params<T>(s.c, 12 + s.c); });
+      OpCase fwd{std::string("batchnorm/batchnorm_forward_train/") + cv.name, dtype_name<T>(),
+                 s.str(), kBlockList, {},
+                 "roundings in T of y; the double sums' accumulation error (acc_err)",
+                 [=](int block) {
+                   const TrainOut<T> o = device_forward_train(s, x(), p(), cv, block);
+                   return concat<T>({&o.y, &o.mean, &o.inv_std, &o.running_mean, &o.running_var});
+                 },
+                 [=] {
+                   const TrainOut<T> o = cpu_forward_train(s, x(), p(), cv);
+                   return concat<T>({&o.y, &o.mean, &o.inv_std, &o.running_mean, &o.running_var});
+                 }};
+      fwd.compare = [=](const std::vector<double>& got, const std::vector<double>& want, int) {
+        return train_close(s, x(), p(), cv, got, want);
+      };
+      table.add(std::move(fwd));
+      // Evaluation forward.
+      const auto ex = once([=] { return make_input<T>(s, 41 + s.size()); });
+      const auto ep = once([=] { return make_params<T>(s.c, 42 + s.c); });
+      table.add(OpCase{
+          std::string("batchnorm/batchnorm_forward_eval/") + cv.name, dtype_name<T>(), s.str(),
+          kBlockList, {}, "the mean rounded to T, scale, and 3 roundings of y",
+          [=](int block) {
+            const Params<T>& q = ep();
+            DeviceBuffer<T> d_x(ex()), d_g(q.gamma), d_b(q.beta), d_rm(q.running_mean),
+                d_rv(q.running_var), d_y(s.size());
+            timbre::testing::poison(d_y);
+            k::batchnorm_forward_eval(d_x.get(), d_g.get(), d_b.get(), d_rm.get(), d_rv.get(),
+                                      d_y.get(), s.n, s.c, s.h, s.w, cv.eps, nullptr, block);
+            return widen(d_y.to_host());
+          },
+          [=] {
+            const Params<T>& q = ep();
+            std::vector<T> want(s.size());
+            k::batchnorm_forward_eval_cpu(ex().data(), q.gamma.data(), q.beta.data(),
+                                          q.running_mean.data(), q.running_var.data(),
+                                          want.data(), s.n, s.c, s.h, s.w, cv.eps);
+            return widen(want);
+          },
+          [=](int) { return y_tol(ep(), running_info(s, ex(), ep(), cv.eps)); }});
+    }
+    // Training backward, from the reference forward's saved statistics.
+    struct Bwd {
+      std::vector<T> x, dy;
+      Params<T> p;
+      TrainOut<T> fwd;
+      BackwardTols<T> tol;
+    };
+    const auto bw = once([=] {
+      Bwd b{make_input<T>(s, 101 + s.size()), uniform<T>(s.size(), 102 + s.size()),
+            make_params<T>(s.c, 103 + s.c), {}, {}};
+      b.fwd = cpu_forward_train(s, b.x, b.p, kConventions[0]);
+      b.tol = backward_tols(s, b.x, b.dy, b.p.gamma,
+                            std::vector<double>(b.fwd.mean.begin(), b.fwd.mean.end()),
+                            std::vector<double>(b.fwd.inv_std.begin(), b.fwd.inv_std.end()), true);
+      return b;
+    });
+    // Evaluation backward, from the running statistics (Keras eps).
+    struct EvalBwd {
+      std::vector<T> x, dy;
+      Params<T> p;
+      BackwardTols<T> tol;
+    };
+    const double eps = k::kKerasBatchNormEps;
+    const auto ebw = once([=] {
+      EvalBwd b{make_input<T>(s, 121 + s.size()), uniform<T>(s.size(), 122 + s.size()),
+                make_params<T>(s.c, 123 + s.c), {}};
+      const ChannelInfo ci = running_info(s, b.x, b.p, eps);
+      b.tol = backward_tols(s, b.x, b.dy, b.p.gamma, ci.mean, ci.inv_std, false);
+      // dx = T(a) * dy against a*dy rounded once: three roundings relative
+      // to the result.
+      b.tol.dx = Tolerance{0, 4 * unit_roundoff<T>};
+      return b;
+    });
     for (const BatchNormAccumulate& acc : kAccumulateCases) {
-      const GradOut<T> pre{prefill<T>(s.size(), acc.dx, 104),
-                           prefill<T>(size_t(s.c), acc.dgamma, 105),
-                           prefill<T>(size_t(s.c), acc.dbeta, 106)};
-      GradOut<T> want = pre, fresh{std::vector<T>(s.size()), std::vector<T>(size_t(s.c)),
-                                   std::vector<T>(size_t(s.c))};
-      k::batchnorm_backward_train_cpu(x.data(), dy.data(), p.gamma.data(), fwd.mean.data(),
-                                      fwd.inv_std.data(), want.dx.data(), want.dgamma.data(),
-                                      want.dbeta.data(), s.n, s.c, s.h, s.w, acc);
-      k::batchnorm_backward_train_cpu(
-          x.data(), dy.data(), p.gamma.data(), fwd.mean.data(), fwd.inv_std.data(), fresh.dx.data(),
-          fresh.dgamma.data(), fresh.dbeta.data(), s.n, s.c, s.h, s.w, BatchNormAccumulate{});
-      timbre::testing::for_each_thread_order([&] {
-        for (int block : kBlocks) {
-          SCOPED_TRACE(s.str() + " " + describe(acc) + " block " + std::to_string(block));
-          d_dx.copy_from_host(pre.dx);
-          d_dg.copy_from_host(pre.dgamma);
-          d_db.copy_from_host(pre.dbeta);
-          k::batchnorm_backward_train(d_x.get(), d_dy.get(), d_g.get(), d_m.get(), d_i.get(),
-                                      d_dx.get(), d_dg.get(), d_db.get(), d_ws.get(), s.n, s.c, s.h,
-                                      s.w, acc, nullptr, block);
-          EXPECT_TRUE(all_close(d_dx.to_host(), want.dx, tol_of(acc.dx, tol.dx, fresh.dx))) << "dx";
-          EXPECT_TRUE(
-              all_close(d_dg.to_host(), want.dgamma, tol_of(acc.dgamma, tol.dgamma, fresh.dgamma)))
-              << "dgamma";
-          EXPECT_TRUE(
-              all_close(d_db.to_host(), want.dbeta, tol_of(acc.dbeta, tol.dbeta, fresh.dbeta)))
-              << "dbeta";
-        }
-      });
+      const auto pre = [=](uint64_t seed) {
+        return GradOut<T>{prefill<T>(s.size(), acc.dx, seed), prefill<T>(c, acc.dgamma, seed + 1),
+                          prefill<T>(c, acc.dbeta, seed + 2)};
+      };
+      auto grads_close = [=](const BackwardTols<T>& tol, const GradOut<T>& fresh,
+                             const std::vector<double>& got, const std::vector<double>& want) {
+        const auto g = split(got, {s.size(), c, c}), w = split(want, {s.size(), c, c});
+        if (auto r = all_close(g[0], w[0], tol_of(acc.dx, tol.dx, fresh.dx)); !r)
+          return r << " (dx)";
+        if (auto r = all_close(g[1], w[1], tol_of(acc.dgamma, tol.dgamma, fresh.dgamma)); !r)
+          return r << " (dgamma)";
+        if (auto r = all_close(g[2], w[2], tol_of(acc.dbeta, tol.dbeta, fresh.dbeta)); !r)
+          return r << " (dbeta)";
+        return ::testing::AssertionSuccess();
+      };
+      // The reference with these flags over the prefill, and with none over zeros.
+      auto train_ref = [=](bool flags) {
+        const Bwd& b = bw();
+        GradOut<T> g = flags ? pre(104) : GradOut<T>{std::vector<T>(s.size()), std::vector<T>(c),
+                                                     std::vector<T>(c)};
+        k::batchnorm_backward_train_cpu(b.x.data(), b.dy.data(), b.p.gamma.data(),
+                                        b.fwd.mean.data(), b.fwd.inv_std.data(), g.dx.data(),
+                                        g.dgamma.data(), g.dbeta.data(), s.n, s.c, s.h, s.w,
+                                        flags ? acc : BatchNormAccumulate{});
+        return g;
+      };
+      OpCase train{"batchnorm/batchnorm_backward_train/" + describe_flags(acc), dtype_name<T>(),
+                   s.str(), kBlockList, {},
+                   "dx: 7u of a (|dy| + |b| + |x - mean| |k|) plus the sums' error; the "
+                   "parameter gradients: the double sums' accumulation error",
+                   [=](int block) {
+                     const Bwd& b = bw();
+                     const GradOut<T> p0 = pre(104);
+                     DeviceBuffer<T> d_x(b.x), d_dy(b.dy), d_g(b.p.gamma), d_m(b.fwd.mean),
+                         d_i(b.fwd.inv_std), d_dx(p0.dx), d_dg(p0.dgamma), d_db(p0.dbeta);
+                     DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
+                     k::batchnorm_backward_train(d_x.get(), d_dy.get(), d_g.get(), d_m.get(),
+                                                 d_i.get(), d_dx.get(), d_dg.get(), d_db.get(),
+                                                 d_ws.get(), s.n, s.c, s.h, s.w, acc, nullptr,
+                                                 block);
+                     const GradOut<T> o{d_dx.to_host(), d_dg.to_host(), d_db.to_host()};
+                     return concat<T>({&o.dx, &o.dgamma, &o.dbeta});
+                   },
+                   [=] {
+                     const GradOut<T> o = train_ref(true);
+                     return concat<T>({&o.dx, &o.dgamma, &o.dbeta});
+                   }};
+      train.compare = [=](const std::vector<double>& got, const std::vector<double>& want, int) {
+        return grads_close(bw().tol, train_ref(false), got, want);
+      };
+      table.add(std::move(train));
+      for (bool param_grads : {true, false}) {
+        auto eval_ref = [=](bool flags) {
+          const EvalBwd& b = ebw();
+          GradOut<T> g = flags ? pre(124) : GradOut<T>{std::vector<T>(s.size()), std::vector<T>(c),
+                                                       std::vector<T>(c)};
+          k::batchnorm_backward_eval_cpu(b.x.data(), b.dy.data(), b.p.gamma.data(),
+                                         b.p.running_mean.data(), b.p.running_var.data(),
+                                         g.dx.data(), g.dgamma.data(), g.dbeta.data(), s.n, s.c,
+                                         s.h, s.w, eps, flags ? acc : BatchNormAccumulate{});
+          return g;
+        };
+        OpCase eval{"batchnorm/batchnorm_backward_eval/" + describe_flags(acc) +
+                        (param_grads ? "" : "/dx_only"),
+                    dtype_name<T>(), s.str(), kBlockList, {},
+                    "dx: three roundings of T(a) dy; the parameter gradients: the sums' error; "
+                    "gradients not asked for: untouched, NaN included",
+                    [=](int block) {
+                      const EvalBwd& b = ebw();
+                      const GradOut<T> p0 = pre(124);
+                      DeviceBuffer<T> d_x(b.x), d_dy(b.dy), d_g(b.p.gamma),
+                          d_rm(b.p.running_mean), d_rv(b.p.running_var), d_dx(p0.dx),
+                          d_dg(p0.dgamma), d_db(p0.dbeta);
+                      DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
+                      k::batchnorm_backward_eval(
+                          d_x.get(), d_dy.get(), d_g.get(), d_rm.get(), d_rv.get(), d_dx.get(),
+                          param_grads ? d_dg.get() : nullptr, param_grads ? d_db.get() : nullptr,
+                          param_grads ? d_ws.get() : nullptr, s.n, s.c, s.h, s.w, eps, acc,
+                          nullptr, block);
+                      const GradOut<T> o{d_dx.to_host(), d_dg.to_host(), d_db.to_host()};
+                      return concat<T>({&o.dx, &o.dgamma, &o.dbeta});
+                    },
+                    [=] {
+                      GradOut<T> o = eval_ref(true);
+                      if (!param_grads) {  // not requested: the prefill
+                        const GradOut<T> p0 = pre(124);
+                        o.dgamma = p0.dgamma;
+                        o.dbeta = p0.dbeta;
+                      }
+                      return concat<T>({&o.dx, &o.dgamma, &o.dbeta});
+                    }};
+        eval.compare = [=](const std::vector<double>& got, const std::vector<double>& want, int) {
+          if (param_grads) return grads_close(ebw().tol, eval_ref(false), got, want);
+          const auto g = split(got, {s.size(), c, c}), w = split(want, {s.size(), c, c});
+          if (auto r = all_close(g[0], w[0], tol_of(acc.dx, ebw().tol.dx, eval_ref(false).dx)); !r)
+            return r << " (dx)";
+          const Tolerance same{0, 0, true};
+          if (auto r = all_close(g[1], w[1], same); !r) return r << " (dgamma untouched)";
+          if (auto r = all_close(g[2], w[2], same); !r) return r << " (dbeta untouched)";
+          return ::testing::AssertionSuccess();
+        };
+        table.add(std::move(eval));
+      }
     }
   }
+}
+
+OP_CASES(batchnorm) {
+  batchnorm_rows<float>(table);
+  batchnorm_rows<double>(table);
 }
 
 // Null parameter gradients: dx alone (a frozen layer), the same values. dx
@@ -664,67 +833,6 @@ TYPED_TEST(BatchNorm, BackwardTrainDxOnlyAndInPlace) {
                                  nullptr, nullptr, d_ws.get(), s.n, s.c, s.h, s.w,
                                  BatchNormAccumulate{}, nullptr);
   EXPECT_TRUE(all_close(d_dy.to_host(), want, tol)) << "in place";
-}
-
-TYPED_TEST(BatchNorm, BackwardEvalMatchesReference) {
-  using T = TypeParam;
-  for (const Shape& s : shapes()) {
-    const auto x = make_input<T>(s, 121 + s.size());
-    const auto dy = uniform<T>(s.size(), 122 + s.size());
-    const auto p = make_params<T>(s.c, 123 + s.c);
-    const double eps = k::kKerasBatchNormEps;
-    const ChannelInfo ci = running_info(s, x, p, eps);
-    BackwardTols<T> tol = backward_tols(s, x, dy, p.gamma, ci.mean, ci.inv_std, false);
-    // dx = T(a) * dy against a*dy rounded once: three roundings relative to
-    // the result.
-    tol.dx = Tolerance{0, 4 * unit_roundoff<T>};
-    DeviceBuffer<T> d_x(x), d_dy(dy), d_g(p.gamma), d_rm(p.running_mean), d_rv(p.running_var),
-        d_dx(s.size()), d_dg(size_t(s.c)), d_db(size_t(s.c));
-    DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
-    for (const BatchNormAccumulate& acc : kAccumulateCases)
-      for (bool param_grads : {true, false}) {
-        const GradOut<T> pre{prefill<T>(s.size(), acc.dx, 124),
-                             prefill<T>(size_t(s.c), acc.dgamma, 125),
-                             prefill<T>(size_t(s.c), acc.dbeta, 126)};
-        GradOut<T> want = pre, fresh{std::vector<T>(s.size()), std::vector<T>(size_t(s.c)),
-                                     std::vector<T>(size_t(s.c))};
-        k::batchnorm_backward_eval_cpu(x.data(), dy.data(), p.gamma.data(), p.running_mean.data(),
-                                       p.running_var.data(), want.dx.data(), want.dgamma.data(),
-                                       want.dbeta.data(), s.n, s.c, s.h, s.w, eps, acc);
-        k::batchnorm_backward_eval_cpu(x.data(), dy.data(), p.gamma.data(), p.running_mean.data(),
-                                       p.running_var.data(), fresh.dx.data(), fresh.dgamma.data(),
-                                       fresh.dbeta.data(), s.n, s.c, s.h, s.w, eps,
-                                       BatchNormAccumulate{});
-        timbre::testing::for_each_thread_order([&] {
-          for (int block : kBlocks) {
-            SCOPED_TRACE(s.str() + " " + describe(acc) + " param grads " +
-                         std::to_string(param_grads) + " block " + std::to_string(block));
-            d_dx.copy_from_host(pre.dx);
-            d_dg.copy_from_host(pre.dgamma);
-            d_db.copy_from_host(pre.dbeta);
-            k::batchnorm_backward_eval(
-                d_x.get(), d_dy.get(), d_g.get(), d_rm.get(), d_rv.get(), d_dx.get(),
-                param_grads ? d_dg.get() : nullptr, param_grads ? d_db.get() : nullptr,
-                param_grads ? d_ws.get() : nullptr, s.n, s.c, s.h, s.w, eps, acc, nullptr, block);
-            EXPECT_TRUE(all_close(d_dx.to_host(), want.dx, tol_of(acc.dx, tol.dx, fresh.dx)))
-                << "dx";
-            if (param_grads) {
-              EXPECT_TRUE(all_close(d_dg.to_host(), want.dgamma,
-                                    tol_of(acc.dgamma, tol.dgamma, fresh.dgamma)))
-                  << "dgamma";
-              EXPECT_TRUE(
-                  all_close(d_db.to_host(), want.dbeta, tol_of(acc.dbeta, tol.dbeta, fresh.dbeta)))
-                  << "dbeta";
-            } else {
-              // Not requested: untouched (the prefill, NaN included).
-              const Tolerance same{0, 0, true};
-              EXPECT_TRUE(all_close(d_dg.to_host(), pre.dgamma, same));
-              EXPECT_TRUE(all_close(d_db.to_host(), pre.dbeta, same));
-            }
-          }
-        });
-      }
-  }
 }
 
 // ---------------------------------------------------------------------------
