@@ -26,7 +26,6 @@
 
 #include <algorithm>
 #include <functional>
-#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -91,7 +90,7 @@ auto once(F make) {
 // The arrays of a result that holds several, one after the other:
 // split(v, {n0, n1, ...}) gives v[0, n0), v[n0, n0 + n1), ...
 inline std::vector<std::vector<double>> split(const std::vector<double>& v,
-                                              std::initializer_list<size_t> sizes) {
+                                              const std::vector<size_t>& sizes) {
   std::vector<std::vector<double>> out;
   size_t at = 0;
   for (size_t n : sizes) {

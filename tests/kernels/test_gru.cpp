@@ -1,81 +1,42 @@
-// GRU layer and attention over time (kernels/gru.cuh) against their CPU
-// references, in float and double: the fused gate kernels on strided rows;
-// the whole layer forward and backward at odd shapes (B=3, S=5, I=7, H=4;
-// S=1; with and without h0; both directions) and at the model's shapes
-// (B=32, S=16, I=128, H=32 and B=32, S=64, I=128, H=64); attention at
-// (B=3, S=5, D=6, A=4) and (32, 64, 128, 128). Every device run uses two
-// block sizes and three thread orders; gradients are checked assigning and
-// accumulating, and against finite differences of the device forward in
-// double; determinism, argument errors and costs.
+// The GRU layer (kernels/gru.cuh) against its CPU references, in float and
+// double: the fused gate kernels on strided rows; the whole layer forward
+// and backward at odd shapes (B=3, S=5, I=7, H=4; S=1; with and without h0;
+// both directions) and at the models' shapes (B=32, S=16, I=128, H=32 and
+// B=32, S=64, I=128, H=64), as op-case rows (two block sizes, three thread
+// orders, both launch-shape rows); gradients assigning and accumulating, and
+// against finite differences of the device forward in double; determinism,
+// argument errors and costs. The attention that follows the GRU in the
+// parallel model is tests/kernels/test_attention.cpp.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <tuple>
 #include <string>
 #include <type_traits>
 #include <vector>
 
-#include "kernels/cuda_check.h"
-#include "kernels/device_buffer.h"
-#include "kernels/attention.cuh"
 #include "kernels/gru.cuh"
-#include "tests/testing.h"
+#include "tests/kernels/op_cases.h"
+#include "tests/kernels/recurrent_testing.h"
 
 namespace {
 
 namespace k = timbre::kernels;
-using k::AttentionAccumulate;
+using namespace timbre::testing::recurrent;
 using k::GruAccumulate;
-using timbre::DeviceBuffer;
-using timbre::testing::unit_roundoff;
-using timbre::testing::max_abs;
 using timbre::testing::all_close;
-using timbre::testing::random_floats;
+using timbre::testing::GradientCase;
+using timbre::testing::max_abs;
+using timbre::testing::once;
+using timbre::testing::OpCase;
+using timbre::testing::OpTable;
+using timbre::testing::split;
 using timbre::testing::Tolerance;
-
-// ---------------------------------------------------------------------------
-// Tolerances: |got - ref| <= atol + rtol*|ref|, in units of the unit
-// roundoff u of T (2^-24 float, 2^-53 double), so one analysis serves both
-// types; the references compute in double, so for T = float their error is
-// negligible and for T = double it is of the same kind as the kernel's.
-//
-// Where the error comes from (float; the same counts hold for double):
-//   * A GEMM entry is a dot product of K terms. Its rounding error, for any
-//     summation order (OpenBLAS here, cuBLAS with or without split-K on a
-//     GPU), is the sum of K roundings of partial sums, with random signs.
-//     cuBLAS in its default math mode computes FP32 GEMMs in FP32 (no TF32);
-//     with TF32 allowed the errors would be ~1000x larger and these tests
-//     would fail, as they should.
-//   * The gate arithmetic: ~10 roundings per element, plus expf/tanhf, which
-//     are within 2 ulp on a GPU (CUDA Programming Guide, "Mathematical
-//     Functions"); simcuda uses libm (< 1 ulp).
-//   * Through time: an error in h_{t-1} reaches h_t multiplied by the step's
-//     Jacobian, whose norm stays below ~1 for these weights (|W| ~ 1/sqrt(H),
-//     gates in (0, 1), tanh' <= 1): the roundings of all S steps add up.
-//     Backward adds up the same way in reverse, then sums B*S rows for the
-//     parameter gradients.
-// Model: a value fed by a chain of N roundings, each at most u times the
-// scale of the values involved and of random sign, is off by a random walk
-// of standard deviation <= u sqrt(N) scale; 4 standard deviations cover
-// every element of the tensors here. The fixed part (the gate arithmetic,
-// 2 ulp transcendentals, and cancellation: small entries, like the bias
-// gradients of the 1-unit layer, whose terms are larger than the result)
-// gets 256 u. So eps = u (4 sqrt(N) + 256), relative to the scale (the
-// largest |ref| of the tensor compared). The errors measured on the shapes
-// below (simcuda, OpenBLAS) are at most ~30 u in both types, and every check
-// passes with a margin of 17x or more. A wrong formula, a wrong index or a
-// missed time step gives errors of order 1e-2 relative to the scale, far
-// outside every tolerance here.
-
-// Tolerance eps relative to the scale of the reference values: atol =
-// eps * max|ref| (entries near 0 carry the rounding error of the large
-// terms that cancelled in them), rtol = eps.
-template <class V>
-Tolerance scaled(double eps, const V& ref) {
-  return Tolerance{eps * std::max(max_abs(ref), 1e-30), eps};
-}
+using timbre::testing::unit_roundoff;
+using timbre::testing::widen;
 
 struct GruShape {
   int batch, steps, input, hidden;
@@ -101,139 +62,6 @@ double gru_forward_eps(const GruShape& s) {
 template <class T>
 double gru_backward_eps(const GruShape& s) {
   return chain_eps<T>(double(s.steps) * (3 * s.hidden + s.input) + double(s.batch) * s.steps);
-}
-
-// Accumulating: old + g rounds once more (1 ulp of the result); g's own
-// error is relative to |g|, which may exceed the sum, so it becomes
-// absolute: atol + rtol * max|g|.
-Tolerance accumulated(Tolerance t, double max_abs_g, double u) {
-  return Tolerance{t.atol + t.rtol * max_abs_g, t.rtol + 2 * u};
-}
-
-// 96: three warps, not a power of two; 256: the default.
-const int kBlocks[] = {96, 256};
-
-template <class T>
-std::vector<T> uniform(size_t n, uint64_t seed, double lo = -1, double hi = 1) {
-  const auto u = random_floats(n, seed, float(lo), float(hi));
-  return std::vector<T>(u.begin(), u.end());
-}
-
-// Owns a cuBLAS handle for one test, bound to the default stream.
-struct Cublas {
-  cublasHandle_t h = nullptr;
-  Cublas() { CUBLAS_CHECK(cublasCreate(&h)); }
-  ~Cublas() { cublasDestroy(h); }
-  Cublas(const Cublas&) = delete;
-  Cublas& operator=(const Cublas&) = delete;
-};
-
-template <class T>
-std::vector<unsigned char> bits(const std::vector<T>& v) {
-  std::vector<unsigned char> b(v.size() * sizeof(T));
-  std::memcpy(b.data(), v.data(), b.size());
-  return b;
-}
-
-// ===========================================================================
-// The gate kernels on their own, with strided rows (padding between rows,
-// as in the layer, where one step's rows are every S-th row).
-
-template <class T>
-class GruGates : public ::testing::Test {};
-using Types = ::testing::Types<float, double>;
-TYPED_TEST_SUITE(GruGates, Types);
-
-TYPED_TEST(GruGates, ForwardMatchesReference) {
-  using T = TypeParam;
-  const int B = 5, H = 7;
-  const long long gx_stride = 3 * H + 4, hp_stride = H + 3, h_stride = H + 2,
-                  saved_stride = 5 * H + 1;
-  // Pre-activations up to +-6 (gx and gh in [-3, 3]): sigmoid and tanh from
-  // their linear part to saturation.
-  const auto gx = uniform<T>(B * gx_stride, 1, -3, 3);
-  const auto gh = uniform<T>(B * 3 * H, 2, -3, 3);
-  const auto b_ih = uniform<T>(3 * H, 3), b_hh = uniform<T>(3 * H, 4);
-  const auto h_prev = uniform<T>(B * hp_stride, 5);
-  DeviceBuffer<T> d_gx(gx), d_gh(gh), d_b_ih(b_ih), d_b_hh(b_hh), d_hp(h_prev);
-  for (bool with_prev : {true, false}) {
-    SCOPED_TRACE(with_prev ? "h_prev given" : "h_prev null");
-    const T* hp = with_prev ? h_prev.data() : nullptr;
-    const T* ghp = with_prev ? gh.data() : nullptr;
-    std::vector<T> h(B * h_stride, T(7)), h_copy(B * H), saved(B * saved_stride, T(7));
-    k::gru_gates_forward_cpu<T>(B, H, gx.data(), gx_stride, ghp, b_ih.data(), b_hh.data(), hp,
-                                hp_stride, h.data(), h_stride, h_copy.data(), saved.data(),
-                                saved_stride);
-    // A handful of roundings and two transcendentals (2 ulp each on a GPU)
-    // per value: 32 u relative, 32 u absolute (|values| <= ~3).
-    const Tolerance tol{32 * unit_roundoff<T>, 32 * unit_roundoff<T>};
-    timbre::testing::for_each_thread_order([&] {
-      for (int block : kBlocks) {
-        SCOPED_TRACE("block " + std::to_string(block));
-        // Padding pre-filled with 7 must stay 7: the kernel writes only its rows.
-        DeviceBuffer<T> d_h(std::vector<T>(B * h_stride, T(7))), d_copy(B * H),
-            d_saved(std::vector<T>(B * saved_stride, T(7)));
-        k::gru_gates_forward<T>(B, H, d_gx.get(), gx_stride, with_prev ? d_gh.get() : nullptr,
-                                d_b_ih.get(), d_b_hh.get(), with_prev ? d_hp.get() : nullptr,
-                                hp_stride, d_h.get(), h_stride, d_copy.get(), d_saved.get(),
-                                saved_stride, nullptr, block);
-        EXPECT_TRUE(all_close(d_h.to_host(), h, tol)) << "h";
-        EXPECT_TRUE(all_close(d_copy.to_host(), h_copy, tol)) << "h_copy";
-        EXPECT_TRUE(all_close(d_saved.to_host(), saved, tol)) << "saved";
-        // Without the optional outputs h is the same.
-        k::gru_gates_forward<T>(B, H, d_gx.get(), gx_stride, with_prev ? d_gh.get() : nullptr,
-                                d_b_ih.get(), d_b_hh.get(), with_prev ? d_hp.get() : nullptr,
-                                hp_stride, d_h.get(), h_stride, nullptr, nullptr, 0, nullptr,
-                                block);
-        EXPECT_TRUE(all_close(d_h.to_host(), h, tol)) << "h without optional outputs";
-      }
-    });
-  }
-}
-
-TYPED_TEST(GruGates, BackwardMatchesReference) {
-  using T = TypeParam;
-  const int B = 5, H = 7;
-  const long long saved_stride = 5 * H + 3, dh_stride = H + 1, dgx_stride = 3 * H + 2,
-                  dgh_stride = 3 * H + 5;
-  // A consistent saved row: r, z in (0, 1), n in (-1, 1), hn and h_prev
-  // anywhere plausible.
-  std::vector<T> saved = uniform<T>(B * saved_stride, 11);
-  for (int b = 0; b < B; ++b)
-    for (int j = 0; j < H; ++j) {
-      T* row = saved.data() + b * saved_stride;
-      row[j] = T(0.5) + row[j] / T(2.1);          // r
-      row[H + j] = T(0.5) + row[H + j] / T(2.1);  // z
-      row[3 * H + j] *= T(2);                     // hn
-    }
-  const auto dh_seq = uniform<T>(B * dh_stride, 12), dh_in = uniform<T>(B * H, 13);
-  DeviceBuffer<T> d_saved(saved), d_dh_seq(dh_seq);
-  // Elementwise products of a few factors: 16 u relative and absolute.
-  const Tolerance tol{16 * unit_roundoff<T>, 16 * unit_roundoff<T>};
-  for (int inputs = 0; inputs < 3; ++inputs) {
-    // 0: both dh sources; 1: dh_seq only; 2: dh_in only.
-    SCOPED_TRACE("inputs " + std::to_string(inputs));
-    const T* hs = inputs != 2 ? dh_seq.data() : nullptr;
-    const T* hi = inputs != 1 ? dh_in.data() : nullptr;
-    std::vector<T> dgx(B * dgx_stride, T(7)), dgh(B * dgh_stride, T(7)), dh_out(B * H);
-    k::gru_gates_backward_cpu<T>(B, H, saved.data(), saved_stride, hs, dh_stride, hi, dgx.data(),
-                                 dgx_stride, dgh.data(), dgh_stride, dh_out.data());
-    timbre::testing::for_each_thread_order([&] {
-      for (int block : kBlocks) {
-        SCOPED_TRACE("block " + std::to_string(block));
-        DeviceBuffer<T> d_dgx(std::vector<T>(B * dgx_stride, T(7))),
-            d_dgh(std::vector<T>(B * dgh_stride, T(7))), d_dh(dh_in);
-        // dh_out aliases dh_in, as in the layer.
-        k::gru_gates_backward<T>(B, H, d_saved.get(), saved_stride,
-                                 hs ? d_dh_seq.get() : nullptr, dh_stride,
-                                 hi ? d_dh.get() : nullptr, d_dgx.get(), dgx_stride, d_dgh.get(),
-                                 dgh_stride, d_dh.get(), nullptr, block);
-        EXPECT_TRUE(all_close(d_dgx.to_host(), dgx, tol)) << "dgx";
-        EXPECT_TRUE(all_close(d_dgh.to_host(), dgh, tol)) << "dgh";
-        EXPECT_TRUE(all_close(d_dh.to_host(), dh_out, tol)) << "dh_out";
-      }
-    });
-  }
 }
 
 // ===========================================================================
@@ -339,90 +167,286 @@ struct GruDevice {
   }
 };
 
-// Compares the device gradients with `want`. After accumulating, `assigned`
-// holds the gradients alone: their scale sets the tolerance, not the sum's.
+// ---------------------------------------------------------------------------
+// The op-case rows (tests/kernels/op_cases.h).
+
+// The gate kernels on their own, with strided rows (padding between rows,
+// as in the layer, where one step's rows are every S-th row). Forward: h,
+// the h copy and the saved rows (padding pre-filled with 7 must stay 7),
+// then h again without the optional outputs; with h_prev given and null.
 template <class T>
-void expect_grads_close(GruDevice<T>& dev, const GruGrads<T>& want, double eps,
-                        const GruGrads<T>* assigned = nullptr) {
-  const auto got = dev.grads();
-  const auto ref = want.all();
-  for (size_t i = 0; i < got.size(); ++i) {
-    Tolerance tol = scaled(eps, *ref[i]);
-    if (assigned) {
-      const std::vector<T>& g = *assigned->all()[i];
-      tol = accumulated(scaled(eps, g), max_abs(g), unit_roundoff<T>);
-    }
-    EXPECT_TRUE(all_close(got[i]->to_host(), *ref[i], tol)) << kGradNames[i];
+void gate_rows(OpTable& table) {
+  const int B = 5, H = 7;
+  for (bool with_prev : {true, false}) {
+    const long long gx_stride = 3 * H + 4, hp_stride = H + 3, h_stride = H + 2,
+                    saved_stride = 5 * H + 1;
+    // Pre-activations up to +-6 (gx and gh in [-3, 3]): sigmoid and tanh
+    // from their linear part to saturation.
+    struct In {
+      std::vector<T> gx, gh, b_ih, b_hh, h_prev;
+    };
+    const auto in = once([] {
+      return In{uniform<T>(B * gx_stride, 1, -3, 3), uniform<T>(B * 3 * H, 2, -3, 3),
+                uniform<T>(3 * H, 3), uniform<T>(3 * H, 4), uniform<T>(B * hp_stride, 5)};
+    });
+    table.add(OpCase{
+        with_prev ? "gru/gru_gates_forward" : "gru/gru_gates_forward/no_h_prev", dtype_name<T>(),
+        "B=5 H=7 strided", kBlocks, {32 * unit_roundoff<T>, 32 * unit_roundoff<T>},
+        "a handful of roundings and two transcendentals (2 ulp each on a GPU) per value",
+        [=](int block) {
+          const In& i = in();
+          DeviceBuffer<T> d_gx(i.gx), d_gh(i.gh), d_b_ih(i.b_ih), d_b_hh(i.b_hh), d_hp(i.h_prev);
+          DeviceBuffer<T> d_h(std::vector<T>(B * h_stride, T(7))), d_copy(B * H),
+              d_saved(std::vector<T>(B * saved_stride, T(7)));
+          k::gru_gates_forward<T>(B, H, d_gx.get(), gx_stride, with_prev ? d_gh.get() : nullptr,
+                                  d_b_ih.get(), d_b_hh.get(), with_prev ? d_hp.get() : nullptr,
+                                  hp_stride, d_h.get(), h_stride, d_copy.get(), d_saved.get(),
+                                  saved_stride, nullptr, block);
+          std::vector<double> out = widen(d_h.to_host());
+          for (const auto& v : {d_copy.to_host(), d_saved.to_host()})
+            out.insert(out.end(), v.begin(), v.end());
+          // Without the optional outputs h is the same.
+          k::gru_gates_forward<T>(B, H, d_gx.get(), gx_stride, with_prev ? d_gh.get() : nullptr,
+                                  d_b_ih.get(), d_b_hh.get(), with_prev ? d_hp.get() : nullptr,
+                                  hp_stride, d_h.get(), h_stride, nullptr, nullptr, 0, nullptr,
+                                  block);
+          const auto h2 = d_h.to_host();
+          out.insert(out.end(), h2.begin(), h2.end());
+          return out;
+        },
+        [=] {
+          const In& i = in();
+          std::vector<T> h(B * h_stride, T(7)), h_copy(B * H), saved(B * saved_stride, T(7));
+          k::gru_gates_forward_cpu<T>(B, H, i.gx.data(), gx_stride,
+                                      with_prev ? i.gh.data() : nullptr, i.b_ih.data(),
+                                      i.b_hh.data(), with_prev ? i.h_prev.data() : nullptr,
+                                      hp_stride, h.data(), h_stride, h_copy.data(), saved.data(),
+                                      saved_stride);
+          std::vector<double> out = widen(h);
+          out.insert(out.end(), h_copy.begin(), h_copy.end());
+          out.insert(out.end(), saved.begin(), saved.end());
+          out.insert(out.end(), h.begin(), h.end());
+          return out;
+        }});
+  }
+  // Backward: dgx, dgh (padding 7 stays 7) and dh_out, which aliases dh_in
+  // as in the layer; from both dh sources, dh_seq only, dh_in only.
+  const long long saved_stride = 5 * H + 3, dh_stride = H + 1, dgx_stride = 3 * H + 2,
+                  dgh_stride = 3 * H + 5;
+  struct In {
+    std::vector<T> saved, dh_seq, dh_in;
+  };
+  const auto in = once([] {
+    // A consistent saved row: r, z in (0, 1), n in (-1, 1), hn and h_prev
+    // anywhere plausible.
+    std::vector<T> saved = uniform<T>(B * saved_stride, 11);
+    for (int b = 0; b < B; ++b)
+      for (int j = 0; j < H; ++j) {
+        T* row = saved.data() + b * saved_stride;
+        row[j] = T(0.5) + row[j] / T(2.1);          // r
+        row[H + j] = T(0.5) + row[H + j] / T(2.1);  // z
+        row[3 * H + j] *= T(2);                     // hn
+      }
+    return In{saved, uniform<T>(B * dh_stride, 12), uniform<T>(B * H, 13)};
+  });
+  const char* names[] = {"gru/gru_gates_backward", "gru/gru_gates_backward/dh_seq_only",
+                         "gru/gru_gates_backward/dh_in_only"};
+  for (int inputs = 0; inputs < 3; ++inputs)
+    table.add(OpCase{
+        names[inputs], dtype_name<T>(), "B=5 H=7 strided", kBlocks,
+        {16 * unit_roundoff<T>, 16 * unit_roundoff<T>},
+        "elementwise products of a few factors",
+        [=](int block) {
+          const In& i = in();
+          DeviceBuffer<T> d_saved(i.saved), d_dh_seq(i.dh_seq), d_dh(i.dh_in),
+              d_dgx(std::vector<T>(B * dgx_stride, T(7))),
+              d_dgh(std::vector<T>(B * dgh_stride, T(7)));
+          k::gru_gates_backward<T>(B, H, d_saved.get(), saved_stride,
+                                   inputs != 2 ? d_dh_seq.get() : nullptr, dh_stride,
+                                   inputs != 1 ? d_dh.get() : nullptr, d_dgx.get(), dgx_stride,
+                                   d_dgh.get(), dgh_stride, d_dh.get(), nullptr, block);
+          std::vector<double> out = widen(d_dgx.to_host());
+          for (const auto& v : {d_dgh.to_host(), d_dh.to_host()})
+            out.insert(out.end(), v.begin(), v.end());
+          return out;
+        },
+        [=] {
+          const In& i = in();
+          std::vector<T> dgx(B * dgx_stride, T(7)), dgh(B * dgh_stride, T(7)), dh_out(B * H);
+          k::gru_gates_backward_cpu<T>(B, H, i.saved.data(), saved_stride,
+                                       inputs != 2 ? i.dh_seq.data() : nullptr, dh_stride,
+                                       inputs != 1 ? i.dh_in.data() : nullptr, dgx.data(),
+                                       dgx_stride, dgh.data(), dgh_stride, dh_out.data());
+          std::vector<double> out = widen(dgx);
+          out.insert(out.end(), dgh.begin(), dgh.end());
+          out.insert(out.end(), dh_out.begin(), dh_out.end());
+          return out;
+        }});
+}
+
+template <class T>
+std::vector<double> joined(const GruGrads<T>& g) {
+  std::vector<double> out;
+  for (const auto* v : g.all()) out.insert(out.end(), v->begin(), v->end());
+  return out;
+}
+
+// The whole layer: forward (hseq, h_last); backward assigning over NaN
+// (which it must never read) and accumulating into a random prefill.
+template <class T>
+void layer_rows(OpTable& table, GruShape shape, bool h0, bool reverse, uint64_t seed,
+                double gain, bool use_dhseq = true, bool use_dh_last = true,
+                bool forward_row = true) {
+  const auto p = once([=] { return GruProblem<T>(shape, h0, reverse, seed, gain); });
+  const std::string where = GruProblem<T>(shape, h0, reverse, seed, gain).str() +
+                            (use_dhseq ? "" : ", no dhseq") + (use_dh_last ? "" : ", no dh_last");
+  const GruShape s = shape;
+  const size_t B = size_t(s.batch), S = size_t(s.steps), I = size_t(s.input),
+               H = size_t(s.hidden);
+  if (forward_row) {
+    OpCase fwd{"gru/gru_forward", dtype_name<T>(), where, kBlocks, {},
+               "a chain of S (I + H) roundings relative to the scale",
+               [=](int block) {
+                 Cublas cublas;
+                 GruDevice<T> dev(p());
+                 dev.forward(cublas.h, block);
+                 std::vector<double> out = widen(dev.hseq.to_host());
+                 const auto last = dev.h_last.to_host();
+                 out.insert(out.end(), last.begin(), last.end());
+                 return out;
+               },
+               [=] {
+                 const GruProblem<T>& q = p();
+                 std::vector<T> hseq(B * S * H), h_last(B * H);
+                 k::gru_forward_cpu<T>(s.batch, s.steps, s.input, s.hidden, q.x.data(),
+                                       q.w_ih.data(), q.w_hh.data(), q.b_ih.data(), q.b_hh.data(),
+                                       q.h0_or_null(), q.reverse, hseq.data(), h_last.data());
+                 std::vector<double> out = widen(hseq);
+                 out.insert(out.end(), h_last.begin(), h_last.end());
+                 return out;
+               }};
+    fwd.compare = [=](const std::vector<double>& got, const std::vector<double>& want, int) {
+      const auto g = split(got, {B * S * H, B * H}), w = split(want, {B * S * H, B * H});
+      const double eps = gru_forward_eps<T>(s);
+      if (auto r = all_close(g[0], w[0], scaled(eps, w[0])); !r) return r << " (hseq)";
+      if (auto r = all_close(g[1], w[1], scaled(eps, w[1])); !r) return r << " (h_last)";
+      return ::testing::AssertionSuccess();
+    };
+    table.add(std::move(fwd));
+  }
+  const auto prefill = once([=] {
+    GruGrads<T> pre(s);
+    uint64_t sd = 900;
+    for (auto* v : pre.all()) *v = uniform<T>(v->size(), sd++, -2, 2);
+    return pre;
+  });
+  const auto fresh = once([=] { return reference_grads<T>(p(), use_dhseq, use_dh_last, nullptr, false); });
+  const std::vector<size_t> sizes = {B * S * I, B * H, 3 * H * I, 3 * H * H, 3 * H, 3 * H};
+  for (bool acc : {false, true}) {
+    OpCase bwd{
+        acc ? "gru/gru_backward_accumulate" : "gru/gru_backward", dtype_name<T>(), where, kBlocks,
+        {},
+        "S (3H + I) + B S roundings relative to each gradient's scale (accumulating: absolute "
+        "at that scale)",
+        [=](int block) {
+          Cublas cublas;
+          GruDevice<T> dev(p());
+          dev.forward(cublas.h, block);
+          GruGrads<T> start = acc ? prefill() : GruGrads<T>(s);
+          if (!acc)
+            for (auto* v : start.all()) std::fill(v->begin(), v->end(), T(NAN));
+          dev.upload(start);
+          dev.backward(cublas.h, block, all_flags(acc), use_dhseq, use_dh_last);
+          std::vector<double> out;
+          for (auto* g : dev.grads()) {
+            const auto h = g->to_host();
+            out.insert(out.end(), h.begin(), h.end());
+          }
+          return out;
+        },
+        [=] {
+          return joined(acc ? reference_grads<T>(p(), use_dhseq, use_dh_last, &prefill(), true)
+                            : fresh());
+        }};
+    bwd.compare = [=](const std::vector<double>& got, const std::vector<double>& want, int) {
+      const auto g = split(got, sizes), w = split(want, sizes);
+      const double eps = gru_backward_eps<T>(s);
+      for (size_t i = 0; i < 6; ++i) {
+        const std::vector<T>& f = *fresh().all()[i];
+        Tolerance tol = scaled(eps, f);
+        if (acc) tol = accumulated(tol, max_abs(f), unit_roundoff<T>);
+        if (auto r = all_close(g[i], w[i], tol); !r) return r << " (" << kGradNames[i] << ")";
+      }
+      return ::testing::AssertionSuccess();
+    };
+    table.add(std::move(bwd));
   }
 }
 
-// Forward, then backward assigning over a NaN-filled gradient (which must
-// be overwritten, never read) and accumulating into a random prefill, for
-// both block sizes under every thread order.
 template <class T>
-void check_layer(const GruProblem<T>& p, bool use_dhseq = true, bool use_dh_last = true) {
-  SCOPED_TRACE(p.str() + (use_dhseq ? "" : ", no dhseq") + (use_dh_last ? "" : ", no dh_last"));
-  const GruShape& s = p.s;
-  std::vector<T> hseq(p.dhseq.size()), h_last(p.h0.size());
-  k::gru_forward_cpu<T>(s.batch, s.steps, s.input, s.hidden, p.x.data(), p.w_ih.data(),
-                        p.w_hh.data(), p.b_ih.data(), p.b_hh.data(), p.h0_or_null(), p.reverse,
-                        hseq.data(), h_last.data());
-  GruGrads<T> want = reference_grads<T>(p, use_dhseq, use_dh_last, nullptr, false);
-  GruGrads<T> prefill(s), nan_fill(s);
-  {
-    uint64_t seed = 900;
-    for (auto* v : prefill.all()) *v = uniform<T>(v->size(), seed++, -2, 2);
-    for (auto* v : nan_fill.all()) std::fill(v->begin(), v->end(), T(NAN));
+void gru_rows(OpTable& table) {
+  gate_rows<T>(table);
+  // Odd shapes: S = 1, a 1-unit layer; with and without h0; both directions.
+  for (const GruShape s : {GruShape{3, 5, 7, 4}, GruShape{3, 1, 7, 4}, GruShape{1, 2, 1, 1}})
+    for (bool h0 : {true, false})
+      for (bool reverse : {false, true}) layer_rows<T>(table, s, h0, reverse, 100 + s.steps, 2.0);
+  // Either upstream gradient alone (the other null).
+  for (const auto& [h0, reverse, seed] : {std::tuple{true, false, 200}, {false, true, 210}}) {
+    layer_rows<T>(table, {3, 5, 7, 4}, h0, reverse, uint64_t(seed), 2.0, true, false);
+    layer_rows<T>(table, {3, 5, 7, 4}, h0, reverse, uint64_t(seed), 2.0, false, true, false);
   }
-  GruGrads<T> want_acc = reference_grads<T>(p, use_dhseq, use_dh_last, &prefill, true);
-  const double fwd_eps = gru_forward_eps<T>(s), bwd_eps = gru_backward_eps<T>(s);
+  // The models' layers: the C-RNN's, and one direction of the parallel model's.
+  layer_rows<T>(table, {32, 16, 128, 32}, false, false, 300, 1.0);
+  layer_rows<T>(table, {32, 64, 128, 64}, true, true, 310, 1.0);
+}
 
-  Cublas cublas;
-  GruDevice<T> dev(p);
-  timbre::testing::for_each_thread_order([&] {
-    for (int block : kBlocks) {
-      SCOPED_TRACE("block " + std::to_string(block));
-      dev.forward(cublas.h, block);
-      EXPECT_TRUE(all_close(dev.hseq.to_host(), hseq, scaled(fwd_eps, hseq))) << "hseq";
-      EXPECT_TRUE(all_close(dev.h_last.to_host(), h_last, scaled(fwd_eps, h_last))) << "h_last";
-      dev.upload(nan_fill);
-      dev.backward(cublas.h, block, all_flags(false), use_dhseq, use_dh_last);
-      expect_grads_close(dev, want, bwd_eps);
-      dev.upload(prefill);
-      dev.backward(cublas.h, block, all_flags(true), use_dhseq, use_dh_last);
-      expect_grads_close(dev, want_acc, bwd_eps, &want);
+// Finite differences (double) of each parameter: L = sum w1 . hseq +
+// sum w2 . h_last with w1 = dhseq, w2 = dh_last.
+void gru_gradient_rows(OpTable& table) {
+  for (bool reverse : {false, true}) {
+    const GruProblem<double> base({2, 3, 3, 3}, true, reverse, 700, 2.0);
+    for (int param = 0; param < 6; ++param) {
+      const auto field = [param](GruProblem<double>& p) -> std::vector<double>& {
+        std::vector<double>* f[] = {&p.x, &p.h0, &p.w_ih, &p.w_hh, &p.b_ih, &p.b_hh};
+        return *f[param];
+      };
+      GruProblem<double> copy = base;
+      table.add(GradientCase{
+          std::string("gru/gru_backward/") + kGradNames[param] + (reverse ? "/reverse" : ""),
+          base.s.str(), field(copy),
+          [=](const std::vector<double>& x) {
+            GruProblem<double> p = base;
+            field(p) = x;
+            Cublas cublas;
+            GruDevice<double> dev(p);
+            dev.forward(cublas.h, 96);
+            return timbre::testing::dot(dev.hseq.to_host(), p.dhseq) +
+                   timbre::testing::dot(dev.h_last.to_host(), p.dh_last);
+          },
+          [=](const std::vector<double>& x) {
+            GruProblem<double> p = base;
+            field(p) = x;
+            Cublas cublas;
+            GruDevice<double> dev(p);
+            dev.forward(cublas.h, 96);
+            dev.backward(cublas.h, 96, all_flags(false));
+            return dev.grads()[size_t(param)]->to_host();
+          },
+          kFiniteDifferenceTol, kFiniteDifferenceWhy, kStep});
     }
-  });
+  }
+}
+
+OP_CASES(gru) {
+  gru_rows<float>(table);
+  gru_rows<double>(table);
+  gru_gradient_rows(table);
 }
 
 template <class T>
 class Gru : public ::testing::Test {};
+using Types = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(Gru, Types);
-
-TYPED_TEST(Gru, OddShapesMatchReference) {
-  using T = TypeParam;
-  for (const GruShape s : {GruShape{3, 5, 7, 4}, GruShape{3, 1, 7, 4}, GruShape{1, 2, 1, 1}})
-    for (bool h0 : {true, false})
-      for (bool reverse : {false, true})
-        check_layer(GruProblem<T>(s, h0, reverse, 100 + s.steps, 2.0));
-}
-
-// Either upstream gradient alone (the other null).
-TYPED_TEST(Gru, OneUpstreamGradient) {
-  using T = TypeParam;
-  const GruProblem<T> p({3, 5, 7, 4}, true, false, 200, 2.0);
-  check_layer(p, true, false);
-  check_layer(p, false, true);
-  const GruProblem<T> r({3, 5, 7, 4}, false, true, 210, 2.0);
-  check_layer(r, true, false);
-  check_layer(r, false, true);
-}
-
-TYPED_TEST(Gru, ModelShapesMatchReference) {
-  using T = TypeParam;
-  check_layer(GruProblem<T>({32, 16, 128, 32}, false, false, 300, 1.0));
-  check_layer(GruProblem<T>({32, 64, 128, 64}, true, true, 310, 1.0));
-}
 
 // reverse = true on x is forward on x reversed in time, with hseq reversed
 // in time as well; h_last is the same.
@@ -494,245 +518,17 @@ TYPED_TEST(Gru, OptionalGradients) {
   EXPECT_EQ(bits(db.to_host()), bits(db_ih));
 }
 
-// ---------------------------------------------------------------------------
-// Finite differences (double): the layer's backward against the derivative
-// of its own device forward, so that a formula shared by the kernels and the
-// reference cannot be wrong in both. L = sum w1 . hseq + sum w2 . h_last
-// for random w1, w2 (so the backward gets dhseq = w1, dh_last = w2), and
-// dL/dp_k ~ (L(p + h e_k) - L(p - h e_k)) / 2h with h = 1e-6. The
-// truncation error h^2 |L'''| / 6 is ~1e-13; the rounding error is
-// ~u |L| / h ~ 1e-16 * 10 / 1e-6 = 1e-9. 1e-7 + 1e-6 |ref| checks the
-// formulas (a wrong one is off by O(0.01) or more), not the rounding.
-
-const Tolerance kFiniteDifferenceTol{1e-7, 1e-6};
-constexpr double kStep = 1e-6;
-
-double dot(const std::vector<double>& a, const std::vector<double>& b) {
-  double s = 0;
-  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
-  return s;
-}
-
-// Central differences of loss() with respect to every element of *param.
-std::vector<double> numeric_gradient(std::vector<double>* param, DeviceBuffer<double>* d_param,
-                                     const std::function<double()>& loss) {
-  std::vector<double> g(param->size());
-  for (size_t i = 0; i < param->size(); ++i) {
-    const double keep = (*param)[i];
-    double l[2];
-    for (int side = 0; side < 2; ++side) {
-      (*param)[i] = keep + (side ? -kStep : kStep);
-      d_param->copy_from_host(*param);
-      l[side] = loss();
-    }
-    (*param)[i] = keep;
-    d_param->copy_from_host(*param);
-    g[i] = (l[0] - l[1]) / (2 * kStep);
-  }
-  return g;
-}
-
-TEST(GruGradients, MatchFiniteDifferences) {
-  for (bool reverse : {false, true}) {
-    SCOPED_TRACE(reverse ? "reverse" : "forward");
-    GruProblem<double> p({2, 3, 3, 3}, true, reverse, 700, 2.0);
-    Cublas cublas;
-    GruDevice<double> dev(p);
-    const auto loss = [&] {
-      dev.forward(cublas.h, 96);
-      return dot(dev.hseq.to_host(), p.dhseq) + dot(dev.h_last.to_host(), p.dh_last);
-    };
-    dev.forward(cublas.h, 96);
-    dev.backward(cublas.h, 96, all_flags(false));
-    EXPECT_TRUE(all_close(dev.dx.to_host(), numeric_gradient(&p.x, &dev.x, loss),
-                          kFiniteDifferenceTol))
-        << "dx";
-    EXPECT_TRUE(all_close(dev.dh0.to_host(), numeric_gradient(&p.h0, &dev.h0, loss),
-                          kFiniteDifferenceTol))
-        << "dh0";
-    EXPECT_TRUE(all_close(dev.dw_ih.to_host(), numeric_gradient(&p.w_ih, &dev.w_ih, loss),
-                          kFiniteDifferenceTol))
-        << "dW_ih";
-    EXPECT_TRUE(all_close(dev.dw_hh.to_host(), numeric_gradient(&p.w_hh, &dev.w_hh, loss),
-                          kFiniteDifferenceTol))
-        << "dW_hh";
-    EXPECT_TRUE(all_close(dev.db_ih.to_host(), numeric_gradient(&p.b_ih, &dev.b_ih, loss),
-                          kFiniteDifferenceTol))
-        << "db_ih";
-    EXPECT_TRUE(all_close(dev.db_hh.to_host(), numeric_gradient(&p.b_hh, &dev.b_hh, loss),
-                          kFiniteDifferenceTol))
-        << "db_hh";
-  }
-}
-
-// ===========================================================================
-// Attention over time.
-
-struct AttnShape {
-  int batch, steps, dim, attn;
-  std::string str() const {
-    return "B=" + std::to_string(batch) + " S=" + std::to_string(steps) +
-           " D=" + std::to_string(dim) + " A=" + std::to_string(attn);
-  }
-};
-
-// hseq in (-1, 1) like GRU states; W, b uniform in +-gain/sqrt(D) (gain 1:
-// PyTorch's Linear initialisation; the odd shape uses more so that tanh
-// saturates); v uniform in +-gain/sqrt(A); dout in [-1, 1).
-template <class T>
-struct AttnProblem {
-  AttnShape s;
-  std::vector<T> hseq, w, b, v, dout;
-  AttnProblem(AttnShape shape, uint64_t seed, double gain) : s(shape) {
-    const size_t B = s.batch, S = s.steps, D = s.dim, A = s.attn;
-    const double kw = gain / std::sqrt(double(D)), kv = 2 * gain / std::sqrt(double(A));
-    hseq = uniform<T>(B * S * D, seed);
-    w = uniform<T>(A * D, seed + 1, -kw, kw);
-    b = uniform<T>(A, seed + 2, -kw, kw);
-    v = uniform<T>(A, seed + 3, -kv, kv);
-    dout = uniform<T>(B * D, seed + 4);
-  }
-};
-
-// Attention outputs: the score e = v . tanh(W h + b) is fed by D + A
-// roundings, alpha = softmax(e) by S more (the sum), out by S more.
-template <class T>
-double attention_eps(const AttnShape& s) {
-  return chain_eps<T>(double(s.dim) + s.attn + 2.0 * s.steps);
-}
-// Gradients: dalpha sums D terms, the softmax backward S, dP then feeds
-// GEMMs over B*S rows (dW, db, dv) or A terms (dhseq).
-template <class T>
-double attention_backward_eps(const AttnShape& s) {
-  return chain_eps<T>(2.0 * s.dim + 2.0 * s.attn + 2.0 * s.steps + double(s.batch) * s.steps);
-}
-
-template <class T>
-struct AttnDevice {
-  const AttnProblem<T>& p;
-  DeviceBuffer<T> hseq, w, b, v, dout, out, alpha, reserve, ws;
-  DeviceBuffer<T> dhseq, dw, db, dv;
-  explicit AttnDevice(const AttnProblem<T>& problem)
-      : p(problem), hseq(p.hseq), w(p.w), b(p.b), v(p.v), dout(p.dout), out(p.dout.size()),
-        alpha(size_t(p.s.batch) * p.s.steps),
-        reserve(k::attention_reserve_size(p.s.batch, p.s.steps, p.s.attn)),
-        ws(k::attention_backward_workspace_size(p.s.batch, p.s.steps, p.s.attn)),
-        dhseq(p.hseq.size()), dw(p.w.size()), db(p.b.size()), dv(p.v.size()) {}
-  void forward(cublasHandle_t h, int block) {
-    k::attention_forward<T>(h, p.s.batch, p.s.steps, p.s.dim, p.s.attn, hseq.get(), w.get(),
-                            b.get(), v.get(), out.get(), alpha.get(), reserve.get(), nullptr,
-                            block);
-  }
-  void backward(cublasHandle_t h, int block, AttentionAccumulate acc) {
-    k::attention_backward<T>(h, p.s.batch, p.s.steps, p.s.dim, p.s.attn, hseq.get(), w.get(),
-                             v.get(), alpha.get(), reserve.get(), dout.get(), dhseq.get(),
-                             dw.get(), db.get(), dv.get(), acc, ws.get(), nullptr, block);
-  }
-};
-
-AttentionAccumulate attn_flags(bool acc) { return AttentionAccumulate{acc, acc, acc, acc}; }
-
-template <class T>
-void check_attention(const AttnProblem<T>& p) {
-  SCOPED_TRACE(p.s.str());
-  const AttnShape& s = p.s;
-  std::vector<T> out(p.dout.size()), alpha(size_t(s.batch) * s.steps);
-  k::attention_forward_cpu<T>(s.batch, s.steps, s.dim, s.attn, p.hseq.data(), p.w.data(),
-                              p.b.data(), p.v.data(), out.data(), alpha.data());
-  std::vector<std::vector<T>> want = {std::vector<T>(p.hseq.size()), std::vector<T>(p.w.size()),
-                                      std::vector<T>(p.b.size()), std::vector<T>(p.v.size())};
-  std::vector<std::vector<T>> prefill, want_acc;
-  for (size_t i = 0; i < want.size(); ++i)
-    prefill.push_back(uniform<T>(want[i].size(), 950 + i, -2, 2));
-  want_acc = prefill;
-  const auto reference = [&](std::vector<std::vector<T>>& g, bool acc) {
-    k::attention_backward_cpu<T>(s.batch, s.steps, s.dim, s.attn, p.hseq.data(), p.w.data(),
-                                 p.b.data(), p.v.data(), p.dout.data(), g[0].data(), g[1].data(),
-                                 g[2].data(), g[3].data(), attn_flags(acc));
-  };
-  reference(want, false);
-  reference(want_acc, true);
-  const char* names[] = {"dhseq", "dW", "db", "dv"};
-  const double eps = attention_eps<T>(s), bwd_eps = attention_backward_eps<T>(s);
-
-  Cublas cublas;
-  AttnDevice<T> dev(p);
-  std::vector<DeviceBuffer<T>*> grads = {&dev.dhseq, &dev.dw, &dev.db, &dev.dv};
-  timbre::testing::for_each_thread_order([&] {
-    for (int block : kBlocks) {
-      SCOPED_TRACE("block " + std::to_string(block));
-      dev.forward(cublas.h, block);
-      EXPECT_TRUE(all_close(dev.out.to_host(), out, scaled(eps, out))) << "out";
-      EXPECT_TRUE(all_close(dev.alpha.to_host(), alpha, scaled(eps, alpha))) << "alpha";
-      for (size_t i = 0; i < grads.size(); ++i)
-        grads[i]->copy_from_host(std::vector<T>(want[i].size(), T(NAN)));
-      dev.backward(cublas.h, block, attn_flags(false));
-      for (size_t i = 0; i < grads.size(); ++i)
-        EXPECT_TRUE(all_close(grads[i]->to_host(), want[i], scaled(bwd_eps, want[i])))
-            << names[i];
-      for (size_t i = 0; i < grads.size(); ++i) grads[i]->copy_from_host(prefill[i]);
-      dev.backward(cublas.h, block, attn_flags(true));
-      for (size_t i = 0; i < grads.size(); ++i)
-        EXPECT_TRUE(all_close(grads[i]->to_host(), want_acc[i],
-                              accumulated(scaled(bwd_eps, want[i]), max_abs(want[i]), unit_roundoff<T>)))
-            << names[i] << " accumulated";
-    }
-  });
-}
-
-template <class T>
-class Attention : public ::testing::Test {};
-TYPED_TEST_SUITE(Attention, Types);
-
-TYPED_TEST(Attention, OddShapeMatchesReference) {
-  using T = TypeParam;
-  check_attention(AttnProblem<T>({3, 5, 6, 4}, 800, 3.0));
-  check_attention(AttnProblem<T>({2, 1, 3, 5}, 810, 3.0));  // one step: alpha = 1
-}
-
-TYPED_TEST(Attention, ModelShapeMatchesReference) {
-  using T = TypeParam;
-  check_attention(AttnProblem<T>({32, 64, 128, 128}, 820, 1.0));
-}
-
-TEST(AttentionGradients, MatchFiniteDifferences) {
-  AttnProblem<double> p({2, 3, 4, 3}, 830, 3.0);
-  Cublas cublas;
-  AttnDevice<double> dev(p);
-  const auto loss = [&] {
-    dev.forward(cublas.h, 96);
-    return dot(dev.out.to_host(), p.dout);
-  };
-  dev.forward(cublas.h, 96);
-  dev.backward(cublas.h, 96, attn_flags(false));
-  EXPECT_TRUE(all_close(dev.dhseq.to_host(), numeric_gradient(&p.hseq, &dev.hseq, loss),
-                        kFiniteDifferenceTol))
-      << "dhseq";
-  EXPECT_TRUE(all_close(dev.dw.to_host(), numeric_gradient(&p.w, &dev.w, loss),
-                        kFiniteDifferenceTol))
-      << "dW";
-  EXPECT_TRUE(all_close(dev.db.to_host(), numeric_gradient(&p.b, &dev.b, loss),
-                        kFiniteDifferenceTol))
-      << "db";
-  EXPECT_TRUE(all_close(dev.dv.to_host(), numeric_gradient(&p.v, &dev.v, loss),
-                        kFiniteDifferenceTol))
-      << "dv";
-}
-
 // ===========================================================================
 // Determinism: every output has the same bits on a second run, under every
 // thread order and for both block sizes (no atomics; each element's
 // arithmetic does not depend on the launch shape; the GEMMs are the same
-// calls; the softmax over S <= 64 is on its thread or warp path, whose bits
-// do not depend on the block size).
+// calls).
 
 TEST(GruDeterminism, SameBitsEveryRun) {
   using T = float;
   const GruProblem<T> p({32, 16, 128, 32}, true, true, 1000, 1.0);
-  const AttnProblem<T> a({32, 64, 64, 48}, 1010, 1.0);  // softmax over 64: warp path
   Cublas cublas;
   GruDevice<T> gru(p);
-  AttnDevice<T> attn(a);
   const auto run = [&](int block) {
     std::vector<std::vector<unsigned char>> out;
     gru.forward(cublas.h, block);
@@ -740,10 +536,6 @@ TEST(GruDeterminism, SameBitsEveryRun) {
     out.push_back(bits(gru.hseq.to_host()));
     out.push_back(bits(gru.h_last.to_host()));
     for (auto* g : gru.grads()) out.push_back(bits(g->to_host()));
-    attn.forward(cublas.h, block);
-    attn.backward(cublas.h, block, attn_flags(false));
-    for (auto* b : {&attn.out, &attn.alpha, &attn.dhseq, &attn.dw, &attn.db, &attn.dv})
-      out.push_back(bits(b->to_host()));
     return out;
   };
   const auto first = run(256);
@@ -759,17 +551,6 @@ TEST(GruDeterminism, SameBitsEveryRun) {
 
 // ===========================================================================
 // Arguments.
-
-// Runs f and checks it throws std::invalid_argument with exactly `message`.
-template <class F>
-void expect_invalid(F&& f, const std::string& message) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception; expected: " << message;
-  } catch (const std::invalid_argument& e) {
-    EXPECT_EQ(std::string(e.what()), message);
-  }
-}
 
 TEST(GruArgs, RejectsBadSizesBlocksAndPointers) {
   Cublas cublas;
@@ -877,38 +658,6 @@ TEST(GruArgs, RejectsAHandleOnAnotherStream) {
   CUDA_CHECK(cudaStreamDestroy(other));
 }
 
-TEST(AttentionArgs, RejectsBadSizesBlocksAndPointers) {
-  Cublas cublas;
-  const AttnProblem<float> p({3, 5, 6, 4}, 1300, 1.0);
-  AttnDevice<float> d(p);
-  const auto fwd = [&](int B, int S, int D, int A, int block) {
-    k::attention_forward<float>(cublas.h, B, S, D, A, d.hseq.get(), d.w.get(), d.b.get(),
-                                d.v.get(), d.out.get(), d.alpha.get(), d.reserve.get(), nullptr,
-                                block);
-  };
-  expect_invalid([&] { fwd(-2, 5, 6, 4, 256); }, "attention_forward: batch must be >= 0, not -2");
-  expect_invalid([&] { fwd(3, 0, 6, 4, 256); }, "attention_forward: steps must be >= 1, not 0");
-  expect_invalid([&] { fwd(3, 5, 0, 4, 256); }, "attention_forward: dim must be >= 1, not 0");
-  expect_invalid([&] { fwd(3, 5, 6, 0, 256); }, "attention_forward: attn must be >= 1, not 0");
-  expect_invalid([&] { fwd(3, 5, 6, 4, 2048); },
-                 "attention_forward: block must be a multiple of 32 in [32, 1024], not 2048");
-  EXPECT_NO_THROW(fwd(3, 5, 6, 4, 32));
-  expect_invalid(
-      [&] {
-        k::attention_forward<float>(cublas.h, 3, 5, 6, 4, d.hseq.get(), d.w.get(), d.b.get(),
-                                    d.v.get(), d.out.get(), nullptr, d.reserve.get(), nullptr);
-      },
-      "attention_forward: d_alpha is null");
-  expect_invalid(
-      [&] {
-        k::attention_backward<float>(cublas.h, 3, 5, 6, 4, d.hseq.get(), d.w.get(), d.v.get(),
-                                     d.alpha.get(), d.reserve.get(), nullptr, d.dhseq.get(),
-                                     nullptr, nullptr, nullptr, AttentionAccumulate{},
-                                     d.ws.get(), nullptr);
-      },
-      "attention_backward: d_dout is null");
-}
-
 // batch = 0 is an empty batch: nothing to do, nothing touched (null pointers
 // are fine, the handle is not even looked at).
 TEST(GruArgs, ZeroBatchIsANoOp) {
@@ -922,20 +671,12 @@ TEST(GruArgs, ZeroBatchIsANoOp) {
   EXPECT_NO_THROW(k::gru_gates_forward<float>(0, 4, nullptr, 0, nullptr, nullptr, nullptr,
                                               nullptr, 0, nullptr, 0, nullptr, nullptr, 0,
                                               nullptr));
-  EXPECT_NO_THROW(k::attention_forward<float>(nullptr, 0, 5, 6, 4, nullptr, nullptr, nullptr,
-                                              nullptr, nullptr, nullptr, nullptr, nullptr));
-  EXPECT_NO_THROW(k::attention_backward<double>(nullptr, 0, 5, 6, 4, nullptr, nullptr, nullptr,
-                                                nullptr, nullptr, nullptr, nullptr, nullptr,
-                                                nullptr, nullptr, AttentionAccumulate{},
-                                                nullptr, nullptr));
 }
 
 TEST(GruSizes, WorkspaceAndReserve) {
   EXPECT_EQ(k::gru_forward_workspace_size(3, 5, 7, 4), size_t(3 * 5 * 12 + 3 * 12));
   EXPECT_EQ(k::gru_reserve_size(3, 5, 4), size_t(3 * 5 * 20));
   EXPECT_EQ(k::gru_backward_workspace_size(3, 5, 7, 4), size_t(2 * 3 * 5 * 12 + 3 * 4 + 15));
-  EXPECT_EQ(k::attention_reserve_size(3, 5, 4), size_t(60));
-  EXPECT_EQ(k::attention_backward_workspace_size(3, 5, 4), size_t(60 + 45));
 }
 
 // The cost formulas: a sanity check of their scaling, for benchmarks.
@@ -948,8 +689,6 @@ TEST(GruCost, ScalesWithSize) {
   EXPECT_EQ(k::gru_forward_cost(32, 16, 128, 32, 8).bytes, 2 * f.bytes);
   EXPECT_GT(k::gru_backward_cost(32, 16, 128, 32).flops, 1.5 * f.flops);
   EXPECT_EQ(k::gru_gates_forward_cost(10, 8).flops, 22 * 80);
-  EXPECT_GT(k::attention_backward_cost(32, 64, 128, 128).flops,
-            k::attention_forward_cost(32, 64, 128, 128).flops);
 }
 
 }  // namespace
