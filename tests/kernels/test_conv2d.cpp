@@ -12,6 +12,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <iterator>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -21,6 +23,7 @@
 #include "kernels/conv2d.cuh"
 #include "kernels/grid.h"
 #include "kernels/device_buffer.h"
+#include "tests/kernels/op_cases.h"
 #include "tests/testing.h"
 
 namespace {
@@ -37,6 +40,8 @@ using timbre::testing::poison;
 using timbre::testing::all_close;
 using timbre::testing::for_each_thread_order;
 using timbre::testing::Tolerance;
+using timbre::testing::OpTable;
+using timbre::testing::once;
 
 // ---------------------------------------------------------------------------
 // Tolerances.
@@ -167,178 +172,261 @@ long long forward_terms(const Conv2dShape& s) { return s.col_rows() + 1; }
 long long data_terms(const Conv2dShape& s) { return (long long)s.K * s.R * s.S + 1; }
 long long filter_terms(const Conv2dShape& s) { return s.N * s.col_cols() + 1; }
 
+// ---------------------------------------------------------------------------
+// The op-case rows (tests/kernels/op_cases.h): v1 (direct) and v2 (im2col +
+// cuBLAS) of forward (with and without bias), dx, dw and db (assigning over
+// NaN and accumulating over random values), for every case of kCases, float
+// and double, both block sizes; v2 with two workspace sizes (one image per
+// chunk, N - 1 images) and, besides the launch shapes of both defaults rows,
+// three columns per thread for im2col and col2im; and finite differences of
+// every backward in double.
+
 template <class T>
-class Conv2dTest : public ::testing::Test {};
-using Types = ::testing::Types<float, double>;
-TYPED_TEST_SUITE(Conv2dTest, Types);
-
-// ---------------------------------------------------------------------------
-// Forward.
-TYPED_TEST(Conv2dTest, ForwardMatchesReference) {
-  using T = TypeParam;
-  uint64_t seed = 100;
-  for (const Case& c : kCases) {
-    SCOPED_TRACE(std::string(c.name) + ": " + c.shape.str());
-    const Conv2dShape& sh = c.shape;
-    const Problem<T> pr(sh, seed += 10);
-    const auto x = widen(pr.x), w = widen(pr.w), b = widen(pr.b);
-    const auto ax = absolute(pr.x), aw = absolute(pr.w), ab = absolute(pr.b);
-    const std::vector<double> ref[2] = {forward_ref(sh, x, w, nullptr), forward_ref(sh, x, w, &b)};
-    // The magnitude with the bias bounds both.
-    const Tolerance tol = sum_bound<T>(forward_terms(sh), forward_ref(sh, ax, aw, &ab));
-    DeviceBuffer<T> d_x(pr.x), d_w(pr.w), d_b(pr.b), d_y(size_t(sh.y_size()));
-    for_each_thread_order([&] {
-      for (int block : kBlocks)
-        for (int bias : {0, 1}) {
-          const T* bp = bias ? d_b.get() : nullptr;
-          poison(d_y);
-          k::conv2d_forward_v1_direct<T>(sh, d_x.get(), d_w.get(), bp, d_y.get(), nullptr, block);
-          EXPECT_TRUE(all_close(d_y.to_host(), ref[bias], tol))
-              << "v1, block " << block << ", bias " << bias;
-          // im2col's columns per thread: the backend's choice, the GPU's (1), and 3.
-          for (int span : {0, 1, 3})
-          for (size_t ws : pr.workspaces()) {
-            k::set_columns_per_thread(span);
-            DeviceBuffer<T> d_ws(ws / sizeof(T));
-            poison(d_y);
-            k::conv2d_forward_v2_im2col<T>(sh, d_x.get(), d_w.get(), bp, d_y.get(), d_ws.get(),
-                                           ws, handle(), nullptr, block);
-            k::set_columns_per_thread(0);
-            EXPECT_TRUE(all_close(d_y.to_host(), ref[bias], tol))
-                << "v2, block " << block << ", bias " << bias << ", workspace " << ws
-                << ", span " << span;
-          }
-        }
-    });
-  }
+const char* dtype_name() {
+  return std::is_same_v<T, float> ? "float" : "double";
 }
 
-// ---------------------------------------------------------------------------
-// Backward, each gradient on its own. Assigning runs start from NaN
-// (poison), accumulating runs from random values.
-TYPED_TEST(Conv2dTest, BackwardDataMatchesReference) {
-  using T = TypeParam;
-  uint64_t seed = 200;
-  for (const Case& c : kCases) {
-    SCOPED_TRACE(std::string(c.name) + ": " + c.shape.str());
-    const Conv2dShape& sh = c.shape;
-    const Problem<T> pr(sh, seed += 10);
-    const auto w = widen(pr.w), dy = widen(pr.dy), dx0 = widen(pr.dx0);
-    const auto mag = data_ref(sh, absolute(pr.w), absolute(pr.dy), dx0, false);
-    DeviceBuffer<T> d_w(pr.w), d_dy(pr.dy), d_dx(size_t(sh.x_size()));
-    for (bool acc : {false, true}) {
-      const auto ref = data_ref(sh, w, dy, dx0, acc);
-      const Tolerance tol = sum_bound<T>(data_terms(sh), acc ? plus_abs(mag, dx0) : mag);
-      auto reset = [&] { acc ? d_dx.copy_from_host(pr.dx0) : poison(d_dx); };
-      for_each_thread_order([&] {
-        for (int block : kBlocks) {
-          reset();
-          k::conv2d_backward_data_v1_direct<T>(sh, d_w.get(), d_dy.get(), d_dx.get(), acc,
-                                               nullptr, block);
-          EXPECT_TRUE(all_close(d_dx.to_host(), ref, tol))
-              << "v1, block " << block << ", accumulate " << acc;
-          // col2im's columns per thread: the backend's choice, the GPU's (1), and 3.
-          for (int span : {0, 1, 3})
-          for (size_t ws : pr.workspaces()) {
-            k::set_columns_per_thread(span);
-            DeviceBuffer<T> d_ws(ws / sizeof(T));
-            reset();
-            k::conv2d_backward_data_v2_im2col<T>(sh, d_w.get(), d_dy.get(), d_dx.get(), acc,
-                                                 d_ws.get(), ws, handle(), nullptr, block);
-            k::set_columns_per_thread(0);
-            EXPECT_TRUE(all_close(d_dx.to_host(), ref, tol))
-                << "v2, block " << block << ", accumulate " << acc << ", workspace " << ws
-                << ", span " << span;
+const std::vector<int> kBlockList(std::begin(kBlocks), std::end(kBlocks));
+
+// Runs f with im2col's and col2im's columns per thread forced to `span` (0:
+// the defaults row's choice).
+template <class F>
+auto with_span(int span, F&& f) {
+  k::set_columns_per_thread(span);
+  auto r = f();
+  k::set_columns_per_thread(0);
+  return r;
+}
+
+enum class Pass { forward, data, filter, bias };
+
+template <class T>
+void conv_rows(OpTable& table, const Case& c, int index) {
+  using timbre::testing::OpCase;
+  const Conv2dShape sh = c.shape;
+  const std::string shape = std::string(c.name) + ": " + sh.str();
+  for (Pass pass : {Pass::forward, Pass::data, Pass::filter, Pass::bias}) {
+    const uint64_t seed = uint64_t(100 * (int(pass) + 1) + 10 * (index + 1));
+    const auto pr = once([=] { return Problem<T>(sh, seed); });
+    const char* pass_name[] = {"conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter",
+                               "conv2d_backward_bias"};
+    // flag: bias (forward) or accumulate (backward).
+    for (bool flag : {false, true}) {
+      // The reference in double, and the tolerance from the same reference
+      // on absolute values (sum|terms| per output).
+      const auto ref = once([=] {
+        const Problem<T>& p = pr();
+        switch (pass) {
+          case Pass::forward: {
+            const auto b = widen(p.b);
+            return forward_ref(sh, widen(p.x), widen(p.w), flag ? &b : nullptr);
+          }
+          case Pass::data: return data_ref(sh, widen(p.w), widen(p.dy), widen(p.dx0), flag);
+          case Pass::filter: return filter_ref(sh, widen(p.x), widen(p.dy), widen(p.dw0), flag);
+          default: return bias_ref(sh, widen(p.dy), widen(p.db0), flag);
+        }
+      });
+      const auto tol = once([=] {
+        const Problem<T>& p = pr();
+        switch (pass) {
+          case Pass::forward: {
+            const auto ab = absolute(p.b);  // the magnitude with the bias bounds both
+            return sum_bound<T>(forward_terms(sh),
+                                forward_ref(sh, absolute(p.x), absolute(p.w), &ab));
+          }
+          case Pass::data: {
+            const auto dx0 = widen(p.dx0);
+            const auto mag = data_ref(sh, absolute(p.w), absolute(p.dy), dx0, false);
+            return sum_bound<T>(data_terms(sh), flag ? plus_abs(mag, dx0) : mag);
+          }
+          case Pass::filter: {
+            const auto dw0 = widen(p.dw0);
+            const auto mag = filter_ref(sh, absolute(p.x), absolute(p.dy), dw0, false);
+            return sum_bound<T>(filter_terms(sh), flag ? plus_abs(mag, dw0) : mag);
+          }
+          default: {
+            const auto db0 = widen(p.db0);
+            const auto mag = bias_ref(sh, absolute(p.dy), db0, false);
+            return sum_bound<T>(filter_terms(sh), flag ? plus_abs(mag, db0) : mag);
           }
         }
       });
-    }
-  }
-}
-
-TYPED_TEST(Conv2dTest, BackwardFilterMatchesReference) {
-  using T = TypeParam;
-  uint64_t seed = 300;
-  for (const Case& c : kCases) {
-    SCOPED_TRACE(std::string(c.name) + ": " + c.shape.str());
-    const Conv2dShape& sh = c.shape;
-    const Problem<T> pr(sh, seed += 10);
-    const auto x = widen(pr.x), dy = widen(pr.dy), dw0 = widen(pr.dw0);
-    const auto mag = filter_ref(sh, absolute(pr.x), absolute(pr.dy), dw0, false);
-    DeviceBuffer<T> d_x(pr.x), d_dy(pr.dy), d_dw(size_t(sh.w_size()));
-    for (bool acc : {false, true}) {
-      const auto ref = filter_ref(sh, x, dy, dw0, acc);
-      const Tolerance tol = sum_bound<T>(filter_terms(sh), acc ? plus_abs(mag, dw0) : mag);
-      auto reset = [&] { acc ? d_dw.copy_from_host(pr.dw0) : poison(d_dw); };
-      for_each_thread_order([&] {
-        for (int block : kBlocks) {
-          reset();
-          k::conv2d_backward_filter_v1_direct<T>(sh, d_x.get(), d_dy.get(), d_dw.get(), acc,
-                                                 nullptr, block);
-          EXPECT_TRUE(all_close(d_dw.to_host(), ref, tol))
-              << "v1, block " << block << ", accumulate " << acc;
-          for (size_t ws : pr.workspaces()) {
-            DeviceBuffer<T> d_ws(ws / sizeof(T));
-            reset();
-            k::conv2d_backward_filter_v2_im2col<T>(sh, d_x.get(), d_dy.get(), d_dw.get(), acc,
-                                                   d_ws.get(), ws, handle(), nullptr, block);
-            EXPECT_TRUE(all_close(d_dw.to_host(), ref, tol))
-                << "v2, block " << block << ", accumulate " << acc << ", workspace " << ws;
+      // version 1, or 2 with `images` per workspace chunk and `span`.
+      auto run = [=](bool v2, int images, int span, int block) {
+        const Problem<T>& p = pr();
+        const size_t ws = k::conv2d_workspace_bytes<T>(sh, images);
+        DeviceBuffer<T> d_ws(ws / sizeof(T));
+        return with_span(span, [&] {
+          switch (pass) {
+            case Pass::forward: {
+              DeviceBuffer<T> d_x(p.x), d_w(p.w), d_b(p.b), d_y(size_t(sh.y_size()));
+              poison(d_y);
+              const T* bp = flag ? d_b.get() : nullptr;
+              if (v2)
+                k::conv2d_forward_v2_im2col<T>(sh, d_x.get(), d_w.get(), bp, d_y.get(),
+                                               d_ws.get(), ws, handle(), nullptr, block);
+              else
+                k::conv2d_forward_v1_direct<T>(sh, d_x.get(), d_w.get(), bp, d_y.get(), nullptr,
+                                               block);
+              return widen(d_y.to_host());
+            }
+            case Pass::data: {
+              DeviceBuffer<T> d_w(p.w), d_dy(p.dy), d_dx(p.dx0);
+              if (!flag) poison(d_dx);
+              if (v2)
+                k::conv2d_backward_data_v2_im2col<T>(sh, d_w.get(), d_dy.get(), d_dx.get(), flag,
+                                                     d_ws.get(), ws, handle(), nullptr, block);
+              else
+                k::conv2d_backward_data_v1_direct<T>(sh, d_w.get(), d_dy.get(), d_dx.get(), flag,
+                                                     nullptr, block);
+              return widen(d_dx.to_host());
+            }
+            case Pass::filter: {
+              DeviceBuffer<T> d_x(p.x), d_dy(p.dy), d_dw(p.dw0);
+              if (!flag) poison(d_dw);
+              if (v2)
+                k::conv2d_backward_filter_v2_im2col<T>(sh, d_x.get(), d_dy.get(), d_dw.get(),
+                                                       flag, d_ws.get(), ws, handle(), nullptr,
+                                                       block);
+              else
+                k::conv2d_backward_filter_v1_direct<T>(sh, d_x.get(), d_dy.get(), d_dw.get(),
+                                                       flag, nullptr, block);
+              return widen(d_dw.to_host());
+            }
+            default: {
+              DeviceBuffer<T> d_dy(p.dy), d_db(p.db0);
+              if (!flag) poison(d_db);
+              if (v2)
+                k::conv2d_backward_bias_v2_reduce<T>(sh, d_dy.get(), d_db.get(), flag, nullptr,
+                                                     block);
+              else
+                k::conv2d_backward_bias_v1_direct<T>(sh, d_dy.get(), d_db.get(), flag, nullptr,
+                                                     block);
+              return widen(d_db.to_host());
+            }
           }
-        }
-      });
-    }
-  }
-}
-
-TYPED_TEST(Conv2dTest, BackwardBiasMatchesReference) {
-  using T = TypeParam;
-  uint64_t seed = 400;
-  for (const Case& c : kCases) {
-    SCOPED_TRACE(std::string(c.name) + ": " + c.shape.str());
-    const Conv2dShape& sh = c.shape;
-    const Problem<T> pr(sh, seed += 10);
-    const auto dy = widen(pr.dy), db0 = widen(pr.db0);
-    const auto mag = bias_ref(sh, absolute(pr.dy), db0, false);
-    DeviceBuffer<T> d_dy(pr.dy), d_db(size_t(sh.K));
-    for (bool acc : {false, true}) {
-      const auto ref = bias_ref(sh, dy, db0, acc);
-      const Tolerance tol = sum_bound<T>(filter_terms(sh), acc ? plus_abs(mag, db0) : mag);
-      auto reset = [&] { acc ? d_db.copy_from_host(pr.db0) : poison(d_db); };
-      for_each_thread_order([&] {
-        for (int block : kBlocks) {
-          reset();
-          k::conv2d_backward_bias_v1_direct<T>(sh, d_dy.get(), d_db.get(), acc, nullptr, block);
-          EXPECT_TRUE(all_close(d_db.to_host(), ref, tol))
-              << "v1, block " << block << ", accumulate " << acc;
-          reset();
-          k::conv2d_backward_bias_v2_reduce<T>(sh, d_dy.get(), d_db.get(), acc, nullptr, block);
-          EXPECT_TRUE(all_close(d_db.to_host(), ref, tol))
-              << "v2, block " << block << ", accumulate " << acc;
-        }
-      });
+        });
+      };
+      const std::string tag =
+          pass == Pass::forward ? (flag ? "/bias" : "") : (flag ? "/accumulate" : "");
+      const std::string why =
+          "a sum of L products in any order: 2 L u sum|terms| (Higham 3.1), the maximum over "
+          "the output";
+      auto add = [&](std::string op, std::function<std::vector<double>(int)> r) {
+        table.add(OpCase{std::move(op), dtype_name<T>(), shape, kBlockList, {}, why, std::move(r),
+                         [=] { return ref(); }, [=](int) { return tol(); }});
+      };
+      const std::string base = std::string("conv2d/") + pass_name[int(pass)];
+      add(base + "_v1_direct" + tag, [=](int block) { return run(false, 1, 0, block); });
+      if (pass == Pass::bias) {
+        add(base + "_v2_reduce" + tag, [=](int block) { return run(true, 1, 0, block); });
+        continue;
+      }
+      // Workspaces of one image and of N - 1 images (N = 3: chunks of 2 and 1).
+      for (int images : {1, std::max(1, sh.N - 1)}) {
+        const std::string v2 = base + "_v2_im2col" + tag + "/images=" + std::to_string(images);
+        add(v2, [=](int block) { return run(true, images, 0, block); });
+        // im2col's (forward) and col2im's (dx) columns per thread: 3.
+        if (pass != Pass::filter)
+          add(v2 + "/span=3", [=](int block) { return run(true, images, 3, block); });
+      }
     }
   }
 }
 
 // A plane of P*Q = 4096 outputs: the bias reduction's threads each sum many
 // terms, and every warp and lane of a 1024-thread block takes part.
-TYPED_TEST(Conv2dTest, BackwardBiasOfLargePlanes) {
-  using T = TypeParam;
+template <class T>
+void large_plane_rows(OpTable& table) {
   const Conv2dShape sh{3, 1, 64, 64, 5, 1, 1, 1, 1, 0, 0};
-  const Problem<T> pr(sh, 450);
-  const auto ref = bias_ref(sh, widen(pr.dy), widen(pr.db0), true);
-  const auto mag = bias_ref(sh, absolute(pr.dy), widen(pr.db0), false);
-  const Tolerance tol = sum_bound<T>(filter_terms(sh), plus_abs(mag, widen(pr.db0)));
-  DeviceBuffer<T> d_dy(pr.dy), d_db(size_t(sh.K));
-  for_each_thread_order([&] {
-    for (int block : {32, 96, 1024}) {
-      d_db.copy_from_host(pr.db0);
-      k::conv2d_backward_bias_v2_reduce<T>(sh, d_dy.get(), d_db.get(), true, nullptr, block);
-      EXPECT_TRUE(all_close(d_db.to_host(), ref, tol)) << "block " << block;
-    }
-  });
+  const auto pr = once([=] { return Problem<T>(sh, 450); });
+  table.add(timbre::testing::OpCase{
+      "conv2d/conv2d_backward_bias_v2_reduce/accumulate", dtype_name<T>(), "large plane " + sh.str(),
+      {32, 96, 1024}, {}, "a sum of N P Q terms in any order: 2 L u sum|terms|",
+      [=](int block) {
+        DeviceBuffer<T> d_dy(pr().dy), d_db(pr().db0);
+        k::conv2d_backward_bias_v2_reduce<T>(sh, d_dy.get(), d_db.get(), true, nullptr, block);
+        return widen(d_db.to_host());
+      },
+      [=] { return bias_ref(sh, widen(pr().dy), widen(pr().db0), true); },
+      [=](int) {
+        const auto db0 = widen(pr().db0);
+        return sum_bound<T>(filter_terms(sh),
+                            plus_abs(bias_ref(sh, absolute(pr().dy), db0, false), db0));
+      }});
 }
+
+// Finite differences, in double: L = sum_i g_i y_i(x, w, b) with fixed random
+// g, so dL/dx = backward_data(dy = g), dL/dw = backward_filter, dL/db =
+// backward_bias. L is linear in each of x, w, b, so the central difference
+// (h = 1e-6) has no truncation error; its rounding error is about
+// u*|L|/h ~ 1e-16 * 10 / 1e-6 = 1e-9. Tolerance 1e-6 + 1e-5*|ref| (the
+// engine's gradcheck): a wrong rule is off by O(0.1) or more. This checks
+// the backward launchers against the forward one, independently of the CPU
+// references.
+void conv_gradient_rows(OpTable& table) {
+  using timbre::testing::GradientCase;
+  const Conv2dShape shapes[] = {{2, 2, 5, 4, 3, 3, 2, 2, 1, 1, 1},
+                                {2, 3, 4, 4, 2, 1, 1, 1, 1, 0, 0},
+                                {1, 2, 6, 5, 2, 2, 3, 3, 2, 2, 0}};
+  for (const Conv2dShape& sh : shapes) {
+    const Problem<double> pr(sh, 600);
+    const size_t ws = k::conv2d_workspace_bytes<double>(sh, sh.N);
+    // L at (x, w, b) through the v2 forward.
+    auto loss = [=](const std::vector<double>& x, const std::vector<double>& w,
+                    const std::vector<double>& b) {
+      DeviceBuffer<double> d_x(x), d_w(w), d_b(b), d_y(size_t(sh.y_size())),
+          d_ws(ws / sizeof(double));
+      k::conv2d_forward_v2_im2col<double>(sh, d_x.get(), d_w.get(), d_b.get(), d_y.get(),
+                                          d_ws.get(), ws, handle(), nullptr);
+      return timbre::testing::dot(d_y.to_host(), pr.dy);
+    };
+    // dL/d(param) from version 1 or 2 at (x, w, b) = pr's.
+    auto grad = [=](int param, bool v2) {
+      DeviceBuffer<double> d_x(pr.x), d_w(pr.w), d_g(pr.dy), d_ws(ws / sizeof(double)),
+          d_dx(pr.x.size()), d_dw(pr.w.size()), d_db(pr.b.size());
+      if (v2) {
+        k::conv2d_backward_v2_im2col<double>(sh, d_x.get(), d_w.get(), d_g.get(), d_dx.get(),
+                                             false, d_dw.get(), false, d_db.get(), false,
+                                             d_ws.get(), ws, handle(), nullptr);
+      } else {
+        k::conv2d_backward_data_v1_direct<double>(sh, d_w.get(), d_g.get(), d_dx.get(), false,
+                                                  nullptr);
+        k::conv2d_backward_filter_v1_direct<double>(sh, d_x.get(), d_g.get(), d_dw.get(), false,
+                                                    nullptr);
+        k::conv2d_backward_bias_v1_direct<double>(sh, d_g.get(), d_db.get(), false, nullptr);
+      }
+      return (param == 0 ? d_dx : param == 1 ? d_dw : d_db).to_host();
+    };
+    const char* names[] = {"dx", "dw", "db"};
+    for (int param = 0; param < 3; ++param)
+      for (bool v2 : {false, true})
+        table.add(GradientCase{
+            std::string("conv2d/") + (v2 ? "conv2d_backward_v2_im2col/" : "conv2d_backward_v1_direct/") +
+                names[param],
+            sh.str(), param == 0 ? pr.x : param == 1 ? pr.w : pr.b,
+            [=](const std::vector<double>& v) {
+              return loss(param == 0 ? v : pr.x, param == 1 ? v : pr.w, param == 2 ? v : pr.b);
+            },
+            [=](const std::vector<double>&) { return grad(param, v2); }, Tolerance{1e-6, 1e-5},
+            "L is linear in each input: no truncation error; rounding ~1e-9", 1e-6});
+  }
+}
+
+OP_CASES(conv2d) {
+  for (int i = 0; i < int(std::size(kCases)); ++i) {
+    conv_rows<float>(table, kCases[i], i);
+    conv_rows<double>(table, kCases[i], i);
+  }
+  large_plane_rows<float>(table);
+  large_plane_rows<double>(table);
+  conv_gradient_rows(table);
+}
+
+template <class T>
+class Conv2dTest : public ::testing::Test {};
+using Types = ::testing::Types<float, double>;
+TYPED_TEST_SUITE(Conv2dTest, Types);
 
 // ---------------------------------------------------------------------------
 // The combined backward: any subset of the gradients, each with its own
@@ -385,75 +473,6 @@ TYPED_TEST(Conv2dTest, CombinedBackwardComputesTheRequestedGradients) {
       EXPECT_TRUE(all_close(d_db.to_host(), bias_ref(sh, dy, db0, true), tol_db));
     else
       EXPECT_TRUE(same_bits(d_db.to_host(), pr.db0));
-  }
-}
-
-// ---------------------------------------------------------------------------
-// Finite differences, in double: L = sum_i g_i y_i(x, w, b) with fixed random
-// g, so dL/dx = backward_data(dy = g), dL/dw = backward_filter, dL/db =
-// backward_bias. Each element is checked against the central difference
-// (L(v + h) - L(v - h)) / 2h, h = 1e-6. L is linear in each of x, w, b, so
-// the difference has no truncation error; its rounding error is about
-// u*|L|/h ~ 1e-16 * 10 / 1e-6 = 1e-9. Tolerance 1e-6 + 1e-5*|ref| (the
-// engine's gradcheck): a wrong rule is off by O(0.1) or more. This checks
-// the backward launchers against the forward one, independently of the CPU
-// references.
-TEST(Conv2dGradients, MatchFiniteDifferences) {
-  const Conv2dShape shapes[] = {{2, 2, 5, 4, 3, 3, 2, 2, 1, 1, 1},
-                                {2, 3, 4, 4, 2, 1, 1, 1, 1, 0, 0},
-                                {1, 2, 6, 5, 2, 2, 3, 3, 2, 2, 0}};
-  for (const Conv2dShape& sh : shapes) {
-    SCOPED_TRACE(sh.str());
-    const Problem<double> pr(sh, 600);
-    std::vector<double> x = pr.x, w = pr.w, b = pr.b;
-    const std::vector<double>& g = pr.dy;
-    const size_t ws = k::conv2d_workspace_bytes<double>(sh, sh.N);
-    DeviceBuffer<double> d_x(x), d_w(w), d_b(b), d_y(size_t(sh.y_size())), d_g(g),
-        d_ws(ws / sizeof(double));
-    auto loss = [&] {
-      d_x.copy_from_host(x);
-      d_w.copy_from_host(w);
-      d_b.copy_from_host(b);
-      k::conv2d_forward_v2_im2col<double>(sh, d_x.get(), d_w.get(), d_b.get(), d_y.get(),
-                                          d_ws.get(), ws, handle(), nullptr);
-      const auto y = d_y.to_host();
-      double l = 0;
-      for (size_t i = 0; i < y.size(); ++i) l += g[i] * y[i];
-      return l;
-    };
-    auto numeric = [&](std::vector<double>& v) {
-      std::vector<double> grad(v.size());
-      const double h = 1e-6;
-      for (size_t i = 0; i < v.size(); ++i) {
-        const double keep = v[i];
-        v[i] = keep + h;
-        const double up = loss();
-        v[i] = keep - h;
-        const double down = loss();
-        v[i] = keep;
-        grad[i] = (up - down) / (2 * h);
-      }
-      return grad;
-    };
-    const auto num_dx = numeric(x), num_dw = numeric(w), num_db = numeric(b);
-    const Tolerance tol{1e-6, 1e-5};
-
-    DeviceBuffer<double> d_dx(x.size()), d_dw(w.size()), d_db(b.size());
-    k::conv2d_backward_v2_im2col<double>(sh, d_x.get(), d_w.get(), d_g.get(), d_dx.get(), false,
-                                         d_dw.get(), false, d_db.get(), false, d_ws.get(), ws,
-                                         handle(), nullptr);
-    EXPECT_TRUE(all_close(d_dx.to_host(), num_dx, tol)) << "v2 dx";
-    EXPECT_TRUE(all_close(d_dw.to_host(), num_dw, tol)) << "v2 dw";
-    EXPECT_TRUE(all_close(d_db.to_host(), num_db, tol)) << "v2 db";
-
-    k::conv2d_backward_data_v1_direct<double>(sh, d_w.get(), d_g.get(), d_dx.get(), false,
-                                              nullptr);
-    k::conv2d_backward_filter_v1_direct<double>(sh, d_x.get(), d_g.get(), d_dw.get(), false,
-                                                nullptr);
-    k::conv2d_backward_bias_v1_direct<double>(sh, d_g.get(), d_db.get(), false, nullptr);
-    EXPECT_TRUE(all_close(d_dx.to_host(), num_dx, tol)) << "v1 dx";
-    EXPECT_TRUE(all_close(d_dw.to_host(), num_dw, tol)) << "v1 dw";
-    EXPECT_TRUE(all_close(d_db.to_host(), num_db, tol)) << "v1 db";
   }
 }
 
