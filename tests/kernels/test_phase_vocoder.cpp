@@ -21,6 +21,7 @@
 
 #include "kernels/device_buffer.h"
 #include "kernels/phase_vocoder.cuh"
+#include "tests/kernels/op_cases.h"
 #include "tests/testing.h"
 
 namespace {
@@ -33,6 +34,10 @@ using timbre::testing::poison;
 using timbre::testing::random_nonzero;
 using timbre::testing::same_bits;
 using timbre::testing::Tolerance;
+using timbre::testing::OpCase;
+using timbre::testing::OpTable;
+using timbre::testing::once;
+using timbre::testing::widen;
 
 constexpr double u = 0x1p-24;  // float32 unit roundoff
 
@@ -87,36 +92,9 @@ Tolerance pv_tolerance(const PvCase& c, int n_out) {
 #endif
 }
 
-class PhaseVocoderTest : public ::testing::TestWithParam<PvCase> {};
-
-TEST_P(PhaseVocoderTest, MatchesReference) {
-  const PvCase c = GetParam();
-  const int n_out = k::phase_vocoder_steps(c.cols, c.rate);
-  ASSERT_EQ(n_out, int(std::ceil(c.cols / c.rate)));
-  const auto spec = random_spectrum(size_t(c.clips) * c.cols * c.bins, 7 + c.cols + c.bins);
-  std::vector<float2> ref(size_t(c.clips) * n_out * c.bins);
-  DeviceBuffer<float2> d_spec(spec), d_out(ref.size());
-  for (PhaseAccumulator acc : {PhaseAccumulator::librosa_float32, PhaseAccumulator::wrapped_double}) {
-    SCOPED_TRACE(name(acc));
-    k::phase_vocoder_cpu(spec.data(), ref.data(), c.clips, c.cols, c.bins, c.rate, c.hop, acc);
-    for (int block : {32, 128}) {
-      SCOPED_TRACE("block " + std::to_string(block));
-      for_each_thread_order([&] {
-        poison(d_out);
-        k::phase_vocoder(d_spec.get(), d_out.get(), c.clips, c.cols, c.bins, c.rate, c.hop, 0,
-                         block, acc);
-        EXPECT_TRUE(all_close(flat(download(d_out)), flat(ref), pv_tolerance(c, n_out)));
-      });
-    }
-  }
-}
-
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, PhaseVocoderTest,
-    ::testing::Values(PvCase{3, 23, 37, 5, 0.7}, PvCase{3, 23, 37, 5, 1.0},
-                      PvCase{2, 19, 33, 8, 1.3}, PvCase{1, 11, 65, 16, 2.5},
-                      PvCase{2, 7, 9, 3, 0.25}, PvCase{5, 1, 17, 4, 0.9},
-                      PvCase{1, 13, 1025, 512, 1.1}));
+const PvCase kPvCases[] = {{3, 23, 37, 5, 0.7}, {3, 23, 37, 5, 1.0},  {2, 19, 33, 8, 1.3},
+                           {1, 11, 65, 16, 2.5}, {2, 7, 9, 3, 0.25}, {5, 1, 17, 4, 0.9},
+                           {1, 13, 1025, 512, 1.1}};
 
 // At rate 1 each output column t is input column t: the magnitude is read
 // whole (alpha = 0) and the accumulated phase is arg D[0] plus the wrapped
@@ -174,85 +152,6 @@ struct OlaCase {
   int clips, frames, n_fft, hop;
 };
 
-class WindowSumSquareTest : public ::testing::TestWithParam<OlaCase> {};
-
-TEST_P(WindowSumSquareTest, MatchesReference) {
-  const OlaCase c = GetParam();
-  const auto window = random_nonzero<float>(size_t(c.n_fft), 31 + c.n_fft);
-  const long long len = k::wss_length(c.n_fft, c.hop, c.frames);
-  std::vector<float> ref(static_cast<size_t>(len));
-  k::window_sumsquare_cpu(window.data(), ref.data(), c.n_fft, c.hop, c.frames);
-  DeviceBuffer<float> d_window(window), d_wss(ref.size());
-  // Each value is a float sum of d = ceil(n_fft/hop) positive squares (each
-  // rounded once): relative error <= (d + 1)u, plus the reference's
-  // rounding of its double sum: rtol (d + 2)u, doubled.
-  const double d = std::ceil(double(c.n_fft) / c.hop);
-  for (int block : {32, 256})
-    for_each_thread_order([&] {
-      poison(d_wss);
-      k::window_sumsquare(d_window.get(), d_wss.get(), c.n_fft, c.hop, c.frames, 0, block);
-      EXPECT_TRUE(all_close(d_wss.to_host(), ref, {0, 2 * (d + 2) * u}));
-    });
-}
-
-// ---------------------------------------------------------------------------
-// Overlap-add.
-
-class OverlapAddTest : public ::testing::TestWithParam<OlaCase> {};
-
-TEST_P(OverlapAddTest, MatchesReference) {
-  const OlaCase c = GetParam();
-  const auto window = random_nonzero<float>(size_t(c.n_fft), 41 + c.hop);
-  const auto frames = random_nonzero<float>(size_t(c.clips) * c.frames * c.n_fft, 43 + c.frames);
-  const long long len = k::wss_length(c.n_fft, c.hop, c.frames);
-  std::vector<float> wss(static_cast<size_t>(len));
-  k::window_sumsquare_cpu(window.data(), wss.data(), c.n_fft, c.hop, c.frames);
-  // A few zero and subnormal entries: those samples must stay undivided.
-  for (long long j = 3; j < len; j += 11) wss[size_t(j)] = (j % 2) ? 0.f : FLT_MIN / 4;
-  const float scale = 1.f / float(c.n_fft);
-  DeviceBuffer<float> d_window(window), d_frames(frames), d_wss(wss);
-  const double d = std::ceil(double(c.n_fft) / c.hop);
-  // A float sum of <= d terms w*(scale*x) (two roundings each) is off by
-  // <= (d + 2)u * sum|terms|; the division and the reference's final
-  // rounding add u each, relative. sum|terms| / wss is at most
-  // max|w| * scale * max|x| * d / min(divided wss); computed below.
-  double bound = 0;
-  for (long long j = 0; j < len; ++j) {
-    double s = 0;
-    for (int f = 0; f < c.frames; ++f) {
-      const long long kk = j - (long long)f * c.hop;
-      if (kk >= 0 && kk < c.n_fft) s += std::fabs(window[size_t(kk)]) * scale;  // |x| < 1
-    }
-    if (wss[size_t(j)] > FLT_MIN) s /= wss[size_t(j)];
-    bound = std::max(bound, s);
-  }
-  const Tolerance tol{2 * (d + 2) * u * bound, 4 * u};
-  const long long offsets[] = {0, c.n_fft / 2};
-  for (long long offset : offsets)
-    for (long long out_len : {len - offset - 3, len - offset + 4}) {  // short of / past the end
-      SCOPED_TRACE("offset " + std::to_string(offset) + ", out_len " + std::to_string(out_len));
-      for (bool normalise : {true, false}) {
-        std::vector<float> ref(size_t(c.clips) * size_t(out_len));
-        k::overlap_add_cpu(frames.data(), window.data(), normalise ? wss.data() : nullptr,
-                           ref.data(), c.clips, c.frames, c.n_fft, c.hop, scale, offset, out_len);
-        DeviceBuffer<float> d_out(ref.size());
-        std::vector<float> first;
-        for (int block : {32, 256})
-          for_each_thread_order([&] {
-            poison(d_out);
-            k::overlap_add(d_frames.get(), d_window.get(), normalise ? d_wss.get() : nullptr,
-                           d_out.get(), c.clips, c.frames, c.n_fft, c.hop, scale, offset,
-                           out_len, 0, block);
-            const auto got = d_out.to_host();
-            EXPECT_TRUE(all_close(got, ref, normalise ? tol : Tolerance{tol.atol, tol.rtol}));
-            // A gather: bit-identical whatever the block size or thread order.
-            if (first.empty()) first = got;
-            else EXPECT_TRUE(same_bits(got, first));
-          });
-      }
-    }
-}
-
 const OlaCase kOlaCases[] = {
     {3, 11, 37, 5},   // hop < n_fft/2: up to 8 frames per sample
     {2, 7, 20, 7},    // n_fft not a multiple of hop
@@ -260,8 +159,146 @@ const OlaCase kOlaCases[] = {
     {2, 5, 64, 16},   // n_fft/4, like the real STFT (2048/512)
     {1, 1, 13, 3},    // a single frame
 };
-INSTANTIATE_TEST_SUITE_P(Shapes, WindowSumSquareTest, ::testing::ValuesIn(kOlaCases));
-INSTANTIATE_TEST_SUITE_P(Shapes, OverlapAddTest, ::testing::ValuesIn(kOlaCases));
+// ---------------------------------------------------------------------------
+// The op-case rows (tests/kernels/op_cases.h): the phase vocoder with both
+// phase accumulators, the window sum-square, and overlap-add (offsets 0 and
+// n_fft/2, outputs short of and past the frames, with and without the
+// division), at every case, both block sizes, every thread order.
+
+std::vector<double> widen_pairs(const std::vector<float2>& s) {
+  std::vector<double> v(2 * s.size());
+  for (size_t i = 0; i < s.size(); ++i) v[2 * i] = s[i].x, v[2 * i + 1] = s[i].y;
+  return v;
+}
+
+std::string pv_shape(const PvCase& c) {
+  return "clips=" + std::to_string(c.clips) + " cols=" + std::to_string(c.cols) + " bins=" +
+         std::to_string(c.bins) + " hop=" + std::to_string(c.hop) + " rate=" +
+         std::to_string(c.rate);
+}
+
+std::string ola_shape(const OlaCase& c) {
+  return "clips=" + std::to_string(c.clips) + " frames=" + std::to_string(c.frames) + " n_fft=" +
+         std::to_string(c.n_fft) + " hop=" + std::to_string(c.hop);
+}
+
+void phase_vocoder_rows(OpTable& table) {
+  for (const PvCase& c : kPvCases) {
+    const int n_out = k::phase_vocoder_steps(c.cols, c.rate);
+    const auto spec = once([=] {
+      return random_spectrum(size_t(c.clips) * c.cols * c.bins, 7 + c.cols + c.bins);
+    });
+    for (PhaseAccumulator acc :
+         {PhaseAccumulator::librosa_float32, PhaseAccumulator::wrapped_double})
+      table.add(OpCase{
+          std::string("phase_vocoder/phase_vocoder/") + name(acc), "float", pv_shape(c), {32, 128},
+          pv_tolerance(c, n_out),
+          "the same recipe as the reference; only the maths library's ulps differ (none under "
+          "simcuda)",
+          [=](int block) {
+            DeviceBuffer<float2> d_spec(spec()), d_out(size_t(c.clips) * n_out * c.bins);
+            poison(d_out);
+            k::phase_vocoder(d_spec.get(), d_out.get(), c.clips, c.cols, c.bins, c.rate, c.hop, 0,
+                             block, acc);
+            return widen_pairs(d_out.to_host());
+          },
+          [=] {
+            if (n_out != int(std::ceil(c.cols / c.rate)))
+              throw std::logic_error("phase_vocoder_steps is not ceil(cols / rate)");
+            std::vector<float2> ref(size_t(c.clips) * n_out * c.bins);
+            k::phase_vocoder_cpu(spec().data(), ref.data(), c.clips, c.cols, c.bins, c.rate,
+                                 c.hop, acc);
+            return widen_pairs(ref);
+          }});
+  }
+  for (const OlaCase& c : kOlaCases) {
+    const long long len = k::wss_length(c.n_fft, c.hop, c.frames);
+    const double d = std::ceil(double(c.n_fft) / c.hop);
+    // Window sum-square: each value a float sum of d = ceil(n_fft/hop)
+    // positive squares (each rounded once): relative error <= (d + 1)u, plus
+    // the reference's rounding of its double sum: rtol (d + 2)u, doubled.
+    const auto wss_window = once([=] { return random_nonzero<float>(size_t(c.n_fft), 31 + c.n_fft); });
+    table.add(OpCase{
+        "phase_vocoder/window_sumsquare", "float", ola_shape(c), {32, 256},
+        {0, 2 * (d + 2) * u}, "a float sum of ceil(n_fft/hop) positive squares",
+        [=](int block) {
+          DeviceBuffer<float> d_window(wss_window()), d_wss(static_cast<size_t>(len));
+          poison(d_wss);
+          k::window_sumsquare(d_window.get(), d_wss.get(), c.n_fft, c.hop, c.frames, 0, block);
+          return widen(d_wss.to_host());
+        },
+        [=] {
+          std::vector<float> ref(static_cast<size_t>(len));
+          k::window_sumsquare_cpu(wss_window().data(), ref.data(), c.n_fft, c.hop, c.frames);
+          return widen(ref);
+        }});
+    // Overlap-add.
+    struct In {
+      std::vector<float> window, frames, wss;
+      Tolerance tol;
+    };
+    const float scale = 1.f / float(c.n_fft);
+    const auto in = once([=] {
+      In i{random_nonzero<float>(size_t(c.n_fft), 41 + c.hop),
+           random_nonzero<float>(size_t(c.clips) * c.frames * c.n_fft, 43 + c.frames),
+           std::vector<float>(static_cast<size_t>(len)),
+           {}};
+      k::window_sumsquare_cpu(i.window.data(), i.wss.data(), c.n_fft, c.hop, c.frames);
+      // A few zero and subnormal entries: those samples must stay undivided.
+      for (long long j = 3; j < len; j += 11) i.wss[size_t(j)] = (j % 2) ? 0.f : FLT_MIN / 4;
+      // A float sum of <= d terms w*(scale*x) (two roundings each) is off by
+      // <= (d + 2)u * sum|terms|; the division and the reference's final
+      // rounding add u each, relative. sum|terms| / wss is at most
+      // max|w| * scale * max|x| * d / min(divided wss).
+      double bound = 0;
+      for (long long j = 0; j < len; ++j) {
+        double s = 0;
+        for (int f = 0; f < c.frames; ++f) {
+          const long long kk = j - (long long)f * c.hop;
+          if (kk >= 0 && kk < c.n_fft) s += std::fabs(i.window[size_t(kk)]) * scale;  // |x| < 1
+        }
+        if (i.wss[size_t(j)] > FLT_MIN) s /= i.wss[size_t(j)];
+        bound = std::max(bound, s);
+      }
+      i.tol = Tolerance{2 * (d + 2) * u * bound, 4 * u};
+      return i;
+    });
+    for (long long offset : {0LL, (long long)c.n_fft / 2})
+      for (long long out_len : {len - offset - 3, len - offset + 4})  // short of / past the end
+        for (bool normalise : {true, false}) {
+          OpCase row{
+              std::string("phase_vocoder/overlap_add") + (normalise ? "" : "/undivided"), "float",
+              ola_shape(c) + " offset=" + std::to_string(offset) + " out_len=" +
+                  std::to_string(out_len),
+              {32, 256}, {}, "a float sum of <= ceil(n_fft/hop) products, then the division",
+              [=](int block) {
+                const In& i = in();
+                DeviceBuffer<float> d_window(i.window), d_frames(i.frames), d_wss(i.wss),
+                    d_out(size_t(c.clips) * size_t(out_len));
+                poison(d_out);
+                k::overlap_add(d_frames.get(), d_window.get(), normalise ? d_wss.get() : nullptr,
+                               d_out.get(), c.clips, c.frames, c.n_fft, c.hop, scale, offset,
+                               out_len, 0, block);
+                return widen(d_out.to_host());
+              },
+              [=] {
+                const In& i = in();
+                std::vector<float> ref(size_t(c.clips) * size_t(out_len));
+                k::overlap_add_cpu(i.frames.data(), i.window.data(),
+                                   normalise ? i.wss.data() : nullptr, ref.data(), c.clips,
+                                   c.frames, c.n_fft, c.hop, scale, offset, out_len);
+                return widen(ref);
+              },
+              [=](int) { return in().tol; }};
+          // A gather: bit-identical whatever the block size or thread order.
+          row.block_invariant = true;
+          table.add(std::move(row));
+        }
+  }
+}
+
+OP_CASES(phase_vocoder) { phase_vocoder_rows(table); }
+
 
 // Periodic Hann at hop n_fft/4: sum of squares is exactly 3/2 wherever four
 // frames overlap (the COLA property the ISTFT divides out).
