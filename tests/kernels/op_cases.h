@@ -29,6 +29,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "tests/testing.h"
@@ -73,6 +74,12 @@ struct GradientCase {
   std::string why;
   double h = 1e-5;  // the difference step
 };
+
+// The dtype column of a row: "float" or "double".
+template <class T>
+const char* dtype_name() {
+  return std::is_same_v<T, float> ? "float" : "double";
+}
 
 // once(make): a function that returns make()'s value, computed on first use
 // and kept, so that a row's runs (block sizes, thread orders, launch shapes)

@@ -125,9 +125,4 @@ void expect_invalid(F&& f, const std::string& message) {
   }
 }
 
-template <class T>
-const char* dtype_name() {
-  return std::is_same_v<T, float> ? "float" : "double";
-}
-
 }  // namespace timbre::testing::recurrent

@@ -38,6 +38,7 @@ using timbre::kernels::Activation;
 using timbre::testing::all_close;
 using timbre::testing::for_each_thread_order;
 using timbre::testing::Tolerance;
+using timbre::testing::dtype_name;
 using timbre::testing::once;
 namespace k = timbre::kernels;
 
@@ -129,11 +130,6 @@ std::vector<double> forward_ref(Activation a, const std::vector<T>& x, double al
 // and accumulating), add, scale (also in place) and fill, in float and
 // double, at every size of kSizes and both block sizes. Inputs come from
 // fixed seeds inside each row, so a row costs nothing until it runs.
-
-template <class T>
-const char* dtype_name() {
-  return std::is_same_v<T, float> ? "float" : "double";
-}
 
 template <class T>
 void activation_rows(timbre::testing::OpTable& table) {

@@ -18,6 +18,7 @@ namespace {
 
 namespace k = timbre::kernels;
 using namespace timbre::testing::recurrent;
+using timbre::testing::dtype_name;
 using k::AttentionAccumulate;
 using timbre::testing::all_close;
 using timbre::testing::GradientCase;

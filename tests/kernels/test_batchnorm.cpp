@@ -40,6 +40,7 @@ using timbre::testing::all_close;
 using timbre::testing::random_floats;
 using timbre::testing::Tolerance;
 using timbre::testing::OpTable;
+using timbre::testing::dtype_name;
 using timbre::testing::once;
 using timbre::testing::split;
 using timbre::testing::widen;
@@ -567,11 +568,6 @@ BackwardTols<T> backward_tols(const Shape& s, const std::vector<T>& x, const std
 // shape, both conventions where they differ, float and double, both block
 // sizes. A row's result holds several arrays, each compared with its own
 // tolerance.
-
-template <class T>
-const char* dtype_name() {
-  return std::is_same_v<T, float> ? "float" : "double";
-}
 
 const std::vector<int> kBlockList(std::begin(kBlocks), std::end(kBlocks));
 

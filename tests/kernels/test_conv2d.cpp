@@ -41,6 +41,7 @@ using timbre::testing::all_close;
 using timbre::testing::for_each_thread_order;
 using timbre::testing::Tolerance;
 using timbre::testing::OpTable;
+using timbre::testing::dtype_name;
 using timbre::testing::once;
 
 // ---------------------------------------------------------------------------
@@ -180,11 +181,6 @@ long long filter_terms(const Conv2dShape& s) { return s.N * s.col_cols() + 1; }
 // chunk, N - 1 images) and, besides the launch shapes of both defaults rows,
 // three columns per thread for im2col and col2im; and finite differences of
 // every backward in double.
-
-template <class T>
-const char* dtype_name() {
-  return std::is_same_v<T, float> ? "float" : "double";
-}
 
 const std::vector<int> kBlockList(std::begin(kBlocks), std::end(kBlocks));
 

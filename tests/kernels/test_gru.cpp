@@ -26,6 +26,7 @@ namespace {
 
 namespace k = timbre::kernels;
 using namespace timbre::testing::recurrent;
+using timbre::testing::dtype_name;
 using k::GruAccumulate;
 using timbre::testing::all_close;
 using timbre::testing::GradientCase;

@@ -45,6 +45,7 @@ using timbre::testing::for_each_thread_order;
 using timbre::testing::Tolerance;
 using timbre::testing::OpCase;
 using timbre::testing::OpTable;
+using timbre::testing::dtype_name;
 using timbre::testing::once;
 namespace k = timbre::kernels;
 
@@ -301,11 +302,6 @@ std::string describe(const SgdConfig& c) {
 // double, at every size, both block sizes. Each output (p; v; m by gradient
 // class; the momentum buffer) is a row with its own tolerance. Elementwise
 // updates: the same bits at every block size too.
-
-template <class T>
-const char* dtype_name() {
-  return std::is_same_v<T, float> ? "float" : "double";
-}
 
 const std::vector<int> kBlockList(std::begin(kBlocks), std::end(kBlocks));
 

@@ -48,6 +48,7 @@ using timbre::testing::for_each_thread_order;
 using timbre::testing::Tolerance;
 using timbre::testing::OpCase;
 using timbre::testing::OpTable;
+using timbre::testing::dtype_name;
 using timbre::testing::once;
 namespace k = timbre::kernels;
 
@@ -227,11 +228,6 @@ template <class T>
 // in float and double, at every size and both block sizes. A value depends
 // only on (seed, offset, i): the same bits at every block size, and (except
 // normals on a GPU, whose logf/sincosf are not glibc's) the reference's bits.
-
-template <class T>
-const char* dtype_name() {
-  return std::is_same_v<T, float> ? "float" : "double";
-}
 
 const std::vector<int> kBlockList(std::begin(kBlocks), std::end(kBlocks));
 

@@ -38,6 +38,7 @@ using timbre::testing::random_floats;
 using timbre::testing::Tolerance;
 using timbre::testing::OpTable;
 using timbre::testing::dot;
+using timbre::testing::dtype_name;
 using timbre::testing::once;
 using timbre::testing::widen;
 
@@ -255,11 +256,6 @@ const Shape kGlobalShapes[] = {
 // global average pooling on every strategy; the backward passes assigning
 // over NaN (which they must never read) and accumulating; and finite
 // differences of every backward in double.
-
-template <class T>
-const char* dtype_name() {
-  return std::is_same_v<T, float> ? "float" : "double";
-}
 
 const std::vector<int> kBlockList(std::begin(kBlocks), std::end(kBlocks));
 

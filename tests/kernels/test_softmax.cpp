@@ -34,6 +34,7 @@ using timbre::testing::random_floats;
 using timbre::testing::random_ints;
 using timbre::testing::Tolerance;
 using timbre::testing::OpTable;
+using timbre::testing::dtype_name;
 using timbre::testing::once;
 using timbre::testing::widen;
 
@@ -234,11 +235,6 @@ void for_each_config(const Shape& sh, F&& body) {
 // for every shape of shapes(), every row strategy and both block sizes; the
 // automatic strategy on both sides of each threshold at the extreme block
 // sizes; and finite differences of every backward in double.
-
-template <class T>
-const char* dtype_name() {
-  return std::is_same_v<T, float> ? "float" : "double";
-}
 
 std::string shape_name(const Shape& sh) {
   return "rows=" + std::to_string(sh.rows) + " cols=" + std::to_string(sh.cols);
