@@ -1,10 +1,11 @@
 #include "kernels/launcher.h"
 
+#include <algorithm>
 #include <climits>
 #include <stdexcept>
 
 #include "kernels/blas.h"
-#include "kernels/common.cuh"
+#include "kernels/cuda_check.h"
 #include "kernels/grid.h"
 
 namespace timbre::kernels {
@@ -39,7 +40,9 @@ void check_fits_int(const char* op, const char* what, long long value) {
 }
 
 unsigned blocks_for(long long n, int block) {
-  return timbre::grid_1d(n, unsigned(block), unsigned(max_grid_threads() / block));
+  const long long cap = std::max(1LL, max_grid_threads() / block);
+  const long long blocks = (std::max(n, 1LL) + block - 1) / block;
+  return unsigned(std::min(blocks, cap));
 }
 
 void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
