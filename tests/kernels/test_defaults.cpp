@@ -26,8 +26,9 @@ TEST(BackendDefaults, RowInForceFollowsTheEnvironment) {
   const char* env = std::getenv("TIMBRE_DEFAULTS");
   const std::string want = env && *env ? env : (TIMBRE_BACKEND_SIM ? "sim" : "gpu");
   EXPECT_EQ(std::string(k::defaults().name), want);
-  if (!std::getenv("TIMBRE_MAX_GRID_THREADS"))
+  if (!std::getenv("TIMBRE_MAX_GRID_THREADS")) {
     EXPECT_EQ(k::max_grid_threads(), k::defaults_named(want).grid_threads);
+  }
   std::printf("%s", k::describe_defaults().c_str());
 }
 
