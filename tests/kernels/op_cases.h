@@ -10,8 +10,9 @@
 //     central finite differences of the forward, in double;
 //   * in performance mode (TIMBRE_OP_CASES_PERF=1, one test that times
 //     every row): the time of one run, at each block size.
-// The inputs are made inside run() and reference() from fixed seeds, so a
-// row costs nothing until it runs (ctest runs each test in its own process).
+// The inputs are made inside run() and reference() from fixed seeds (shared
+// through once()), so a row costs nothing until it runs. A family's rows run
+// as one CTest test, <executable>.op_cases (cmake/Timbre.cmake, OP_CASES).
 // Adding an op's tests means adding rows:
 //
 //   OP_CASES(activation) {
@@ -37,12 +38,12 @@
 namespace timbre::testing {
 
 struct OpCase {
-  std::string op;     // "<family>/<launcher variant>", e.g. "softmax/forward_warp"
-  std::string dtype;  // "float" or "double"
-  std::string shape;  // e.g. "rows=257 cols=1000"
-  std::vector<int> blocks;  // threads per block: the row runs at each
-  Tolerance tol;      // |got - ref| <= atol + rtol |ref|
-  std::string why;    // where the tolerance comes from
+  std::string op;           // "<family>/<launcher>[/variant]", e.g. "softmax/softmax_forward/warp"
+  std::string dtype;        // "float", "double" (or the inputs' type where that says more)
+  std::string shape;        // e.g. "rows=257 cols=1000"
+  std::vector<int> blocks;  // threads per block: the row runs at each ({0}: the launcher's own)
+  Tolerance tol;            // |got - ref| <= atol + rtol |ref|
+  std::string why;          // where the tolerance comes from
   // Runs the kernel on the case's inputs (poisoning its outputs first) and
   // returns what it wrote, widened to double.
   std::function<std::vector<double>(int block)> run;
