@@ -202,27 +202,23 @@ void attention_gradient_rows(OpTable& table) {
     const auto field = [param](AttnProblem<double>& p) -> std::vector<double>& {
       return param == 0 ? p.hseq : param == 1 ? p.w : param == 2 ? p.b : p.v;
     };
+    // The device at (base with the parameter set to x), after the forward:
+    // L = dout . out, or (backward) the parameter's gradient.
+    const auto at = [=](const std::vector<double>& x, bool backward) {
+      AttnProblem<double> p = base;
+      field(p) = x;
+      Cublas cublas;
+      AttnDevice<double> dev(p);
+      dev.forward(cublas.h, 96);
+      if (!backward) return std::vector<double>{timbre::testing::dot(dev.out.to_host(), p.dout)};
+      dev.backward(cublas.h, 96, attn_flags(false));
+      return dev.grads()[size_t(param)]->to_host();
+    };
     AttnProblem<double> copy = base;
     table.add(GradientCase{
         std::string("attention/attention_backward/") + kGradNames[param], base.s.str(),
-        field(copy),
-        [=](const std::vector<double>& x) {
-          AttnProblem<double> p = base;
-          field(p) = x;
-          Cublas cublas;
-          AttnDevice<double> dev(p);
-          dev.forward(cublas.h, 96);
-          return timbre::testing::dot(dev.out.to_host(), p.dout);
-        },
-        [=](const std::vector<double>& x) {
-          AttnProblem<double> p = base;
-          field(p) = x;
-          Cublas cublas;
-          AttnDevice<double> dev(p);
-          dev.forward(cublas.h, 96);
-          dev.backward(cublas.h, 96, attn_flags(false));
-          return dev.grads()[size_t(param)]->to_host();
-        },
+        field(copy), [=](const std::vector<double>& x) { return at(x, false)[0]; },
+        [=](const std::vector<double>& x) { return at(x, true); },
         kFiniteDifferenceTol, kFiniteDifferenceWhy, kStep});
   }
 }

@@ -411,28 +411,25 @@ void gru_gradient_rows(OpTable& table) {
         std::vector<double>* f[] = {&p.x, &p.h0, &p.w_ih, &p.w_hh, &p.b_ih, &p.b_hh};
         return *f[param];
       };
+      // The device at (base with the parameter set to x), after the forward:
+      // L = dhseq . hseq + dh_last . h_last, or (backward) the parameter's gradient.
+      const auto at = [=](const std::vector<double>& x, bool backward) {
+        GruProblem<double> p = base;
+        field(p) = x;
+        Cublas cublas;
+        GruDevice<double> dev(p);
+        dev.forward(cublas.h, 96);
+        if (!backward)
+          return std::vector<double>{timbre::testing::dot(dev.hseq.to_host(), p.dhseq) +
+                                     timbre::testing::dot(dev.h_last.to_host(), p.dh_last)};
+        dev.backward(cublas.h, 96, all_flags(false));
+        return dev.grads()[size_t(param)]->to_host();
+      };
       GruProblem<double> copy = base;
       table.add(GradientCase{
           std::string("gru/gru_backward/") + kGradNames[param] + (reverse ? "/reverse" : ""),
-          base.s.str(), field(copy),
-          [=](const std::vector<double>& x) {
-            GruProblem<double> p = base;
-            field(p) = x;
-            Cublas cublas;
-            GruDevice<double> dev(p);
-            dev.forward(cublas.h, 96);
-            return timbre::testing::dot(dev.hseq.to_host(), p.dhseq) +
-                   timbre::testing::dot(dev.h_last.to_host(), p.dh_last);
-          },
-          [=](const std::vector<double>& x) {
-            GruProblem<double> p = base;
-            field(p) = x;
-            Cublas cublas;
-            GruDevice<double> dev(p);
-            dev.forward(cublas.h, 96);
-            dev.backward(cublas.h, 96, all_flags(false));
-            return dev.grads()[size_t(param)]->to_host();
-          },
+          base.s.str(), field(copy), [=](const std::vector<double>& x) { return at(x, false)[0]; },
+          [=](const std::vector<double>& x) { return at(x, true); },
           kFiniteDifferenceTol, kFiniteDifferenceWhy, kStep});
     }
   }
