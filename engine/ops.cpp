@@ -259,16 +259,15 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
     if (training) {
       mean = Tensor::empty(Shape{c}, d);
       inv_std = Tensor::empty(Shape{c}, d);
-      kernels::batchnorm_forward_train<T>(X.data<T>(), gamma.value().data<T>(),
-                                          beta.value().data<T>(), Y.data<T>(), mean.data<T>(),
-                                          inv_std.data<T>(), running_mean.data<T>(),
-                                          running_var.data<T>(), ws.data<double>(), n, c, h, w,
-                                          o.eps, o.running, stream());
+      kernels::batchnorm_forward_train<T>(
+          {X.data<T>(), gamma.value().data<T>(), beta.value().data<T>(), Y.data<T>(),
+           mean.data<T>(), inv_std.data<T>(), running_mean.data<T>(), running_var.data<T>()},
+          {n, c, h, w}, o.eps, o.running, ws.data<double>(), stream());
     } else {
-      kernels::batchnorm_forward_eval<T>(X.data<T>(), gamma.value().data<T>(),
-                                         beta.value().data<T>(), running_mean.data<T>(),
-                                         running_var.data<T>(), Y.data<T>(), n, c, h, w, o.eps,
-                                         stream());
+      kernels::batchnorm_forward_eval<T>(
+          {X.data<T>(), gamma.value().data<T>(), beta.value().data<T>(), running_mean.data<T>(),
+           running_var.data<T>(), Y.data<T>()},
+          {n, c, h, w}, o.eps, stream());
     }
   });
   // Training: dx = gamma inv_std / M (M dy - sum dy - xhat sum(dy xhat)),
@@ -286,13 +285,13 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
           T* dg = v[1].requires_grad() ? v[1].grad_for_update(&acc.dgamma).template data<T>() : nullptr;
           T* db = v[2].requires_grad() ? v[2].grad_for_update(&acc.dbeta).template data<T>() : nullptr;
           if (training)
-            kernels::batchnorm_backward_train<T>(X.data<T>(), dY.data<T>(), v[1].value().data<T>(),
-                                                 mean.data<T>(), inv_std.data<T>(), dx, dg, db,
-                                                 ws2.data<double>(), n, c, h, w, acc, stream());
+            kernels::batchnorm_backward_train<T>({X.data<T>(), dY.data<T>(), v[1].value().data<T>(),
+                                                  mean.data<T>(), inv_std.data<T>(), dx, dg, db},
+                                                 {n, c, h, w}, acc, ws2.data<double>(), stream());
           else
-            kernels::batchnorm_backward_eval<T>(X.data<T>(), dY.data<T>(), v[1].value().data<T>(),
-                                                rm.data<T>(), rv.data<T>(), dx, dg, db,
-                                                ws2.data<double>(), n, c, h, w, o.eps, acc,
+            kernels::batchnorm_backward_eval<T>({X.data<T>(), dY.data<T>(), v[1].value().data<T>(),
+                                                 rm.data<T>(), rv.data<T>(), dx, dg, db},
+                                                {n, c, h, w}, o.eps, acc, ws2.data<double>(),
                                                 stream());
         });
       });

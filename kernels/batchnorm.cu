@@ -26,86 +26,85 @@ void for_channel_cpu(int n, int c, long long hw, int ch, F&& f) {
 }  // namespace
 
 template <class T>
-void batchnorm_forward_train_cpu(const T* x, const T* gamma, const T* beta, T* y, T* save_mean,
-                                 T* save_inv_std, T* running_mean, T* running_var, int n, int c,
-                                 int h, int w, double eps, BatchNormRunning running) {
+void batchnorm_forward_train_cpu(const BatchNormTrainForward<T>& t, BatchNormShape shape,
+                                 double eps, BatchNormRunning running) {
+  const int n = shape.n, c = shape.c, h = shape.h, w = shape.w;
   const long long hw = (long long)h * w;
   const double m = double(n * hw);
   for (int ch = 0; ch < c; ++ch) {
     double sum = 0;
-    for_channel_cpu(n, c, hw, ch, [&](long long o) { sum += x[o]; });
+    for_channel_cpu(n, c, hw, ch, [&](long long o) { sum += t.x[o]; });
     const double mean = sum / m;
     double squares = 0;
     for_channel_cpu(n, c, hw, ch, [&](long long o) {
-      const double d = double(x[o]) - mean;
+      const double d = double(t.x[o]) - mean;
       squares += d * d;
     });
     const double var = squares / m, inv_std = 1.0 / std::sqrt(var + eps);
-    save_mean[ch] = T(mean);
-    save_inv_std[ch] = T(inv_std);
-    if (running_mean) {
+    t.save_mean[ch] = T(mean);
+    t.save_inv_std[ch] = T(inv_std);
+    if (t.running_mean) {
       const double v = running.unbiased_var ? var * m / (m - 1) : var;
-      running_mean[ch] = T(running.keep * running_mean[ch] + (1 - running.keep) * mean);
-      running_var[ch] = T(running.keep * running_var[ch] + (1 - running.keep) * v);
+      t.running_mean[ch] = T(running.keep * t.running_mean[ch] + (1 - running.keep) * mean);
+      t.running_var[ch] = T(running.keep * t.running_var[ch] + (1 - running.keep) * v);
     }
-    const double g = gamma[ch], b = beta[ch];
+    const double g = t.gamma[ch], b = t.beta[ch];
     for_channel_cpu(n, c, hw, ch,
-                    [&](long long o) { y[o] = T(g * (double(x[o]) - mean) * inv_std + b); });
+                    [&](long long o) { t.y[o] = T(g * (double(t.x[o]) - mean) * inv_std + b); });
   }
 }
 
 template <class T>
-void batchnorm_forward_eval_cpu(const T* x, const T* gamma, const T* beta,
-                                const T* running_mean, const T* running_var, T* y, int n, int c,
-                                int h, int w, double eps) {
+void batchnorm_forward_eval_cpu(const BatchNormEvalForward<T>& t, BatchNormShape shape,
+                                double eps) {
+  const int n = shape.n, c = shape.c, h = shape.h, w = shape.w;
   const long long hw = (long long)h * w;
   for (int ch = 0; ch < c; ++ch) {
-    const double mean = running_mean[ch], inv_std = 1.0 / std::sqrt(running_var[ch] + eps);
-    const double g = gamma[ch], b = beta[ch];
+    const double mean = t.running_mean[ch], inv_std = 1.0 / std::sqrt(t.running_var[ch] + eps);
+    const double g = t.gamma[ch], b = t.beta[ch];
     for_channel_cpu(n, c, hw, ch,
-                    [&](long long o) { y[o] = T(g * (double(x[o]) - mean) * inv_std + b); });
+                    [&](long long o) { t.y[o] = T(g * (double(t.x[o]) - mean) * inv_std + b); });
   }
 }
 
 template <class T>
-void batchnorm_backward_train_cpu(const T* x, const T* dy, const T* gamma, const T* save_mean,
-                                  const T* save_inv_std, T* dx, T* dgamma, T* dbeta, int n,
-                                  int c, int h, int w, BatchNormAccumulate acc) {
+void batchnorm_backward_train_cpu(const BatchNormTrainBackward<T>& t, BatchNormShape shape,
+                                  BatchNormAccumulate acc) {
+  const int n = shape.n, c = shape.c, h = shape.h, w = shape.w;
   const long long hw = (long long)h * w;
   const double m = double(n * hw);
   for (int ch = 0; ch < c; ++ch) {
-    const double mean = save_mean[ch], inv_std = save_inv_std[ch], g = gamma[ch];
+    const double mean = t.save_mean[ch], inv_std = t.save_inv_std[ch], g = t.gamma[ch];
     double sum_dy = 0, sum_dy_xhat = 0;
     for_channel_cpu(n, c, hw, ch, [&](long long o) {
-      sum_dy += dy[o];
-      sum_dy_xhat += double(dy[o]) * (double(x[o]) - mean) * inv_std;
+      sum_dy += t.dy[o];
+      sum_dy_xhat += double(t.dy[o]) * (double(t.x[o]) - mean) * inv_std;
     });
-    if (dbeta) store_cpu(dbeta + ch, sum_dy, acc.dbeta);
-    if (dgamma) store_cpu(dgamma + ch, sum_dy_xhat, acc.dgamma);
+    if (t.dbeta) store_cpu(t.dbeta + ch, sum_dy, acc.dbeta);
+    if (t.dgamma) store_cpu(t.dgamma + ch, sum_dy_xhat, acc.dgamma);
     for_channel_cpu(n, c, hw, ch, [&](long long o) {
-      const double xhat = (double(x[o]) - mean) * inv_std;
-      store_cpu(dx + o, g * inv_std / m * (m * dy[o] - sum_dy - xhat * sum_dy_xhat), acc.dx);
+      const double xhat = (double(t.x[o]) - mean) * inv_std;
+      store_cpu(t.dx + o, g * inv_std / m * (m * t.dy[o] - sum_dy - xhat * sum_dy_xhat), acc.dx);
     });
   }
 }
 
 template <class T>
-void batchnorm_backward_eval_cpu(const T* x, const T* dy, const T* gamma,
-                                 const T* running_mean, const T* running_var, T* dx, T* dgamma,
-                                 T* dbeta, int n, int c, int h, int w, double eps,
-                                 BatchNormAccumulate acc) {
+void batchnorm_backward_eval_cpu(const BatchNormEvalBackward<T>& t, BatchNormShape shape,
+                                 double eps, BatchNormAccumulate acc) {
+  const int n = shape.n, c = shape.c, h = shape.h, w = shape.w;
   const long long hw = (long long)h * w;
   for (int ch = 0; ch < c; ++ch) {
-    const double mean = running_mean[ch], inv_std = 1.0 / std::sqrt(running_var[ch] + eps);
-    const double g = gamma[ch];
+    const double mean = t.running_mean[ch], inv_std = 1.0 / std::sqrt(t.running_var[ch] + eps);
+    const double g = t.gamma[ch];
     double sum_dy = 0, sum_dy_xhat = 0;
     for_channel_cpu(n, c, hw, ch, [&](long long o) {
-      sum_dy += dy[o];
-      sum_dy_xhat += double(dy[o]) * (double(x[o]) - mean) * inv_std;
-      store_cpu(dx + o, g * inv_std * dy[o], acc.dx);
+      sum_dy += t.dy[o];
+      sum_dy_xhat += double(t.dy[o]) * (double(t.x[o]) - mean) * inv_std;
+      store_cpu(t.dx + o, g * inv_std * t.dy[o], acc.dx);
     });
-    if (dbeta) store_cpu(dbeta + ch, sum_dy, acc.dbeta);
-    if (dgamma) store_cpu(dgamma + ch, sum_dy_xhat, acc.dgamma);
+    if (t.dbeta) store_cpu(t.dbeta + ch, sum_dy, acc.dbeta);
+    if (t.dgamma) store_cpu(t.dgamma + ch, sum_dy_xhat, acc.dgamma);
   }
 }
 
@@ -458,136 +457,132 @@ void check_train_count(const char* op, int n, int h, int w, bool unbiased) {
 }  // namespace
 
 template <class T>
-void batchnorm_forward_train(const T* d_x, const T* d_gamma, const T* d_beta, T* d_y,
-                             T* d_save_mean, T* d_save_inv_std, T* d_running_mean,
-                             T* d_running_var, double* d_workspace, int n, int c, int h, int w,
-                             double eps, BatchNormRunning running, cudaStream_t s, int block) {
+void batchnorm_forward_train(const BatchNormTrainForward<T>& t, BatchNormShape shape, double eps,
+                             BatchNormRunning running, double* d_workspace, cudaStream_t s,
+                             int block) {
   const char* op = "batchnorm_forward_train";
+  const int n = shape.n, c = shape.c, h = shape.h, w = shape.w;
   check_shape(op, n, c, h, w, block);
   check_eps(op, eps);
   if (!(running.keep >= 0 && running.keep <= 1))
     throw std::invalid_argument(std::string(op) + ": running.keep must be in [0, 1], not " +
                                 str(running.keep));
-  const bool tracking = d_running_mean || d_running_var;
+  const bool tracking = t.running_mean || t.running_var;
   check_train_count(op, n, h, w, tracking && running.unbiased_var);
-  check_pointer(op, d_x, "d_x");
-  check_pointer(op, d_gamma, "d_gamma");
-  check_pointer(op, d_beta, "d_beta");
-  check_pointer(op, d_y, "d_y");
-  check_pointer(op, d_save_mean, "d_save_mean");
-  check_pointer(op, d_save_inv_std, "d_save_inv_std");
+  check_pointer(op, t.x, "x");
+  check_pointer(op, t.gamma, "gamma");
+  check_pointer(op, t.beta, "beta");
+  check_pointer(op, t.y, "y");
+  check_pointer(op, t.save_mean, "save_mean");
+  check_pointer(op, t.save_inv_std, "save_inv_std");
   check_pointer(op, d_workspace, "d_workspace");
-  if (tracking && !(d_running_mean && d_running_var))
+  if (tracking && !(t.running_mean && t.running_var))
     throw std::invalid_argument(std::string(op) +
-                                ": d_running_mean and d_running_var must be both null (no "
+                                ": running_mean and running_var must be both null (no "
                                 "running statistics) or both set");
   const Plan r = reduce_plan(n, c, h, w, block), p = pass_plan(n, c, h, w, block);
-  launch_sums(StatsSums<T>{d_x}, r, d_workspace, s);
-  LAUNCH(stats_finalize_kernel<T>, finalize_blocks(c), kFinalizeThreads, 0, s, d_x, d_workspace,
-         r.g, c, eps, d_save_mean, d_save_inv_std, d_running_mean, d_running_var, running);
-  LAUNCH((normalize_kernel<T, false>), p.grid, p.threads, 0, s, d_x, d_gamma, d_beta,
-         d_save_mean, d_save_inv_std, eps, d_y, p.g);
+  launch_sums(StatsSums<T>{t.x}, r, d_workspace, s);
+  LAUNCH(stats_finalize_kernel<T>, finalize_blocks(c), kFinalizeThreads, 0, s, t.x, d_workspace,
+         r.g, c, eps, t.save_mean, t.save_inv_std, t.running_mean, t.running_var, running);
+  LAUNCH((normalize_kernel<T, false>), p.grid, p.threads, 0, s, t.x, t.gamma, t.beta,
+         t.save_mean, t.save_inv_std, eps, t.y, p.g);
 }
 
 template <class T>
-void batchnorm_forward_eval(const T* d_x, const T* d_gamma, const T* d_beta,
-                            const T* d_running_mean, const T* d_running_var, T* d_y, int n,
-                            int c, int h, int w, double eps, cudaStream_t s, int block) {
+void batchnorm_forward_eval(const BatchNormEvalForward<T>& t, BatchNormShape shape, double eps,
+                            cudaStream_t s, int block) {
   const char* op = "batchnorm_forward_eval";
+  const int n = shape.n, c = shape.c, h = shape.h, w = shape.w;
   check_shape(op, n, c, h, w, block);
   check_eps(op, eps);
   if (n == 0) return;
-  check_pointer(op, d_x, "d_x");
-  check_pointer(op, d_gamma, "d_gamma");
-  check_pointer(op, d_beta, "d_beta");
-  check_pointer(op, d_running_mean, "d_running_mean");
-  check_pointer(op, d_running_var, "d_running_var");
-  check_pointer(op, d_y, "d_y");
+  check_pointer(op, t.x, "x");
+  check_pointer(op, t.gamma, "gamma");
+  check_pointer(op, t.beta, "beta");
+  check_pointer(op, t.running_mean, "running_mean");
+  check_pointer(op, t.running_var, "running_var");
+  check_pointer(op, t.y, "y");
   const Plan p = pass_plan(n, c, h, w, block);
-  LAUNCH((normalize_kernel<T, true>), p.grid, p.threads, 0, s, d_x, d_gamma, d_beta,
-         d_running_mean, d_running_var, eps, d_y, p.g);
+  LAUNCH((normalize_kernel<T, true>), p.grid, p.threads, 0, s, t.x, t.gamma, t.beta,
+         t.running_mean, t.running_var, eps, t.y, p.g);
 }
 
 template <class T>
-void batchnorm_backward_train(const T* d_x, const T* d_dy, const T* d_gamma,
-                              const T* d_save_mean, const T* d_save_inv_std, T* d_dx,
-                              T* d_dgamma, T* d_dbeta, double* d_workspace, int n, int c, int h,
-                              int w, BatchNormAccumulate acc, cudaStream_t s, int block) {
+void batchnorm_backward_train(const BatchNormTrainBackward<T>& t, BatchNormShape shape,
+                              BatchNormAccumulate acc, double* d_workspace, cudaStream_t s,
+                              int block) {
   const char* op = "batchnorm_backward_train";
+  const int n = shape.n, c = shape.c, h = shape.h, w = shape.w;
   check_shape(op, n, c, h, w, block);
   check_train_count(op, n, h, w, false);
-  check_pointer(op, d_x, "d_x");
-  check_pointer(op, d_dy, "d_dy");
-  check_pointer(op, d_gamma, "d_gamma");
-  check_pointer(op, d_save_mean, "d_save_mean");
-  check_pointer(op, d_save_inv_std, "d_save_inv_std");
-  check_pointer(op, d_dx, "d_dx");
+  check_pointer(op, t.x, "x");
+  check_pointer(op, t.dy, "dy");
+  check_pointer(op, t.gamma, "gamma");
+  check_pointer(op, t.save_mean, "save_mean");
+  check_pointer(op, t.save_inv_std, "save_inv_std");
+  check_pointer(op, t.dx, "dx");
   check_pointer(op, d_workspace, "d_workspace");
   const Plan r = reduce_plan(n, c, h, w, block), p = pass_plan(n, c, h, w, block);
   double* coef = d_workspace + 2LL * c * kBatchNormMaxChunks;
-  launch_sums(GradSums<T>{d_x, d_dy, d_save_mean}, r, d_workspace, s);
+  launch_sums(GradSums<T>{t.x, t.dy, t.save_mean}, r, d_workspace, s);
   LAUNCH((grad_finalize_kernel<T, false>), finalize_blocks(c), kFinalizeThreads, 0, s,
-         d_workspace, d_gamma, d_save_inv_std, 0.0, r.g, c, d_dgamma, d_dbeta, acc, coef);
-  LAUNCH(dx_train_kernel<T>, p.grid, p.threads, 0, s, d_x, d_dy, d_save_mean, coef, p.g, d_dx,
+         d_workspace, t.gamma, t.save_inv_std, 0.0, r.g, c, t.dgamma, t.dbeta, acc, coef);
+  LAUNCH(dx_train_kernel<T>, p.grid, p.threads, 0, s, t.x, t.dy, t.save_mean, coef, p.g, t.dx,
          acc.dx);
 }
 
 template <class T>
-void batchnorm_backward_eval(const T* d_x, const T* d_dy, const T* d_gamma,
-                             const T* d_running_mean, const T* d_running_var, T* d_dx,
-                             T* d_dgamma, T* d_dbeta, double* d_workspace, int n, int c, int h,
-                             int w, double eps, BatchNormAccumulate acc, cudaStream_t s,
+void batchnorm_backward_eval(const BatchNormEvalBackward<T>& t, BatchNormShape shape, double eps,
+                             BatchNormAccumulate acc, double* d_workspace, cudaStream_t s,
                              int block) {
   const char* op = "batchnorm_backward_eval";
+  const int n = shape.n, c = shape.c, h = shape.h, w = shape.w;
   check_shape(op, n, c, h, w, block);
   check_eps(op, eps);
-  const bool param_grads = d_dgamma || d_dbeta;
+  const bool param_grads = t.dgamma || t.dbeta;
   if (n == 0 && !param_grads) return;
-  check_pointer(op, d_dy, "d_dy");
-  check_pointer(op, d_gamma, "d_gamma");
-  check_pointer(op, d_running_var, "d_running_var");
-  check_pointer(op, d_dx, "d_dx");
+  check_pointer(op, t.dy, "dy");
+  check_pointer(op, t.gamma, "gamma");
+  check_pointer(op, t.running_var, "running_var");
+  check_pointer(op, t.dx, "dx");
   if (param_grads) {
-    check_pointer(op, d_x, "d_x");
-    check_pointer(op, d_running_mean, "d_running_mean");
+    check_pointer(op, t.x, "x");
+    check_pointer(op, t.running_mean, "running_mean");
     check_pointer(op, d_workspace, "d_workspace");
     const Plan r = reduce_plan(n, c, h, w, block);
-    launch_sums(GradSums<T>{d_x, d_dy, d_running_mean}, r, d_workspace, s);
+    launch_sums(GradSums<T>{t.x, t.dy, t.running_mean}, r, d_workspace, s);
     LAUNCH((grad_finalize_kernel<T, true>), finalize_blocks(c), kFinalizeThreads, 0, s,
-           d_workspace, d_gamma, d_running_var, eps, r.g, c, d_dgamma, d_dbeta, acc,
+           d_workspace, t.gamma, t.running_var, eps, r.g, c, t.dgamma, t.dbeta, acc,
            static_cast<double*>(nullptr));
   }
   const Plan p = pass_plan(n, c, h, w, block);
   if (n > 0)
-    LAUNCH(dx_eval_kernel<T>, p.grid, p.threads, 0, s, d_dy, d_gamma, d_running_var, eps, p.g,
-           d_dx, acc.dx);
+    LAUNCH(dx_eval_kernel<T>, p.grid, p.threads, 0, s, t.dy, t.gamma, t.running_var, eps, p.g,
+           t.dx, acc.dx);
 }
 
 // ===========================================================================
 // Explicit instantiations: float and double.
 
 #define TIMBRE_BATCHNORM_INSTANTIATE(T)                                                         \
-  template void batchnorm_forward_train<T>(const T*, const T*, const T*, T*, T*, T*, T*, T*,     \
-                                           double*, int, int, int, int, double,                  \
-                                           BatchNormRunning, cudaStream_t, int);                 \
-  template void batchnorm_forward_eval<T>(const T*, const T*, const T*, const T*, const T*, T*,  \
-                                          int, int, int, int, double, cudaStream_t, int);        \
-  template void batchnorm_backward_train<T>(const T*, const T*, const T*, const T*, const T*,    \
-                                            T*, T*, T*, double*, int, int, int, int,             \
-                                            BatchNormAccumulate, cudaStream_t, int);             \
-  template void batchnorm_backward_eval<T>(const T*, const T*, const T*, const T*, const T*, T*, \
-                                           T*, T*, double*, int, int, int, int, double,          \
-                                           BatchNormAccumulate, cudaStream_t, int);              \
-  template void batchnorm_forward_train_cpu<T>(const T*, const T*, const T*, T*, T*, T*, T*, T*, \
-                                               int, int, int, int, double, BatchNormRunning);    \
-  template void batchnorm_forward_eval_cpu<T>(const T*, const T*, const T*, const T*, const T*,  \
-                                              T*, int, int, int, int, double);                   \
-  template void batchnorm_backward_train_cpu<T>(const T*, const T*, const T*, const T*,          \
-                                                const T*, T*, T*, T*, int, int, int, int,        \
-                                                BatchNormAccumulate);                            \
-  template void batchnorm_backward_eval_cpu<T>(const T*, const T*, const T*, const T*, const T*, \
-                                               T*, T*, T*, int, int, int, int, double,           \
-                                               BatchNormAccumulate);
+  template void batchnorm_forward_train<T>(const BatchNormTrainForward<T>&, BatchNormShape,      \
+                                           double, BatchNormRunning, double*, cudaStream_t,      \
+                                           int);                                                 \
+  template void batchnorm_forward_eval<T>(const BatchNormEvalForward<T>&, BatchNormShape, double, \
+                                          cudaStream_t, int);                                    \
+  template void batchnorm_backward_train<T>(const BatchNormTrainBackward<T>&, BatchNormShape,    \
+                                            BatchNormAccumulate, double*, cudaStream_t, int);    \
+  template void batchnorm_backward_eval<T>(const BatchNormEvalBackward<T>&, BatchNormShape,      \
+                                           double, BatchNormAccumulate, double*, cudaStream_t,   \
+                                           int);                                                 \
+  template void batchnorm_forward_train_cpu<T>(const BatchNormTrainForward<T>&, BatchNormShape,  \
+                                               double, BatchNormRunning);                        \
+  template void batchnorm_forward_eval_cpu<T>(const BatchNormEvalForward<T>&, BatchNormShape,    \
+                                              double);                                           \
+  template void batchnorm_backward_train_cpu<T>(const BatchNormTrainBackward<T>&,                \
+                                                BatchNormShape, BatchNormAccumulate);            \
+  template void batchnorm_backward_eval_cpu<T>(const BatchNormEvalBackward<T>&, BatchNormShape,  \
+                                               double, BatchNormAccumulate);
 
 TIMBRE_BATCHNORM_INSTANTIATE(float)
 TIMBRE_BATCHNORM_INSTANTIATE(double)

@@ -110,43 +110,90 @@ constexpr long long batchnorm_workspace_size(int c) {
 }
 
 // ---------------------------------------------------------------------------
-// Launchers. Shapes are NCHW: x, y, dy, dx hold n*c*h*w values; gamma, beta,
+// Arguments. Tensors are NCHW: x, y, dy, dx hold n*c*h*w values; gamma, beta,
 // the saved and running statistics and the parameter gradients c values.
+// Launchers take device pointers, the CPU references host pointers, in the
+// same structs.
 
-// Training forward: y, save_mean, save_inv_std, and the running statistics
-// when d_running_mean and d_running_var are not null (both or neither). y may
-// alias x. d_workspace: batchnorm_workspace_size(c) doubles.
+struct BatchNormShape {
+  int n, c, h, w;
+};
+
+// Training forward: reads x, gamma, beta; writes y and the batch statistics
+// it normalised with (saved for the backward); updates the running
+// statistics when running_mean and running_var are set (both or neither).
 template <class T>
-void batchnorm_forward_train(const T* d_x, const T* d_gamma, const T* d_beta, T* d_y,
-                             T* d_save_mean, T* d_save_inv_std, T* d_running_mean,
-                             T* d_running_var, double* d_workspace, int n, int c, int h, int w,
-                             double eps, BatchNormRunning running, cudaStream_t s,
-                             int block = 256);
+struct BatchNormTrainForward {
+  const T* x;
+  const T* gamma;
+  const T* beta;
+  T* y;             // may alias x
+  T* save_mean;     // the batch mean
+  T* save_inv_std;  // 1 / sqrt(batch variance + eps)
+  T* running_mean = nullptr;
+  T* running_var = nullptr;
+};
 
 // Evaluation forward: y = gamma (x - running_mean) / sqrt(running_var + eps)
-// + beta. y may alias x.
+// + beta.
 template <class T>
-void batchnorm_forward_eval(const T* d_x, const T* d_gamma, const T* d_beta,
-                            const T* d_running_mean, const T* d_running_var, T* d_y, int n,
-                            int c, int h, int w, double eps, cudaStream_t s, int block = 256);
+struct BatchNormEvalForward {
+  const T* x;
+  const T* gamma;
+  const T* beta;
+  const T* running_mean;
+  const T* running_var;
+  T* y;  // may alias x
+};
 
-// Training backward from what the training forward saved. d_dgamma and
-// d_dbeta may be null (that gradient is not wanted); dx is always computed.
-// dx may alias dy when acc.dx is false. d_workspace as for the forward.
+// Training backward, from what the training forward saved. dgamma and dbeta
+// may be null (that gradient is not wanted); dx is always computed.
 template <class T>
-void batchnorm_backward_train(const T* d_x, const T* d_dy, const T* d_gamma,
-                              const T* d_save_mean, const T* d_save_inv_std, T* d_dx,
-                              T* d_dgamma, T* d_dbeta, double* d_workspace, int n, int c, int h,
-                              int w, BatchNormAccumulate acc, cudaStream_t s, int block = 256);
+struct BatchNormTrainBackward {
+  const T* x;
+  const T* dy;
+  const T* gamma;
+  const T* save_mean;
+  const T* save_inv_std;
+  T* dx;  // may alias dy when acc.dx is false
+  T* dgamma;
+  T* dbeta;
+};
 
-// Evaluation backward. dx = gamma dy / sqrt(running_var + eps) is one
-// barrier-free pass; dgamma and dbeta (each may be null) need the reduction
-// and then d_workspace (it may be null when both are).
+// Evaluation backward: dx = gamma dy / sqrt(running_var + eps); dgamma and
+// dbeta (each may be null) as in training, with the running statistics.
 template <class T>
-void batchnorm_backward_eval(const T* d_x, const T* d_dy, const T* d_gamma,
-                             const T* d_running_mean, const T* d_running_var, T* d_dx,
-                             T* d_dgamma, T* d_dbeta, double* d_workspace, int n, int c, int h,
-                             int w, double eps, BatchNormAccumulate acc, cudaStream_t s,
+struct BatchNormEvalBackward {
+  const T* x;  // read only for dgamma
+  const T* dy;
+  const T* gamma;
+  const T* running_mean;  // read only for dgamma
+  const T* running_var;
+  T* dx;
+  T* dgamma;
+  T* dbeta;
+};
+
+// ---------------------------------------------------------------------------
+// Launchers. d_workspace: batchnorm_workspace_size(c) doubles (the
+// evaluation backward needs it only for dgamma or dbeta; it may be null
+// otherwise).
+
+template <class T>
+void batchnorm_forward_train(const BatchNormTrainForward<T>& t, BatchNormShape shape, double eps,
+                             BatchNormRunning running, double* d_workspace, cudaStream_t s,
+                             int block = 256);
+template <class T>
+void batchnorm_forward_eval(const BatchNormEvalForward<T>& t, BatchNormShape shape, double eps,
+                            cudaStream_t s, int block = 256);
+template <class T>
+void batchnorm_backward_train(const BatchNormTrainBackward<T>& t, BatchNormShape shape,
+                              BatchNormAccumulate acc, double* d_workspace, cudaStream_t s,
+                              int block = 256);
+// Its dx is one barrier-free pass; dgamma and dbeta add the reduction.
+template <class T>
+void batchnorm_backward_eval(const BatchNormEvalBackward<T>& t, BatchNormShape shape, double eps,
+                             BatchNormAccumulate acc, double* d_workspace, cudaStream_t s,
                              int block = 256);
 
 // ---------------------------------------------------------------------------
@@ -156,22 +203,17 @@ void batchnorm_backward_eval(const T* d_x, const T* d_dy, const T* d_gamma,
 // launchers.
 
 template <class T>
-void batchnorm_forward_train_cpu(const T* x, const T* gamma, const T* beta, T* y, T* save_mean,
-                                 T* save_inv_std, T* running_mean, T* running_var, int n, int c,
-                                 int h, int w, double eps, BatchNormRunning running);
+void batchnorm_forward_train_cpu(const BatchNormTrainForward<T>& t, BatchNormShape shape,
+                                 double eps, BatchNormRunning running);
 template <class T>
-void batchnorm_forward_eval_cpu(const T* x, const T* gamma, const T* beta,
-                                const T* running_mean, const T* running_var, T* y, int n, int c,
-                                int h, int w, double eps);
+void batchnorm_forward_eval_cpu(const BatchNormEvalForward<T>& t, BatchNormShape shape,
+                                double eps);
 template <class T>
-void batchnorm_backward_train_cpu(const T* x, const T* dy, const T* gamma, const T* save_mean,
-                                  const T* save_inv_std, T* dx, T* dgamma, T* dbeta, int n,
-                                  int c, int h, int w, BatchNormAccumulate acc);
+void batchnorm_backward_train_cpu(const BatchNormTrainBackward<T>& t, BatchNormShape shape,
+                                  BatchNormAccumulate acc);
 template <class T>
-void batchnorm_backward_eval_cpu(const T* x, const T* dy, const T* gamma,
-                                 const T* running_mean, const T* running_var, T* dx, T* dgamma,
-                                 T* dbeta, int n, int c, int h, int w, double eps,
-                                 BatchNormAccumulate acc);
+void batchnorm_backward_eval_cpu(const BatchNormEvalBackward<T>& t, BatchNormShape shape,
+                                 double eps, BatchNormAccumulate acc);
 
 // ---------------------------------------------------------------------------
 // Costs, for benchmarks: ideal traffic (each array once per kernel that

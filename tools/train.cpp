@@ -157,10 +157,10 @@ class BandNormaliser {
   Tensor operator()(const float* x, int64_t n, int rows, int frames) const {
     std::vector<float> h(x, x + n * rows * frames);
     Tensor t = Tensor::from_host(Shape{n, 1, rows, frames}, h);
-    kernels::batchnorm_forward_eval<float>(t.data<float>(), ones_.data<float>(),
-                                           zeros_.data<float>(), mean_.data<float>(),
-                                           var_.data<float>(), t.data<float>(), int(n), rows,
-                                           frames, 1, 0.0, stream());
+    kernels::batchnorm_forward_eval<float>({t.data<float>(), ones_.data<float>(),
+                                            zeros_.data<float>(), mean_.data<float>(),
+                                            var_.data<float>(), t.data<float>()},
+                                           {int(n), rows, frames, 1}, 0.0, stream());
     return t;
   }
 

@@ -57,11 +57,12 @@ struct BatchNormRun : Run {
         d_dbeta(size_t(s.c)), d_work(size_t(k::batchnorm_workspace_size(s.c))) {
     if (op == Op::backward_train) forward_train(256);
   }
+  k::BatchNormShape shape() const { return {n, site.c, site.h, site.w}; }
   void forward_train(int block) {
-    k::batchnorm_forward_train<float>(d_x.get(), d_gamma.get(), d_beta.get(), d_y.get(),
-                                      d_mean.get(), d_inv_std.get(), d_run_mean.get(),
-                                      d_run_var.get(), d_work.get(), n, site.c, site.h, site.w,
-                                      kEps, kRunning, nullptr, block);
+    k::batchnorm_forward_train<float>({d_x.get(), d_gamma.get(), d_beta.get(), d_y.get(),
+                                       d_mean.get(), d_inv_std.get(), d_run_mean.get(),
+                                       d_run_var.get()},
+                                      shape(), kEps, kRunning, d_work.get(), nullptr, block);
   }
   void run(int block) override {
     switch (op) {
@@ -70,15 +71,16 @@ struct BatchNormRun : Run {
         ++runs;
         break;
       case Op::forward_eval:
-        k::batchnorm_forward_eval<float>(d_x.get(), d_gamma.get(), d_beta.get(), d_run_mean.get(),
-                                         d_run_var.get(), d_y.get(), n, site.c, site.h, site.w,
-                                         kEps, nullptr, block);
+        k::batchnorm_forward_eval<float>({d_x.get(), d_gamma.get(), d_beta.get(),
+                                          d_run_mean.get(), d_run_var.get(), d_y.get()},
+                                         shape(), kEps, nullptr, block);
         break;
       case Op::backward_train:
-        k::batchnorm_backward_train<float>(d_x.get(), d_dy.get(), d_gamma.get(), d_mean.get(),
-                                           d_inv_std.get(), d_dx.get(), d_dgamma.get(),
-                                           d_dbeta.get(), d_work.get(), n, site.c, site.h,
-                                           site.w, k::BatchNormAccumulate{}, nullptr, block);
+        k::batchnorm_backward_train<float>({d_x.get(), d_dy.get(), d_gamma.get(), d_mean.get(),
+                                            d_inv_std.get(), d_dx.get(), d_dgamma.get(),
+                                            d_dbeta.get()},
+                                           shape(), k::BatchNormAccumulate{}, d_work.get(),
+                                           nullptr, block);
         break;
     }
   }
@@ -86,15 +88,20 @@ struct BatchNormRun : Run {
   // follow the device's: one CPU update per run so far).
   std::vector<float> ref_y, ref_mean, ref_inv_std, ref_rm, ref_rv, ref_dx, ref_dgamma, ref_dbeta;
   int runs = 0, ref_runs = 0;
+  void forward_train_cpu() {
+    k::batchnorm_forward_train_cpu<float>({x.data(), gamma.data(), beta.data(), ref_y.data(),
+                                           ref_mean.data(), ref_inv_std.data(), ref_rm.data(),
+                                           ref_rv.data()},
+                                          shape(), kEps, kRunning);
+  }
   std::string check() override {
-    const int c = site.c, h = site.h, w = site.w;
     const size_t cs = gamma.size();
     if (op == Op::forward_eval) {
       if (ref_y.empty()) {
         ref_y.resize(count);
-        k::batchnorm_forward_eval_cpu<float>(x.data(), gamma.data(), beta.data(),
-                                             run_mean.data(), run_var.data(), ref_y.data(), n, c,
-                                             h, w, kEps);
+        k::batchnorm_forward_eval_cpu<float>(
+            {x.data(), gamma.data(), beta.data(), run_mean.data(), run_var.data(), ref_y.data()},
+            shape(), kEps);
       }
       // y = x*scale + shift in float against the double formula: a few ulps of |y|.
       return compare(d_y.to_host(), widen(ref_y), 1e-5);
@@ -102,17 +109,13 @@ struct BatchNormRun : Run {
     if (ref_y.empty()) {
       ref_y.resize(count), ref_mean.resize(cs), ref_inv_std.resize(cs);
       ref_rm = run_mean, ref_rv = run_var;
-      k::batchnorm_forward_train_cpu<float>(x.data(), gamma.data(), beta.data(), ref_y.data(),
-                                            ref_mean.data(), ref_inv_std.data(), ref_rm.data(),
-                                            ref_rv.data(), n, c, h, w, kEps, kRunning);
+      forward_train_cpu();
       ref_runs = 1;
     }
     if (op == Op::forward_train) {
       // Every run moves the running statistics (in place): replay as many.
       for (; ref_runs < runs; ++ref_runs)
-        k::batchnorm_forward_train_cpu<float>(x.data(), gamma.data(), beta.data(), ref_y.data(),
-                                              ref_mean.data(), ref_inv_std.data(), ref_rm.data(),
-                                              ref_rv.data(), n, c, h, w, kEps, kRunning);
+        forward_train_cpu();
       // The statistics are double sums rounded once to float (an ulp at most);
       // y is normalised in float from them (a few ulps of |y|); the running
       // statistics are one double update of the float values, rounded.
@@ -125,10 +128,10 @@ struct BatchNormRun : Run {
     }
     if (ref_dx.empty()) {
       ref_dx.resize(count), ref_dgamma.resize(cs), ref_dbeta.resize(cs);
-      k::batchnorm_backward_train_cpu<float>(x.data(), dy.data(), gamma.data(), ref_mean.data(),
-                                             ref_inv_std.data(), ref_dx.data(),
-                                             ref_dgamma.data(), ref_dbeta.data(), n, c, h, w,
-                                             k::BatchNormAccumulate{});
+      k::batchnorm_backward_train_cpu<float>({x.data(), dy.data(), gamma.data(), ref_mean.data(),
+                                              ref_inv_std.data(), ref_dx.data(),
+                                              ref_dgamma.data(), ref_dbeta.data()},
+                                             shape(), k::BatchNormAccumulate{});
     }
     // dx = a (M g - dbeta - xhat dgamma) / M: float arithmetic on the double
     // sums, a few ulps of the larger terms; dgamma, dbeta: double sums

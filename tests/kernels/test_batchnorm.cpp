@@ -84,8 +84,8 @@ Tolerance tol_of(bool accumulate, Tolerance t, const std::vector<T>& g) {
 // ---------------------------------------------------------------------------
 // Shapes and inputs.
 
-struct Shape {
-  int n, c, h, w;
+// The launchers' BatchNormShape, with the sizes the tests derive from it.
+struct Shape : k::BatchNormShape {
   long long hw() const { return (long long)h * w; }
   long long m() const { return n * hw(); }
   size_t size() const { return size_t(n) * c * hw(); }
@@ -238,9 +238,9 @@ TrainOut<T> device_forward_train(const Shape& s, const std::vector<T>& x, const 
   DeviceBuffer<T> d_x(x), d_g(p.gamma), d_b(p.beta), d_y(x.size()), d_m(size_t(s.c)),
       d_i(size_t(s.c)), d_rm(p.running_mean), d_rv(p.running_var);
   DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
-  k::batchnorm_forward_train(d_x.get(), d_g.get(), d_b.get(), d_y.get(), d_m.get(), d_i.get(),
-                             track ? d_rm.get() : nullptr, track ? d_rv.get() : nullptr, d_ws.get(),
-                             s.n, s.c, s.h, s.w, cv.eps, cv.running, nullptr, block);
+  k::batchnorm_forward_train<T>({d_x.get(), d_g.get(), d_b.get(), d_y.get(), d_m.get(), d_i.get(),
+                                 track ? d_rm.get() : nullptr, track ? d_rv.get() : nullptr},
+                                s, cv.eps, cv.running, d_ws.get(), nullptr, block);
   return {d_y.to_host(), d_m.to_host(), d_i.to_host(), d_rm.to_host(), d_rv.to_host()};
 }
 
@@ -249,9 +249,10 @@ TrainOut<T> cpu_forward_train(const Shape& s, const std::vector<T>& x, const Par
                               const Convention& cv) {
   TrainOut<T> r{std::vector<T>(x.size()), std::vector<T>(size_t(s.c)), std::vector<T>(size_t(s.c)),
                 p.running_mean, p.running_var};
-  k::batchnorm_forward_train_cpu(x.data(), p.gamma.data(), p.beta.data(), r.y.data(), r.mean.data(),
-                                 r.inv_std.data(), r.running_mean.data(), r.running_var.data(), s.n,
-                                 s.c, s.h, s.w, cv.eps, cv.running);
+  k::batchnorm_forward_train_cpu<T>(
+      {x.data(), p.gamma.data(), p.beta.data(), r.y.data(), r.mean.data(), r.inv_std.data(),
+       r.running_mean.data(), r.running_var.data()},
+      s, cv.eps, cv.running);
   return r;
 }
 
@@ -319,19 +320,20 @@ TYPED_TEST(BatchNorm, ForwardInPlace) {
   const Convention& cv = kConventions[1];
   const TrainOut<T> want = cpu_forward_train(s, x, p, cv);
   std::vector<T> want_eval(x.size());
-  k::batchnorm_forward_eval_cpu(x.data(), p.gamma.data(), p.beta.data(), p.running_mean.data(),
-                                p.running_var.data(), want_eval.data(), s.n, s.c, s.h, s.w, cv.eps);
+  k::batchnorm_forward_eval_cpu<T>({x.data(), p.gamma.data(), p.beta.data(), p.running_mean.data(),
+                                    p.running_var.data(), want_eval.data()},
+                                   s, cv.eps);
   DeviceBuffer<T> d(x), d_g(p.gamma), d_b(p.beta), d_m(size_t(s.c)), d_i(size_t(s.c)),
       d_rm(p.running_mean), d_rv(p.running_var);
   DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
-  k::batchnorm_forward_train<T>(d.get(), d_g.get(), d_b.get(), d.get(), d_m.get(), d_i.get(),
-                                nullptr, nullptr, d_ws.get(), s.n, s.c, s.h, s.w, cv.eps,
-                                cv.running, nullptr);
+  k::batchnorm_forward_train<T>(
+      {d.get(), d_g.get(), d_b.get(), d.get(), d_m.get(), d_i.get(), nullptr, nullptr}, s, cv.eps,
+      cv.running, d_ws.get(), nullptr);
   const Tolerance tol = y_tol(p, batch_info(s, x, cv.eps), acc_err(s.m()), max_abs(x));
   EXPECT_TRUE(all_close(d.to_host(), want.y, tol));
   d.copy_from_host(x);
-  k::batchnorm_forward_eval(d.get(), d_g.get(), d_b.get(), d_rm.get(), d_rv.get(), d.get(), s.n,
-                            s.c, s.h, s.w, cv.eps, nullptr);
+  k::batchnorm_forward_eval<T>({d.get(), d_g.get(), d_b.get(), d_rm.get(), d_rv.get(), d.get()}, s,
+                               cv.eps, nullptr);
   EXPECT_TRUE(all_close(d.to_host(), want_eval, y_tol(p, running_info(s, x, p, cv.eps))));
 }
 
@@ -416,9 +418,9 @@ TYPED_TEST(BatchNorm, RunningStatisticsOverSteps) {
     for (int step = 0; step < 3; ++step) {
       const auto x = make_input<T>(s, 62 + step);
       d_x.copy_from_host(x);
-      k::batchnorm_forward_train(d_x.get(), d_g.get(), d_b.get(), d_y.get(), d_m.get(), d_i.get(),
-                                 d_rm.get(), d_rv.get(), d_ws.get(), s.n, s.c, s.h, s.w, cv.eps,
-                                 cv.running, nullptr);
+      k::batchnorm_forward_train<T>({d_x.get(), d_g.get(), d_b.get(), d_y.get(), d_m.get(),
+                                     d_i.get(), d_rm.get(), d_rv.get()},
+                                    s, cv.eps, cv.running, d_ws.get(), nullptr);
       const TrainOut<T> want = cpu_forward_train(s, x, p, cv);
       p.running_mean = want.running_mean;
       p.running_var = want.running_var;
@@ -642,16 +644,18 @@ void batchnorm_rows(OpTable& table) {
             DeviceBuffer<T> d_x(ex()), d_g(q.gamma), d_b(q.beta), d_rm(q.running_mean),
                 d_rv(q.running_var), d_y(s.size());
             timbre::testing::poison(d_y);
-            k::batchnorm_forward_eval(d_x.get(), d_g.get(), d_b.get(), d_rm.get(), d_rv.get(),
-                                      d_y.get(), s.n, s.c, s.h, s.w, cv.eps, nullptr, block);
+            k::batchnorm_forward_eval<T>(
+                {d_x.get(), d_g.get(), d_b.get(), d_rm.get(), d_rv.get(), d_y.get()}, s, cv.eps,
+                nullptr, block);
             return widen(d_y.to_host());
           },
           [=] {
             const Params<T>& q = ep();
             std::vector<T> want(s.size());
-            k::batchnorm_forward_eval_cpu(ex().data(), q.gamma.data(), q.beta.data(),
-                                          q.running_mean.data(), q.running_var.data(),
-                                          want.data(), s.n, s.c, s.h, s.w, cv.eps);
+            k::batchnorm_forward_eval_cpu<T>(
+                {ex().data(), q.gamma.data(), q.beta.data(), q.running_mean.data(),
+                 q.running_var.data(), want.data()},
+                s, cv.eps);
             return widen(want);
           },
           [=](int) { return y_tol(ep(), running_info(s, ex(), ep(), cv.eps)); }});
@@ -710,10 +714,10 @@ void batchnorm_rows(OpTable& table) {
         const Bwd& b = bw();
         GradOut<T> g = flags ? pre(104) : GradOut<T>{std::vector<T>(s.size()), std::vector<T>(c),
                                                      std::vector<T>(c)};
-        k::batchnorm_backward_train_cpu(b.x.data(), b.dy.data(), b.p.gamma.data(),
-                                        b.fwd.mean.data(), b.fwd.inv_std.data(), g.dx.data(),
-                                        g.dgamma.data(), g.dbeta.data(), s.n, s.c, s.h, s.w,
-                                        flags ? acc : BatchNormAccumulate{});
+        k::batchnorm_backward_train_cpu<T>(
+            {b.x.data(), b.dy.data(), b.p.gamma.data(), b.fwd.mean.data(), b.fwd.inv_std.data(),
+             g.dx.data(), g.dgamma.data(), g.dbeta.data()},
+            s, flags ? acc : BatchNormAccumulate{});
         return g;
       };
       OpCase train{"batchnorm/batchnorm_backward_train/" + describe_flags(acc), dtype_name<T>(),
@@ -726,10 +730,9 @@ void batchnorm_rows(OpTable& table) {
                      DeviceBuffer<T> d_x(b.x), d_dy(b.dy), d_g(b.p.gamma), d_m(b.fwd.mean),
                          d_i(b.fwd.inv_std), d_dx(p0.dx), d_dg(p0.dgamma), d_db(p0.dbeta);
                      DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
-                     k::batchnorm_backward_train(d_x.get(), d_dy.get(), d_g.get(), d_m.get(),
-                                                 d_i.get(), d_dx.get(), d_dg.get(), d_db.get(),
-                                                 d_ws.get(), s.n, s.c, s.h, s.w, acc, nullptr,
-                                                 block);
+                     k::batchnorm_backward_train<T>({d_x.get(), d_dy.get(), d_g.get(), d_m.get(),
+                                                     d_i.get(), d_dx.get(), d_dg.get(), d_db.get()},
+                                                    s, acc, d_ws.get(), nullptr, block);
                      const GradOut<T> o{d_dx.to_host(), d_dg.to_host(), d_db.to_host()};
                      return concat<T>({&o.dx, &o.dgamma, &o.dbeta});
                    },
@@ -746,10 +749,10 @@ void batchnorm_rows(OpTable& table) {
           const EvalBwd& b = ebw();
           GradOut<T> g = flags ? pre(124) : GradOut<T>{std::vector<T>(s.size()), std::vector<T>(c),
                                                        std::vector<T>(c)};
-          k::batchnorm_backward_eval_cpu(b.x.data(), b.dy.data(), b.p.gamma.data(),
-                                         b.p.running_mean.data(), b.p.running_var.data(),
-                                         g.dx.data(), g.dgamma.data(), g.dbeta.data(), s.n, s.c,
-                                         s.h, s.w, eps, flags ? acc : BatchNormAccumulate{});
+          k::batchnorm_backward_eval_cpu<T>(
+              {b.x.data(), b.dy.data(), b.p.gamma.data(), b.p.running_mean.data(),
+               b.p.running_var.data(), g.dx.data(), g.dgamma.data(), g.dbeta.data()},
+              s, eps, flags ? acc : BatchNormAccumulate{});
           return g;
         };
         OpCase eval{"batchnorm/batchnorm_backward_eval/" + describe_flags(acc) +
@@ -764,11 +767,10 @@ void batchnorm_rows(OpTable& table) {
                           d_rm(b.p.running_mean), d_rv(b.p.running_var), d_dx(p0.dx),
                           d_dg(p0.dgamma), d_db(p0.dbeta);
                       DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
-                      k::batchnorm_backward_eval(
-                          d_x.get(), d_dy.get(), d_g.get(), d_rm.get(), d_rv.get(), d_dx.get(),
-                          param_grads ? d_dg.get() : nullptr, param_grads ? d_db.get() : nullptr,
-                          param_grads ? d_ws.get() : nullptr, s.n, s.c, s.h, s.w, eps, acc,
-                          nullptr, block);
+                      k::batchnorm_backward_eval<T>(
+                          {d_x.get(), d_dy.get(), d_g.get(), d_rm.get(), d_rv.get(), d_dx.get(),
+                           param_grads ? d_dg.get() : nullptr, param_grads ? d_db.get() : nullptr},
+                          s, eps, acc, param_grads ? d_ws.get() : nullptr, nullptr, block);
                       const GradOut<T> o{d_dx.to_host(), d_dg.to_host(), d_db.to_host()};
                       return concat<T>({&o.dx, &o.dgamma, &o.dbeta});
                     },
@@ -812,22 +814,22 @@ TYPED_TEST(BatchNorm, BackwardTrainDxOnlyAndInPlace) {
   const auto p = make_params<T>(s.c, 113);
   const TrainOut<T> fwd = cpu_forward_train(s, x, p, kConventions[0]);
   std::vector<T> want(s.size()), dg(size_t(s.c)), db(size_t(s.c));
-  k::batchnorm_backward_train_cpu(x.data(), dy.data(), p.gamma.data(), fwd.mean.data(),
-                                  fwd.inv_std.data(), want.data(), dg.data(), db.data(), s.n, s.c,
-                                  s.h, s.w, BatchNormAccumulate{});
+  k::batchnorm_backward_train_cpu<T>({x.data(), dy.data(), p.gamma.data(), fwd.mean.data(),
+                                      fwd.inv_std.data(), want.data(), dg.data(), db.data()},
+                                     s, BatchNormAccumulate{});
   const Tolerance tol =
       backward_tols(s, x, dy, p.gamma, std::vector<double>(fwd.mean.begin(), fwd.mean.end()),
                     std::vector<double>(fwd.inv_std.begin(), fwd.inv_std.end()), true)
           .dx;
   DeviceBuffer<T> d_x(x), d_dy(dy), d_g(p.gamma), d_m(fwd.mean), d_i(fwd.inv_std), d_dx(s.size());
   DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
-  k::batchnorm_backward_train<T>(d_x.get(), d_dy.get(), d_g.get(), d_m.get(), d_i.get(), d_dx.get(),
-                                 nullptr, nullptr, d_ws.get(), s.n, s.c, s.h, s.w,
-                                 BatchNormAccumulate{}, nullptr);
+  k::batchnorm_backward_train<T>(
+      {d_x.get(), d_dy.get(), d_g.get(), d_m.get(), d_i.get(), d_dx.get(), nullptr, nullptr}, s,
+      BatchNormAccumulate{}, d_ws.get(), nullptr);
   EXPECT_TRUE(all_close(d_dx.to_host(), want, tol));
-  k::batchnorm_backward_train<T>(d_x.get(), d_dy.get(), d_g.get(), d_m.get(), d_i.get(), d_dy.get(),
-                                 nullptr, nullptr, d_ws.get(), s.n, s.c, s.h, s.w,
-                                 BatchNormAccumulate{}, nullptr);
+  k::batchnorm_backward_train<T>(
+      {d_x.get(), d_dy.get(), d_g.get(), d_m.get(), d_i.get(), d_dy.get(), nullptr, nullptr}, s,
+      BatchNormAccumulate{}, d_ws.get(), nullptr);
   EXPECT_TRUE(all_close(d_dy.to_host(), want, tol)) << "in place";
 }
 
@@ -853,18 +855,18 @@ TYPED_TEST(BatchNorm, ExtremeBlocksAndChunkCap) {
     const TrainOut<T> want = cpu_forward_train(s, x, p, cv);
     expect_train_close(s, x, p, cv, device_forward_train(s, x, p, cv, cs.block), want);
     std::vector<T> dx(s.size()), dg(size_t(s.c)), db(size_t(s.c));
-    k::batchnorm_backward_train_cpu(x.data(), dy.data(), p.gamma.data(), want.mean.data(),
-                                    want.inv_std.data(), dx.data(), dg.data(), db.data(), s.n, s.c,
-                                    s.h, s.w, BatchNormAccumulate{});
+    k::batchnorm_backward_train_cpu<T>({x.data(), dy.data(), p.gamma.data(), want.mean.data(),
+                                        want.inv_std.data(), dx.data(), dg.data(), db.data()},
+                                       s, BatchNormAccumulate{});
     const auto tol =
         backward_tols(s, x, dy, p.gamma, std::vector<double>(want.mean.begin(), want.mean.end()),
                       std::vector<double>(want.inv_std.begin(), want.inv_std.end()), true);
     DeviceBuffer<T> d_x(x), d_dy(dy), d_g(p.gamma), d_m(want.mean), d_i(want.inv_std),
         d_dx(s.size()), d_dg(size_t(s.c)), d_db(size_t(s.c));
     DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
-    k::batchnorm_backward_train(d_x.get(), d_dy.get(), d_g.get(), d_m.get(), d_i.get(), d_dx.get(),
-                                d_dg.get(), d_db.get(), d_ws.get(), s.n, s.c, s.h, s.w,
-                                BatchNormAccumulate{}, nullptr, cs.block);
+    k::batchnorm_backward_train<T>({d_x.get(), d_dy.get(), d_g.get(), d_m.get(), d_i.get(),
+                                    d_dx.get(), d_dg.get(), d_db.get()},
+                                   s, BatchNormAccumulate{}, d_ws.get(), nullptr, cs.block);
     EXPECT_TRUE(all_close(d_dx.to_host(), dx, tol.dx)) << "dx";
     EXPECT_TRUE(all_close(d_dg.to_host(), dg, tol.dgamma)) << "dgamma";
     EXPECT_TRUE(all_close(d_db.to_host(), db, tol.dbeta)) << "dbeta";
@@ -898,9 +900,9 @@ TYPED_TEST(BatchNorm, Deterministic) {
         DeviceBuffer<T> d_x(x), d_dy(dy), d_g(p.gamma), d_m(f.mean), d_i(f.inv_std), d_dx(s.size()),
             d_dg(size_t(s.c)), d_db(size_t(s.c));
         DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
-        k::batchnorm_backward_train(d_x.get(), d_dy.get(), d_g.get(), d_m.get(), d_i.get(),
-                                    d_dx.get(), d_dg.get(), d_db.get(), d_ws.get(), s.n, s.c, s.h,
-                                    s.w, BatchNormAccumulate{}, nullptr, block);
+        k::batchnorm_backward_train<T>({d_x.get(), d_dy.get(), d_g.get(), d_m.get(), d_i.get(),
+                                        d_dx.get(), d_dg.get(), d_db.get()},
+                                       s, BatchNormAccumulate{}, d_ws.get(), nullptr, block);
         out.push_back(bits(d_dx.to_host()));
         out.push_back(bits(d_dg.to_host()));
         out.push_back(bits(d_db.to_host()));
@@ -951,23 +953,24 @@ TEST(BatchNormGradients, MatchFiniteDifferences) {
         d_g.copy_from_host(gv);
         d_b.copy_from_host(bv);
         if (train)
-          k::batchnorm_forward_train<double>(d_x.get(), d_g.get(), d_b.get(), d_y.get(), d_m.get(),
-                                             d_i.get(), nullptr, nullptr, d_ws.get(), s.n, s.c, s.h,
-                                             s.w, eps, k::pytorch_running(), nullptr);
+          k::batchnorm_forward_train<double>(
+              {d_x.get(), d_g.get(), d_b.get(), d_y.get(), d_m.get(), d_i.get(), nullptr, nullptr},
+              s, eps, k::pytorch_running(), d_ws.get(), nullptr);
         else
-          k::batchnorm_forward_eval(d_x.get(), d_g.get(), d_b.get(), d_rm.get(), d_rv.get(),
-                                    d_y.get(), s.n, s.c, s.h, s.w, eps, nullptr);
+          k::batchnorm_forward_eval<double>(
+              {d_x.get(), d_g.get(), d_b.get(), d_rm.get(), d_rv.get(), d_y.get()}, s, eps,
+              nullptr);
         return dot(d_y.to_host(), w);
       };
       loss(x, p.gamma, p.beta);  // leaves the saved statistics of (x, gamma, beta)
       if (train)
-        k::batchnorm_backward_train(d_x.get(), d_w.get(), d_g.get(), d_m.get(), d_i.get(),
-                                    d_dx.get(), d_dg.get(), d_db.get(), d_ws.get(), s.n, s.c, s.h,
-                                    s.w, BatchNormAccumulate{}, nullptr);
+        k::batchnorm_backward_train<double>({d_x.get(), d_w.get(), d_g.get(), d_m.get(), d_i.get(),
+                                        d_dx.get(), d_dg.get(), d_db.get()},
+                                       s, BatchNormAccumulate{}, d_ws.get(), nullptr);
       else
-        k::batchnorm_backward_eval(d_x.get(), d_w.get(), d_g.get(), d_rm.get(), d_rv.get(),
-                                   d_dx.get(), d_dg.get(), d_db.get(), d_ws.get(), s.n, s.c, s.h,
-                                   s.w, eps, BatchNormAccumulate{}, nullptr);
+        k::batchnorm_backward_eval<double>({d_x.get(), d_w.get(), d_g.get(), d_rm.get(), d_rv.get(),
+                                       d_dx.get(), d_dg.get(), d_db.get()},
+                                      s, eps, BatchNormAccumulate{}, d_ws.get(), nullptr);
       const auto dx = d_dx.to_host(), dg = d_dg.to_host(), db = d_db.to_host();
       using V = std::vector<double>;
       const V num_dx = numeric_gradient(x, [&](const V& v) { return loss(v, p.gamma, p.beta); });
@@ -993,12 +996,12 @@ TEST(BatchNormGradients, FiniteDifferencesCatchTheWrongMode) {
   std::vector<double> var(fwd.inv_std.size());
   for (size_t ch = 0; ch < var.size(); ++ch)
     var[ch] = 1 / (fwd.inv_std[ch] * fwd.inv_std[ch]) - k::kPyTorchBatchNormEps;
-  k::batchnorm_backward_train_cpu<double>(x.data(), w.data(), p.gamma.data(), fwd.mean.data(),
-                                          fwd.inv_std.data(), dx_train.data(), nullptr, nullptr,
-                                          s.n, s.c, s.h, s.w, BatchNormAccumulate{});
-  k::batchnorm_backward_eval_cpu<double>(x.data(), w.data(), p.gamma.data(), fwd.mean.data(),
-                                         var.data(), dx_eval.data(), nullptr, nullptr, s.n, s.c,
-                                         s.h, s.w, k::kPyTorchBatchNormEps, BatchNormAccumulate{});
+  k::batchnorm_backward_train_cpu<double>({x.data(), w.data(), p.gamma.data(), fwd.mean.data(),
+                                           fwd.inv_std.data(), dx_train.data(), nullptr, nullptr},
+                                          s, BatchNormAccumulate{});
+  k::batchnorm_backward_eval_cpu<double>({x.data(), w.data(), p.gamma.data(), fwd.mean.data(),
+                                          var.data(), dx_eval.data(), nullptr, nullptr},
+                                         s, k::kPyTorchBatchNormEps, BatchNormAccumulate{});
   EXPECT_FALSE(all_close(dx_eval, dx_train, kFiniteDifferenceTol));
 }
 
@@ -1020,8 +1023,9 @@ TEST(BatchNormArgs, RejectsBadArguments) {
   DeviceBuffer<double> ws(size_t(k::batchnorm_workspace_size(4)));
   const auto train = [&](int n, int c, int h, int w, double eps, BatchNormRunning r, int block,
                          float* run_mean, float* run_var, double* work) {
-    k::batchnorm_forward_train(x.get(), g.get(), b.get(), y.get(), m.get(), i.get(), run_mean,
-                               run_var, work, n, c, h, w, eps, r, nullptr, block);
+    k::batchnorm_forward_train<float>(
+        {x.get(), g.get(), b.get(), y.get(), m.get(), i.get(), run_mean, run_var}, {n, c, h, w},
+        eps, r, work, nullptr, block);
   };
   const auto ok = k::pytorch_running();
   EXPECT_NO_THROW(train(2, 4, 2, 2, 1e-5, ok, 256, rm.get(), rv.get(), ws.get()));
@@ -1058,64 +1062,68 @@ TEST(BatchNormArgs, RejectsBadArguments) {
                  "batchnorm_forward_train: the unbiased running variance needs n*h*w >= 2 "
                  "values per channel, not 1");
   expect_message([&] { train(2, 4, 2, 2, 1e-5, ok, 256, rm.get(), nullptr, ws.get()); },
-                 "batchnorm_forward_train: d_running_mean and d_running_var must be both null "
+                 "batchnorm_forward_train: running_mean and running_var must be both null "
                  "(no running statistics) or both set");
   expect_message([&] { train(2, 4, 2, 2, 1e-5, ok, 256, rm.get(), rv.get(), nullptr); },
                  "batchnorm_forward_train: d_workspace is null");
   expect_message(
       [&] {
-        k::batchnorm_forward_train<float>(x.get(), nullptr, b.get(), y.get(), m.get(), i.get(),
-                                          nullptr, nullptr, ws.get(), 2, 4, 2, 2, 1e-5, ok,
-                                          nullptr);
+        k::batchnorm_forward_train<float>(
+            {x.get(), nullptr, b.get(), y.get(), m.get(), i.get(), nullptr, nullptr}, {2, 4, 2, 2},
+            1e-5, ok, ws.get(), nullptr);
       },
-      "batchnorm_forward_train: d_gamma is null");
+      "batchnorm_forward_train: gamma is null");
 
   // Evaluation: n = 0 is an empty batch (null pointers allowed); other
   // checks as above.
-  EXPECT_NO_THROW(k::batchnorm_forward_eval<float>(nullptr, nullptr, nullptr, nullptr, nullptr,
-                                                   nullptr, 0, 4, 2, 2, 1e-5, nullptr));
+  EXPECT_NO_THROW(k::batchnorm_forward_eval<float>(
+      {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr}, {0, 4, 2, 2}, 1e-5, nullptr));
   expect_message(
       [&] {
-        k::batchnorm_forward_eval<float>(x.get(), g.get(), b.get(), rm.get(), nullptr, y.get(), 2,
-                                         4, 2, 2, 1e-5, nullptr);
+        k::batchnorm_forward_eval<float>({x.get(), g.get(), b.get(), rm.get(), nullptr, y.get()},
+                                         {2, 4, 2, 2}, 1e-5, nullptr);
       },
-      "batchnorm_forward_eval: d_running_var is null");
-  EXPECT_THROW(k::batchnorm_forward_eval(x.get(), g.get(), b.get(), rm.get(), rv.get(), y.get(), 2,
-                                         4, 2, 2, 1e-5, nullptr, 33),
-               std::invalid_argument);
+      "batchnorm_forward_eval: running_var is null");
+  EXPECT_THROW(
+      k::batchnorm_forward_eval<float>({x.get(), g.get(), b.get(), rm.get(), rv.get(), y.get()},
+                                   {2, 4, 2, 2}, 1e-5, nullptr, 33),
+      std::invalid_argument);
 
   // Backward.
   const BatchNormAccumulate acc{};
-  EXPECT_THROW(k::batchnorm_backward_train(x.get(), y.get(), g.get(), m.get(), i.get(), dx.get(),
-                                           dg.get(), db.get(), ws.get(), 0, 4, 2, 2, acc, nullptr),
+  EXPECT_THROW(k::batchnorm_backward_train<float>(
+                   {x.get(), y.get(), g.get(), m.get(), i.get(), dx.get(), dg.get(), db.get()},
+                   {0, 4, 2, 2}, acc, ws.get(), nullptr),
                std::invalid_argument);
   expect_message(
       [&] {
-        k::batchnorm_backward_train(x.get(), y.get(), g.get(), m.get(), i.get(), dx.get(), dg.get(),
-                                    db.get(), nullptr, 2, 4, 2, 2, acc, nullptr);
+        k::batchnorm_backward_train<float>(
+            {x.get(), y.get(), g.get(), m.get(), i.get(), dx.get(), dg.get(), db.get()},
+            {2, 4, 2, 2}, acc, nullptr, nullptr);
       },
       "batchnorm_backward_train: d_workspace is null");
   expect_message(
       [&] {
-        k::batchnorm_backward_train<float>(x.get(), y.get(), g.get(), m.get(), i.get(), nullptr,
-                                           dg.get(), db.get(), ws.get(), 2, 4, 2, 2, acc, nullptr);
+        k::batchnorm_backward_train<float>(
+            {x.get(), y.get(), g.get(), m.get(), i.get(), nullptr, dg.get(), db.get()},
+            {2, 4, 2, 2}, acc, ws.get(), nullptr);
       },
-      "batchnorm_backward_train: d_dx is null");
+      "batchnorm_backward_train: dx is null");
   // Eval backward: the workspace is needed only for parameter gradients.
-  EXPECT_NO_THROW(k::batchnorm_backward_eval<float>(x.get(), y.get(), g.get(), rm.get(), rv.get(),
-                                                    dx.get(), nullptr, nullptr, nullptr, 2, 4, 2, 2,
-                                                    1e-5, acc, nullptr));
+  EXPECT_NO_THROW(k::batchnorm_backward_eval<float>(
+      {x.get(), y.get(), g.get(), rm.get(), rv.get(), dx.get(), nullptr, nullptr}, {2, 4, 2, 2},
+      1e-5, acc, nullptr, nullptr));
   expect_message(
       [&] {
-        k::batchnorm_backward_eval<float>(x.get(), y.get(), g.get(), rm.get(), rv.get(), dx.get(),
-                                          dg.get(), nullptr, nullptr, 2, 4, 2, 2, 1e-5, acc,
-                                          nullptr);
+        k::batchnorm_backward_eval<float>(
+            {x.get(), y.get(), g.get(), rm.get(), rv.get(), dx.get(), dg.get(), nullptr},
+            {2, 4, 2, 2}, 1e-5, acc, nullptr, nullptr);
       },
       "batchnorm_backward_eval: d_workspace is null");
-  EXPECT_THROW(
-      k::batchnorm_backward_eval<float>(x.get(), y.get(), g.get(), rm.get(), rv.get(), dx.get(),
-                                        nullptr, nullptr, nullptr, 2, 4, 2, 2, -1.0, acc, nullptr),
-      std::invalid_argument);
+  EXPECT_THROW(k::batchnorm_backward_eval<float>(
+                   {x.get(), y.get(), g.get(), rm.get(), rv.get(), dx.get(), nullptr, nullptr},
+                   {2, 4, 2, 2}, -1.0, acc, nullptr, nullptr),
+               std::invalid_argument);
 }
 
 // Evaluation backward over an empty batch: no dx to write, and parameter
@@ -1127,12 +1135,14 @@ TEST(BatchNormArgs, EmptyBatchInEvaluation) {
   DeviceBuffer<double> ws(size_t(k::batchnorm_workspace_size(2)));
   DeviceBuffer<float> x(1), dy(1), dx(1);
   const BatchNormAccumulate add{true, true, true};
-  k::batchnorm_backward_eval(x.get(), dy.get(), g.get(), rm.get(), rv.get(), dx.get(), dg.get(),
-                             db.get(), ws.get(), 0, 2, 3, 3, 1e-5, add, nullptr);
+  k::batchnorm_backward_eval<float>(
+      {x.get(), dy.get(), g.get(), rm.get(), rv.get(), dx.get(), dg.get(), db.get()}, {0, 2, 3, 3},
+      1e-5, add, ws.get(), nullptr);
   EXPECT_EQ(dg.to_host(), (std::vector<float>{5, 6}));
   EXPECT_EQ(db.to_host(), (std::vector<float>{7, 8}));
-  k::batchnorm_backward_eval(x.get(), dy.get(), g.get(), rm.get(), rv.get(), dx.get(), dg.get(),
-                             db.get(), ws.get(), 0, 2, 3, 3, 1e-5, BatchNormAccumulate{}, nullptr);
+  k::batchnorm_backward_eval<float>(
+      {x.get(), dy.get(), g.get(), rm.get(), rv.get(), dx.get(), dg.get(), db.get()}, {0, 2, 3, 3},
+      1e-5, BatchNormAccumulate{}, ws.get(), nullptr);
   EXPECT_EQ(dg.to_host(), (std::vector<float>{0, 0}));
   EXPECT_EQ(db.to_host(), (std::vector<float>{0, 0}));
 }
