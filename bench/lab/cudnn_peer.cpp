@@ -4,9 +4,9 @@
 // reference, like timbre's own. cuDNN runs in FP32 with FMA math (no TF32:
 // timbre's kernels and tests assume full FP32).
 //
-// The legacy cuDNN calls used here (filter and pooling descriptors) are
-// deprecated in cuDNN 9 but still shipped; the graph API would time the
-// same kernels.
+// The legacy cuDNN calls used here (filter and pooling descriptors, the
+// batch-norm calls) are deprecated in cuDNN 9 but still shipped; the graph
+// API would time the same kernels.
 #define CUDNN_DEPRECATED  // the legacy API: silence its deprecation warnings
 #include <cudnn.h>
 
@@ -17,6 +17,7 @@
 
 #include "bench/lab/lab.h"
 #include "bench/lab/shapes.h"
+#include "kernels/batchnorm.cuh"
 #include "kernels/conv2d.cuh"
 #include "kernels/cuda_check.h"
 #include "kernels/gru.cuh"
@@ -217,6 +218,163 @@ struct GruRun : Run {
   }
 };
 
+// ---------------------------------------------------------------------------
+// Batch norm over NCHW, per channel over N, H and W (CUDNN_BATCHNORM_SPATIAL;
+// _PERSISTENT may be faster but, by cuDNN's own account, limits the range of
+// values), with the family's sites, inputs (the same seeds) and convention:
+// Keras's eps and momentum. The training forward (y, the saved mean and
+// inverse standard deviation, the running statistics), the inference
+// forward, and the training backward from what a training forward saved
+// (cuDNN's "saved inverse variance" is 1/sqrt(var + eps), timbre's
+// save_inv_std).
+enum class BnOp { forward_train, forward_eval, backward_train };
+const char* bn_op_name(BnOp op) {
+  switch (op) {
+    case BnOp::forward_train: return "forward_train";
+    case BnOp::forward_eval: return "forward_eval";
+    default: return "backward_train";
+  }
+}
+
+// cuDNN refuses an eps below CUDNN_BN_MIN_EPSILON (1e-5 before cuDNN 8, 0
+// since); Keras's 1e-3 is above either.
+static_assert(k::kKerasBatchNormEps >= CUDNN_BN_MIN_EPSILON, "eps below cuDNN's minimum");
+const double kBnEps = k::kKerasBatchNormEps;
+// cuDNN's running variance takes the unbiased batch variance var*M/(M - 1)
+// (it has no biased option), Keras's the biased one, so cuDNN's cannot be
+// compared with Keras's reference. The reference here runs with Keras's
+// momentum and cuDNN's estimator, BatchNormRunning{keep, true}: y (both
+// normalise with the biased variance), the saved statistics and the
+// running mean do not depend on the estimator, and the running variance is
+// then comparable too. The estimator costs one multiply per channel.
+const k::BatchNormRunning kBnRunning{k::keras_running().keep, true};
+// cuDNN's exponentialAverageFactor weighs the batch, running = factor*batch
+// + (1 - factor)*running: 1 - keep (0.01 for Keras's momentum 0.99).
+const double kBnFactor = 1 - kBnRunning.keep;
+
+struct BatchNormRun : Run {
+  BatchNormSite site;
+  BnOp op;
+  int n;
+  size_t count;
+  Handle cudnn;
+  std::vector<float> x, dy, gamma, beta, run_mean, run_var;
+  DeviceBuffer<float> d_x, d_dy, d_gamma, d_beta, d_run_mean, d_run_var, d_y, d_mean, d_inv_std,
+      d_dx, d_dgamma, d_dbeta;
+  cudnnTensorDescriptor_t xd;  // x, y, dy, dx
+  cudnnTensorDescriptor_t cd;  // gamma, beta, their gradients and the statistics: 1xCx1x1
+  int runs = 0;                // training forwards run (each moves the running statistics)
+  BatchNormRun(const BatchNormSite& s, BnOp o, int batch)
+      : site(s), op(o), n(batch), count(size_t(batch) * s.c * s.h * s.w),
+        x(random_values<float>(count, 21)), dy(random_values<float>(count, 22)),
+        gamma(random_values<float>(size_t(s.c), 23, 0.5, 1.5)),
+        beta(random_values<float>(size_t(s.c), 24)),
+        run_mean(random_values<float>(size_t(s.c), 25, -0.5, 0.5)),
+        run_var(random_values<float>(size_t(s.c), 26, 0.5, 1.5)), d_x(x), d_dy(dy),
+        d_gamma(gamma), d_beta(beta), d_run_mean(run_mean), d_run_var(run_var), d_y(count),
+        d_mean(size_t(s.c)), d_inv_std(size_t(s.c)), d_dx(count), d_dgamma(size_t(s.c)),
+        d_dbeta(size_t(s.c)), xd(tensor4d(batch, s.c, s.h, s.w)) {
+    CUDNN(cudnnCreateTensorDescriptor(&cd));
+    CUDNN(cudnnDeriveBNTensorDescriptor(cd, xd, CUDNN_BATCHNORM_SPATIAL));
+    if (op == BnOp::backward_train) forward_train();  // the saved statistics
+  }
+  ~BatchNormRun() override {
+    cudnnDestroyTensorDescriptor(xd);
+    cudnnDestroyTensorDescriptor(cd);
+  }
+  void forward_train() {
+    const float one = 1, zero = 0;
+    CUDNN(cudnnBatchNormalizationForwardTraining(
+        cudnn.h, CUDNN_BATCHNORM_SPATIAL, &one, &zero, xd, d_x.get(), xd, d_y.get(), cd,
+        d_gamma.get(), d_beta.get(), kBnFactor, d_run_mean.get(), d_run_var.get(), kBnEps,
+        d_mean.get(), d_inv_std.get()));
+  }
+  void run(int) override {
+    const float one = 1, zero = 0;
+    switch (op) {
+      case BnOp::forward_train:
+        forward_train();
+        ++runs;
+        break;
+      case BnOp::forward_eval:
+        CUDNN(cudnnBatchNormalizationForwardInference(
+            cudnn.h, CUDNN_BATCHNORM_SPATIAL, &one, &zero, xd, d_x.get(), xd, d_y.get(), cd,
+            d_gamma.get(), d_beta.get(), d_run_mean.get(), d_run_var.get(), kBnEps));
+        break;
+      case BnOp::backward_train:
+        // Data and parameter gradients assigned (alpha 1, beta 0), as the
+        // family's BatchNormAccumulate{}.
+        CUDNN(cudnnBatchNormalizationBackward(
+            cudnn.h, CUDNN_BATCHNORM_SPATIAL, &one, &zero, &one, &zero, xd, d_x.get(), xd,
+            d_dy.get(), xd, d_dx.get(), cd, d_gamma.get(), d_dgamma.get(), d_dbeta.get(), kBnEps,
+            d_mean.get(), d_inv_std.get()));
+        break;
+    }
+  }
+  // The references, computed once (the training forward's running
+  // statistics follow the device's: one CPU update per run so far).
+  std::vector<float> ref_y, ref_mean, ref_inv_std, ref_rm, ref_rv, ref_dx, ref_dgamma, ref_dbeta;
+  int ref_runs = 0;
+  std::string check() override {
+    const int c = site.c, h = site.h, w = site.w;
+    const size_t cs = gamma.size();
+    if (op == BnOp::forward_eval) {
+      if (ref_y.empty()) {
+        ref_y.resize(count);
+        k::batchnorm_forward_eval_cpu<float>(x.data(), gamma.data(), beta.data(),
+                                             run_mean.data(), run_var.data(), ref_y.data(), n, c,
+                                             h, w, kBnEps);
+      }
+      // No reduction: y from the running statistics in float, a few ulps of
+      // |y|, as timbre's.
+      return compare(d_y.to_host(), widen(ref_y), 1e-5);
+    }
+    if (ref_y.empty()) {
+      ref_y.resize(count), ref_mean.resize(cs), ref_inv_std.resize(cs);
+      ref_rm = run_mean, ref_rv = run_var;
+      k::batchnorm_forward_train_cpu<float>(x.data(), gamma.data(), beta.data(), ref_y.data(),
+                                            ref_mean.data(), ref_inv_std.data(), ref_rm.data(),
+                                            ref_rv.data(), n, c, h, w, kBnEps, kBnRunning);
+      ref_runs = 1;
+    }
+    if (op == BnOp::forward_train) {
+      for (; ref_runs < runs; ++ref_runs)
+        k::batchnorm_forward_train_cpu<float>(x.data(), gamma.data(), beta.data(), ref_y.data(),
+                                              ref_mean.data(), ref_inv_std.data(), ref_rm.data(),
+                                              ref_rv.data(), n, c, h, w, kBnEps, kBnRunning);
+      // cuDNN's statistics are float reductions of M = n*h*w values (up to
+      // 32,768 at the check batch) in an order it does not document, the
+      // reference's double sums rounded once. inv_std (var ~ 1/3, no
+      // cancellation), y normalised from it and the running statistics
+      // (one update, the old value dominating): 1e-5. The mean of values in
+      // [-1, 1) is ~1/sqrt(M) of their scale, so relative to the largest
+      // channel mean a float sum's rounding shows ~sqrt(M) times larger:
+      // 1e-4.
+      std::string e = compare(d_y.to_host(), widen(ref_y), 1e-5);
+      if (e.empty()) e = compare(d_mean.to_host(), widen(ref_mean), 1e-4);
+      if (e.empty()) e = compare(d_inv_std.to_host(), widen(ref_inv_std), 1e-5);
+      if (e.empty()) e = compare(d_run_mean.to_host(), widen(ref_rm), 1e-5);
+      if (e.empty()) e = compare(d_run_var.to_host(), widen(ref_rv), 1e-5);
+      return e;
+    }
+    if (ref_dx.empty()) {
+      ref_dx.resize(count), ref_dgamma.resize(cs), ref_dbeta.resize(cs);
+      k::batchnorm_backward_train_cpu<float>(x.data(), dy.data(), gamma.data(), ref_mean.data(),
+                                             ref_inv_std.data(), ref_dx.data(),
+                                             ref_dgamma.data(), ref_dbeta.data(), n, c, h, w,
+                                             k::BatchNormAccumulate{});
+    }
+    // dgamma, dbeta: float sums of M products against double ones, 1e-4 of
+    // the largest (as conv2d's dw and db). dx = gamma inv_std (g - dbeta/M -
+    // xhat dgamma/M): the sums enter divided by M (~1/sqrt(M) of g), so a
+    // few ulps of the larger terms and cuDNN's float saved statistics: 1e-5.
+    std::string e = compare(d_dx.to_host(), widen(ref_dx), 1e-5);
+    if (e.empty()) e = compare(d_dgamma.to_host(), widen(ref_dgamma), 1e-4);
+    if (e.empty()) e = compare(d_dbeta.to_host(), widen(ref_dbeta), 1e-4);
+    return e;
+  }
+};
+
 }  // namespace
 }  // namespace timbre::lab
 
@@ -239,4 +397,17 @@ LAB_FAMILY(cudnn_peer) {
     add({"gru", "cudnn_forward", s.shape,
          [s](int b) { return k::gru_forward_cost(b, s.steps, s.input, s.hidden); }, {0},
          [s](int b) { return std::make_unique<GruRun>(s, b); }});
+  // Each op's cost is timbre's (the ideal traffic of the op), as for every
+  // version: GB/s and GFLOP/s compare times directly.
+  for (const BatchNormSite& s : kBatchNormSites)
+    for (BnOp op : {BnOp::forward_train, BnOp::forward_eval, BnOp::backward_train})
+      add({"batchnorm", std::string("cudnn_") + bn_op_name(op), s.shape,
+           [s, op](int b) {
+             switch (op) {
+               case BnOp::forward_train: return k::batchnorm_forward_train_cost(b, s.c, s.h, s.w);
+               case BnOp::forward_eval: return k::batchnorm_forward_eval_cost(b, s.c, s.h, s.w);
+               default: return k::batchnorm_backward_train_cost(b, s.c, s.h, s.w, false);
+             }
+           },
+           {0}, [s, op](int b) { return std::make_unique<BatchNormRun>(s, op, b); }});
 }
