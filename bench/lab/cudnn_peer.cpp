@@ -12,6 +12,8 @@
 
 #include <cublas_v2.h>
 
+#include <algorithm>
+#include <random>
 #include <stdexcept>
 #include <string>
 
@@ -21,6 +23,7 @@
 #include "kernels/conv2d.cuh"
 #include "kernels/cuda_check.h"
 #include "kernels/gru.cuh"
+#include "kernels/pooling.cuh"
 #include "kernels/softmax.cuh"
 
 namespace k = timbre::kernels;
@@ -375,6 +378,90 @@ struct BatchNormRun : Run {
   }
 };
 
+// ---------------------------------------------------------------------------
+// Max pooling forward and backward over NCHW, no padding, at the models'
+// pools (kPoolSites, the pooling family's max sites). cuDNN keeps no argmax:
+// its backward takes x, y and dy and finds each window's maximum again, so
+// the backward run's y comes from a forward in the constructor. Windows that
+// do not overlap (stride >= window: every site, stride = window) give each
+// input one writer, so CUDNN_POOLING_MAX's backward is deterministic as it
+// stands; CUDNN_POOLING_MAX_DETERMINISTIC, cuDNN's mode for overlapping
+// windows, would be taken where they overlap. NaN propagates, as in timbre
+// (the inputs are finite).
+
+// n distinct floats in [-1, 1) in a shuffled order (distinct while n <=
+// 2^24: 2/n apart, at least two ulps; the largest site, crnn.block1.pool,
+// reaches 2^24 at batch 16, the check batch is 2): no window has a tied
+// maximum, which uniform random floats do not rule out. A tie's gradient is
+// a convention: timbre's goes to the window's first maximum, cuDNN
+// documents none.
+std::vector<float> distinct_values(size_t n, uint64_t seed) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = float(-1 + 2 * (double(i) / double(n)));
+  std::shuffle(v.begin(), v.end(), std::mt19937_64(seed));
+  return v;
+}
+
+struct MaxPoolRun : Run {
+  PoolSite site;
+  bool backward, disjoint;
+  int n;
+  size_t ins, outs;
+  Handle cudnn;
+  std::vector<float> x, dy;
+  DeviceBuffer<float> d_x, d_y, d_dy, d_dx;
+  cudnnTensorDescriptor_t xd, yd;
+  cudnnPoolingDescriptor_t pd;
+  MaxPoolRun(const PoolSite& s, bool bw, int batch)
+      : site(s), backward(bw), disjoint(s.p.kh <= s.p.sh && s.p.kw <= s.p.sw), n(batch),
+        ins(size_t(batch) * s.c * s.h * s.w),
+        outs(size_t(k::pool_outputs(batch, s.c, s.h, s.w, s.p))), x(distinct_values(ins, 31)),
+        dy(random_values<float>(outs, 32)), d_x(x), d_y(outs), d_dy(dy), d_dx(ins),
+        xd(tensor4d(batch, s.c, s.h, s.w)),
+        yd(tensor4d(batch, s.c, k::pool_out_size(s.h, s.p.kh, s.p.sh),
+                    k::pool_out_size(s.w, s.p.kw, s.p.sw))) {
+    const cudnnPoolingMode_t mode =
+        disjoint ? CUDNN_POOLING_MAX : CUDNN_POOLING_MAX_DETERMINISTIC;
+    CUDNN(cudnnCreatePoolingDescriptor(&pd));
+    CUDNN(cudnnSetPooling2dDescriptor(pd, mode, CUDNN_PROPAGATE_NAN, s.p.kh, s.p.kw, 0, 0, s.p.sh,
+                                      s.p.sw));
+    // cuDNN's output plane, floor((H - kh)/sh) + 1, is timbre's: checked.
+    int on = 0, oc = 0, oh = 0, ow = 0;
+    CUDNN(cudnnGetPooling2dForwardOutputDim(pd, xd, &on, &oc, &oh, &ow));
+    if (size_t(on) * oc * oh * ow != outs)
+      throw std::runtime_error(std::string("cuDNN pooling output differs from timbre's at ") +
+                               s.shape);
+    if (backward) forward();
+  }
+  ~MaxPoolRun() override {
+    cudnnDestroyTensorDescriptor(xd);
+    cudnnDestroyTensorDescriptor(yd);
+    cudnnDestroyPoolingDescriptor(pd);
+  }
+  void forward() {
+    const float one = 1, zero = 0;
+    CUDNN(cudnnPoolingForward(cudnn.h, pd, &one, xd, d_x.get(), &zero, yd, d_y.get()));
+  }
+  void run(int) override {
+    if (!backward) return forward();
+    const float one = 1, zero = 0;
+    CUDNN(cudnnPoolingBackward(cudnn.h, pd, &one, yd, d_y.get(), yd, d_dy.get(), xd, d_x.get(),
+                               &zero, xd, d_dx.get()));
+  }
+  std::string check() override {
+    const int c = site.c, h = site.h, w = site.w;
+    std::vector<float> y(outs), dx(ins);
+    std::vector<int> argmax(outs);
+    k::max_pool2d_forward_cpu<float>(x.data(), y.data(), argmax.data(), n, c, h, w, site.p);
+    if (!backward) return compare(d_y.to_host(), widen(y), 0);  // a maximum: exact
+    k::max_pool2d_backward_cpu<float>(dy.data(), argmax.data(), dx.data(), n, c, h, w, site.p,
+                                      false);
+    // Disjoint windows: a copy of dy or 0, exact. Overlapping ones would add
+    // up to ceil(kh/sh)*ceil(kw/sw) values of dy, maybe in another order.
+    return compare(d_dx.to_host(), widen(dx), disjoint ? 0 : 1e-6);
+  }
+};
+
 }  // namespace
 }  // namespace timbre::lab
 
@@ -410,4 +497,14 @@ LAB_FAMILY(cudnn_peer) {
              }
            },
            {0}, [s, op](int b) { return std::make_unique<BatchNormRun>(s, op, b); }});
+  // cuDNN writes no argmax and its backward reads x and y instead: the cost
+  // is still timbre's, the op's, for the same reason.
+  for (const PoolSite& s : kPoolSites)
+    for (bool bw : {false, true})
+      add({"pooling", bw ? "cudnn_max_pool2d_backward" : "cudnn_max_pool2d_forward", s.shape,
+           [s, bw](int b) {
+             return bw ? k::max_pool2d_backward_cost(b, s.c, s.h, s.w, s.p, false)
+                       : k::max_pool2d_forward_cost(b, s.c, s.h, s.w, s.p);
+           },
+           {0}, [s, bw](int b) { return std::make_unique<MaxPoolRun>(s, bw, b); }});
 }
