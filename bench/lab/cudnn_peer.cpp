@@ -1,8 +1,9 @@
 // cudnn_peer.cpp (cuda flavour only): cuDNN at the shapes of timbre's own
-// cases, registered as version "cudnn" so that the driver prints timbre's
-// best version against it. Each case is checked against timbre's CPU
-// reference, like timbre's own. cuDNN runs in FP32 with FMA math (no TF32:
-// timbre's kernels and tests assume full FP32).
+// cases, registered in timbre's family as version "cudnn_<op>" so that the
+// driver prints timbre's best version of the op against it: convolution,
+// softmax and GRU forward, batch norm and max pooling. Each case is checked
+// against timbre's CPU reference, like timbre's own. cuDNN runs in FP32
+// with FMA math (no TF32: timbre's kernels and tests assume full FP32).
 //
 // The legacy cuDNN calls used here (filter and pooling descriptors, the
 // batch-norm calls) are deprecated in cuDNN 9 but still shipped; the graph
