@@ -3,6 +3,7 @@
 // default), at every batch-norm site of the models, per sample: rescnn (and
 // the parallel model's trunk) blocks 1-5, crnn blocks 1-4 (after pooling).
 #include "bench/lab/lab.h"
+#include "bench/lab/shapes.h"
 #include "kernels/batchnorm.cuh"
 
 namespace k = timbre::kernels;
@@ -10,17 +11,7 @@ namespace k = timbre::kernels;
 namespace timbre::lab {
 namespace {
 
-struct Site {
-  const char* shape;
-  int c, h, w;
-};
-const Site kSites[] = {
-    {"rescnn.block1.bn", 16, 128, 128}, {"rescnn.block2.bn", 32, 64, 64},
-    {"rescnn.block3.bn", 64, 32, 32},   {"rescnn.block4.bn", 128, 16, 16},
-    {"rescnn.block5.bn", 128, 8, 8},    {"crnn.block1.bn", 64, 64, 64},
-    {"crnn.block2.bn", 128, 16, 32},    {"crnn.block3.bn", 128, 4, 16},
-    {"crnn.block4.bn", 128, 1, 16},
-};
+using Site = BatchNormSite;  // the sites: kBatchNormSites (shapes.h)
 
 enum class Op { forward_train, forward_eval, backward_train };
 const char* op_name(Op op) {
@@ -149,7 +140,7 @@ struct BatchNormRun : Run {
 
 LAB_FAMILY(batchnorm) {
   using namespace timbre::lab;
-  for (const Site& s : kSites)
+  for (const Site& s : kBatchNormSites)
     for (Op op : {Op::forward_train, Op::forward_eval, Op::backward_train})
       add({"batchnorm", op_name(op), s.shape,
            [s, op](int b) {

@@ -1,25 +1,30 @@
 // cudnn_peer.cpp (cuda flavour only): cuDNN at the shapes of timbre's own
-// cases, registered as version "cudnn" so that the driver prints timbre's
-// best version against it. Each case is checked against timbre's CPU
-// reference, like timbre's own. cuDNN runs in FP32 with FMA math (no TF32:
-// timbre's kernels and tests assume full FP32).
+// cases, registered in timbre's family as version "cudnn_<op>" so that the
+// driver prints timbre's best version of the op against it: convolution,
+// softmax and GRU forward, batch norm and max pooling. Each case is checked
+// against timbre's CPU reference, like timbre's own. cuDNN runs in FP32
+// with FMA math (no TF32: timbre's kernels and tests assume full FP32).
 //
-// The legacy cuDNN calls used here (filter and pooling descriptors) are
-// deprecated in cuDNN 9 but still shipped; the graph API would time the
-// same kernels.
+// The legacy cuDNN calls used here (filter and pooling descriptors, the
+// batch-norm calls) are deprecated in cuDNN 9 but still shipped; the graph
+// API would time the same kernels.
 #define CUDNN_DEPRECATED  // the legacy API: silence its deprecation warnings
 #include <cudnn.h>
 
 #include <cublas_v2.h>
 
+#include <algorithm>
+#include <random>
 #include <stdexcept>
 #include <string>
 
 #include "bench/lab/lab.h"
 #include "bench/lab/shapes.h"
+#include "kernels/batchnorm.cuh"
 #include "kernels/conv2d.cuh"
 #include "kernels/cuda_check.h"
 #include "kernels/gru.cuh"
+#include "kernels/pooling.cuh"
 #include "kernels/softmax.cuh"
 
 namespace k = timbre::kernels;
@@ -217,6 +222,247 @@ struct GruRun : Run {
   }
 };
 
+// ---------------------------------------------------------------------------
+// Batch norm over NCHW, per channel over N, H and W (CUDNN_BATCHNORM_SPATIAL;
+// _PERSISTENT may be faster but, by cuDNN's own account, limits the range of
+// values), with the family's sites, inputs (the same seeds) and convention:
+// Keras's eps and momentum. The training forward (y, the saved mean and
+// inverse standard deviation, the running statistics), the inference
+// forward, and the training backward from what a training forward saved
+// (cuDNN's "saved inverse variance" is 1/sqrt(var + eps), timbre's
+// save_inv_std).
+enum class BnOp { forward_train, forward_eval, backward_train };
+const char* bn_op_name(BnOp op) {
+  switch (op) {
+    case BnOp::forward_train: return "forward_train";
+    case BnOp::forward_eval: return "forward_eval";
+    default: return "backward_train";
+  }
+}
+
+// cuDNN refuses an eps below CUDNN_BN_MIN_EPSILON (1e-5 before cuDNN 8, 0
+// since); Keras's 1e-3 is above either.
+static_assert(k::kKerasBatchNormEps >= CUDNN_BN_MIN_EPSILON, "eps below cuDNN's minimum");
+const double kBnEps = k::kKerasBatchNormEps;
+// cuDNN's running variance takes the unbiased batch variance var*M/(M - 1)
+// (it has no biased option), Keras's the biased one, so cuDNN's cannot be
+// compared with Keras's reference. The reference here runs with Keras's
+// momentum and cuDNN's estimator, BatchNormRunning{keep, true}: y (both
+// normalise with the biased variance), the saved statistics and the
+// running mean do not depend on the estimator, and the running variance is
+// then comparable too. The estimator costs one multiply per channel.
+const k::BatchNormRunning kBnRunning{k::keras_running().keep, true};
+// cuDNN's exponentialAverageFactor weighs the batch, running = factor*batch
+// + (1 - factor)*running: 1 - keep (0.01 for Keras's momentum 0.99).
+const double kBnFactor = 1 - kBnRunning.keep;
+
+struct BatchNormRun : Run {
+  BatchNormSite site;
+  BnOp op;
+  int n;
+  size_t count;
+  Handle cudnn;
+  std::vector<float> x, dy, gamma, beta, run_mean, run_var;
+  DeviceBuffer<float> d_x, d_dy, d_gamma, d_beta, d_run_mean, d_run_var, d_y, d_mean, d_inv_std,
+      d_dx, d_dgamma, d_dbeta;
+  cudnnTensorDescriptor_t xd;  // x, y, dy, dx
+  cudnnTensorDescriptor_t cd;  // gamma, beta, their gradients and the statistics: 1xCx1x1
+  int runs = 0;                // training forwards run (each moves the running statistics)
+  BatchNormRun(const BatchNormSite& s, BnOp o, int batch)
+      : site(s), op(o), n(batch), count(size_t(batch) * s.c * s.h * s.w),
+        x(random_values<float>(count, 21)), dy(random_values<float>(count, 22)),
+        gamma(random_values<float>(size_t(s.c), 23, 0.5, 1.5)),
+        beta(random_values<float>(size_t(s.c), 24)),
+        run_mean(random_values<float>(size_t(s.c), 25, -0.5, 0.5)),
+        run_var(random_values<float>(size_t(s.c), 26, 0.5, 1.5)), d_x(x), d_dy(dy),
+        d_gamma(gamma), d_beta(beta), d_run_mean(run_mean), d_run_var(run_var), d_y(count),
+        d_mean(size_t(s.c)), d_inv_std(size_t(s.c)), d_dx(count), d_dgamma(size_t(s.c)),
+        d_dbeta(size_t(s.c)), xd(tensor4d(batch, s.c, s.h, s.w)) {
+    CUDNN(cudnnCreateTensorDescriptor(&cd));
+    CUDNN(cudnnDeriveBNTensorDescriptor(cd, xd, CUDNN_BATCHNORM_SPATIAL));
+    if (op == BnOp::backward_train) forward_train();  // the saved statistics
+  }
+  ~BatchNormRun() override {
+    cudnnDestroyTensorDescriptor(xd);
+    cudnnDestroyTensorDescriptor(cd);
+  }
+  void forward_train() {
+    const float one = 1, zero = 0;
+    CUDNN(cudnnBatchNormalizationForwardTraining(
+        cudnn.h, CUDNN_BATCHNORM_SPATIAL, &one, &zero, xd, d_x.get(), xd, d_y.get(), cd,
+        d_gamma.get(), d_beta.get(), kBnFactor, d_run_mean.get(), d_run_var.get(), kBnEps,
+        d_mean.get(), d_inv_std.get()));
+  }
+  void run(int) override {
+    const float one = 1, zero = 0;
+    switch (op) {
+      case BnOp::forward_train:
+        forward_train();
+        ++runs;
+        break;
+      case BnOp::forward_eval:
+        CUDNN(cudnnBatchNormalizationForwardInference(
+            cudnn.h, CUDNN_BATCHNORM_SPATIAL, &one, &zero, xd, d_x.get(), xd, d_y.get(), cd,
+            d_gamma.get(), d_beta.get(), d_run_mean.get(), d_run_var.get(), kBnEps));
+        break;
+      case BnOp::backward_train:
+        // Data and parameter gradients assigned (alpha 1, beta 0), as the
+        // family's BatchNormAccumulate{}.
+        CUDNN(cudnnBatchNormalizationBackward(
+            cudnn.h, CUDNN_BATCHNORM_SPATIAL, &one, &zero, &one, &zero, xd, d_x.get(), xd,
+            d_dy.get(), xd, d_dx.get(), cd, d_gamma.get(), d_dgamma.get(), d_dbeta.get(), kBnEps,
+            d_mean.get(), d_inv_std.get()));
+        break;
+    }
+  }
+  // The references, computed once (the training forward's running
+  // statistics follow the device's: one CPU update per run so far).
+  std::vector<float> ref_y, ref_mean, ref_inv_std, ref_rm, ref_rv, ref_dx, ref_dgamma, ref_dbeta;
+  int ref_runs = 0;
+  std::string check() override {
+    const int c = site.c, h = site.h, w = site.w;
+    const size_t cs = gamma.size();
+    if (op == BnOp::forward_eval) {
+      if (ref_y.empty()) {
+        ref_y.resize(count);
+        k::batchnorm_forward_eval_cpu<float>(x.data(), gamma.data(), beta.data(),
+                                             run_mean.data(), run_var.data(), ref_y.data(), n, c,
+                                             h, w, kBnEps);
+      }
+      // No reduction: y from the running statistics in float, a few ulps of
+      // |y|, as timbre's.
+      return compare(d_y.to_host(), widen(ref_y), 1e-5);
+    }
+    if (ref_y.empty()) {
+      ref_y.resize(count), ref_mean.resize(cs), ref_inv_std.resize(cs);
+      ref_rm = run_mean, ref_rv = run_var;
+      k::batchnorm_forward_train_cpu<float>(x.data(), gamma.data(), beta.data(), ref_y.data(),
+                                            ref_mean.data(), ref_inv_std.data(), ref_rm.data(),
+                                            ref_rv.data(), n, c, h, w, kBnEps, kBnRunning);
+      ref_runs = 1;
+    }
+    if (op == BnOp::forward_train) {
+      for (; ref_runs < runs; ++ref_runs)
+        k::batchnorm_forward_train_cpu<float>(x.data(), gamma.data(), beta.data(), ref_y.data(),
+                                              ref_mean.data(), ref_inv_std.data(), ref_rm.data(),
+                                              ref_rv.data(), n, c, h, w, kBnEps, kBnRunning);
+      // cuDNN's statistics are float reductions of M = n*h*w values (up to
+      // 32,768 at the check batch) in an order it does not document, the
+      // reference's double sums rounded once. inv_std (var ~ 1/3, no
+      // cancellation), y normalised from it and the running statistics
+      // (one update, the old value dominating): 1e-5. The mean of values in
+      // [-1, 1) is ~1/sqrt(M) of their scale, so relative to the largest
+      // channel mean a float sum's rounding shows ~sqrt(M) times larger:
+      // 1e-4.
+      std::string e = compare(d_y.to_host(), widen(ref_y), 1e-5);
+      if (e.empty()) e = compare(d_mean.to_host(), widen(ref_mean), 1e-4);
+      if (e.empty()) e = compare(d_inv_std.to_host(), widen(ref_inv_std), 1e-5);
+      if (e.empty()) e = compare(d_run_mean.to_host(), widen(ref_rm), 1e-5);
+      if (e.empty()) e = compare(d_run_var.to_host(), widen(ref_rv), 1e-5);
+      return e;
+    }
+    if (ref_dx.empty()) {
+      ref_dx.resize(count), ref_dgamma.resize(cs), ref_dbeta.resize(cs);
+      k::batchnorm_backward_train_cpu<float>(x.data(), dy.data(), gamma.data(), ref_mean.data(),
+                                             ref_inv_std.data(), ref_dx.data(),
+                                             ref_dgamma.data(), ref_dbeta.data(), n, c, h, w,
+                                             k::BatchNormAccumulate{});
+    }
+    // dgamma, dbeta: float sums of M products against double ones, 1e-4 of
+    // the largest (as conv2d's dw and db). dx = gamma inv_std (g - dbeta/M -
+    // xhat dgamma/M): the sums enter divided by M (~1/sqrt(M) of g), so a
+    // few ulps of the larger terms and cuDNN's float saved statistics: 1e-5.
+    std::string e = compare(d_dx.to_host(), widen(ref_dx), 1e-5);
+    if (e.empty()) e = compare(d_dgamma.to_host(), widen(ref_dgamma), 1e-4);
+    if (e.empty()) e = compare(d_dbeta.to_host(), widen(ref_dbeta), 1e-4);
+    return e;
+  }
+};
+
+// ---------------------------------------------------------------------------
+// Max pooling forward and backward over NCHW, no padding, at the models'
+// pools (kPoolSites, the pooling family's max sites). cuDNN keeps no argmax:
+// its backward takes x, y and dy and finds each window's maximum again, so
+// the backward run's y comes from a forward in the constructor. Windows that
+// do not overlap (stride >= window: every site, stride = window) give each
+// input one writer, so CUDNN_POOLING_MAX's backward is deterministic as it
+// stands; CUDNN_POOLING_MAX_DETERMINISTIC, cuDNN's mode for overlapping
+// windows, would be taken where they overlap. NaN propagates, as in timbre
+// (the inputs are finite).
+
+// n distinct floats in [-1, 1) in a shuffled order (distinct while n <=
+// 2^24: 2/n apart, at least two ulps; the largest site, crnn.block1.pool,
+// reaches 2^24 at batch 16, the check batch is 2): no window has a tied
+// maximum, which uniform random floats do not rule out. A tie's gradient is
+// a convention: timbre's goes to the window's first maximum, cuDNN
+// documents none.
+std::vector<float> distinct_values(size_t n, uint64_t seed) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = float(-1 + 2 * (double(i) / double(n)));
+  std::shuffle(v.begin(), v.end(), std::mt19937_64(seed));
+  return v;
+}
+
+struct MaxPoolRun : Run {
+  PoolSite site;
+  bool backward, disjoint;
+  int n;
+  size_t ins, outs;
+  Handle cudnn;
+  std::vector<float> x, dy;
+  DeviceBuffer<float> d_x, d_y, d_dy, d_dx;
+  cudnnTensorDescriptor_t xd, yd;
+  cudnnPoolingDescriptor_t pd;
+  MaxPoolRun(const PoolSite& s, bool bw, int batch)
+      : site(s), backward(bw), disjoint(s.p.kh <= s.p.sh && s.p.kw <= s.p.sw), n(batch),
+        ins(size_t(batch) * s.c * s.h * s.w),
+        outs(size_t(k::pool_outputs(batch, s.c, s.h, s.w, s.p))), x(distinct_values(ins, 31)),
+        dy(random_values<float>(outs, 32)), d_x(x), d_y(outs), d_dy(dy), d_dx(ins),
+        xd(tensor4d(batch, s.c, s.h, s.w)),
+        yd(tensor4d(batch, s.c, k::pool_out_size(s.h, s.p.kh, s.p.sh),
+                    k::pool_out_size(s.w, s.p.kw, s.p.sw))) {
+    const cudnnPoolingMode_t mode =
+        disjoint ? CUDNN_POOLING_MAX : CUDNN_POOLING_MAX_DETERMINISTIC;
+    CUDNN(cudnnCreatePoolingDescriptor(&pd));
+    CUDNN(cudnnSetPooling2dDescriptor(pd, mode, CUDNN_PROPAGATE_NAN, s.p.kh, s.p.kw, 0, 0, s.p.sh,
+                                      s.p.sw));
+    // cuDNN's output plane, floor((H - kh)/sh) + 1, is timbre's: checked.
+    int on = 0, oc = 0, oh = 0, ow = 0;
+    CUDNN(cudnnGetPooling2dForwardOutputDim(pd, xd, &on, &oc, &oh, &ow));
+    if (size_t(on) * oc * oh * ow != outs)
+      throw std::runtime_error(std::string("cuDNN pooling output differs from timbre's at ") +
+                               s.shape);
+    if (backward) forward();
+  }
+  ~MaxPoolRun() override {
+    cudnnDestroyTensorDescriptor(xd);
+    cudnnDestroyTensorDescriptor(yd);
+    cudnnDestroyPoolingDescriptor(pd);
+  }
+  void forward() {
+    const float one = 1, zero = 0;
+    CUDNN(cudnnPoolingForward(cudnn.h, pd, &one, xd, d_x.get(), &zero, yd, d_y.get()));
+  }
+  void run(int) override {
+    if (!backward) return forward();
+    const float one = 1, zero = 0;
+    CUDNN(cudnnPoolingBackward(cudnn.h, pd, &one, yd, d_y.get(), yd, d_dy.get(), xd, d_x.get(),
+                               &zero, xd, d_dx.get()));
+  }
+  std::string check() override {
+    const int c = site.c, h = site.h, w = site.w;
+    std::vector<float> y(outs), dx(ins);
+    std::vector<int> argmax(outs);
+    k::max_pool2d_forward_cpu<float>(x.data(), y.data(), argmax.data(), n, c, h, w, site.p);
+    if (!backward) return compare(d_y.to_host(), widen(y), 0);  // a maximum: exact
+    k::max_pool2d_backward_cpu<float>(dy.data(), argmax.data(), dx.data(), n, c, h, w, site.p,
+                                      false);
+    // Disjoint windows: a copy of dy or 0, exact. Overlapping ones would add
+    // up to ceil(kh/sh)*ceil(kw/sw) values of dy, maybe in another order.
+    return compare(d_dx.to_host(), widen(dx), disjoint ? 0 : 1e-6);
+  }
+};
+
 }  // namespace
 }  // namespace timbre::lab
 
@@ -239,4 +485,27 @@ LAB_FAMILY(cudnn_peer) {
     add({"gru", "cudnn_forward", s.shape,
          [s](int b) { return k::gru_forward_cost(b, s.steps, s.input, s.hidden); }, {0},
          [s](int b) { return std::make_unique<GruRun>(s, b); }});
+  // Each op's cost is timbre's (the ideal traffic of the op), as for every
+  // version: GB/s and GFLOP/s compare times directly.
+  for (const BatchNormSite& s : kBatchNormSites)
+    for (BnOp op : {BnOp::forward_train, BnOp::forward_eval, BnOp::backward_train})
+      add({"batchnorm", std::string("cudnn_") + bn_op_name(op), s.shape,
+           [s, op](int b) {
+             switch (op) {
+               case BnOp::forward_train: return k::batchnorm_forward_train_cost(b, s.c, s.h, s.w);
+               case BnOp::forward_eval: return k::batchnorm_forward_eval_cost(b, s.c, s.h, s.w);
+               default: return k::batchnorm_backward_train_cost(b, s.c, s.h, s.w, false);
+             }
+           },
+           {0}, [s, op](int b) { return std::make_unique<BatchNormRun>(s, op, b); }});
+  // cuDNN writes no argmax and its backward reads x and y instead: the cost
+  // is still timbre's, the op's, for the same reason.
+  for (const PoolSite& s : kPoolSites)
+    for (bool bw : {false, true})
+      add({"pooling", bw ? "cudnn_max_pool2d_backward" : "cudnn_max_pool2d_forward", s.shape,
+           [s, bw](int b) {
+             return bw ? k::max_pool2d_backward_cost(b, s.c, s.h, s.w, s.p, false)
+                       : k::max_pool2d_forward_cost(b, s.c, s.h, s.w, s.p);
+           },
+           {0}, [s, bw](int b) { return std::make_unique<MaxPoolRun>(s, bw, b); }});
 }

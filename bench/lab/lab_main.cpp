@@ -1,7 +1,7 @@
 // The lab benchmark's driver: reads its flags, asks each family for its
 // cases, checks every case against its CPU reference, times it, and prints
 // the device's ceilings and (where cuDNN cases exist) timbre's best version
-// against cuDNN's.
+// of each op against cuDNN's.
 //
 //   lab_kernels [--lab_batch=N] [--lab_check_batch=N] [--lab_quick]
 //               [google benchmark flags, e.g. --benchmark_filter='^conv2d/']
@@ -176,14 +176,22 @@ void run_case(benchmark::State& st, const Case& c, int block) {
   st.counters["%flop"] = 100 * gflops / g_ceilings.gflops;
 }
 
-// Keeps each run's time to compare timbre's best version with cuDNN's.
+// Keeps each run's time to compare each cuDNN version, "cudnn_<op>", with
+// timbre's best version of the same op at the same shape: "<op>" or
+// "<op>_<variant>" (conv2d's cudnn_forward against forward_v1_direct and
+// forward_v2_im2col, never against the backward ops timed at that shape).
 class Collector : public benchmark::ConsoleReporter {
  public:
   struct Best {
     double timbre = 0, cudnn = 0;
     std::string timbre_name;
   };
-  std::map<std::string, Best> by_shape;  // "family shape"
+  struct Timed {
+    std::string version, block;
+    double time;
+  };
+  std::map<std::string, std::map<std::string, double>> cudnn;  // "family shape" -> op -> time
+  std::map<std::string, std::vector<Timed>> timbre;             // "family shape" -> its runs
 
   void ReportRuns(const std::vector<Run>& runs) override {
     ConsoleReporter::ReportRuns(runs);
@@ -196,16 +204,36 @@ class Collector : public benchmark::ConsoleReporter {
       for (size_t to; (to = name.find('/', from)) != std::string::npos; from = to + 1)
         part.push_back(name.substr(from, to - from));
       part.push_back(name.substr(from));
-      if (part.size() < 3) continue;
-      Best& b = by_shape[part[0] + " " + part[2]];
+      if (part.size() < 4) continue;
+      const std::string key = part[0] + " " + part[2];
       const double t = r.GetAdjustedRealTime();
-      if (part[1].rfind("cudnn", 0) == 0) {
-        if (b.cudnn == 0 || t < b.cudnn) b.cudnn = t;
-      } else if (b.timbre == 0 || t < b.timbre) {
-        b.timbre = t;
-        b.timbre_name = part[1] + "/" + part[3];
+      if (part[1].rfind("cudnn_", 0) == 0) {
+        double& best = cudnn[key][part[1].substr(6)];
+        if (best == 0 || t < best) best = t;
+      } else {
+        timbre[key].push_back({part[1], part[3], t});
       }
     }
+  }
+
+  // ("family shape", op) -> timbre's best version of the op and cuDNN's.
+  std::map<std::pair<std::string, std::string>, Best> best() const {
+    std::map<std::pair<std::string, std::string>, Best> out;
+    for (const auto& [key, ops] : cudnn) {
+      const auto mine = timbre.find(key);
+      for (const auto& [op, t] : ops) {
+        Best& b = out[{key, op}];
+        b.cudnn = t;
+        if (mine == timbre.end()) continue;
+        for (const Timed& m : mine->second)
+          if ((m.version == op || m.version.rfind(op + "_", 0) == 0) &&
+              (b.timbre == 0 || m.time < b.timbre)) {
+            b.timbre = m.time;
+            b.timbre_name = m.version + "/" + m.block;
+          }
+      }
+    }
+    return out;
   }
 };
 
@@ -272,11 +300,11 @@ int main(int argc, char** argv) {
   Collector collector;
   benchmark::RunSpecifiedBenchmarks(&collector);
   bool header = false;
-  for (const auto& [key, best] : collector.by_shape) {
+  for (const auto& [key, best] : collector.best()) {
     if (best.cudnn == 0 || best.timbre == 0) continue;
     if (!header) std::printf("\ntimbre's best version against cuDNN (time ratio, < 1: timbre faster)\n");
     header = true;
-    std::printf("  %-40s %-32s %.2f\n", key.c_str(), best.timbre_name.c_str(),
+    std::printf("  %-40s %-32s %.2f\n", key.first.c_str(), best.timbre_name.c_str(),
                 best.timbre / best.cudnn);
   }
   benchmark::Shutdown();

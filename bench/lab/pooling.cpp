@@ -4,6 +4,7 @@
 // input), and average / global average pooling, which the models do not
 // use, at rescnn-like maps (16x128x128 2x2, 128x64x64 4x2; 128x8x8, 64x32x32).
 #include "bench/lab/lab.h"
+#include "bench/lab/shapes.h"
 #include "kernels/pooling.cuh"
 
 namespace k = timbre::kernels;
@@ -11,24 +12,7 @@ namespace k = timbre::kernels;
 namespace timbre::lab {
 namespace {
 
-struct Site {
-  const char* shape;
-  int c, h, w;
-  k::PoolWindow p;  // unused by the global pools
-};
-constexpr k::PoolWindow kPool(int kh, int kw) { return k::PoolWindow{kh, kw, kh, kw}; }
-const Site kMaxSites[] = {
-    {"rescnn.block1.pool", 16, 128, 128, kPool(2, 2)},
-    {"rescnn.block2.pool", 32, 64, 64, kPool(2, 2)},
-    {"rescnn.block3.pool", 64, 32, 32, kPool(2, 2)},
-    {"rescnn.block4.pool", 128, 16, 16, kPool(2, 2)},
-    {"rescnn.block5.pool", 128, 8, 8, kPool(2, 2)},
-    {"crnn.block1.pool", 64, 128, 128, kPool(2, 2)},
-    {"crnn.block2.pool", 128, 64, 64, kPool(4, 2)},
-    {"crnn.block3.pool", 128, 16, 32, kPool(4, 2)},
-    {"crnn.block4.pool", 128, 4, 16, kPool(4, 1)},
-    {"parallel.branch.pool", 1, 128, 128, kPool(4, 2)},
-};
+using Site = PoolSite;  // the max sites: kPoolSites (shapes.h), the models' pools
 const Site kAvgSites[] = {
     {"avg2x2.16x128x128", 16, 128, 128, kPool(2, 2)},
     {"avg4x2.128x64x64", 128, 64, 64, kPool(4, 2)},
@@ -164,8 +148,8 @@ LAB_FAMILY(pooling) {
   using namespace timbre::lab;
   for (Kind kind : {Kind::max, Kind::avg}) {
     const std::string name = kind_name(kind);
-    for (const Site& s : kind == Kind::max ? std::vector<Site>(std::begin(kMaxSites),
-                                                               std::end(kMaxSites))
+    for (const Site& s : kind == Kind::max ? std::vector<Site>(std::begin(kPoolSites),
+                                                               std::end(kPoolSites))
                                            : std::vector<Site>(std::begin(kAvgSites),
                                                                std::end(kAvgSites)))
       for (bool bw : {false, true}) add_case(kind, bw, s, name + (bw ? "_backward" : "_forward"));
