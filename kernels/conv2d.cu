@@ -318,44 +318,68 @@ __global__ void backward_bias_direct_kernel(Dims d, const T* __restrict__ dy, T*
 // They walk "planes" (one channel of one image: an H x W input plane or a
 // P x Q output plane) with a 3-D grid: x along the columns of a plane
 // (consecutive threads on consecutive addresses: coalesced), y along its
-// rows, z over planes, each a grid-stride loop (row_launch, kernels/grid.h).
-// A thread's indices come straight from the grid, with no division to
-// decompose a flat index (which dominated im2col's cost under simcuda).
+// rows, z over planes, each a grid-stride loop. A thread's indices come
+// straight from the grid, with no division to decompose a flat index (which
+// dominated im2col's cost under simcuda).
 
-// im2col, col2im and the bias fill are row kernels (kernels/grid.h): z over
-// planes, y over rows, x over the columns of a row in a grid-stride loop.
-// row_launch shapes the grid: on a GPU a warp takes 32 consecutive columns
-// (coalesced reads and writes); under simcuda one thread walks a whole row.
-// The kernels are the same for both; each output is computed by one thread,
-// in one order, so every launch shape gives the same bits.
+// Grid of a plane kernel with 2-D blocks `block`: x and y cover the cols x
+// rows of one plane (at most 65535 blocks each; the loops stride beyond), z
+// covers planes, capped so that a launch has about max_grid_threads() threads (at
+// least one plane, at most 65535).
+dim3 plane_grid(long long planes, long long rows, long long cols, dim3 block) {
+  const long long gx = std::min<long long>(ceil_div(cols, block.x), 65535);
+  const long long gy = std::min<long long>(ceil_div(rows, block.y), 65535);
+  const long long per_plane = gx * gy * block.x * block.y;
+  const long long gz = std::min<long long>({planes, 65535, std::max(1LL, max_grid_threads() / per_plane)});
+  return dim3(unsigned(gx), unsigned(gy), unsigned(gz));
+}
+
+// im2col, col2im and the bias fill take a run of columns per thread:
+// columns_per_thread (kernels/grid.h) picks 1 on a GPU, a whole row under
+// simcuda; row_launch (there too) shapes im2col's and col2im's launches.
 
 // im2col for `planes` = images*C input planes starting at x:
 //   col[(plane*R + r)*S + s][p*Q + q] = x[plane][p*stride_h - pad_h + r][q*stride_w - pad_w + s]
 // (0 in the padding), i.e. for each image i, channel c the rows (c, r, s) of
-// image i's (C*R*S) x (P*Q) column matrix. A thread owns output pixel (p, q)
-// and writes its R*S entries, tap by tap. At each tap the 32 lanes of a warp
-// write 32 consecutive entries of one column-matrix row and read (stride 1)
-// 32 consecutive inputs of one image row. Every entry is written, zeros
-// included. No barrier.
+// image i's (C*R*S) x (P*Q) column matrix. A thread (x index t, row p of a
+// plane) handles output pixels (p, q) for q in [t*span, (t+1)*span) and
+// writes their R*S entries, tap by tap: for each tap the columns whose input
+// falls left of the image, inside it, and right of it are three plain runs
+// (zeros, a strided copy, zeros). Every entry is written, zeros included.
+// No barrier.
 template <class T>
-__global__ void im2col_kernel(Dims d, long long planes, const T* __restrict__ x,
+__global__ void im2col_kernel(Dims d, long long planes, int span, const T* __restrict__ x,
                               T* __restrict__ col) {
   const long long PQ = (long long)d.P * d.Q, RS = (long long)d.R * d.S;
+  const long long qstep = (long long)gridDim.x * blockDim.x * span;
   for (long long plane = blockIdx.z; plane < planes; plane += gridDim.z) {
     const T* xp = x + plane * d.H * d.W;
     for (long long p = (long long)blockIdx.y * blockDim.y + threadIdx.y; p < d.P;
          p += (long long)gridDim.y * blockDim.y)
-      for (long long q = (long long)blockIdx.x * blockDim.x + threadIdx.x; q < d.Q;
-           q += (long long)gridDim.x * blockDim.x) {
-        T* out = col + plane * RS * PQ + p * d.Q + q;
-        const int h0 = int(p) * d.stride_h - d.pad_h, w0 = int(q) * d.stride_w - d.pad_w;
+      for (long long qa = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * span; qa < d.Q;
+           qa += qstep) {
+        const int q0 = int(qa), q1 = int(qa + span < d.Q ? qa + span : d.Q);
+        T* out = col + plane * RS * PQ + p * d.Q;
+        const int h0 = int(p) * d.stride_h - d.pad_h;
         for (int r = 0; r < d.R; ++r) {
           const int ih = h0 + r;
           const bool row_inside = ih >= 0 && ih < d.H;
-          const T* xr = xp + (long long)ih * d.W;
           for (int s = 0; s < d.S; ++s, out += PQ) {
-            const int iw = w0 + s;
-            *out = row_inside && iw >= 0 && iw < d.W ? xr[iw] : T(0);
+            // Columns q0 <= q < lo read left of the image, hi <= q < q1 right of it.
+            const int off = s - d.pad_w;  // iw = q*stride_w + off
+            int lo = q0, hi = q1;
+            if (!row_inside) {
+              lo = hi = q1;
+            } else {
+              while (lo < hi && lo * d.stride_w + off < 0) ++lo;
+              while (hi > lo && (hi - 1) * d.stride_w + off >= d.W) --hi;
+            }
+            for (int q = q0; q < lo; ++q) out[q] = T(0);
+            if (lo < hi) {
+              const T* xr = xp + (long long)ih * d.W + off;
+              for (int q = lo; q < hi; ++q) out[q] = xr[(long long)q * d.stride_w];
+            }
+            for (int q = hi > lo ? hi : lo; q < q1; ++q) out[q] = T(0);
           }
         }
       }
@@ -366,56 +390,92 @@ __global__ void im2col_kernel(Dims d, long long planes, const T* __restrict__ x,
 // +=) the sum of the column entries im2col copied from pixel (h, w):
 // dcol[(plane*R + r)*S + s][p*Q + q] over the taps with h = p*stride_h -
 // pad_h + r and w = q*stride_w - pad_w + s, (p, q) in [0, P) x [0, Q).
-// A thread owns pixel (h, w) and sums its at most R*S terms in one register,
-// in the order r, then s: for each tap whose output row p is whole and in
-// range, the entry of column q = (w + pad_w - s) / stride_w when that
-// division is exact and q in [0, Q). Each thread writes only its own pixel:
-// no atomics, and the result does not depend on the schedule or the launch
-// shape. A warp's 32 lanes read 32 consecutive entries of a column-matrix
-// row (stride 1) and write 32 consecutive pixels. No barrier.
-template <class T>
-__global__ void col2im_kernel(Dims d, long long planes, const T* __restrict__ dcol,
-                              T* __restrict__ dx, bool accumulate) {
+// A thread (x index t, row h of a plane) handles the pixels (h, w) for w in
+// [t*span, (t+1)*span), CHUNK at a time with one accumulator each: for
+// every tap (r, s) in order (r, then s) whose output row p is whole and in
+// range, each pixel adds the entry of its column q = (w + pad_w - s) /
+// stride_w when that division is exact and q in [0, Q). So each pixel sums
+// its at most R*S terms in the order r, s, whatever the span: the result is
+// the same bits for every launch shape. Each thread writes only its own
+// pixels: no atomics, and the result does not depend on the schedule. No
+// barrier.
+// CHUNK, pixels summed at a time, follows the launch shape, not the backend:
+// 1 when a thread owns one column (span 1, the GPU's shape: the accumulator
+// is one register), 32 when it owns a run of columns (a 32-entry array; on a
+// GPU that array would sit in local memory: ptxas reports 256 bytes of stack
+// for the double kernel). The launcher picks the instantiation from span;
+// the sums are the same bits either way.
+// __launch_bounds__(kCol2imMaxBlock, 1): the 32-pixel instantiation takes
+// 73-104 registers (ptxas, sm_80/sm_90), which caps a block at 608 threads;
+// the bound keeps every instantiation launchable at 512 and the launcher
+// refuses larger blocks. The ", 1" (one resident block is enough) matters:
+// without it ptxas aimed at two blocks of 512, cut the float kernel to 64
+// registers and spilled 24 bytes.
+constexpr int kCol2imMaxBlock = 512;
+
+template <class T, int CHUNK>
+__global__ void __launch_bounds__(kCol2imMaxBlock, 1)
+    col2im_kernel(Dims d, long long planes, int span, const T* __restrict__ dcol,
+                  T* __restrict__ dx, bool accumulate) {
+  constexpr int kChunk = CHUNK;
   const long long PQ = (long long)d.P * d.Q, RS = (long long)d.R * d.S;
+  const long long wstep = (long long)gridDim.x * blockDim.x * span;
   for (long long plane = blockIdx.z; plane < planes; plane += gridDim.z) {
     const T* dc = dcol + plane * RS * PQ;
     for (long long h = (long long)blockIdx.y * blockDim.y + threadIdx.y; h < d.H;
          h += (long long)gridDim.y * blockDim.y)
-      for (long long w = (long long)blockIdx.x * blockDim.x + threadIdx.x; w < d.W;
-           w += (long long)gridDim.x * blockDim.x) {
-        T acc = T(0);
-        for (int r = 0; r < d.R; ++r) {
-          const int hp = int(h) + d.pad_h - r;  // = p * stride_h
-          if (hp < 0 || hp % d.stride_h != 0 || hp / d.stride_h >= d.P) continue;
-          const T* row = dc + (long long)r * d.S * PQ + (long long)(hp / d.stride_h) * d.Q;
-          for (int s = 0; s < d.S; ++s, row += PQ) {
-            const int wq = int(w) + d.pad_w - s;  // = q * stride_w
-            // stride_w == 1 (the models' case) needs no division.
-            const int q = d.stride_w == 1 ? wq : (wq % d.stride_w == 0 ? wq / d.stride_w : -1);
-            if (wq >= 0 && q >= 0 && q < d.Q) acc += row[q];
+      for (long long wa = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * span; wa < d.W;
+           wa += wstep) {
+        const int wend = int(wa + span < d.W ? wa + span : d.W);
+        T* out = dx + (plane * d.H + h) * d.W;
+        for (int w0 = int(wa); w0 < wend; w0 += kChunk) {
+          const int n = wend - w0 < kChunk ? wend - w0 : kChunk;
+          T acc[kChunk];
+          for (int j = 0; j < n; ++j) acc[j] = T(0);
+          for (int r = 0; r < d.R; ++r) {
+            const int hp = int(h) + d.pad_h - r;  // = p * stride_h
+            if (hp < 0 || hp % d.stride_h != 0 || hp / d.stride_h >= d.P) continue;
+            const T* row = dc + (long long)r * d.S * PQ + (long long)(hp / d.stride_h) * d.Q;
+            for (int s = 0; s < d.S; ++s, row += PQ) {
+              const int base = w0 + d.pad_w - s;  // pixel j's column is (base + j) / stride_w
+              if (d.stride_w == 1) {
+                // The models' case: q = base + j, valid for j in [lo, hi).
+                const int lo = base < 0 ? -base : 0;
+                const int hi = d.Q - base < n ? d.Q - base : n;
+                for (int j = lo; j < hi; ++j) acc[j] += row[base + j];
+              } else {
+                for (int j = 0; j < n; ++j) {
+                  const int wq = base + j;  // = q * stride_w
+                  if (wq >= 0 && wq % d.stride_w == 0 && wq / d.stride_w < d.Q)
+                    acc[j] += row[wq / d.stride_w];
+                }
+              }
+            }
           }
+          for (int j = 0; j < n; ++j)
+            out[w0 + j] = accumulate ? out[w0 + j] + acc[j] : acc[j];
         }
-        T* out = dx + (plane * d.H + h) * d.W + w;
-        *out = accumulate ? *out + acc : acc;
       }
   }
 }
 
 // y[n][k][j] = b[k] for every j < P*Q: the bias, written before the forward
-// GEMM adds w * col into y (beta = 1). A row kernel over the N planes of K
-// rows of P*Q: x along j (a warp writes 32 consecutive j), y over channels
-// k, z over images n. No barrier.
+// GEMM adds w * col into y (beta = 1). x along j (span consecutive j per
+// thread: 1 on a GPU, the whole plane under simcuda, as for im2col), y over
+// channels k, z over images n. No barrier.
 template <class T>
-__global__ void bias_fill_kernel(Dims d, const T* __restrict__ b, T* __restrict__ y) {
+__global__ void bias_fill_kernel(Dims d, int span, const T* __restrict__ b, T* __restrict__ y) {
   const long long PQ = (long long)d.P * d.Q;
+  const long long jstep = (long long)gridDim.x * blockDim.x * span;
   for (long long n = blockIdx.z; n < d.N; n += gridDim.z)
-    for (long long k = (long long)blockIdx.y * blockDim.y + threadIdx.y; k < d.K;
-         k += (long long)gridDim.y * blockDim.y) {
+    for (long long k = blockIdx.y; k < d.K; k += gridDim.y) {
       const T v = b[k];
       T* yp = y + (n * d.K + k) * PQ;
-      for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < PQ;
-           j += (long long)gridDim.x * blockDim.x)
-        yp[j] = v;
+      for (long long ja = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * span; ja < PQ;
+           ja += jstep) {
+        const long long jb = ja + span < PQ ? ja + span : PQ;
+        for (long long j = ja; j < jb; ++j) yp[j] = v;
+      }
     }
 }
 
@@ -580,8 +640,10 @@ void conv2d_forward_v2_im2col(const Conv2dShape& shape, const T* d_x, const T* d
   const int CRS = int(shape.col_rows()), PQ = int(shape.col_cols());
   const long long image_x = (long long)d.C * d.H * d.W, image_y = (long long)d.K * PQ;
   if (d_b) {
-    const RowLaunch l = row_launch(d.N, d.K, PQ, block);
-    LAUNCH(bias_fill_kernel<T>, l.grid, l.tile, 0, stream, d, d_b, d_y);
+    const int span = columns_per_thread(PQ);
+    const dim3 t(span == 1 ? unsigned(block) : 1u);
+    LAUNCH(bias_fill_kernel<T>, plane_grid(d.N, d.K, ceil_div(PQ, span), t), t, 0, stream, d,
+           span, d_b, d_y);
   }
   const T beta = d_b ? T(1) : T(0);
   for (int n0 = 0; n0 < d.N; n0 += images) {
@@ -591,7 +653,7 @@ void conv2d_forward_v2_im2col(const Conv2dShape& shape, const T* d_x, const T* d
     if (!shape.pointwise()) {
       const long long planes = (long long)count * d.C;
       const RowLaunch l = row_launch(planes, d.P, d.Q, block);
-      LAUNCH(im2col_kernel<T>, l.grid, l.tile, 0, stream, d, planes, col, d_workspace);
+      LAUNCH(im2col_kernel<T>, l.grid, l.tile, 0, stream, d, planes, l.span, col, d_workspace);
       col = d_workspace;
       col_step = (long long)CRS * PQ;
     }
@@ -608,6 +670,9 @@ void conv2d_backward_data_v2_im2col(const Conv2dShape& shape, const T* d_w, cons
   const char* op = "conv2d_backward_data_v2_im2col";
   shape.validate(op);
   check_block(op, block);
+  if (block > kCol2imMaxBlock)
+    fail(op, "block must be at most " + std::to_string(kCol2imMaxBlock) +
+                 " (col2im's registers), not " + std::to_string(block));
   check_pointer(op, d_w, "d_w");
   check_pointer(op, d_dy, "d_dy");
   check_pointer(op, d_dx, "d_dx");
@@ -630,7 +695,12 @@ void conv2d_backward_data_v2_im2col(const Conv2dShape& shape, const T* d_w, cons
                  T(0), d_workspace, PQ, col_step, count);
     const long long planes = (long long)count * d.C;
     const RowLaunch l = row_launch(planes, d.H, d.W, block);
-    LAUNCH(col2im_kernel<T>, l.grid, l.tile, 0, stream, d, planes, d_workspace, dx, accumulate);
+    if (l.span == 1)
+      LAUNCH((col2im_kernel<T, 1>), l.grid, l.tile, 0, stream, d, planes, l.span, d_workspace,
+             dx, accumulate);
+    else
+      LAUNCH((col2im_kernel<T, 32>), l.grid, l.tile, 0, stream, d, planes, l.span, d_workspace,
+             dx, accumulate);
   }
 }
 
@@ -657,7 +727,7 @@ void conv2d_backward_filter_v2_im2col(const Conv2dShape& shape, const T* d_x, co
     if (!shape.pointwise()) {
       const long long planes = (long long)count * d.C;
       const RowLaunch l = row_launch(planes, d.P, d.Q, block);
-      LAUNCH(im2col_kernel<T>, l.grid, l.tile, 0, stream, d, planes, col, d_workspace);
+      LAUNCH(im2col_kernel<T>, l.grid, l.tile, 0, stream, d, planes, l.span, col, d_workspace);
       col = d_workspace;
       col_step = (long long)CRS * PQ;
     }

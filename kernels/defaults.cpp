@@ -11,8 +11,8 @@ namespace {
 
 // The table. One row per backend; each entry's reason is in kReasons below
 // and on docs/building.md's "Backend defaults".
-const BackendDefaults kGpu{"gpu", 1LL << 19, 0, StftDefault::cufft_f64};
-const BackendDefaults kSim{"sim", 1LL << 31, 1, StftDefault::kernel_f64};
+const BackendDefaults kGpu{"gpu", 1LL << 19, 1, StftDefault::cufft_f64};
+const BackendDefaults kSim{"sim", 1LL << 31, 0, StftDefault::kernel_f64};
 
 struct Entry {
   const char* name;
@@ -25,12 +25,11 @@ const Entry kReasons[] = {
      "because simcuda's fast path runs a block's threads as one vectorised loop, while a "
      "capped grid makes each thread walk a strided loop (ReLU: 8 ns against 0.85 ns per "
      "element)"},
-    {"row_threads",
-     "threads along each row in row kernels (im2col, col2im, bias fill, max pooling), whose "
-     "columns are a grid-stride loop. GPU: one per column, so a warp's 32 threads touch 32 "
-     "consecutive addresses (coalesced). sim: 1, one thread walking the row, because a "
-     "block's threads run one after another on a core and a thread per column pays its index "
-     "set-up for one element. Same kernel, same bits either way"},
+    {"row_columns",
+     "columns per thread in row kernels (im2col, col2im, bias fill, max pooling). GPU: 1, so a "
+     "warp's 32 threads touch 32 consecutive addresses (coalesced) and col2im's accumulator is "
+     "one register. sim: the whole row, because a block's threads run one after another on a "
+     "core and a thread per column pays its index set-up for one element. Same bits either way"},
     {"stft",
      "the log-mel pipeline's power spectrum. GPU: framing kernel + batched cuFFT D2Z over every "
      "frame + banded mel (cuFFT is the tuned FFT there; float R2C misses the 1e-3 dB contract). "
@@ -62,7 +61,8 @@ long long env_integer(const char* var, long long min) {
 BackendDefaults with_overrides(const BackendDefaults& row) {
   BackendDefaults r = row;
   if (const long long v = env_integer("TIMBRE_MAX_GRID_THREADS", 32); v > 0) r.grid_threads = v;
-  if (const long long v = env_integer("TIMBRE_ROW_THREADS", 0); v >= 0) r.row_threads = int(v);
+  if (const long long v = env_integer("TIMBRE_COLUMNS_PER_THREAD", 0); v >= 0)
+    r.row_columns = int(v);
   return r;
 }
 
@@ -79,7 +79,7 @@ BackendDefaults& current() {
 std::string value_of(const BackendDefaults& r, int entry) {
   switch (entry) {
     case 0: return std::to_string(r.grid_threads);
-    case 1: return r.row_threads == 0 ? "one per column" : std::to_string(r.row_threads);
+    case 1: return r.row_columns == 0 ? "whole row" : std::to_string(r.row_columns);
     default: return to_string(r.stft);
   }
 }

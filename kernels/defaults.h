@@ -13,7 +13,7 @@
 // every choice the cuda flavour takes, so the GPU's paths run end to end
 // here (scripts/test.sh runs the whole suite that way too). Two older
 // variables override a single entry for tests: TIMBRE_MAX_GRID_THREADS and
-// TIMBRE_ROW_THREADS. `timbre info` prints the table in force.
+// TIMBRE_COLUMNS_PER_THREAD. `timbre info` prints the table in force.
 #pragma once
 
 #include <string>
@@ -30,7 +30,7 @@ const char* to_string(StftDefault s);
 struct BackendDefaults {
   const char* name;        // "gpu" or "sim"
   long long grid_threads;  // threads a grid-stride launch asks for at most
-  int row_threads;         // threads along each row in row kernels; 0: one per column
+  int row_columns;         // columns per thread in row kernels; 0: the whole row
   StftDefault stft;        // the log-mel pipeline's STFT
 };
 
@@ -43,7 +43,7 @@ const BackendDefaults& defaults_named(const std::string& name);
 
 // The row in force: the build's own, or the one TIMBRE_DEFAULTS names (read
 // once; any other value throws std::invalid_argument naming it). The single
-// entries TIMBRE_MAX_GRID_THREADS and TIMBRE_ROW_THREADS set are
+// entries TIMBRE_MAX_GRID_THREADS and TIMBRE_COLUMNS_PER_THREAD set are
 // applied on top of it.
 const BackendDefaults& defaults();
 // Tests: put a row in force for the rest of the process (or until the next

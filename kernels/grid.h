@@ -18,25 +18,24 @@ namespace timbre::kernels {
 // The cap: defaults().grid_threads.
 long long max_grid_threads();
 
-// Row kernels (im2col, col2im, the conv bias fill, max pooling) loop over
-// planes (z), the rows of a plane (y) and the columns of a row (x), each a
-// grid-stride loop, so any launch shape is correct and gives the same bits.
-// row_threads() is how many threads share a row: defaults().row_threads,
-// 0 for one thread per column (the GPU's: a warp's 32 threads touch 32
-// consecutive addresses), 1 under simcuda (one thread walks the row).
-int row_threads();
-// Tests: force the threads per row (0: one per column); -1 restores the
-// table's entry.
-void set_row_threads(int threads);
+// Row kernels (im2col, col2im, the conv bias fill, max pooling) give each
+// thread a run of consecutive columns of a row: defaults().row_columns
+// (1 on a GPU, so a warp's 32 threads touch 32 consecutive addresses; the
+// whole row under simcuda), at most cols. Same kernel code, another launch
+// shape; the kernels give the same bits for any run length.
+int columns_per_thread(long long cols);
+// Tests: force a run length; 0 restores the table's entry.
+void set_columns_per_thread(int columns);
 
-// The launch of a row kernel over `planes` planes of rows x cols: blocks of
-// 32 x block/32 threads with a thread per column, or 1 x block threads
-// with row_threads() blocks along x; y over rows, z over planes (each at
+// The launch of a row kernel over `planes` planes of rows x cols: x over
+// runs of `span` = columns_per_thread(cols) columns (block 32 x block/32 for
+// single columns, 1 x block for runs), y over rows, z over planes (each at
 // most 65535 blocks; the kernels' loops stride beyond), about
 // max_grid_threads() threads in all, at least one plane. block: a multiple
 // of 32.
 struct RowLaunch {
   dim3 grid, tile;
+  int span;
 };
 RowLaunch row_launch(long long planes, long long rows, long long cols, int block);
 

@@ -160,20 +160,24 @@ __device__ __forceinline__ void max_window(const T* xp, const PoolGeometry& g, i
   *argmax = best_at;
 }
 
-// A row kernel (kernels/grid.h) with no division per output: z over planes,
-// y over output rows i, x over the outputs j of a row, each a grid-stride
-// loop (on a GPU a warp takes 32 consecutive j). Each output is computed by
-// exactly one thread, in the same way for any launch shape.
+// A 3-D grid with no division per output: z over planes, y over output rows
+// i, x over runs of `span` consecutive outputs j of a row (columns_per_thread,
+// kernels/grid.h: 1 on a GPU, the whole row under simcuda). Each output is
+// computed by exactly one thread, in the same way for any span.
 template <class T>
-__global__ void max_pool_forward_kernel(const T* x, T* y, int* argmax, PoolGeometry g) {
+__global__ void max_pool_forward_kernel(const T* x, T* y, int* argmax, PoolGeometry g, int span) {
+  const unsigned jstep = gridDim.x * blockDim.x * unsigned(span);
   for (unsigned plane = blockIdx.z; plane < g.planes; plane += gridDim.z) {
     const T* xp = x + plane * unsigned(g.h * g.w);
     for (unsigned i = blockIdx.y * blockDim.y + threadIdx.y; i < unsigned(g.oh);
          i += gridDim.y * blockDim.y) {
       const unsigned row = (plane * unsigned(g.oh) + i) * unsigned(g.ow);
-      for (unsigned j = blockIdx.x * blockDim.x + threadIdx.x; j < unsigned(g.ow);
-           j += gridDim.x * blockDim.x)
-        max_window(xp, g, int(i), int(j), y + row + j, argmax + row + j);
+      for (unsigned ja = (blockIdx.x * blockDim.x + threadIdx.x) * unsigned(span);
+           ja < unsigned(g.ow); ja += jstep) {
+        const unsigned jb = ja + unsigned(span) < unsigned(g.ow) ? ja + unsigned(span) : unsigned(g.ow);
+        for (unsigned j = ja; j < jb; ++j)
+          max_window(xp, g, int(i), int(j), y + row + j, argmax + row + j);
+      }
     }
   }
 }
@@ -246,18 +250,23 @@ __device__ __forceinline__ void backward_cell(const PoolGeometry& g, const Contr
     }
 }
 
-// Every cell (a, b) of every plane, a row kernel (kernels/grid.h) without
-// divisions: z over planes, y over cell rows a, x over the cells b of a row,
-// each a grid-stride loop.
+// Every cell (a, b) of every plane, on a 3-D grid without divisions: z over
+// planes, y over cell rows a, x over runs of `span` consecutive cells b
+// (columns_per_thread, kernels/grid.h).
 template <bool Disjoint, class T, class Contribution>
 __device__ __forceinline__ void backward_cells(const PoolGeometry& g, const Contribution& take,
-                                               T* dx, bool accumulate) {
+                                               T* dx, bool accumulate, int span) {
+  const unsigned bstep = gridDim.x * blockDim.x * unsigned(span);
   for (unsigned plane = blockIdx.z; plane < g.planes; plane += gridDim.z)
     for (unsigned a = blockIdx.y * blockDim.y + threadIdx.y; a < unsigned(g.cells_h);
          a += gridDim.y * blockDim.y)
-      for (unsigned b = blockIdx.x * blockDim.x + threadIdx.x; b < unsigned(g.cells_w);
-           b += gridDim.x * blockDim.x)
-        backward_cell<Disjoint, T>(g, take, dx, accumulate, plane, int(a), int(b));
+      for (unsigned ba = (blockIdx.x * blockDim.x + threadIdx.x) * unsigned(span);
+           ba < unsigned(g.cells_w); ba += bstep) {
+        const unsigned bb =
+            ba + unsigned(span) < unsigned(g.cells_w) ? ba + unsigned(span) : unsigned(g.cells_w);
+        for (unsigned b = ba; b < bb; ++b)
+          backward_cell<Disjoint, T>(g, take, dx, accumulate, plane, int(a), int(b));
+      }
 }
 
 template <class T>
@@ -282,14 +291,16 @@ struct AvgContribution {
 // when at most one window contributes: non-overlapping windows).
 template <class T, bool Disjoint>
 __global__ void max_pool_backward_kernel(const T* dy, const int* argmax, T* dx, PoolGeometry g,
-                                         bool accumulate) {
-  backward_cells<Disjoint, T>(g, MaxContribution<T>{dy, argmax}, dx, accumulate);
+                                         bool accumulate, int span) {
+  backward_cells<Disjoint, T>(g, MaxContribution<T>{dy, argmax}, dx, accumulate, span);
 }
 
 // dx = (the sum of dy over the windows containing this input) / (kh*kw).
 template <class T, bool Disjoint>
-__global__ void avg_pool_backward_kernel(const T* dy, T* dx, PoolGeometry g, bool accumulate) {
-  backward_cells<Disjoint, T>(g, AvgContribution<T>{dy, T(g.p.kh * g.p.kw)}, dx, accumulate);
+__global__ void avg_pool_backward_kernel(const T* dy, T* dx, PoolGeometry g, bool accumulate,
+                                         int span) {
+  backward_cells<Disjoint, T>(g, AvgContribution<T>{dy, T(g.p.kh * g.p.kw)}, dx, accumulate,
+                              span);
 }
 
 // Global average, thread path: one thread per plane sums it in double, in
@@ -410,7 +421,7 @@ void max_pool2d_forward(const T* d_x, T* d_y, int* d_argmax, int n, int c, int h
   check_pointer(op, d_y, "d_y");
   check_pointer(op, d_argmax, "d_argmax");
   const RowLaunch l = row_launch(g.planes, g.oh, g.ow, block);
-  LAUNCH(max_pool_forward_kernel<T>, l.grid, l.tile, 0, s, d_x, d_y, d_argmax, g);
+  LAUNCH(max_pool_forward_kernel<T>, l.grid, l.tile, 0, s, d_x, d_y, d_argmax, g, l.span);
 }
 
 template <class T>
@@ -425,10 +436,10 @@ void max_pool2d_backward(const T* d_dy, const int* d_argmax, T* d_dx, int n, int
   const RowLaunch l = row_launch(g.planes, g.cells_h, g.cells_w, block);
   if (disjoint(p))
     LAUNCH((max_pool_backward_kernel<T, true>), l.grid, l.tile, 0, s, d_dy, d_argmax, d_dx, g,
-           accumulate);
+           accumulate, l.span);
   else
     LAUNCH((max_pool_backward_kernel<T, false>), l.grid, l.tile, 0, s, d_dy, d_argmax, d_dx, g,
-           accumulate);
+           accumulate, l.span);
 }
 
 template <class T>
@@ -453,9 +464,11 @@ void avg_pool2d_backward(const T* d_dy, T* d_dx, int n, int c, int h, int w, Poo
   check_pointer(op, d_dx, "d_dx");
   const RowLaunch l = row_launch(g.planes, g.cells_h, g.cells_w, block);
   if (disjoint(p))
-    LAUNCH((avg_pool_backward_kernel<T, true>), l.grid, l.tile, 0, s, d_dy, d_dx, g, accumulate);
+    LAUNCH((avg_pool_backward_kernel<T, true>), l.grid, l.tile, 0, s, d_dy, d_dx, g, accumulate,
+           l.span);
   else
-    LAUNCH((avg_pool_backward_kernel<T, false>), l.grid, l.tile, 0, s, d_dy, d_dx, g, accumulate);
+    LAUNCH((avg_pool_backward_kernel<T, false>), l.grid, l.tile, 0, s, d_dy, d_dx, g, accumulate,
+           l.span);
 }
 
 template <class T>

@@ -31,14 +31,13 @@
 //
 // Parallel strategy, no barrier and no shared memory anywhere (simcuda's
 // fast path), grid-stride loops with 32-bit indices:
-//   max forward and every backward: row kernels (kernels/grid.h), z over
-//     planes, y over rows, x over the columns of a row in a grid-stride
-//     loop (a thread per column on a GPU, one thread walking the row under
-//     simcuda), so no thread divides to find its row and plane; one output
-//     (forward) or one cell (backward) is computed the same way whatever
-//     the launch shape;
+//   max forward and every backward: a 3-D grid, z over planes, y over rows,
+//     x over runs of consecutive columns (kernels/grid.h columns_per_thread:
+//     1 on a GPU, the whole row under simcuda), so no thread divides to
+//     find its row and plane; one output (forward) or one cell (backward)
+//     is computed the same way whatever the run;
 //   avg forward: one thread per output element;
-//   backward: one thread per sh x sw cell of the input plane (rows a*sh ..
+//   backward: one thread per run of sh x sw cells of the input plane (rows a*sh ..
 //     a*sh + sh - 1, columns b*sw .. b*sw + sw - 1), whose inputs share
 //     their candidate windows: oh in [a - (kh - 1)/sh, a], ow likewise, each
 //     kept if it contains the input; a compile-time path for disjoint

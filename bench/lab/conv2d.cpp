@@ -149,7 +149,9 @@ LAB_FAMILY(conv2d) {
         const std::string version =
             std::string(op_name(o)) + (v2 ? (o == Op::bias ? "_v2_reduce" : "_v2_im2col")
                                           : "_v1_direct");
-        const std::vector<int> blocks = block_sweep();
+        // col2im (v2's dx) takes at most 512 threads per block (its registers).
+        std::vector<int> blocks = block_sweep();
+        if (v2 && o == Op::data) blocks = {64, 128, 256, 512};
         const k::Conv2dShape s = site.s;
         add({"conv2d", version, site.shape,
              [o, s](int b) {

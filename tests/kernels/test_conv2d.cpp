@@ -179,19 +179,18 @@ long long filter_terms(const Conv2dShape& s) { return s.N * s.col_cols() + 1; }
 // NaN and accumulating over random values), for every case of kCases, float
 // and double, both block sizes; v2 with two workspace sizes (one image per
 // chunk, N - 1 images) and, besides the launch shapes of both defaults rows,
-// three threads per row for im2col and col2im (each thread's grid-stride
-// loop takes every third column); and finite differences of every backward
-// in double.
+// three columns per thread for im2col and col2im; and finite differences of
+// every backward in double.
 
 const std::vector<int> kBlockList(std::begin(kBlocks), std::end(kBlocks));
 
-// Runs f with the row kernels' threads per row forced to `threads` (-1: the
-// defaults row's choice; 0: one per column).
+// Runs f with im2col's and col2im's columns per thread forced to `span` (0:
+// the defaults row's choice).
 template <class F>
-auto with_row_threads(int threads, F&& f) {
-  k::set_row_threads(threads);
+auto with_span(int span, F&& f) {
+  k::set_columns_per_thread(span);
   auto r = f();
-  k::set_row_threads(-1);
+  k::set_columns_per_thread(0);
   return r;
 }
 
@@ -248,12 +247,12 @@ void conv_rows(OpTable& table, const Case& c, int index) {
           }
         }
       });
-      // version 1, or 2 with `images` per workspace chunk and `threads` per row.
-      auto run = [=](bool v2, int images, int threads, int block) {
+      // version 1, or 2 with `images` per workspace chunk and `span`.
+      auto run = [=](bool v2, int images, int span, int block) {
         const Problem<T>& p = pr();
         const size_t ws = k::conv2d_workspace_bytes<T>(sh, images);
         DeviceBuffer<T> d_ws(ws / sizeof(T));
-        return with_row_threads(threads, [&] {
+        return with_span(span, [&] {
           switch (pass) {
             case Pass::forward: {
               DeviceBuffer<T> d_x(p.x), d_w(p.w), d_b(p.b), d_y(size_t(sh.y_size()));
@@ -314,18 +313,18 @@ void conv_rows(OpTable& table, const Case& c, int index) {
                          [=] { return ref(); }, [=](int) { return tol(); }});
       };
       const std::string base = std::string("conv2d/") + pass_name[int(pass)];
-      add(base + "_v1_direct" + tag, [=](int block) { return run(false, 1, -1, block); });
+      add(base + "_v1_direct" + tag, [=](int block) { return run(false, 1, 0, block); });
       if (pass == Pass::bias) {
-        add(base + "_v2_reduce" + tag, [=](int block) { return run(true, 1, -1, block); });
+        add(base + "_v2_reduce" + tag, [=](int block) { return run(true, 1, 0, block); });
         continue;
       }
       // Workspaces of one image and of N - 1 images (N = 3: chunks of 2 and 1).
       for (int images : {1, std::max(1, sh.N - 1)}) {
         const std::string v2 = base + "_v2_im2col" + tag + "/images=" + std::to_string(images);
-        add(v2, [=](int block) { return run(true, images, -1, block); });
-        // im2col's (forward) and col2im's (dx) threads per row: 3.
+        add(v2, [=](int block) { return run(true, images, 0, block); });
+        // im2col's (forward) and col2im's (dx) columns per thread: 3.
         if (pass != Pass::filter)
-          add(v2 + "/row_threads=3", [=](int block) { return run(true, images, 3, block); });
+          add(v2 + "/span=3", [=](int block) { return run(true, images, 3, block); });
       }
     }
   }
@@ -517,15 +516,13 @@ TEST(Conv2dDeterminism, SameBitsEveryRun) {
   });
   const auto one_image = run_v2(k::conv2d_workspace_bytes<float>(sh, 1));
   EXPECT_TRUE(same_bits(one_image[2], first_v2[2])) << "dw with one image per chunk";
-  // The GPU's launch shape (a thread per column) and five threads per row
-  // give the same bits as the backend's choice: each pixel sums its taps in
-  // one order.
-  for (int threads : {0, 5}) {
-    k::set_row_threads(threads);
+  // The GPU's launch shape (one column per thread) and a span of 5 give the
+  // same bits as the backend's choice: each pixel sums its taps in one order.
+  for (int span : {1, 5}) {
+    k::set_columns_per_thread(span);
     const auto other = run_v2(ws);
-    k::set_row_threads(-1);
-    for (int i = 0; i < 4; ++i)
-      EXPECT_TRUE(same_bits(other[i], first_v2[i])) << names[i] << ", " << threads << " threads per row";
+    k::set_columns_per_thread(0);
+    for (int i = 0; i < 4; ++i) EXPECT_TRUE(same_bits(other[i], first_v2[i])) << names[i] << ", span " << span;
   }
 }
 
@@ -755,6 +752,10 @@ TEST(Conv2dArguments, BadPointersBlocksWorkspacesAndHandles) {
       k::conv2d_backward_bias_v2_reduce<float>(sh, p, p, false, nullptr, block);
     }, "block must be");
   }
+  // col2im's __launch_bounds__(512): larger blocks could not launch on a GPU.
+  expect_invalid([&] {
+    k::conv2d_backward_data_v2_im2col<float>(sh, p, p, p, false, p, ws, h, nullptr, 1024);
+  }, "conv2d_backward_data_v2_im2col: block must be at most 512 (col2im's registers), not 1024");
   // Workspace: too small, or null.
   expect_invalid([&] {
     k::conv2d_forward_v2_im2col<float>(sh, p, p, p, p, w, ws - 1, h, nullptr);

@@ -38,9 +38,9 @@ TEST(BackendDefaults, RowsDifferWhereTheBackendsDo) {
   EXPECT_STREQ(g.name, "gpu");
   EXPECT_STREQ(s.name, "sim");
   EXPECT_EQ(g.grid_threads, 1LL << 19);
-  EXPECT_EQ(g.row_threads, 0);  // a thread per column: a warp on 32 consecutive columns
+  EXPECT_EQ(g.row_columns, 1);  // coalesced: a warp on 32 consecutive columns
   EXPECT_EQ(g.stft, k::StftDefault::cufft_f64);
-  EXPECT_EQ(s.row_threads, 1);  // a thread walks the row
+  EXPECT_EQ(s.row_columns, 0);  // the whole row
   EXPECT_EQ(s.stft, k::StftDefault::kernel_f64);
   EXPECT_EQ(&k::defaults_named("gpu"), &g);
   EXPECT_EQ(&k::defaults_named("sim"), &s);
@@ -53,30 +53,28 @@ TEST(BackendDefaults, RowsDifferWhereTheBackendsDo) {
 }
 
 TEST(BackendDefaults, LaunchHelpersReadTheRowInForce) {
-  if (std::getenv("TIMBRE_MAX_GRID_THREADS") || std::getenv("TIMBRE_ROW_THREADS"))
+  if (std::getenv("TIMBRE_MAX_GRID_THREADS") || std::getenv("TIMBRE_COLUMNS_PER_THREAD"))
     GTEST_SKIP() << "single entries overridden by the environment";
   RestoreDefaults restore;
   k::use_defaults(k::gpu_defaults());
   EXPECT_EQ(k::max_grid_threads(), 1LL << 19);
-  EXPECT_EQ(k::row_threads(), 0);
+  EXPECT_EQ(k::columns_per_thread(100), 1);
+  EXPECT_EQ(k::row_launch(4, 7, 100, 128).span, 1);
   EXPECT_EQ(k::row_launch(4, 7, 100, 128).tile.x, 32u);  // a warp along the row
-  EXPECT_EQ(k::row_launch(4, 7, 100, 128).grid.x, 4u);   // 4 x 32 threads cover 100 columns
   k::use_defaults(k::sim_defaults());
   EXPECT_EQ(k::max_grid_threads(), 1LL << 31);
-  EXPECT_EQ(k::row_threads(), 1);
+  EXPECT_EQ(k::columns_per_thread(100), 100);
   EXPECT_EQ(k::row_launch(4, 7, 100, 128).tile.x, 1u);  // a thread per row
-  EXPECT_EQ(k::row_launch(4, 7, 100, 128).grid.x, 1u);
-  k::set_row_threads(3);  // a test's override wins over the row
-  EXPECT_EQ(k::row_threads(), 3);
-  EXPECT_EQ(k::row_launch(4, 7, 100, 128).grid.x, 3u);
-  k::set_row_threads(-1);
-  EXPECT_EQ(k::row_threads(), 1);
+  k::set_columns_per_thread(3);  // a test's override wins over the row
+  EXPECT_EQ(k::columns_per_thread(100), 3);
+  k::set_columns_per_thread(0);
+  EXPECT_EQ(k::columns_per_thread(100), 100);
 }
 
 TEST(BackendDefaults, DescriptionNamesEveryEntryWithBothValues) {
   const std::string d = k::describe_defaults();
-  for (const char* s : {"grid_threads = ", "row_threads = ", "stft = ", "gpu: 524288",
-                        "sim: 2147483648", "gpu: cufft_f64, sim: kernel_f64", "gpu: one per column, sim: 1"})
+  for (const char* s : {"grid_threads = ", "row_columns = ", "stft = ", "gpu: 524288",
+                        "sim: 2147483648", "gpu: cufft_f64, sim: kernel_f64", "gpu: 1, sim: whole row"})
     EXPECT_NE(d.find(s), std::string::npos) << s << " not in:\n" << d;
 }
 
