@@ -70,8 +70,8 @@ void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, doubl
           const Tensor& A, int lda, const Tensor& B, int ldb, double beta, Tensor& C, int ldc) {
   dispatch(C.dtype(), [&](auto t) {
     using T = decltype(t);
-    kernels::gemm(cublas(), ta, tb, m, n, k, T(alpha), A.data<T>(), lda, B.data<T>(), ldb,
-                  T(beta), C.data<T>(), ldc);
+    kernels::gemm(cublas(), {ta, tb, m, n, k, lda, ldb, ldc}, T(alpha), A.data<T>(), B.data<T>(),
+                  T(beta), C.data<T>());
   });
 }
 

@@ -734,8 +734,8 @@ void conv2d_backward_filter_v2_im2col(const Conv2dShape& shape, const T* d_x, co
     for (int i = 0; i < count; ++i) {
       const int n = n0 + i;
       const T beta = (n == 0 && !accumulate) ? T(0) : T(1);
-      gemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, CRS, d.K, PQ, T(1), col + i * col_step, PQ,
-           d_dy + n * image_y, PQ, beta, d_dw, CRS);
+      gemm(handle, {CUBLAS_OP_T, CUBLAS_OP_N, CRS, d.K, PQ, PQ, PQ, CRS}, T(1),
+           col + i * col_step, d_dy + n * image_y, beta, d_dw);
     }
   }
 }
