@@ -195,8 +195,9 @@ Variable conv2d(const Variable& x, const Variable& w, const Variable& b, Conv2dO
       T* db = v[2].defined() && v[2].requires_grad()
                   ? v[2].grad_for_update(&acc_b).template data<T>()
                   : nullptr;
-      kernels::conv2d_backward_v2_im2col<T>(cs, X.data<T>(), Wt.data<T>(), dY.data<T>(), dx, acc_x,
-                                            dw, acc_w, db, acc_b,
+      kernels::conv2d_backward_v2_im2col<T>(cs,
+                                            {X.data<T>(), Wt.data<T>(), dY.data<T>(), dx, dw, db},
+                                            {acc_x, acc_w, acc_b},
                                             ws.defined() ? ws.data<T>() : nullptr, ws.bytes(),
                                             cublas(), stream());
     });
