@@ -320,7 +320,7 @@ Variable max_pool2d(const Variable& x, kernels::PoolWindow pw) {
     Tensor& g = v[0].grad_for_update(&acc);
     dispatch(dY.dtype(), [&](auto t) {
       using T = decltype(t);
-      kernels::max_pool2d_backward<T>(dY.data<T>(), argmax.data<int32_t>(), g.data<T>(), n, c, h,
+      kernels::max_pool2d_backward<T>({dY.data<T>(), argmax.data<int32_t>(), g.data<T>()}, n, c, h,
                                       w, pw, acc, stream());
     });
   });
