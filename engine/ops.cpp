@@ -633,8 +633,8 @@ Variable cross_entropy(const Variable& logits, const Tensor& labels) {
   Tensor bad = Tensor::empty(Shape{1}, DType::i32);
   dispatch(x.dtype(), [&](auto t) {
     using T = decltype(t);
-    kernels::cross_entropy_forward<T>(x.data<T>(), labels.data<int32_t>(), loss.data<T>(),
-                                      probs.data<T>(), row_loss.data<T>(), bad.data<int32_t>(),
+    kernels::cross_entropy_forward<T>({x.data<T>(), labels.data<int32_t>(), loss.data<T>(),
+                                       probs.data<T>(), row_loss.data<T>(), bad.data<int32_t>()},
                                       rows, cols, stream());
   });
   if (const int n_bad = bad.to_host<int32_t>()[0])
