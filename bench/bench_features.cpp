@@ -109,7 +109,7 @@ void BM_StftPowerF64(benchmark::State& state, timbre::kernels::StftF64Version ve
       d_p(size_t(n) * p.frames * (n_fft / 2 + 1));
   timbre::DeviceBuffer<double2> d_tw(k::fft_twiddles(n_fft));
   for (auto _ : state) {
-    k::launch_stft_power_f64(d_x.get(), seg, n, seg, d_w.get(), d_tw.get(), n_fft, p.hop,
+    k::launch_stft_power_f64({d_x.get(), seg, n, seg}, d_w.get(), d_tw.get(), {n_fft, p.hop},
                              d_p.get(), nullptr, block, version);
     CUDA_CHECK(cudaDeviceSynchronize());
   }

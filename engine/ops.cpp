@@ -70,8 +70,8 @@ void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, doubl
           const Tensor& A, int lda, const Tensor& B, int ldb, double beta, Tensor& C, int ldc) {
   dispatch(C.dtype(), [&](auto t) {
     using T = decltype(t);
-    kernels::gemm(cublas(), ta, tb, m, n, k, T(alpha), A.data<T>(), lda, B.data<T>(), ldb,
-                  T(beta), C.data<T>(), ldc);
+    kernels::gemm(cublas(), {ta, tb, m, n, k, lda, ldb, ldc}, T(alpha), A.data<T>(), B.data<T>(),
+                  T(beta), C.data<T>());
   });
 }
 
@@ -195,8 +195,9 @@ Variable conv2d(const Variable& x, const Variable& w, const Variable& b, Conv2dO
       T* db = v[2].defined() && v[2].requires_grad()
                   ? v[2].grad_for_update(&acc_b).template data<T>()
                   : nullptr;
-      kernels::conv2d_backward_v2_im2col<T>(cs, X.data<T>(), Wt.data<T>(), dY.data<T>(), dx, acc_x,
-                                            dw, acc_w, db, acc_b,
+      kernels::conv2d_backward_v2_im2col<T>(cs,
+                                            {X.data<T>(), Wt.data<T>(), dY.data<T>(), dx, dw, db},
+                                            {acc_x, acc_w, acc_b},
                                             ws.defined() ? ws.data<T>() : nullptr, ws.bytes(),
                                             cublas(), stream());
     });
@@ -318,7 +319,7 @@ Variable max_pool2d(const Variable& x, kernels::PoolWindow pw) {
     Tensor& g = v[0].grad_for_update(&acc);
     dispatch(dY.dtype(), [&](auto t) {
       using T = decltype(t);
-      kernels::max_pool2d_backward<T>(dY.data<T>(), argmax.data<int32_t>(), g.data<T>(), n, c, h,
+      kernels::max_pool2d_backward<T>({dY.data<T>(), argmax.data<int32_t>(), g.data<T>()}, n, c, h,
                                       w, pw, acc, stream());
     });
   });
@@ -631,8 +632,8 @@ Variable cross_entropy(const Variable& logits, const Tensor& labels) {
   Tensor bad = Tensor::empty(Shape{1}, DType::i32);
   dispatch(x.dtype(), [&](auto t) {
     using T = decltype(t);
-    kernels::cross_entropy_forward<T>(x.data<T>(), labels.data<int32_t>(), loss.data<T>(),
-                                      probs.data<T>(), row_loss.data<T>(), bad.data<int32_t>(),
+    kernels::cross_entropy_forward<T>({x.data<T>(), labels.data<int32_t>(), loss.data<T>(),
+                                       probs.data<T>(), row_loss.data<T>(), bad.data<int32_t>()},
                                       rows, cols, stream());
   });
   if (const int n_bad = bad.to_host<int32_t>()[0])

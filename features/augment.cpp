@@ -128,8 +128,9 @@ std::vector<float> time_stretch_batch(const float* y, int n_clips, std::size_t n
   kernels::window_sumsquare(d_window.get(), d_wss.get(), n_fft, hop, n_out, stream);
   DeviceBuffer<float> d_out(std::size_t(n_clips) * std::size_t(out_len));
   // cuFFT's C2R is unnormalised: scale 1/n_fft (exact, a power of two).
-  kernels::overlap_add(d_time.get(), d_window.get(), d_wss.get(), d_out.get(), n_clips, n_out,
-                       n_fft, hop, 1.f / float(n_fft), n_fft / 2, out_len, stream);
+  kernels::overlap_add({d_time.get(), d_window.get(), d_wss.get(), d_out.get()},
+                       {n_clips, n_out, n_fft, hop, n_fft / 2, out_len}, 1.f / float(n_fft),
+                       stream);
   return d_out.to_host();
 }
 

@@ -210,8 +210,8 @@ void LogMelPipeline::run_chunk(const float* d_clips, int n, float* d_out, cudaSt
   const k::MelBandsView view{band_start_.get(), band_length_.get(), band_offset_.get(),
                              band_weights_.get(), M, bins};
   if (fused_) {
-    k::launch_stft_mel_f64(d_clips, seg, n, seg, window_.get(), twiddles_.get(), params_.n_fft,
-                           params_.hop, view, mel_.get(), stream);
+    k::launch_stft_mel_f64({d_clips, seg, n, seg}, window_.get(), twiddles_.get(),
+                           {params_.n_fft, params_.hop}, view, mel_.get(), stream);
     return finish_chunk(n, d_out, stream);
   }
   if (fft_ == FftPath::f64) {
@@ -219,8 +219,8 @@ void LogMelPipeline::run_chunk(const float* d_clips, int n, float* d_out, cudaSt
     // (radix-2 stages in shared memory) beyond.
     const auto version = k::stft_f64_v2_supports(params_.n_fft) ? k::StftF64Version::v2_four_step
                                                                 : k::StftF64Version::v1_radix2;
-    k::launch_stft_power_f64(d_clips, seg, n, seg, window_.get(), twiddles_.get(), params_.n_fft,
-                             params_.hop, power_.get(), stream, 32, version);
+    k::launch_stft_power_f64({d_clips, seg, n, seg}, window_.get(), twiddles_.get(),
+                             {params_.n_fft, params_.hop}, power_.get(), stream, 32, version);
   } else if (fft_ == FftPath::cufft_f64) {
     stft64_->forward(d_clips, seg, n, spec64_.get(), stream);
     if (options_.mel == MelPath::gemm)

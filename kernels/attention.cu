@@ -153,7 +153,7 @@ void attention_forward(cublasHandle_t handle, int batch, int steps, int dim, int
 
   const int R = batch * steps;
   T* u = d_reserve;
-  gemm(handle, kT, kN, attn, R, dim, T(1), d_w, dim, d_hseq, dim, T(0), u, attn);
+  gemm(handle, {kT, kN, attn, R, dim, dim, dim, attn}, T(1), d_w, d_hseq, T(0), u);
   // The scores go straight into alpha; the softmax then runs in place.
   LAUNCH((attention_score_kernel<T>), blocks_for(R, block), block, 0, s,
          (long long)R, attn, u, d_b, d_v, d_alpha);
@@ -194,17 +194,17 @@ void attention_backward(cublasHandle_t handle, int batch, int steps, int dim, in
   LAUNCH((attention_score_backward_kernel<T>),
          blocks_for((long long)R * attn, block), block, 0, s, (long long)R, attn,
          u, d_v, de, dp);
-  if (d_dv) gemm(handle, kN, kN, attn, 1, R, T(1), u, attn, de, R, beta_for<T>(accumulate.v),
-                 d_dv, attn);
+  if (d_dv) gemm(handle, {kN, kN, attn, 1, R, attn, R, attn}, T(1), u, de,
+                 beta_for<T>(accumulate.v), d_dv);
   if (d_db) {
     fill<T>(ones, R, T(1), s, block);
-    gemm(handle, kN, kN, attn, 1, R, T(1), dp, attn, ones, R, beta_for<T>(accumulate.b), d_db,
-         attn);
+    gemm(handle, {kN, kN, attn, 1, R, attn, R, attn}, T(1), dp, ones, beta_for<T>(accumulate.b),
+         d_db);
   }
-  if (d_dw) gemm(handle, kN, kT, dim, attn, R, T(1), d_hseq, dim, dp, attn,
-                 beta_for<T>(accumulate.w), d_dw, dim);
+  if (d_dw) gemm(handle, {kN, kT, dim, attn, R, dim, attn, dim}, T(1), d_hseq, dp,
+                 beta_for<T>(accumulate.w), d_dw);
   // The kernel above assigned or accumulated alpha * dout; the W path adds.
-  if (d_dhseq) gemm(handle, kN, kN, dim, R, attn, T(1), d_w, dim, dp, attn, T(1), d_dhseq, dim);
+  if (d_dhseq) gemm(handle, {kN, kN, dim, R, attn, dim, attn, dim}, T(1), d_w, dp, T(1), d_dhseq);
 }
 // ===========================================================================
 // CPU references: the formulas of the header, one loop nest each, in double.

@@ -15,13 +15,19 @@ namespace timbre::kernels {
 constexpr cublasOperation_t kN = CUBLAS_OP_N;
 constexpr cublasOperation_t kT = CUBLAS_OP_T;
 
+// The shape of one column-major GEMM, C = alpha op(A) op(B) + beta C, in
+// cuBLAS's terms. Aggregate: GemmShape{ta, tb, m, n, k, lda, ldb, ldc}.
+struct GemmShape {
+  cublasOperation_t ta, tb;  // op(A), op(B): kN (as stored) or kT (transposed)
+  int m, n, k;               // C is m x n, op(A) m x k, op(B) k x n
+  int lda, ldb, ldc;         // leading dimensions: elements between columns of A, B, C
+};
+
 // C = alpha op(A) op(B) + beta C, column-major, alpha and beta on the host.
-void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-          float alpha, const float* A, int lda, const float* B, int ldb, float beta, float* C,
-          int ldc);
-void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-          double alpha, const double* A, int lda, const double* B, int ldb, double beta,
-          double* C, int ldc);
+void gemm(cublasHandle_t h, const GemmShape& g, float alpha, const float* A, const float* B,
+          float beta, float* C);
+void gemm(cublasHandle_t h, const GemmShape& g, double alpha, const double* A, const double* B,
+          double beta, double* C);
 
 // beta for a GEMM that assigns (0) or accumulates (1) into C.
 template <class T>

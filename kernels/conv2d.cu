@@ -734,8 +734,8 @@ void conv2d_backward_filter_v2_im2col(const Conv2dShape& shape, const T* d_x, co
     for (int i = 0; i < count; ++i) {
       const int n = n0 + i;
       const T beta = (n == 0 && !accumulate) ? T(0) : T(1);
-      gemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, CRS, d.K, PQ, T(1), col + i * col_step, PQ,
-           d_dy + n * image_y, PQ, beta, d_dw, CRS);
+      gemm(handle, {CUBLAS_OP_T, CUBLAS_OP_N, CRS, d.K, PQ, PQ, PQ, CRS}, T(1),
+           col + i * col_step, d_dy + n * image_y, beta, d_dw);
     }
   }
 }
@@ -753,30 +753,28 @@ void conv2d_backward_bias_v2_reduce(const Conv2dShape& shape, const T* d_dy, T* 
 }
 
 template <class T>
-void conv2d_backward_v2_im2col(const Conv2dShape& shape, const T* d_x, const T* d_w,
-                               const T* d_dy, T* d_dx, bool accumulate_dx, T* d_dw,
-                               bool accumulate_dw, T* d_db, bool accumulate_db, T* d_workspace,
-                               size_t workspace_bytes, cublasHandle_t handle, cudaStream_t stream,
-                               int block) {
+void conv2d_backward_v2_im2col(const Conv2dShape& shape, const Conv2dGradTensors<T>& t,
+                               Conv2dAccumulate acc, T* d_workspace, size_t workspace_bytes,
+                               cublasHandle_t handle, cudaStream_t stream, int block) {
   const char* op = "conv2d_backward_v2_im2col";
   // Every argument is checked before anything runs, so a bad one leaves all
   // three gradients untouched.
   shape.validate(op);
   check_block(op, block);
-  check_pointer(op, d_dy, "d_dy");
-  if (d_dx) check_pointer(op, d_w, "d_w (needed for d_dx)");
-  if (d_dw) check_pointer(op, d_x, "d_x (needed for d_dw)");
-  if (d_dx || d_dw) {
+  check_pointer(op, t.dy, "d_dy");
+  if (t.dx) check_pointer(op, t.w, "d_w (needed for d_dx)");
+  if (t.dw) check_pointer(op, t.x, "d_x (needed for d_dw)");
+  if (t.dx || t.dw) {
     check_handle(op, handle, stream);
     chunk_images(op, shape, d_workspace, workspace_bytes);
   }
-  if (d_dw)
-    conv2d_backward_filter_v2_im2col(shape, d_x, d_dy, d_dw, accumulate_dw, d_workspace,
+  if (t.dw)
+    conv2d_backward_filter_v2_im2col(shape, t.x, t.dy, t.dw, acc.dw, d_workspace,
                                      workspace_bytes, handle, stream, block);
-  if (d_dx)
-    conv2d_backward_data_v2_im2col(shape, d_w, d_dy, d_dx, accumulate_dx, d_workspace,
-                                   workspace_bytes, handle, stream, block);
-  if (d_db) conv2d_backward_bias_v2_reduce(shape, d_dy, d_db, accumulate_db, stream, block);
+  if (t.dx)
+    conv2d_backward_data_v2_im2col(shape, t.w, t.dy, t.dx, acc.dx, d_workspace, workspace_bytes,
+                                   handle, stream, block);
+  if (t.db) conv2d_backward_bias_v2_reduce(shape, t.dy, t.db, acc.db, stream, block);
 }
 
 // ===========================================================================
@@ -837,9 +835,9 @@ Cost conv2d_im2col_cost(const Conv2dShape& s, int elem) {
                                                     cudaStream_t, int);                         \
   template void conv2d_backward_bias_v2_reduce<T>(const Conv2dShape&, const T*, T*, bool,      \
                                                   cudaStream_t, int);                           \
-  template void conv2d_backward_v2_im2col<T>(const Conv2dShape&, const T*, const T*, const T*, \
-                                             T*, bool, T*, bool, T*, bool, T*, size_t,          \
-                                             cublasHandle_t, cudaStream_t, int);                \
+  template void conv2d_backward_v2_im2col<T>(const Conv2dShape&, const Conv2dGradTensors<T>&,  \
+                                             Conv2dAccumulate, T*, size_t, cublasHandle_t,      \
+                                             cudaStream_t, int);                                \
   template void conv2d_forward_cpu<T>(const Conv2dShape&, const T*, const T*, const T*, T*);   \
   template void conv2d_backward_data_cpu<T>(const Conv2dShape&, const T*, const T*, T*, bool); \
   template void conv2d_backward_filter_cpu<T>(const Conv2dShape&, const T*, const T*, T*,      \

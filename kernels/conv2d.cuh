@@ -186,17 +186,34 @@ template <class T>
 void conv2d_backward_bias_v2_reduce(const Conv2dShape& shape, const T* d_dy, T* d_db,
                                     bool accumulate, cudaStream_t stream, int block = 256);
 
-// All three gradients. Any of d_dx, d_dw, d_db may be null to skip it; d_x
-// is read only for dw, d_w only for dx, and the handle and workspace only for
+// The tensors of the combined backward pass (device pointers). Aggregate:
+// Conv2dGradTensors<T>{x, w, dy, dx, dw, db}.
+template <class T>
+struct Conv2dGradTensors {
+  const T* x;   // input (N, C, H, W); read only for dw (may be null without dw)
+  const T* w;   // weight (K, C, R, S); read only for dx (may be null without dx)
+  const T* dy;  // dL/dy (N, K, P, Q), the upstream gradient
+  T* dx;        // dL/dx (N, C, H, W), or null to skip it
+  T* dw;        // dL/dw (K, C, R, S), or null to skip it
+  T* db;        // dL/db (K), or null to skip it
+};
+
+// Backward: false assigns a gradient, true adds to it.
+struct Conv2dAccumulate {
+  bool dx = false;
+  bool dw = false;
+  bool db = false;
+};
+
+// All three gradients. Any of t.dx, t.dw, t.db may be null to skip it; t.x
+// is read only for dw, t.w only for dx, and the handle and workspace only for
 // dx and dw (each may be null otherwise). Each gradient has its own
 // accumulate flag. All arguments are checked before anything runs. Order:
 // dw, then dx (both use the workspace), then db.
 template <class T>
-void conv2d_backward_v2_im2col(const Conv2dShape& shape, const T* d_x, const T* d_w,
-                               const T* d_dy, T* d_dx, bool accumulate_dx, T* d_dw,
-                               bool accumulate_dw, T* d_db, bool accumulate_db, T* d_workspace,
-                               size_t workspace_bytes, cublasHandle_t handle, cudaStream_t stream,
-                               int block = 256);
+void conv2d_backward_v2_im2col(const Conv2dShape& shape, const Conv2dGradTensors<T>& t,
+                               Conv2dAccumulate acc, T* d_workspace, size_t workspace_bytes,
+                               cublasHandle_t handle, cudaStream_t stream, int block = 256);
 
 // ---------------------------------------------------------------------------
 // CPU references: the textbook loops of the formulas above, accumulating in

@@ -236,7 +236,7 @@ void gru_forward(cublasHandle_t handle, int batch, int steps, int input, int hid
   T* gx = d_workspace;
   T* gh = gx + size_t(R) * G;
 
-  gemm(handle, kT, kN, G, R, I, T(1), d_w_ih, I, d_x, I, T(0), gx, G);
+  gemm(handle, {kT, kN, G, R, I, I, I, G}, T(1), d_w_ih, d_x, T(0), gx);
   for (int step = 0; step < S; ++step) {
     const int t = reverse ? S - 1 - step : step;
     // h_prev: h0 (maybe null) first, then the row the previous step wrote.
@@ -247,7 +247,7 @@ void gru_forward(cublasHandle_t handle, int batch, int steps, int input, int hid
       h_prev_stride = (long long)S * H;
     }
     if (h_prev)
-      gemm(handle, kT, kN, G, B, H, T(1), d_w_hh, H, h_prev, int(h_prev_stride), T(0), gh, G);
+      gemm(handle, {kT, kN, G, B, H, H, int(h_prev_stride), G}, T(1), d_w_hh, h_prev, T(0), gh);
     gru_gates_forward<T>(B, H, gx + size_t(t) * G, (long long)S * G, h_prev ? gh : nullptr,
                          d_b_ih, d_b_hh, h_prev, h_prev_stride, d_hseq + size_t(t) * H,
                          (long long)S * H, step == S - 1 ? d_h_last : nullptr,
@@ -291,7 +291,7 @@ void gru_backward(cublasHandle_t handle, int batch, int steps, int input, int hi
                           dgh + size_t(t) * G, (long long)S * G, need_dh_prev ? dh : nullptr, s,
                           block);
     if (need_dh_prev)
-      gemm(handle, kN, kN, H, B, G, T(1), d_w_hh, H, dgh + size_t(t) * G, S * G, T(1), dh, H);
+      gemm(handle, {kN, kN, H, B, G, H, S * G, H}, T(1), d_w_hh, dgh + size_t(t) * G, T(1), dh);
   }
 
   if (d_dh0) {
@@ -301,18 +301,19 @@ void gru_backward(cublasHandle_t handle, int batch, int steps, int input, int hi
       CUDA_CHECK(cudaMemcpyAsync(d_dh0, dh, size_t(B) * H * sizeof(T), cudaMemcpyDeviceToDevice,
                                  s));
   }
-  if (d_dx) gemm(handle, kN, kN, I, R, G, T(1), d_w_ih, I, dgx, G, beta_for<T>(accumulate.dx),
-                 d_dx, I);
-  if (d_dw_ih) gemm(handle, kN, kT, I, G, R, T(1), d_x, I, dgx, G, beta_for<T>(accumulate.w_ih),
-                    d_dw_ih, I);
+  if (d_dx) gemm(handle, {kN, kN, I, R, G, I, G, I}, T(1), d_w_ih, dgx, beta_for<T>(accumulate.dx),
+                 d_dx);
+  if (d_dw_ih) gemm(handle, {kN, kT, I, G, R, I, G, I}, T(1), d_x, dgx,
+                    beta_for<T>(accumulate.w_ih), d_dw_ih);
   // h_prev of every (b, t) is column kGruSavedHPrev*H of its reserve row.
-  if (d_dw_hh) gemm(handle, kN, kT, H, G, R, T(1), d_reserve + size_t(kGruSavedHPrev) * H, W, dgh,
-                    G, beta_for<T>(accumulate.w_hh), d_dw_hh, H);
+  if (d_dw_hh) gemm(handle, {kN, kT, H, G, R, W, G, H}, T(1),
+                    d_reserve + size_t(kGruSavedHPrev) * H, dgh, beta_for<T>(accumulate.w_hh),
+                    d_dw_hh);
   if (d_db_ih || d_db_hh) fill<T>(ones, R, T(1), s, block);
-  if (d_db_ih) gemm(handle, kN, kN, G, 1, R, T(1), dgx, G, ones, R, beta_for<T>(accumulate.b_ih),
-                    d_db_ih, G);
-  if (d_db_hh) gemm(handle, kN, kN, G, 1, R, T(1), dgh, G, ones, R, beta_for<T>(accumulate.b_hh),
-                    d_db_hh, G);
+  if (d_db_ih) gemm(handle, {kN, kN, G, 1, R, G, R, G}, T(1), dgx, ones,
+                    beta_for<T>(accumulate.b_ih), d_db_ih);
+  if (d_db_hh) gemm(handle, {kN, kN, G, 1, R, G, R, G}, T(1), dgh, ones,
+                    beta_for<T>(accumulate.b_hh), d_db_hh);
 }
 
 // ===========================================================================

@@ -45,16 +45,16 @@ unsigned blocks_for(long long n, int block) {
   return unsigned(std::min(blocks, cap));
 }
 
-void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-          float alpha, const float* A, int lda, const float* B, int ldb, float beta, float* C,
-          int ldc) {
-  CUBLAS_CHECK(cublasSgemm(h, ta, tb, m, n, k, &alpha, A, lda, B, ldb, &beta, C, ldc));
+void gemm(cublasHandle_t h, const GemmShape& g, float alpha, const float* A, const float* B,
+          float beta, float* C) {
+  CUBLAS_CHECK(cublasSgemm(h, g.ta, g.tb, g.m, g.n, g.k, &alpha, A, g.lda, B, g.ldb, &beta, C,
+                           g.ldc));
 }
 
-void gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-          double alpha, const double* A, int lda, const double* B, int ldb, double beta,
-          double* C, int ldc) {
-  CUBLAS_CHECK(cublasDgemm(h, ta, tb, m, n, k, &alpha, A, lda, B, ldb, &beta, C, ldc));
+void gemm(cublasHandle_t h, const GemmShape& g, double alpha, const double* A, const double* B,
+          double beta, double* C) {
+  CUBLAS_CHECK(cublasDgemm(h, g.ta, g.tb, g.m, g.n, g.k, &alpha, A, g.lda, B, g.ldb, &beta, C,
+                           g.ldc));
 }
 
 void check_handle(const char* op, cublasHandle_t handle, cudaStream_t stream) {

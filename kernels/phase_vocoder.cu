@@ -86,9 +86,12 @@ void window_sumsquare_cpu(const float* window, float* wss, int n_fft, int hop, i
   for (long long j = 0; j < len; ++j) wss[j] = float(acc[size_t(j)]);
 }
 
-void overlap_add_cpu(const float* frames, const float* window, const float* wss, float* out,
-                     int n_clips, int n_frames, int n_fft, int hop, float scale, long long offset,
-                     long long out_len) {
+void overlap_add_cpu(const OverlapAddTensors& t, const OverlapAddShape& shape, float scale) {
+  const float *frames = t.frames, *window = t.window, *wss = t.wss;
+  float* out = t.out;
+  const int n_clips = shape.n_clips, n_frames = shape.n_frames, n_fft = shape.n_fft,
+            hop = shape.hop;
+  const long long offset = shape.offset, out_len = shape.out_len;
   const long long len = wss_length(n_fft, hop, n_frames);
   std::vector<double> acc(static_cast<size_t>(len));
   for (int c = 0; c < n_clips; ++c) {
@@ -288,10 +291,14 @@ void window_sumsquare(const float* d_window, float* d_wss, int n_fft, int hop, i
          hop, n_frames, unsigned(len));
 }
 
-void overlap_add(const float* d_frames, const float* d_window, const float* d_wss, float* d_out,
-                 int n_clips, int n_frames, int n_fft, int hop, float scale, long long offset,
-                 long long out_len, cudaStream_t s, int block) {
+void overlap_add(const OverlapAddTensors& t, const OverlapAddShape& shape, float scale,
+                 cudaStream_t s, int block) {
   const char* op = "overlap_add";
+  const float *d_frames = t.frames, *d_window = t.window, *d_wss = t.wss;
+  float* d_out = t.out;
+  const int n_clips = shape.n_clips, n_frames = shape.n_frames, n_fft = shape.n_fft,
+            hop = shape.hop;
+  const long long offset = shape.offset, out_len = shape.out_len;
   check_block(op, block);
   check_at_least(op, "n_clips", n_clips, 0);
   check_at_least(op, "n_frames", n_frames, 1);

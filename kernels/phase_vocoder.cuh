@@ -61,7 +61,7 @@
 //   overlap-add  out[c, i] = (sum_f window[k] * scale * frames[c, f, k]) / wss[j]
 //     with j = i + offset, k = j - f*hop in [0, n_fft), f < n_frames; the
 //     division only where wss[j] > FLT_MIN (librosa's `tiny`), and none
-//     when d_wss is null or j is past the wss length. For istft: frames =
+//     when wss is null or j is past the wss length. For istft: frames =
 //     cuFFT C2R outputs (unnormalised), scale = 1/n_fft, offset = n_fft/2
 //     (the centre padding), out_len = the requested length (samples past the
 //     last frame are 0).
@@ -101,6 +101,28 @@ constexpr long long wss_length(int n_fft, int hop, int n_frames) {
 // rate 1 is the identity to float precision).
 enum class PhaseAccumulator { librosa_float32, wrapped_double };
 
+// The tensors of one overlap-add: device pointers for overlap_add, host
+// pointers for overlap_add_cpu. Aggregate: OverlapAddTensors{frames, window,
+// wss, out}.
+struct OverlapAddTensors {
+  const float* frames;  // n_clips*n_frames*n_fft: [clip][frame][tap]
+  const float* window;  // n_fft taps: the synthesis window
+  const float* wss;     // the window sum-square, wss_length(n_fft, hop, n_frames) values, or
+                        // null (no division)
+  float* out;           // n_clips*out_len: [clip][sample]
+};
+
+// The geometry of one overlap-add (see the inverse STFT above). Aggregate:
+// OverlapAddShape{n_clips, n_frames, n_fft, hop, offset, out_len}.
+struct OverlapAddShape {
+  int n_clips;        // clips in the batch (0: nothing to do)
+  int n_frames;       // frames per clip
+  int n_fft;          // taps per frame
+  int hop;            // samples between the starts of consecutive frames
+  long long offset;   // output sample i is the sum at j = i + offset (istft: n_fft/2)
+  long long out_len;  // output samples per clip
+};
+
 // A launch uses at most max_grid_threads() threads (kernels/grid.h); a
 // grid-stride loop does the rest.
 
@@ -115,11 +137,10 @@ void phase_vocoder(const float2* d_spec, float2* d_out, int n_clips, int n_cols,
 void window_sumsquare(const float* d_window, float* d_wss, int n_fft, int hop, int n_frames,
                       cudaStream_t s, int block = 256);
 
-// d_frames: n_clips*n_frames*n_fft; d_out: n_clips*out_len; d_wss may be null
-// (no normalisation), else wss_length(n_fft, hop, n_frames) values.
-void overlap_add(const float* d_frames, const float* d_window, const float* d_wss, float* d_out,
-                 int n_clips, int n_frames, int n_fft, int hop, float scale, long long offset,
-                 long long out_len, cudaStream_t s, int block = 256);
+// out = the overlap-add of scale * window * frames (see above); t.wss may be
+// null (no normalisation).
+void overlap_add(const OverlapAddTensors& t, const OverlapAddShape& shape, float scale,
+                 cudaStream_t s, int block = 256);
 
 // ---------------------------------------------------------------------------
 // References: plain loops. phase_vocoder_cpu follows the same dtype recipe
@@ -129,9 +150,7 @@ void phase_vocoder_cpu(const float2* spec, float2* out, int n_clips, int n_cols,
                        double rate, int hop,
                        PhaseAccumulator acc = PhaseAccumulator::librosa_float32);
 void window_sumsquare_cpu(const float* window, float* wss, int n_fft, int hop, int n_frames);
-void overlap_add_cpu(const float* frames, const float* window, const float* wss, float* out,
-                     int n_clips, int n_frames, int n_fft, int hop, float scale, long long offset,
-                     long long out_len);
+void overlap_add_cpu(const OverlapAddTensors& t, const OverlapAddShape& shape, float scale);
 
 // ---------------------------------------------------------------------------
 // Costs, for benchmarks. Phase vocoder per output value: two |.|, two

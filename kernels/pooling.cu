@@ -52,8 +52,11 @@ void max_pool2d_forward_cpu(const T* x, T* y, int* argmax, int n, int c, int h, 
 }
 
 template <class T>
-void max_pool2d_backward_cpu(const T* dy, const int* argmax, T* dx, int n, int c, int h, int w,
+void max_pool2d_backward_cpu(const MaxPoolGradTensors<T>& t, int n, int c, int h, int w,
                              PoolWindow p, bool accumulate) {
+  const T* dy = t.dy;
+  const int* argmax = t.argmax;
+  T* dx = t.dx;
   const int oh = pool_out_size(h, p.kh, p.sh), ow = pool_out_size(w, p.kw, p.sw);
   const long long hw = (long long)h * w;
   std::vector<double> g(static_cast<size_t>(hw));
@@ -425,9 +428,12 @@ void max_pool2d_forward(const T* d_x, T* d_y, int* d_argmax, int n, int c, int h
 }
 
 template <class T>
-void max_pool2d_backward(const T* d_dy, const int* d_argmax, T* d_dx, int n, int c, int h, int w,
-                         PoolWindow p, bool accumulate, cudaStream_t s, int block) {
+void max_pool2d_backward(const MaxPoolGradTensors<T>& t, int n, int c, int h, int w, PoolWindow p,
+                         bool accumulate, cudaStream_t s, int block) {
   const char* op = "max_pool2d_backward";
+  const T* d_dy = t.dy;
+  const int* d_argmax = t.argmax;
+  T* d_dx = t.dx;
   const PoolGeometry g = pool_geometry(op, n, c, h, w, p, block);
   if (n == 0) return;
   check_pointer(op, d_dy, "d_dy");
@@ -514,8 +520,8 @@ void global_avg_pool_backward(const T* d_dy, T* d_dx, int n, int c, int h, int w
 #define TIMBRE_POOLING_INSTANTIATE(T)                                                           \
   template void max_pool2d_forward<T>(const T*, T*, int*, int, int, int, int, PoolWindow,       \
                                       cudaStream_t, int);                                       \
-  template void max_pool2d_backward<T>(const T*, const int*, T*, int, int, int, int, PoolWindow, \
-                                       bool, cudaStream_t, int);                                \
+  template void max_pool2d_backward<T>(const MaxPoolGradTensors<T>&, int, int, int, int,        \
+                                       PoolWindow, bool, cudaStream_t, int);                    \
   template void avg_pool2d_forward<T>(const T*, T*, int, int, int, int, PoolWindow,             \
                                       cudaStream_t, int);                                       \
   template void avg_pool2d_backward<T>(const T*, T*, int, int, int, int, PoolWindow, bool,      \
@@ -525,7 +531,7 @@ void global_avg_pool_backward(const T* d_dy, T* d_dx, int n, int c, int h, int w
   template void global_avg_pool_backward<T>(const T*, T*, int, int, int, int, bool,             \
                                             cudaStream_t, int);                                 \
   template void max_pool2d_forward_cpu<T>(const T*, T*, int*, int, int, int, int, PoolWindow);  \
-  template void max_pool2d_backward_cpu<T>(const T*, const int*, T*, int, int, int, int,        \
+  template void max_pool2d_backward_cpu<T>(const MaxPoolGradTensors<T>&, int, int, int, int,    \
                                            PoolWindow, bool);                                   \
   template void avg_pool2d_forward_cpu<T>(const T*, T*, int, int, int, int, PoolWindow);        \
   template void avg_pool2d_backward_cpu<T>(const T*, T*, int, int, int, int, PoolWindow, bool); \

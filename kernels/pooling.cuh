@@ -67,6 +67,16 @@ struct PoolWindow {
   int sh, sw;  // stride between windows, rows and columns
 };
 
+// The tensors of max pooling's backward pass: device pointers for the
+// launcher, host pointers for the reference. Aggregate:
+// MaxPoolGradTensors<T>{dy, argmax, dx}.
+template <class T>
+struct MaxPoolGradTensors {
+  const T* dy;        // dL/dy, n*c*OH*OW: the upstream gradient
+  const int* argmax;  // n*c*OH*OW: the forward's argmax (an index within the input plane)
+  T* dx;              // dL/dx, n*c*h*w (=, or += when accumulate)
+};
+
 // Output length along one dimension (in >= k >= 1, s >= 1).
 constexpr int pool_out_size(int in, int k, int s) { return (in - k) / s + 1; }
 
@@ -88,8 +98,8 @@ template <class T>
 void max_pool2d_forward(const T* d_x, T* d_y, int* d_argmax, int n, int c, int h, int w,
                         PoolWindow p, cudaStream_t s, int block = 256);
 template <class T>
-void max_pool2d_backward(const T* d_dy, const int* d_argmax, T* d_dx, int n, int c, int h, int w,
-                         PoolWindow p, bool accumulate, cudaStream_t s, int block = 256);
+void max_pool2d_backward(const MaxPoolGradTensors<T>& t, int n, int c, int h, int w, PoolWindow p,
+                         bool accumulate, cudaStream_t s, int block = 256);
 
 template <class T>
 void avg_pool2d_forward(const T* d_x, T* d_y, int n, int c, int h, int w, PoolWindow p,
@@ -114,7 +124,7 @@ template <class T>
 void max_pool2d_forward_cpu(const T* x, T* y, int* argmax, int n, int c, int h, int w,
                             PoolWindow p);
 template <class T>
-void max_pool2d_backward_cpu(const T* dy, const int* argmax, T* dx, int n, int c, int h, int w,
+void max_pool2d_backward_cpu(const MaxPoolGradTensors<T>& t, int n, int c, int h, int w,
                              PoolWindow p, bool accumulate);
 template <class T>
 void avg_pool2d_forward_cpu(const T* x, T* y, int n, int c, int h, int w, PoolWindow p);

@@ -76,8 +76,11 @@ void log_softmax_backward_cpu(const T* y, const T* dy, T* dx, int rows, int cols
 }
 
 template <class T>
-double cross_entropy_forward_cpu(const T* logits, const int* labels, int rows, int cols,
-                                 T* probs, T* row_loss, int* bad_labels) {
+double cross_entropy_forward_cpu(const CrossEntropyForwardTensors<T>& t, int rows, int cols) {
+  const T* logits = t.logits;
+  const int* labels = t.labels;
+  T *probs = t.probs, *row_loss = t.row_loss;
+  int* bad_labels = t.bad_labels;
   double total = 0;
   int bad = 0;
   for (long long i = 0; i < rows; ++i) {
@@ -94,6 +97,7 @@ double cross_entropy_forward_cpu(const T* logits, const int* labels, int rows, i
     total += loss;
   }
   if (bad_labels) *bad_labels = bad;
+  if (t.loss) *t.loss = T(total / rows);
   return total / rows;
 }
 
@@ -435,10 +439,13 @@ void log_softmax_backward(const T* d_y, const T* d_dy, T* d_dx, int rows, int co
 }
 
 template <class T>
-void cross_entropy_forward(const T* d_logits, const int* d_labels, T* d_loss, T* d_probs,
-                           T* d_row_loss, int* d_bad_labels, int rows, int cols, cudaStream_t s,
-                           int block, RowStrategy strategy) {
+void cross_entropy_forward(const CrossEntropyForwardTensors<T>& t, int rows, int cols,
+                           cudaStream_t s, int block, RowStrategy strategy) {
   const char* op = "cross_entropy_forward";
+  const T* d_logits = t.logits;
+  const int* d_labels = t.labels;
+  T *d_loss = t.loss, *d_probs = t.probs, *d_row_loss = t.row_loss;
+  int* d_bad_labels = t.bad_labels;
   check_shape(op, rows, cols, block, /*min_rows=*/1);
   check_pointer(op, d_logits, "d_logits");
   check_pointer(op, d_labels, "d_labels");
@@ -478,7 +485,7 @@ void cross_entropy_backward(const T* d_probs, const int* d_labels, const T* d_dl
                                     RowStrategy);                                               \
   template void log_softmax_backward<T>(const T*, const T*, T*, int, int, bool, cudaStream_t,   \
                                         int, RowStrategy);                                      \
-  template void cross_entropy_forward<T>(const T*, const int*, T*, T*, T*, int*, int, int,      \
+  template void cross_entropy_forward<T>(const CrossEntropyForwardTensors<T>&, int, int,        \
                                          cudaStream_t, int, RowStrategy);                       \
   template void cross_entropy_backward<T>(const T*, const int*, const T*, T*, int, int, bool,   \
                                           cudaStream_t, int);                                   \
@@ -486,7 +493,7 @@ void cross_entropy_backward(const T* d_probs, const int* d_labels, const T* d_dl
   template void log_softmax_forward_cpu<T>(const T*, T*, int, int);                             \
   template void softmax_backward_cpu<T>(const T*, const T*, T*, int, int, bool);                \
   template void log_softmax_backward_cpu<T>(const T*, const T*, T*, int, int, bool);            \
-  template double cross_entropy_forward_cpu<T>(const T*, const int*, int, int, T*, T*, int*);   \
+  template double cross_entropy_forward_cpu<T>(const CrossEntropyForwardTensors<T>&, int, int); \
   template void cross_entropy_backward_cpu<T>(const T*, const int*, T, T*, int, int, bool);
 
 TIMBRE_SOFTMAX_INSTANTIATE(float)

@@ -86,22 +86,35 @@ void log_softmax_backward(const T* d_y, const T* d_dy, T* d_dx, int rows, int co
 
 // ---------------------------------------------------------------------------
 // Cross-entropy with integer labels, mean over rows.
-//
-// Forward writes:
-//   *d_loss        the mean loss L (one T);
-//   d_probs        softmax(logits), rows*cols T: what backward needs;
-//   d_row_loss     loss_i, rows T (workspace; kept for inspection);
-//   *d_bad_labels  the number of rows whose label is outside [0, cols). The
-//                  launcher sets it to 0 (on stream s) before counting, so
-//                  after the call it describes this batch only.
+
+// The tensors of the cross-entropy forward: device pointers for the
+// launcher, host pointers for the reference. Aggregate:
+// CrossEntropyForwardTensors<T>{logits, labels, loss, probs, row_loss, bad_labels}.
+template <class T>
+struct CrossEntropyForwardTensors {
+  const T* logits;    // rows*cols: the scores x, one row per example
+  const int* labels;  // rows: the class l_i of each example
+  T* loss;            // one T: the mean loss L
+  T* probs;           // rows*cols: softmax(logits), what backward needs
+  T* row_loss;        // rows: loss_i (workspace; kept for inspection)
+  int* bad_labels;    // one int: the number of rows whose label is outside [0, cols)
+};
+
+// Forward writes all four outputs of t:
+//   *t.loss        the mean loss L;
+//   t.probs        softmax(logits);
+//   t.row_loss     loss_i;
+//   *t.bad_labels  the count of bad labels. The launcher sets it to 0 (on
+//                  stream s) before counting, so after the call it
+//                  describes this batch only.
 // A bad label is never used as an index: its row's loss_i is NaN, so L is
-// NaN; its d_probs row is still the softmax. L is the mean of the loss_i
+// NaN; its probs row is still the softmax. L is the mean of the loss_i
 // summed in double by one block in a fixed order: the same inputs give the
 // same bits on every run, whatever the thread schedule.
 template <class T>
-void cross_entropy_forward(const T* d_logits, const int* d_labels, T* d_loss, T* d_probs,
-                           T* d_row_loss, int* d_bad_labels, int rows, int cols, cudaStream_t s,
-                           int block = 256, RowStrategy strategy = RowStrategy::automatic);
+void cross_entropy_forward(const CrossEntropyForwardTensors<T>& t, int rows, int cols,
+                           cudaStream_t s, int block = 256,
+                           RowStrategy strategy = RowStrategy::automatic);
 
 // dlogits_ij (=, or += when accumulate) (probs_ij - [j == l_i]) * (*d_dloss) / rows.
 // d_probs: what forward saved; d_dloss: the upstream gradient dL (a device
@@ -125,11 +138,10 @@ void softmax_backward_cpu(const T* y, const T* dy, T* dx, int rows, int cols, bo
 template <class T>
 void log_softmax_backward_cpu(const T* y, const T* dy, T* dx, int rows, int cols,
                               bool accumulate);
-// Returns L in double (NaN if a label is bad). probs (rows*cols), row_loss
-// (rows) and bad_labels (count) are written when not null.
+// Returns L in double (NaN if a label is bad). t.loss (L rounded to T),
+// t.probs, t.row_loss and t.bad_labels are written when not null.
 template <class T>
-double cross_entropy_forward_cpu(const T* logits, const int* labels, int rows, int cols,
-                                 T* probs, T* row_loss, int* bad_labels);
+double cross_entropy_forward_cpu(const CrossEntropyForwardTensors<T>& t, int rows, int cols);
 template <class T>
 void cross_entropy_backward_cpu(const T* probs, const int* labels, T dloss, T* dlogits, int rows,
                                 int cols, bool accumulate);

@@ -165,8 +165,10 @@ template void frame_window_cpu<float>(const float*, long long, int, long long, c
 template void frame_window_cpu<double>(const float*, long long, int, long long, const double*,
                                        int, int, double*);
 
-void stft_power_cpu(const float* signal, long long clip_stride, int n_clips, long long clip_len,
-                    const double* window, int n_fft, int hop, double* power) {
+void stft_power_cpu(ClipBatch clips, const double* window, StftFraming framing, double* power) {
+  const float* signal = clips.signal;
+  const long long clip_stride = clips.clip_stride, clip_len = clips.clip_len;
+  const int n_clips = clips.n_clips, n_fft = framing.n_fft, hop = framing.hop;
   const long long n_frames = stft_frames(clip_len, hop);
   const int bins = n_fft / 2 + 1;
   const double pi = 3.14159265358979323846;
@@ -831,11 +833,13 @@ void launch_v2(const V2Args& a, dim3 grid, dim3 block, size_t smem, cudaStream_t
 
 }  // namespace
 
-void launch_stft_power_f64(const float* signal, long long clip_stride, int n_clips,
-                           long long clip_len, const double* window, const double2* twiddles,
-                           int n_fft, int hop, double* power, cudaStream_t stream, int block,
+void launch_stft_power_f64(ClipBatch clips, const double* window, const double2* twiddles,
+                           StftFraming framing, double* power, cudaStream_t stream, int block,
                            StftF64Version version) {
   const char* fn = "launch_stft_power_f64";
+  const float* signal = clips.signal;
+  const long long clip_stride = clips.clip_stride, clip_len = clips.clip_len;
+  const int n_clips = clips.n_clips, n_fft = framing.n_fft, hop = framing.hop;
   check_block(fn, block);
   require(stft_f64_supports(n_fft), fn,
           "n_fft must be a power of two in [4, 4096], got " + std::to_string(n_fft));
@@ -891,11 +895,13 @@ void launch_stft_power_f64(const float* signal, long long clip_stride, int n_cli
   }
 }
 
-void launch_stft_mel_f64(const float* signal, long long clip_stride, int n_clips,
-                         long long clip_len, const double* window, const double2* twiddles,
-                         int n_fft, int hop, MelBandsView bands, double* mel,
+void launch_stft_mel_f64(ClipBatch clips, const double* window, const double2* twiddles,
+                         StftFraming framing, MelBandsView bands, double* mel,
                          cudaStream_t stream, int block) {
   const char* fn = "launch_stft_mel_f64";
+  const float* signal = clips.signal;
+  const long long clip_stride = clips.clip_stride, clip_len = clips.clip_len;
+  const int n_clips = clips.n_clips, n_fft = framing.n_fft, hop = framing.hop;
   check_block(fn, block);
   require(stft_f64_supports(n_fft) && n_fft / 2 <= kV3MaxM, fn,
           "n_fft must be a power of two in [4, " + std::to_string(2 * kV3MaxM) + "], got " +

@@ -35,6 +35,23 @@
 namespace timbre::kernels {
 
 // ---------------------------------------------------------------------------
+// The input of an STFT: a batch of clips in one float buffer, clip c's
+// sample i at signal[c*clip_stride + i], 0 <= i < clip_len. Aggregate:
+// ClipBatch{signal, clip_stride, n_clips, clip_len}.
+struct ClipBatch {
+  const float* signal;    // the samples: device memory (host for the references)
+  long long clip_stride;  // samples from the start of one clip to the next (>= clip_len)
+  int n_clips;            // clips in the batch (0: nothing to do)
+  long long clip_len;     // samples per clip
+};
+
+// The frames of a center=True STFT. Aggregate: StftFraming{n_fft, hop}.
+struct StftFraming {
+  int n_fft;  // taps per frame, and the length of its FFT
+  int hop;    // samples between the starts of consecutive frames
+};
+
+// ---------------------------------------------------------------------------
 // Framing.
 
 // Framing for a batched STFT with center=True and zero padding (librosa
@@ -112,10 +129,8 @@ constexpr long long stft_frames(long long clip_len, int hop) { return 1 + clip_l
 // block >= R1 <= 16: any block). v1/v2: few threads per frame (32) keep
 // simcuda's barrier cost low.
 enum class StftF64Version { v1_radix2, v2_four_step, v3_thread_per_frame };
-void launch_stft_power_f64(const float* signal, long long clip_stride, int n_clips,
-                           long long clip_len, const double* window, const double2* twiddles,
-                           int n_fft, int hop, double* power, cudaStream_t stream,
-                           int block = 32,
+void launch_stft_power_f64(ClipBatch clips, const double* window, const double2* twiddles,
+                           StftFraming framing, double* power, cudaStream_t stream, int block = 32,
                            StftF64Version version = StftF64Version::v2_four_step);
 
 // v3 fused with the banded mel projection (the sim build's default path):
@@ -126,9 +141,8 @@ void launch_stft_power_f64(const float* signal, long long clip_stride, int n_cli
 // through global memory (8 KB per frame less written and read back).
 // n_fft: a power of two in [4, 2048].
 struct MelBandsView;
-void launch_stft_mel_f64(const float* signal, long long clip_stride, int n_clips,
-                         long long clip_len, const double* window, const double2* twiddles,
-                         int n_fft, int hop, MelBandsView bands, double* mel,
+void launch_stft_mel_f64(ClipBatch clips, const double* window, const double2* twiddles,
+                         StftFraming framing, MelBandsView bands, double* mel,
                          cudaStream_t stream, int block = 64);
 
 // e^{-2 pi i k / n} for k < n/2, on the host (double).
@@ -244,9 +258,9 @@ template <class T>
 void frame_window_cpu(const float* signal, long long clip_stride, int n_clips, long long clip_len,
                       const T* window, int n_fft, int hop, T* frames);
 // Direct O(n_fft^2) DFT per frame in double (no FFT): |X_f[b]|^2 of the
-// frames frame_window_cpu would give with a double window.
-void stft_power_cpu(const float* signal, long long clip_stride, int n_clips, long long clip_len,
-                    const double* window, int n_fft, int hop, double* power);
+// frames frame_window_cpu would give with a double window (the reference of
+// launch_stft_power_f64, with host pointers).
+void stft_power_cpu(ClipBatch clips, const double* window, StftFraming framing, double* power);
 void power_spectrum_cpu(const float2* spec, long long count, double* power);
 // Dense projection: mel[(c*n_mels + m)*n_frames + f] = sum_b M[m][b] power[(c*F + f)*n_bins + b].
 void mel_project_cpu(const double* power, int n_clips, int n_frames, const double* filterbank,

@@ -106,15 +106,15 @@ struct OverlapAddRun : Run {
     d_out = DeviceBuffer<float>(size_t(clips) * size_t(out_len));
   }
   void run(int block) override {
-    k::overlap_add(d_frames.get(), d_window.get(), d_wss.get(), d_out.get(), clips, n_frames,
-                   kNfft, kHop, 1.f / kNfft, kNfft / 2, out_len, nullptr, block);
+    k::overlap_add({d_frames.get(), d_window.get(), d_wss.get(), d_out.get()},
+                   {clips, n_frames, kNfft, kHop, kNfft / 2, out_len}, 1.f / kNfft, nullptr, block);
   }
   std::vector<float> ref;  // computed once
   std::string check() override {
     if (ref.empty()) {
       ref.resize(d_out.size());
-      k::overlap_add_cpu(frames.data(), window.data(), wss.data(), ref.data(), clips, n_frames,
-                         kNfft, kHop, 1.f / kNfft, kNfft / 2, out_len);
+      k::overlap_add_cpu({frames.data(), window.data(), wss.data(), ref.data()},
+                         {clips, n_frames, kNfft, kHop, kNfft / 2, out_len}, 1.f / kNfft);
     }
     // A float sum of <= 4 terms against a double one, divided by wss: a few
     // ulps of the terms; near the last frame wss falls below 1 and the

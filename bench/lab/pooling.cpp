@@ -70,7 +70,7 @@ struct PoolRun : Run {
     const int c = site.c, h = site.h, w = site.w;
     switch (kind) {
       case Kind::max:
-        k::max_pool2d_backward<float>(d_dy.get(), d_argmax.get(), d_dx.get(), n, c, h, w, site.p,
+        k::max_pool2d_backward<float>({d_dy.get(), d_argmax.get(), d_dx.get()}, n, c, h, w, site.p,
                                       false, nullptr, block);
         break;
       case Kind::avg:
@@ -96,8 +96,8 @@ struct PoolRun : Run {
           if (e.empty()) e = compare(d_argmax.to_host(), widen(argmax), 0);
           return e;
         }
-        k::max_pool2d_backward_cpu<float>(dy.data(), argmax.data(), dx.data(), n, c, h, w,
-                                          site.p, false);
+        k::max_pool2d_backward_cpu<float>({dy.data(), argmax.data(), dx.data()}, n, c, h, w, site.p,
+                                          false);
         return compare(d_dx.to_host(), widen(dx), 0);  // disjoint windows: a copy of dy or 0
       case Kind::avg:
         if (!backward) {

@@ -69,21 +69,21 @@ struct CrossEntropyRun : Run {
         dloss(std::vector<float>{1.f}), dlogits(logits.size()), d_labels(size_t(rows)), bad(1) {
     for (int i = 0; i < rows; ++i) labels[size_t(i)] = (i * 7 + 3) % cols;
     d_labels.copy_from_host(labels);
-    k::cross_entropy_forward<float>(d_logits.get(), d_labels.get(), loss.get(), probs.get(),
-                                    row_loss.get(), bad.get(), rows, cols, nullptr);
+    k::cross_entropy_forward<float>({d_logits.get(), d_labels.get(), loss.get(), probs.get(),
+                                     row_loss.get(), bad.get()}, rows, cols, nullptr);
   }
   void run(int block) override {
     if (backward)
       k::cross_entropy_backward<float>(probs.get(), d_labels.get(), dloss.get(), dlogits.get(),
                                        rows, cols, false, nullptr, block);
     else
-      k::cross_entropy_forward<float>(d_logits.get(), d_labels.get(), loss.get(), probs.get(),
-                                      row_loss.get(), bad.get(), rows, cols, nullptr, block);
+      k::cross_entropy_forward<float>({d_logits.get(), d_labels.get(), loss.get(), probs.get(),
+                                       row_loss.get(), bad.get()}, rows, cols, nullptr, block);
   }
   std::string check() override {
     std::vector<float> p(logits.size());
-    const double l = k::cross_entropy_forward_cpu<float>(logits.data(), labels.data(), rows, cols,
-                                                         p.data(), nullptr, nullptr);
+    const double l = k::cross_entropy_forward_cpu<float>({logits.data(), labels.data(), nullptr,
+                                                          p.data(), nullptr, nullptr}, rows, cols);
     // Loss: a float log and a mean in double; gradients: one rounding each.
     if (!backward) return compare(loss.to_host(), std::vector<double>{l}, 1e-5);
     std::vector<float> g(logits.size());

@@ -65,8 +65,8 @@ struct Setup {
                    : kSegment - start;
     const long long piece_frames = k::stft_frames(len, kHop);
     std::vector<double> p(size_t(piece_frames) * bins(n_fft));
-    k::stft_power_cpu(signal.data() + c * kSegment + start, len, 1, len, window.data(), n_fft,
-                      kHop, p.data());
+    k::stft_power_cpu({signal.data() + c * kSegment + start, len, 1, len}, window.data(),
+                      {n_fft, kHop}, p.data());
     return std::vector<double>(p.begin() + size_t(skip) * bins(n_fft),
                                p.begin() + size_t(skip + count) * bins(n_fft));
   }
@@ -89,8 +89,8 @@ struct StftPowerRun : Run {
   StftPowerRun(k::StftF64Version v, int n_fft, int batch)
       : version(v), s(n_fft, batch), d_power(size_t(batch) * kFrames * bins(n_fft)) {}
   void run(int block) override {
-    k::launch_stft_power_f64(s.d_signal.get(), kSegment, s.clips, kSegment, s.d_window.get(),
-                             s.d_twiddles.get(), s.n_fft, kHop, d_power.get(), nullptr, block,
+    k::launch_stft_power_f64({s.d_signal.get(), kSegment, s.clips, kSegment}, s.d_window.get(),
+                             s.d_twiddles.get(), {s.n_fft, kHop}, d_power.get(), nullptr, block,
                              version);
   }
   std::vector<double> ref;  // computed once
@@ -119,8 +119,8 @@ struct StftMelRun : Run {
   DeviceBuffer<double> d_mel;
   StftMelRun(int batch) : s(2048, batch), d_mel(size_t(batch) * kMels * kFrames) {}
   void run(int block) override {
-    k::launch_stft_mel_f64(s.d_signal.get(), kSegment, s.clips, kSegment, s.d_window.get(),
-                           s.d_twiddles.get(), s.n_fft, kHop, s.view(), d_mel.get(), nullptr,
+    k::launch_stft_mel_f64({s.d_signal.get(), kSegment, s.clips, kSegment}, s.d_window.get(),
+                           s.d_twiddles.get(), {s.n_fft, kHop}, s.view(), d_mel.get(), nullptr,
                            block);
   }
   std::vector<double> ref;  // computed once

@@ -223,7 +223,7 @@ TEST(Ops, CrossEntropyGradientAndValue) {
   const auto x = logits.to_host<double>();
   const std::vector<int> l{0, 7, 3, 3, 5};
   const double want = timbre::kernels::cross_entropy_forward_cpu<double>(
-      x.data(), l.data(), 5, 8, nullptr, nullptr, nullptr);
+      {x.data(), l.data(), nullptr, nullptr, nullptr, nullptr}, 5, 8);
   const double got = ops::cross_entropy(Variable(logits), labels).value().to_host<double>()[0];
   EXPECT_NEAR(got, want, 1e-14 * std::fabs(want));
   // Composite: a linear classifier's loss, through log-softmax-free CE.

@@ -382,8 +382,8 @@ void conv_gradient_rows(OpTable& table) {
       DeviceBuffer<double> d_x(pr.x), d_w(pr.w), d_g(pr.dy), d_ws(ws / sizeof(double)),
           d_dx(pr.x.size()), d_dw(pr.w.size()), d_db(pr.b.size());
       if (v2) {
-        k::conv2d_backward_v2_im2col<double>(sh, d_x.get(), d_w.get(), d_g.get(), d_dx.get(),
-                                             false, d_dw.get(), false, d_db.get(), false,
+        k::conv2d_backward_v2_im2col<double>(sh, {d_x.get(), d_w.get(), d_g.get(), d_dx.get(),
+                                                  d_dw.get(), d_db.get()}, {false, false, false},
                                              d_ws.get(), ws, handle(), nullptr);
       } else {
         k::conv2d_backward_data_v1_direct<double>(sh, d_w.get(), d_g.get(), d_dx.get(), false,
@@ -451,12 +451,12 @@ TYPED_TEST(Conv2dTest, CombinedBackwardComputesTheRequestedGradients) {
     d_dx.copy_from_host(pr.dx0);
     d_dw.copy_from_host(pr.dw0);
     d_db.copy_from_host(pr.db0);
-    k::conv2d_backward_v2_im2col<T>(sh, want_dw ? d_x.get() : nullptr,
-                                    want_dx ? d_w.get() : nullptr, d_dy.get(),
-                                    want_dx ? d_dx.get() : nullptr, false,
-                                    want_dw ? d_dw.get() : nullptr, true,
-                                    want_db ? d_db.get() : nullptr, true, d_ws.get(), ws,
-                                    handle(), nullptr);
+    k::conv2d_backward_v2_im2col<T>(sh, {want_dw ? d_x.get() : nullptr,
+                                         want_dx ? d_w.get() : nullptr, d_dy.get(),
+                                         want_dx ? d_dx.get() : nullptr,
+                                         want_dw ? d_dw.get() : nullptr,
+                                         want_db ? d_db.get() : nullptr}, {false, true, true},
+                                    d_ws.get(), ws, handle(), nullptr);
     if (want_dx)
       EXPECT_TRUE(all_close(d_dx.to_host(), data_ref(sh, w, dy, dx0, false), tol_dx));
     else
@@ -487,9 +487,9 @@ TEST(Conv2dDeterminism, SameBitsEveryRun) {
   auto run_v2 = [&](size_t workspace) {
     k::conv2d_forward_v2_im2col<float>(sh, d_x.get(), d_w.get(), d_b.get(), d_y.get(), d_ws.get(),
                                        workspace, handle(), nullptr);
-    k::conv2d_backward_v2_im2col<float>(sh, d_x.get(), d_w.get(), d_dy.get(), d_dx.get(), false,
-                                        d_dw.get(), false, d_db.get(), false, d_ws.get(),
-                                        workspace, handle(), nullptr);
+    k::conv2d_backward_v2_im2col<float>(sh, {d_x.get(), d_w.get(), d_dy.get(), d_dx.get(),
+                                             d_dw.get(), d_db.get()}, {false, false, false},
+                                        d_ws.get(), workspace, handle(), nullptr);
     return std::vector<std::vector<float>>{d_y.to_host(), d_dx.to_host(), d_dw.to_host(),
                                            d_db.to_host()};
   };
@@ -549,9 +549,9 @@ TEST(Conv2dModelShapes, V2MatchesReference) {
                                        ws, handle(), nullptr);
     EXPECT_TRUE(all_close(d_y.to_host(), forward_ref(sh, x, w, &b),
                           sum_bound<float>(forward_terms(sh), forward_ref(sh, ax, aw, &ab))));
-    k::conv2d_backward_v2_im2col<float>(sh, d_x.get(), d_w.get(), d_dy.get(), d_dx.get(), false,
-                                        d_dw.get(), true, d_db.get(), true, d_ws.get(), ws,
-                                        handle(), nullptr);
+    k::conv2d_backward_v2_im2col<float>(sh, {d_x.get(), d_w.get(), d_dy.get(), d_dx.get(),
+                                             d_dw.get(), d_db.get()}, {false, true, true},
+                                        d_ws.get(), ws, handle(), nullptr);
     EXPECT_TRUE(all_close(d_dx.to_host(), data_ref(sh, w, dy, dx0, false),
                           sum_bound<float>(data_terms(sh), data_ref(sh, aw, ady, dx0, false))));
     EXPECT_TRUE(all_close(
@@ -693,7 +693,7 @@ TEST(Conv2dArguments, BadShapesAreRejected) {
       k::conv2d_forward_v2_im2col<float>(b.shape, p, p, p, p, p, 64, handle(), nullptr);
     }, "conv2d_forward_v2_im2col: ");
     expect_invalid([&] {
-      k::conv2d_backward_v2_im2col<float>(b.shape, p, p, p, p, false, p, true, p, true, p, 64,
+      k::conv2d_backward_v2_im2col<float>(b.shape, {p, p, p, p, p, p}, {false, true, true}, p, 64,
                                           handle(), nullptr);
     }, "conv2d_backward_v2_im2col: ");
     expect_invalid([&] { k::conv2d_backward_bias_v2_reduce<float>(b.shape, p, p, true, nullptr); },
@@ -729,15 +729,15 @@ TEST(Conv2dArguments, BadPointersBlocksWorkspacesAndHandles) {
   expect_invalid([&] { k::conv2d_backward_bias_v1_direct<float>(sh, p, nullptr, true, nullptr); },
                  "d_db is null");
   expect_invalid([&] {
-    k::conv2d_backward_v2_im2col<float>(sh, p, nullptr, p, p, false, nullptr, true, nullptr, true,
-                                        w, ws, h, nullptr);
+    k::conv2d_backward_v2_im2col<float>(sh, {p, nullptr, p, p, nullptr, nullptr},
+                                        {false, true, true}, w, ws, h, nullptr);
   }, "conv2d_backward_v2_im2col: d_w (needed for d_dx) is null");
   expect_invalid([&] {
-    k::conv2d_backward_v2_im2col<float>(sh, nullptr, p, p, nullptr, false, p, true, nullptr, true,
-                                        w, ws, h, nullptr);
+    k::conv2d_backward_v2_im2col<float>(sh, {nullptr, p, p, nullptr, p, nullptr},
+                                        {false, true, true}, w, ws, h, nullptr);
   }, "d_x (needed for d_dw) is null");
   expect_invalid([&] {
-    k::conv2d_backward_v2_im2col<float>(sh, p, p, nullptr, p, false, p, true, p, true, w, ws, h,
+    k::conv2d_backward_v2_im2col<float>(sh, {p, p, nullptr, p, p, p}, {false, true, true}, w, ws, h,
                                         nullptr);
   }, "d_dy is null");
   // Blocks.
@@ -765,8 +765,8 @@ TEST(Conv2dArguments, BadPointersBlocksWorkspacesAndHandles) {
     k::conv2d_backward_data_v2_im2col<float>(sh, p, p, p, false, nullptr, ws, h, nullptr);
   }, "d_workspace is null");
   expect_invalid([&] {
-    k::conv2d_backward_v2_im2col<float>(sh, p, p, p, nullptr, false, p, true, nullptr, true, w, 0,
-                                        h, nullptr);
+    k::conv2d_backward_v2_im2col<float>(sh, {p, p, p, nullptr, p, nullptr}, {false, true, true}, w,
+                                        0, h, nullptr);
   }, "workspace of 0 bytes");
   // The combined backward checks everything before running anything: with a
   // bad workspace, db (which needs none) is not touched either.
@@ -774,8 +774,8 @@ TEST(Conv2dArguments, BadPointersBlocksWorkspacesAndHandles) {
     std::vector<float> db0(4, 0.5f);
     DeviceBuffer<float> d_db(db0);
     expect_invalid([&] {
-      k::conv2d_backward_v2_im2col<float>(sh, p, p, p, p, false, nullptr, true, d_db.get(), true,
-                                          w, 8, h, nullptr);
+      k::conv2d_backward_v2_im2col<float>(sh, {p, p, p, p, nullptr, d_db.get()},
+                                          {false, true, true}, w, 8, h, nullptr);
     }, "workspace of 8 bytes");
     EXPECT_TRUE(same_bits(d_db.to_host(), db0));
   }

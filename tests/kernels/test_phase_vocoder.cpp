@@ -276,17 +276,18 @@ void phase_vocoder_rows(OpTable& table) {
                 DeviceBuffer<float> d_window(i.window), d_frames(i.frames), d_wss(i.wss),
                     d_out(size_t(c.clips) * size_t(out_len));
                 poison(d_out);
-                k::overlap_add(d_frames.get(), d_window.get(), normalise ? d_wss.get() : nullptr,
-                               d_out.get(), c.clips, c.frames, c.n_fft, c.hop, scale, offset,
-                               out_len, 0, block);
+                k::overlap_add({d_frames.get(), d_window.get(), normalise ? d_wss.get() : nullptr,
+                                d_out.get()},
+                               {c.clips, c.frames, c.n_fft, c.hop, offset, out_len}, scale, 0,
+                               block);
                 return widen(d_out.to_host());
               },
               [=] {
                 const In& i = in();
                 std::vector<float> ref(size_t(c.clips) * size_t(out_len));
-                k::overlap_add_cpu(i.frames.data(), i.window.data(),
-                                   normalise ? i.wss.data() : nullptr, ref.data(), c.clips,
-                                   c.frames, c.n_fft, c.hop, scale, offset, out_len);
+                k::overlap_add_cpu({i.frames.data(), i.window.data(),
+                                    normalise ? i.wss.data() : nullptr, ref.data()},
+                                   {c.clips, c.frames, c.n_fft, c.hop, offset, out_len}, scale);
                 return widen(ref);
               },
               [=](int) { return in().tol; }};
@@ -342,12 +343,12 @@ TEST(PhaseVocoder, BadArguments) {
                                       PhaseAccumulator(7)); }, "PhaseAccumulator");
   expect_error([&] { k::window_sumsquare(d_f.get(), d_g.get(), 16, 4, 0, 0); }, "n_frames");
   expect_error([&] { k::window_sumsquare(nullptr, d_g.get(), 16, 4, 2, 0); }, "d_window");
-  expect_error([&] { k::overlap_add(d_f.get(), d_f.get(), nullptr, d_g.get(), 1, 2, 16, 4, 1.f,
-                                    -1, 10, 0); }, "offset");
-  expect_error([&] { k::overlap_add(d_f.get(), d_f.get(), nullptr, nullptr, 1, 2, 16, 4, 1.f,
-                                    0, 10, 0); }, "d_out");
-  expect_error([&] { k::overlap_add(d_f.get(), d_f.get(), nullptr, d_g.get(), 1, 2, 16, 4,
-                                    INFINITY, 0, 10, 0); }, "scale");
+  expect_error([&] { k::overlap_add({d_f.get(), d_f.get(), nullptr, d_g.get()},
+                                    {1, 2, 16, 4, -1, 10}, 1.f, 0); }, "offset");
+  expect_error([&] { k::overlap_add({d_f.get(), d_f.get(), nullptr, nullptr}, {1, 2, 16, 4, 0, 10},
+                                    1.f, 0); }, "d_out");
+  expect_error([&] { k::overlap_add({d_f.get(), d_f.get(), nullptr, d_g.get()},
+                                    {1, 2, 16, 4, 0, 10}, INFINITY, 0); }, "scale");
   // Zero clips: nothing to do, null pointers allowed.
   EXPECT_NO_THROW(k::phase_vocoder(nullptr, nullptr, 0, 4, 9, 1.0, 2, 0));
 }

@@ -160,8 +160,8 @@ TYPED_TEST(Pooling, MaxTiesTakeTheFirstInRowMajorOrder) {
   k::max_pool2d_forward(d_x.get(), d_y.get(), d_at.get(), 1, 1, 2, 4, {2, 2, 2, 2}, nullptr);
   EXPECT_EQ(d_y.to_host(), (std::vector<T>{1, 2}));
   EXPECT_EQ(d_at.to_host(), (std::vector<int>{0, 3}));
-  k::max_pool2d_backward(d_dy.get(), d_at.get(), d_dx.get(), 1, 1, 2, 4, {2, 2, 2, 2}, false,
-                         nullptr);
+  k::max_pool2d_backward<T>({d_dy.get(), d_at.get(), d_dx.get()}, 1, 1, 2, 4, {2, 2, 2, 2}, false,
+                            nullptr);
   EXPECT_EQ(d_dx.to_host(), (std::vector<T>{0.5, 0, 0, -0.25, 0, 0, 0, 0}));
 }
 
@@ -212,8 +212,8 @@ TYPED_TEST(Pooling, PartialWindowsAreDropped) {
   for (T v : d_y.to_host()) EXPECT_FALSE(std::isnan(v));
   for (bool max : {true, false}) {
     if (max)
-      k::max_pool2d_backward(d_dy.get(), d_at.get(), d_dx.get(), s.n, s.c, s.h, s.w, p, false,
-                             nullptr);
+      k::max_pool2d_backward<T>({d_dy.get(), d_at.get(), d_dx.get()}, s.n, s.c, s.h, s.w, p, false,
+                                nullptr);
     else
       k::avg_pool2d_backward(d_dy.get(), d_dx.get(), s.n, s.c, s.h, s.w, p, false, nullptr);
     const auto dx = d_dx.to_host();
@@ -306,8 +306,8 @@ void pooling_rows(OpTable& table) {
           auto want = [=](bool a) {
             std::vector<T> g = a ? pre() : std::vector<T>(in_n);
             if (max)
-              k::max_pool2d_backward_cpu(dy().data(), at().data(), g.data(), s.n, s.c, s.h, s.w,
-                                         p, a);
+              k::max_pool2d_backward_cpu<T>({dy().data(), at().data(), g.data()}, s.n, s.c, s.h,
+                                            s.w, p, a);
             else
               k::avg_pool2d_backward_cpu(dy().data(), g.data(), s.n, s.c, s.h, s.w, p, a);
             return g;
@@ -321,8 +321,8 @@ void pooling_rows(OpTable& table) {
                 DeviceBuffer<T> d_dy(dy()), d_dx(pre());
                 if (max) {
                   DeviceBuffer<int> d_at(at());
-                  k::max_pool2d_backward(d_dy.get(), d_at.get(), d_dx.get(), s.n, s.c, s.h, s.w,
-                                         p, acc, nullptr, block);
+                  k::max_pool2d_backward<T>({d_dy.get(), d_at.get(), d_dx.get()}, s.n, s.c, s.h,
+                                            s.w, p, acc, nullptr, block);
                 } else {
                   k::avg_pool2d_backward(d_dy.get(), d_dx.get(), s.n, s.c, s.h, s.w, p, acc,
                                          nullptr, block);
@@ -442,8 +442,8 @@ void pooling_gradient_rows(OpTable& table) {
             DeviceBuffer<int> at(outs);
             forward(v, y, at);
             if (max)
-              k::max_pool2d_backward(d_w.get(), at.get(), dx.get(), s.n, s.c, s.h, s.w, p, false,
-                                     nullptr);
+              k::max_pool2d_backward<double>({d_w.get(), at.get(), dx.get()}, s.n, s.c, s.h, s.w, p,
+                                             false, nullptr);
             else
               k::avg_pool2d_backward(d_w.get(), dx.get(), s.n, s.c, s.h, s.w, p, false, nullptr);
             return dx.to_host();
@@ -501,14 +501,14 @@ TYPED_TEST(Pooling, ModelShapes) {
     std::vector<T> y(s.out_size(p)), dx(s.size());
     std::vector<int> at(y.size());
     k::max_pool2d_forward_cpu(x.data(), y.data(), at.data(), s.n, s.c, s.h, s.w, p);
-    k::max_pool2d_backward_cpu(dy.data(), at.data(), dx.data(), s.n, s.c, s.h, s.w, p, false);
+    k::max_pool2d_backward_cpu<T>({dy.data(), at.data(), dx.data()}, s.n, s.c, s.h, s.w, p, false);
     DeviceBuffer<T> d_x(x), d_y(y.size()), d_dy(dy), d_dx(s.size());
     DeviceBuffer<int> d_at(y.size());
     k::max_pool2d_forward(d_x.get(), d_y.get(), d_at.get(), s.n, s.c, s.h, s.w, p, nullptr);
     EXPECT_EQ(d_y.to_host(), y);
     EXPECT_EQ(d_at.to_host(), at);
-    k::max_pool2d_backward(d_dy.get(), d_at.get(), d_dx.get(), s.n, s.c, s.h, s.w, p, false,
-                           nullptr);
+    k::max_pool2d_backward<T>({d_dy.get(), d_at.get(), d_dx.get()}, s.n, s.c, s.h, s.w, p, false,
+                              nullptr);
     EXPECT_EQ(d_dx.to_host(), dx);  // non-overlapping windows: each dx is one dy or 0
     k::avg_pool2d_forward_cpu(x.data(), y.data(), s.n, s.c, s.h, s.w, p);
     k::avg_pool2d_forward(d_x.get(), d_y.get(), s.n, s.c, s.h, s.w, p, nullptr);
@@ -545,8 +545,8 @@ TYPED_TEST(Pooling, Deterministic) {
                             block);
       out.push_back(bits(d_y.to_host()));
       out.push_back(bits(d_at.to_host()));
-      k::max_pool2d_backward(d_dy.get(), d_at.get(), d_dx.get(), s.n, s.c, s.h, s.w, p, false,
-                             nullptr, block);
+      k::max_pool2d_backward<T>({d_dy.get(), d_at.get(), d_dx.get()}, s.n, s.c, s.h, s.w, p, false,
+                                nullptr, block);
       out.push_back(bits(d_dx.to_host()));
       k::avg_pool2d_forward(d_x.get(), d_y.get(), s.n, s.c, s.h, s.w, p, nullptr, block);
       out.push_back(bits(d_y.to_host()));
@@ -581,7 +581,7 @@ TYPED_TEST(Pooling, ExtremeBlocks) {
   std::vector<T> y(dy.size()), dx(s.size()), ya(dy.size()), dxa(s.size()), g(size_t(s.n) * s.c);
   std::vector<int> at(dy.size());
   k::max_pool2d_forward_cpu(x.data(), y.data(), at.data(), s.n, s.c, s.h, s.w, p);
-  k::max_pool2d_backward_cpu(dy.data(), at.data(), dx.data(), s.n, s.c, s.h, s.w, p, false);
+  k::max_pool2d_backward_cpu<T>({dy.data(), at.data(), dx.data()}, s.n, s.c, s.h, s.w, p, false);
   k::avg_pool2d_forward_cpu(x.data(), ya.data(), s.n, s.c, s.h, s.w, p);
   k::avg_pool2d_backward_cpu(dy.data(), dxa.data(), s.n, s.c, s.h, s.w, p, false);
   k::global_avg_pool_forward_cpu(x.data(), g.data(), s.n, s.c, s.h, s.w);
@@ -594,8 +594,8 @@ TYPED_TEST(Pooling, ExtremeBlocks) {
                             block);
       EXPECT_EQ(d_y.to_host(), y);
       EXPECT_EQ(d_at.to_host(), at);
-      k::max_pool2d_backward(d_dy.get(), d_at.get(), d_dx.get(), s.n, s.c, s.h, s.w, p, false,
-                             nullptr, block);
+      k::max_pool2d_backward<T>({d_dy.get(), d_at.get(), d_dx.get()}, s.n, s.c, s.h, s.w, p, false,
+                                nullptr, block);
       EXPECT_TRUE(all_close(d_dx.to_host(), dx, gather_tol<T>(p, max_abs(dy))));
       k::avg_pool2d_forward(d_x.get(), d_y.get(), s.n, s.c, s.h, s.w, p, nullptr, block);
       EXPECT_TRUE(all_close(d_y.to_host(), ya, {2.0 * 9 * unit_roundoff<T> * max_abs(x), 4 * unit_roundoff<T>}));
@@ -681,8 +681,8 @@ TEST(PoolingArgs, RejectsBadArguments) {
   // The other launchers run the same checks under their own names.
   expect_message(
       [&] {
-        k::max_pool2d_backward(y.get(), at.get(), dx.get(), 1, 2, 4, 8, {5, 2, 1, 1}, false,
-                               nullptr);
+        k::max_pool2d_backward<float>({y.get(), at.get(), dx.get()}, 1, 2, 4, 8, {5, 2, 1, 1},
+                                      false, nullptr);
       },
       "max_pool2d_backward: window 5x2 does not fit in the 4x8 input plane (needs kh <= h and "
       "kw <= w)");
@@ -710,7 +710,7 @@ TEST(PoolingArgs, EmptyBatchIsANoOp) {
   const PoolWindow p{2, 2, 2, 2};
   EXPECT_NO_THROW(k::max_pool2d_forward<float>(nullptr, nullptr, nullptr, 0, 3, 4, 4, p, nullptr));
   EXPECT_NO_THROW(
-      k::max_pool2d_backward<double>(nullptr, nullptr, nullptr, 0, 3, 4, 4, p, true, nullptr));
+      k::max_pool2d_backward<double>({nullptr, nullptr, nullptr}, 0, 3, 4, 4, p, true, nullptr));
   EXPECT_NO_THROW(k::avg_pool2d_forward<float>(nullptr, nullptr, 0, 3, 4, 4, p, nullptr));
   EXPECT_NO_THROW(k::avg_pool2d_backward<float>(nullptr, nullptr, 0, 3, 4, 4, p, false, nullptr));
   EXPECT_NO_THROW(k::global_avg_pool_forward<float>(nullptr, nullptr, 0, 3, 4, 4, nullptr));

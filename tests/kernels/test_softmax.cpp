@@ -348,8 +348,9 @@ void softmax_rows(OpTable& table) {
       const auto ce_ref = once([=] {
         CeRef r{std::vector<T>(n), std::vector<T>(size_t(rows)), 0};
         int bad = -1;
-        r.loss = k::cross_entropy_forward_cpu(ce_x().data(), ce_labels().data(), rows, cols,
-                                              r.probs.data(), r.row_loss.data(), &bad);
+        r.loss = k::cross_entropy_forward_cpu<T>(
+            {ce_x().data(), ce_labels().data(), nullptr, r.probs.data(), r.row_loss.data(), &bad},
+            rows, cols);
         if (bad != 0) throw std::logic_error("cross-entropy reference: labels out of range");
         return r;
       });
@@ -364,9 +365,9 @@ void softmax_rows(OpTable& table) {
             [=](int block) {
               DeviceBuffer<T> d_x(ce_x()), loss(1), probs(n), row_loss(static_cast<size_t>(rows));
               DeviceBuffer<int> labels(ce_labels()), bad(1);
-              k::cross_entropy_forward(d_x.get(), labels.get(), loss.get(), probs.get(),
-                                       row_loss.get(), bad.get(), rows, cols, nullptr, block,
-                                       st);
+              k::cross_entropy_forward<T>({d_x.get(), labels.get(), loss.get(), probs.get(),
+                                           row_loss.get(), bad.get()}, rows, cols, nullptr, block,
+                                          st);
               // A wrong bad-label count fails the row.
               if (bad.to_host()[0] != 0) return std::vector<double>{NAN};
               return widen(out == 0   ? loss.to_host()
@@ -495,8 +496,8 @@ void softmax_gradient_rows(OpTable& table) {
       DeviceBuffer<double> d_x(v), loss(1), probs(n), row_loss(static_cast<size_t>(rows)),
           dloss(std::vector<double>{0.75}), dx(n);
       DeviceBuffer<int> d_labels(labels), bad(1);
-      k::cross_entropy_forward(d_x.get(), d_labels.get(), loss.get(), probs.get(),
-                               row_loss.get(), bad.get(), rows, cols, nullptr, 256, st);
+      k::cross_entropy_forward<double>({d_x.get(), d_labels.get(), loss.get(), probs.get(),
+                                        row_loss.get(), bad.get()}, rows, cols, nullptr, 256, st);
       if (!backward) return std::vector<double>{0.75 * loss.to_host()[0]};
       k::cross_entropy_backward(probs.get(), d_labels.get(), dloss.get(), dx.get(), rows, cols,
                                 false, nullptr);
@@ -630,8 +631,8 @@ struct CrossEntropyBuffers {
       : logits(x), loss(1), probs(x.size()), row_loss(l.size()), labels(l), bad(1),
         rows(rows_), cols(cols_) {}
   CrossEntropyRun<T> forward(int block, RowStrategy st) {
-    k::cross_entropy_forward(logits.get(), labels.get(), loss.get(), probs.get(), row_loss.get(),
-                             bad.get(), rows, cols, nullptr, block, st);
+    k::cross_entropy_forward<T>({logits.get(), labels.get(), loss.get(), probs.get(),
+                                 row_loss.get(), bad.get()}, rows, cols, nullptr, block, st);
     return {loss.to_host(), probs.to_host(), row_loss.to_host(), bad.to_host()[0]};
   }
 };
@@ -653,8 +654,9 @@ TYPED_TEST(Softmax, CrossEntropyBadLabels) {
   const std::vector<bool> bad_row = {false, true, false, false, true, false, true, true, false};
   std::vector<T> probs(n), row_loss(size_t(sh.rows));
   int bad = 0;
-  EXPECT_TRUE(std::isnan(k::cross_entropy_forward_cpu(x.data(), labels.data(), sh.rows, sh.cols,
-                                                      probs.data(), row_loss.data(), &bad)));
+  EXPECT_TRUE(std::isnan(k::cross_entropy_forward_cpu<T>({x.data(), labels.data(), nullptr,
+                                                          probs.data(), row_loss.data(), &bad},
+                                                         sh.rows, sh.cols)));
   ASSERT_EQ(bad, 4);
   const T dloss = T(1);
   std::vector<T> grad(n);
@@ -762,8 +764,9 @@ TYPED_TEST(Softmax, LargeBatch) {
     const auto labels = random_ints(size_t(sh.rows), 142, 0, sh.cols - 1);
     std::vector<T> probs(n), row_loss(size_t(sh.rows)), grad(n);
     int bad = -1;
-    const double loss = k::cross_entropy_forward_cpu(x.data(), labels.data(), sh.rows, sh.cols,
-                                                     probs.data(), row_loss.data(), &bad);
+    const double loss = k::cross_entropy_forward_cpu<T>({x.data(), labels.data(), nullptr,
+                                                         probs.data(), row_loss.data(), &bad},
+                                                        sh.rows, sh.cols);
     k::cross_entropy_backward_cpu(probs.data(), labels.data(), T(1), grad.data(), sh.rows,
                                   sh.cols, false);
     CrossEntropyBuffers<T> b(x, labels, sh.rows, sh.cols);
@@ -801,11 +804,11 @@ TEST(SoftmaxArgs, RejectsBadShapesAndBlocks) {
   EXPECT_THROW(k::log_softmax_backward(a.get(), b.get(), c.get(), -2, 8, true, nullptr),
                std::invalid_argument);
   // Cross-entropy needs at least one row: the mean over none is undefined.
-  EXPECT_THROW(k::cross_entropy_forward(a.get(), lab.get(), l1.get(), pr.get(), rl.get(),
-                                        bad.get(), 0, 8, nullptr),
+  EXPECT_THROW(k::cross_entropy_forward<float>({a.get(), lab.get(), l1.get(), pr.get(), rl.get(),
+                                                bad.get()}, 0, 8, nullptr),
                std::invalid_argument);
-  EXPECT_THROW(k::cross_entropy_forward(a.get(), lab.get(), l1.get(), pr.get(), rl.get(),
-                                        bad.get(), 8, 8, nullptr, 33),
+  EXPECT_THROW(k::cross_entropy_forward<float>({a.get(), lab.get(), l1.get(), pr.get(), rl.get(),
+                                                bad.get()}, 8, 8, nullptr, 33),
                std::invalid_argument);
   EXPECT_THROW(k::cross_entropy_backward(pr.get(), lab.get(), l1.get(), c.get(), 0, 8, false,
                                          nullptr),
@@ -839,7 +842,7 @@ TEST(SoftmaxArgs, RejectsNullPointers) {
   EXPECT_THROW(k::log_softmax_backward<float>(a.get(), b.get(), nullptr, 2, 8, false, nullptr),
                std::invalid_argument);
   try {
-    k::cross_entropy_forward<float>(a.get(), lab.get(), l1.get(), pr.get(), rl.get(), nullptr, 8,
+    k::cross_entropy_forward<float>({a.get(), lab.get(), l1.get(), pr.get(), rl.get(), nullptr}, 8,
                                     8, nullptr);
     FAIL() << "no exception";
   } catch (const std::invalid_argument& e) {

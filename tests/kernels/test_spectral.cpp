@@ -92,11 +92,11 @@ TEST(SpectralHann, PeriodicWindow) {
 
 TEST(SpectralStftMelF64, RejectsUnsupportedSizes) {
   DeviceBuffer<double> d_m(64);
-  EXPECT_THROW(k::launch_stft_mel_f64(nullptr, 64, 1, 64, nullptr, nullptr, 4096, 4,
+  EXPECT_THROW(k::launch_stft_mel_f64({nullptr, 64, 1, 64}, nullptr, nullptr, {4096, 4},
                                       k::MelBandsView{nullptr, nullptr, nullptr, nullptr, 4, 2049},
                                       d_m.get(), nullptr),
                std::invalid_argument);  // n_fft above 2048
-  EXPECT_THROW(k::launch_stft_mel_f64(nullptr, 64, 1, 64, nullptr, nullptr, 64, 4,
+  EXPECT_THROW(k::launch_stft_mel_f64({nullptr, 64, 1, 64}, nullptr, nullptr, {64, 4},
                                       k::MelBandsView{nullptr, nullptr, nullptr, nullptr, 4, 32},
                                       d_m.get(), nullptr),
                std::invalid_argument);  // bands for another n_fft
@@ -106,20 +106,20 @@ TEST(SpectralStftPowerF64, RejectsUnsupportedSizes) {
   DeviceBuffer<float> d_x(64);
   DeviceBuffer<double> d_w(64), d_p(1024);
   DeviceBuffer<double2> d_tw(32);
-  EXPECT_THROW(k::launch_stft_power_f64(d_x.get(), 64, 1, 64, d_w.get(), d_tw.get(), 48, 4,
+  EXPECT_THROW(k::launch_stft_power_f64({d_x.get(), 64, 1, 64}, d_w.get(), d_tw.get(), {48, 4},
                                         d_p.get(), nullptr),
                std::invalid_argument);  // not a power of two
-  EXPECT_THROW(k::launch_stft_power_f64(d_x.get(), 64, 1, 64, d_w.get(), d_tw.get(), 8192, 4,
+  EXPECT_THROW(k::launch_stft_power_f64({d_x.get(), 64, 1, 64}, d_w.get(), d_tw.get(), {8192, 4},
                                         d_p.get(), nullptr),
                std::invalid_argument);  // too large for shared memory
-  EXPECT_THROW(k::launch_stft_power_f64(d_x.get(), 64, 1, 64, d_w.get(), d_tw.get(), 4096, 4,
+  EXPECT_THROW(k::launch_stft_power_f64({d_x.get(), 64, 1, 64}, d_w.get(), d_tw.get(), {4096, 4},
                                         d_p.get(), nullptr, 32,
                                         k::StftF64Version::v3_thread_per_frame),
                std::invalid_argument);  // v3 holds at most 2048 samples per thread
-  EXPECT_THROW(k::launch_stft_power_f64(d_x.get(), 64, 1, 64, d_w.get(), d_tw.get(), 2048, 4,
+  EXPECT_THROW(k::launch_stft_power_f64({d_x.get(), 64, 1, 64}, d_w.get(), d_tw.get(), {2048, 4},
                                         d_p.get(), nullptr, 32, k::StftF64Version::v2_four_step),
                std::invalid_argument);  // v2's sub-FFTs in registers: n_fft <= 1024
-  EXPECT_THROW(k::launch_stft_power_f64(d_x.get(), 64, 1, 64, d_w.get(), d_tw.get(), 64, 4,
+  EXPECT_THROW(k::launch_stft_power_f64({d_x.get(), 64, 1, 64}, d_w.get(), d_tw.get(), {64, 4},
                                         d_p.get(), nullptr, 512, k::StftF64Version::v2_four_step),
                std::invalid_argument);  // __launch_bounds__(256): 255 registers a thread
   EXPECT_FALSE(k::stft_f64_supports(2));
@@ -290,8 +290,8 @@ void stft_rows(OpTable& table) {
     const auto ref = once([=] {
       std::vector<double> r(out_n);
       const auto window = k::hann_window_f64(cs.n_fft);
-      k::stft_power_cpu(signal().data(), cs.clip_stride, cs.n_clips, cs.clip_len, window.data(),
-                        cs.n_fft, cs.hop, r.data());
+      k::stft_power_cpu({signal().data(), cs.clip_stride, cs.n_clips, cs.clip_len}, window.data(),
+                        {cs.n_fft, cs.hop}, r.data());
       return r;
     });
     for (auto version : {k::StftF64Version::v1_radix2, k::StftF64Version::v2_four_step,
@@ -309,8 +309,8 @@ void stft_rows(OpTable& table) {
             DeviceBuffer<double> d_window(k::hann_window_f64(cs.n_fft)), d_power(out_n);
             DeviceBuffer<double2> d_tw(k::fft_twiddles(cs.n_fft));
             timbre::testing::poison(d_power);
-            k::launch_stft_power_f64(d_signal.get(), cs.clip_stride, cs.n_clips, cs.clip_len,
-                                     d_window.get(), d_tw.get(), cs.n_fft, cs.hop, d_power.get(),
+            k::launch_stft_power_f64({d_signal.get(), cs.clip_stride, cs.n_clips, cs.clip_len},
+                                     d_window.get(), d_tw.get(), {cs.n_fft, cs.hop}, d_power.get(),
                                      nullptr, block, version);
             return d_power.to_host();
           },
@@ -343,8 +343,8 @@ void stft_rows(OpTable& table) {
     const auto ref = once([=] {
       std::vector<double> power(size_t(fc.n_clips * frames * bins));
       const auto window = k::hann_window_f64(fc.n_fft);
-      k::stft_power_cpu(signal().data(), fc.clip_stride, fc.n_clips, fc.clip_len, window.data(),
-                        fc.n_fft, fc.hop, power.data());
+      k::stft_power_cpu({signal().data(), fc.clip_stride, fc.n_clips, fc.clip_len}, window.data(),
+                        {fc.n_fft, fc.hop}, power.data());
       std::vector<double> r(size_t(fc.n_clips * cs.n_mels * frames));
       k::mel_project_cpu(power.data(), fc.n_clips, int(frames), fb().data(), cs.n_mels, bins,
                          r.data());
@@ -363,8 +363,8 @@ void stft_rows(OpTable& table) {
           const k::MelBandsView view{d_start.get(), d_len.get(), d_off.get(), d_w.get(),
                                      cs.n_mels, bins};
           timbre::testing::poison(d_mel);
-          k::launch_stft_mel_f64(d_signal.get(), fc.clip_stride, fc.n_clips, fc.clip_len,
-                                 d_window.get(), d_tw.get(), fc.n_fft, fc.hop, view, d_mel.get(),
+          k::launch_stft_mel_f64({d_signal.get(), fc.clip_stride, fc.n_clips, fc.clip_len},
+                                 d_window.get(), d_tw.get(), {fc.n_fft, fc.hop}, view, d_mel.get(),
                                  nullptr, block);
           return d_mel.to_host();
         },
