@@ -135,51 +135,47 @@ void check_gru_sizes(const char* op, int batch, int steps, int input, int hidden
 // Gate launchers.
 
 template <class T>
-void gru_gates_forward(int batch, int hidden, const T* d_gx, long long gx_stride, const T* d_gh,
-                       const T* d_b_ih, const T* d_b_hh, const T* d_h_prev,
-                       long long h_prev_stride, T* d_h, long long h_stride, T* d_h_copy,
-                       T* d_saved, long long saved_stride, cudaStream_t s, int block) {
+void gru_gates_forward(int batch, int hidden, const GruGatesForwardIn<T>& in,
+                       const GruGatesForwardOut<T>& out, cudaStream_t s, int block) {
   const char* op = "gru_gates_forward";
   check_at_least(op, "batch", batch, 0);
   check_at_least(op, "hidden", hidden, 1);
   check_block(op, block);
   if (batch == 0) return;
-  check_pointer(op, d_gx, "d_gx");
-  check_pointer(op, d_b_ih, "d_b_ih");
-  check_pointer(op, d_b_hh, "d_b_hh");
-  check_pointer(op, d_h, "d_h");
-  if (d_h_prev && !d_gh) fail(op, "d_gh is null but d_h_prev is not");
+  check_pointer(op, in.gx, "gx");
+  check_pointer(op, in.b_ih, "b_ih");
+  check_pointer(op, in.b_hh, "b_hh");
+  check_pointer(op, out.h, "h");
+  if (in.h_prev && !in.gh) fail(op, "gh is null but h_prev is not");
   const long long H = hidden;
-  check_at_least(op, "gx_stride", gx_stride, 3 * H);
-  check_at_least(op, "h_stride", h_stride, H);
-  if (d_h_prev) check_at_least(op, "h_prev_stride", h_prev_stride, H);
-  if (d_saved) check_at_least(op, "saved_stride", saved_stride, kGruSavedWidth * H);
+  check_at_least(op, "gx_stride", in.gx_stride, 3 * H);
+  check_at_least(op, "h_stride", out.h_stride, H);
+  if (in.h_prev) check_at_least(op, "h_prev_stride", in.h_prev_stride, H);
+  if (out.saved) check_at_least(op, "saved_stride", out.saved_stride, kGruSavedWidth * H);
   LAUNCH((gru_gates_forward_kernel<T>), blocks_for(batch * H, block), block, 0, s,
-         batch, hidden, d_gx, gx_stride, d_gh, d_b_ih, d_b_hh, d_h_prev, h_prev_stride, d_h,
-         h_stride, d_h_copy, d_saved, saved_stride);
+         batch, hidden, in.gx, in.gx_stride, in.gh, in.b_ih, in.b_hh, in.h_prev,
+         in.h_prev_stride, out.h, out.h_stride, out.h_copy, out.saved, out.saved_stride);
 }
 
 template <class T>
-void gru_gates_backward(int batch, int hidden, const T* d_saved, long long saved_stride,
-                        const T* d_dh_seq, long long dh_seq_stride, const T* d_dh_in, T* d_dgx,
-                        long long dgx_stride, T* d_dgh, long long dgh_stride, T* d_dh_out,
-                        cudaStream_t s, int block) {
+void gru_gates_backward(int batch, int hidden, const GruGatesBackwardIn<T>& in,
+                        const GruGatesBackwardOut<T>& out, cudaStream_t s, int block) {
   const char* op = "gru_gates_backward";
   check_at_least(op, "batch", batch, 0);
   check_at_least(op, "hidden", hidden, 1);
   check_block(op, block);
   if (batch == 0) return;
-  check_pointer(op, d_saved, "d_saved");
-  check_pointer(op, d_dgx, "d_dgx");
-  check_pointer(op, d_dgh, "d_dgh");
+  check_pointer(op, in.saved, "saved");
+  check_pointer(op, out.dgx, "dgx");
+  check_pointer(op, out.dgh, "dgh");
   const long long H = hidden;
-  check_at_least(op, "saved_stride", saved_stride, kGruSavedWidth * H);
-  if (d_dh_seq) check_at_least(op, "dh_seq_stride", dh_seq_stride, H);
-  check_at_least(op, "dgx_stride", dgx_stride, 3 * H);
-  check_at_least(op, "dgh_stride", dgh_stride, 3 * H);
+  check_at_least(op, "saved_stride", in.saved_stride, kGruSavedWidth * H);
+  if (in.dh_seq) check_at_least(op, "dh_seq_stride", in.dh_seq_stride, H);
+  check_at_least(op, "dgx_stride", out.dgx_stride, 3 * H);
+  check_at_least(op, "dgh_stride", out.dgh_stride, 3 * H);
   LAUNCH((gru_gates_backward_kernel<T>), blocks_for(batch * H, block), block, 0,
-         s, batch, hidden, d_saved, saved_stride, d_dh_seq, dh_seq_stride, d_dh_in, d_dgx,
-         dgx_stride, d_dgh, dgh_stride, d_dh_out);
+         s, batch, hidden, in.saved, in.saved_stride, in.dh_seq, in.dh_seq_stride, in.dh_in,
+         out.dgx, out.dgx_stride, out.dgh, out.dgh_stride, out.dh_out);
 }
 
 // ===========================================================================
@@ -248,11 +244,13 @@ void gru_forward(cublasHandle_t handle, int batch, int steps, int input, int hid
     }
     if (h_prev)
       gemm(handle, kT, kN, G, B, H, T(1), d_w_hh, H, h_prev, int(h_prev_stride), T(0), gh, G);
-    gru_gates_forward<T>(B, H, gx + size_t(t) * G, (long long)S * G, h_prev ? gh : nullptr,
-                         d_b_ih, d_b_hh, h_prev, h_prev_stride, d_hseq + size_t(t) * H,
-                         (long long)S * H, step == S - 1 ? d_h_last : nullptr,
-                         d_reserve ? d_reserve + size_t(t) * W : nullptr, (long long)S * W, s,
-                         block);
+    const GruGatesForwardIn<T> in{gx + size_t(t) * G, (long long)S * G, h_prev ? gh : nullptr,
+                                  d_b_ih, d_b_hh, h_prev, h_prev_stride};
+    const GruGatesForwardOut<T> out{d_hseq + size_t(t) * H, (long long)S * H,
+                                    step == S - 1 ? d_h_last : nullptr,
+                                    d_reserve ? d_reserve + size_t(t) * W : nullptr,
+                                    (long long)S * W};
+    gru_gates_forward<T>(B, H, in, out, s, block);
   }
 }
 
@@ -285,11 +283,12 @@ void gru_backward(cublasHandle_t handle, int batch, int steps, int input, int hi
   for (int step = S - 1; step >= 0; --step) {
     const int t = reverse ? S - 1 - step : step;
     const bool need_dh_prev = step > 0 || d_dh0 != nullptr;
-    gru_gates_backward<T>(B, H, d_reserve + size_t(t) * W, (long long)S * W,
-                          d_dhseq ? d_dhseq + size_t(t) * H : nullptr, (long long)S * H,
-                          step == S - 1 ? d_dh_last : dh, dgx + size_t(t) * G, (long long)S * G,
-                          dgh + size_t(t) * G, (long long)S * G, need_dh_prev ? dh : nullptr, s,
-                          block);
+    const GruGatesBackwardIn<T> in{d_reserve + size_t(t) * W, (long long)S * W,
+                                   d_dhseq ? d_dhseq + size_t(t) * H : nullptr, (long long)S * H,
+                                   step == S - 1 ? d_dh_last : dh};
+    const GruGatesBackwardOut<T> out{dgx + size_t(t) * G, (long long)S * G, dgh + size_t(t) * G,
+                                     (long long)S * G, need_dh_prev ? dh : nullptr};
+    gru_gates_backward<T>(B, H, in, out, s, block);
     if (need_dh_prev)
       gemm(handle, kN, kN, H, B, G, T(1), d_w_hh, H, dgh + size_t(t) * G, S * G, T(1), dh, H);
   }
@@ -371,10 +370,12 @@ GruTrace gru_trace_cpu(int B, int S, int I, int H, const T* x, const T* w_ih, co
 }  // namespace
 
 template <class T>
-void gru_gates_forward_cpu(int batch, int hidden, const T* gx, long long gx_stride, const T* gh,
-                           const T* b_ih, const T* b_hh, const T* h_prev, long long h_prev_stride,
-                           T* h, long long h_stride, T* h_copy, T* saved,
-                           long long saved_stride) {
+void gru_gates_forward_cpu(int batch, int hidden, const GruGatesForwardIn<T>& in,
+                           const GruGatesForwardOut<T>& out) {
+  const T *gx = in.gx, *gh = in.gh, *b_ih = in.b_ih, *b_hh = in.b_hh, *h_prev = in.h_prev;
+  const long long gx_stride = in.gx_stride, h_prev_stride = in.h_prev_stride;
+  T *h = out.h, *h_copy = out.h_copy, *saved = out.saved;
+  const long long h_stride = out.h_stride, saved_stride = out.saved_stride;
   const int H = hidden;
   for (long long b = 0; b < batch; ++b)
     for (int j = 0; j < H; ++j) {
@@ -401,9 +402,12 @@ void gru_gates_forward_cpu(int batch, int hidden, const T* gx, long long gx_stri
 }
 
 template <class T>
-void gru_gates_backward_cpu(int batch, int hidden, const T* saved, long long saved_stride,
-                            const T* dh_seq, long long dh_seq_stride, const T* dh_in, T* dgx,
-                            long long dgx_stride, T* dgh, long long dgh_stride, T* dh_out) {
+void gru_gates_backward_cpu(int batch, int hidden, const GruGatesBackwardIn<T>& in,
+                            const GruGatesBackwardOut<T>& out) {
+  const T *saved = in.saved, *dh_seq = in.dh_seq, *dh_in = in.dh_in;
+  const long long saved_stride = in.saved_stride, dh_seq_stride = in.dh_seq_stride;
+  T *dgx = out.dgx, *dgh = out.dgh, *dh_out = out.dh_out;
+  const long long dgx_stride = out.dgx_stride, dgh_stride = out.dgh_stride;
   const int H = hidden;
   for (long long b = 0; b < batch; ++b)
     for (int j = 0; j < H; ++j) {
@@ -547,23 +551,20 @@ Cost gru_backward_cost(int batch, int steps, int input, int hidden, int elem) {
 
 // ===========================================================================
 #define TIMBRE_GRU_INSTANTIATE(T)                                                               \
-  template void gru_gates_forward<T>(int, int, const T*, long long, const T*, const T*,        \
-                                     const T*, const T*, long long, T*, long long, T*, T*,     \
-                                     long long, cudaStream_t, int);                            \
-  template void gru_gates_backward<T>(int, int, const T*, long long, const T*, long long,      \
-                                      const T*, T*, long long, T*, long long, T*, cudaStream_t, \
-                                      int);                                                    \
+  template void gru_gates_forward<T>(int, int, const GruGatesForwardIn<T>&,                    \
+                                     const GruGatesForwardOut<T>&, cudaStream_t, int);         \
+  template void gru_gates_backward<T>(int, int, const GruGatesBackwardIn<T>&,                  \
+                                      const GruGatesBackwardOut<T>&, cudaStream_t, int);       \
   template void gru_forward<T>(cublasHandle_t, int, int, int, int, const T*, const T*,         \
                                const T*, const T*, const T*, const T*, bool, T*, T*, T*, T*,   \
                                cudaStream_t, int);                                             \
   template void gru_backward<T>(cublasHandle_t, int, int, int, int, const T*, const T*,        \
                                 const T*, const T*, bool, const T*, const T*, T*, T*, T*, T*,  \
                                 T*, T*, GruAccumulate, T*, cudaStream_t, int);                 \
-  template void gru_gates_forward_cpu<T>(int, int, const T*, long long, const T*, const T*,    \
-                                         const T*, const T*, long long, T*, long long, T*, T*, \
-                                         long long);                                           \
-  template void gru_gates_backward_cpu<T>(int, int, const T*, long long, const T*, long long,  \
-                                          const T*, T*, long long, T*, long long, T*);         \
+  template void gru_gates_forward_cpu<T>(int, int, const GruGatesForwardIn<T>&,                \
+                                         const GruGatesForwardOut<T>&);                        \
+  template void gru_gates_backward_cpu<T>(int, int, const GruGatesBackwardIn<T>&,              \
+                                          const GruGatesBackwardOut<T>&);                      \
   template void gru_forward_cpu<T>(int, int, int, int, const T*, const T*, const T*, const T*, \
                                    const T*, const T*, bool, T*, T*);                          \
   template void gru_backward_cpu<T>(int, int, int, int, const T*, const T*, const T*,          \

@@ -60,7 +60,8 @@ namespace timbre::kernels {
 // Fused GRU gate kernels, one time step, all B rows. One thread per (b, j),
 // j < H, in a grid-stride loop: no barrier, no shared memory (simcuda's fast
 // path), consecutive threads on consecutive j (coalesced). Row b of a
-// strided array starts at ptr + b*stride.
+// strided array starts at ptr + b*stride: the layer passes one step's rows
+// of its (B*S, ...) arrays, whose stride is S times the row width.
 
 // Layout of one saved row (5H values) for a (b, t):
 constexpr int kGruSavedR = 0;      // r
@@ -70,34 +71,70 @@ constexpr int kGruSavedHn = 3;     // W_hn h_prev + b_hn
 constexpr int kGruSavedHPrev = 4;  // h_prev
 constexpr int kGruSavedWidth = 5;  // values per hidden unit: a row is 5H
 
-// Forward step. Reads, for each row b:
-//   gx     (3H) = W_ih x_t without bias, row stride gx_stride;
-//   gh     (3H) = W_hh h_prev without bias, contiguous (B, 3H); may be null
-//                 only when h_prev is null (then it is taken as 0);
-//   b_ih, b_hh (3H);
-//   h_prev (H), row stride h_prev_stride; null = zeros.
-// Writes h_t to h (row stride h_stride), and also to h_copy (contiguous
-// (B, H)) when not null; when saved is not null, the row [r z n hn h_prev]
-// (5H, row stride saved_stride). Outputs must not overlap the inputs.
+// Forward step: what the kernel reads. Aggregate:
+// GruGatesForwardIn<T>{gx, gx_stride, gh, b_ih, b_hh, h_prev, h_prev_stride}.
 template <class T>
-void gru_gates_forward(int batch, int hidden, const T* d_gx, long long gx_stride, const T* d_gh,
-                       const T* d_b_ih, const T* d_b_hh, const T* d_h_prev,
-                       long long h_prev_stride, T* d_h, long long h_stride, T* d_h_copy,
-                       T* d_saved, long long saved_stride, cudaStream_t s, int block = 256);
+struct GruGatesForwardIn {
+  const T* gx = nullptr;        // (B, 3H) rows [r z n]: W_ih x_t, without bias
+  long long gx_stride = 0;      //   row stride of gx, >= 3H
+  const T* gh = nullptr;        // (B, 3H) contiguous [r z n]: W_hh h_prev, without
+                                //   bias; may be null only when h_prev is (then 0)
+  const T* b_ih = nullptr;      // (3H) input bias [b_ir b_iz b_in]
+  const T* b_hh = nullptr;      // (3H) hidden bias [b_hr b_hz b_hn]
+  const T* h_prev = nullptr;    // (B, H) rows: h_{t-1}; null: zeros
+  long long h_prev_stride = 0;  //   row stride of h_prev, >= H (unused when null)
+};
 
-// Backward step. With dh = dh_seq + dh_in (either may be null = 0), the
-// gradient of the loss with respect to h_t, and the saved row of the step:
-//   dGx = [da_r, da_z, da_n]       written to dgx (row stride dgx_stride)
-//   dGh = [da_r, da_z, da_n * r]   written to dgh (row stride dgh_stride)
-//   dh_out = dh * z                (contiguous (B, H); null: not written)
-// where da_* are the gradients of the gate pre-activations (derivation in
-// the .cu file and the docs). dh_out may alias dh_in (each element is read
-// and written by one thread); nothing else may overlap.
+// Forward step: what it writes. Must not overlap the inputs. Aggregate:
+// GruGatesForwardOut<T>{h, h_stride, h_copy, saved, saved_stride}.
 template <class T>
-void gru_gates_backward(int batch, int hidden, const T* d_saved, long long saved_stride,
-                        const T* d_dh_seq, long long dh_seq_stride, const T* d_dh_in, T* d_dgx,
-                        long long dgx_stride, T* d_dgh, long long dgh_stride, T* d_dh_out,
-                        cudaStream_t s, int block = 256);
+struct GruGatesForwardOut {
+  T* h = nullptr;              // (B, H) rows: h_t
+  long long h_stride = 0;      //   row stride of h, >= H
+  T* h_copy = nullptr;         // (B, H) contiguous: h_t again; null: not written
+  T* saved = nullptr;          // (B, 5H) rows [r z n hn h_prev] (kGruSaved*) for
+                               //   backward; null: not written
+  long long saved_stride = 0;  //   row stride of saved, >= 5H (unused when null)
+};
+
+// Forward step, all B rows: the gates from gx, gh and the biases, h_t from
+// them and h_prev.
+template <class T>
+void gru_gates_forward(int batch, int hidden, const GruGatesForwardIn<T>& in,
+                       const GruGatesForwardOut<T>& out, cudaStream_t s, int block = 256);
+
+// Backward step: what the kernel reads. The gradient of the loss with
+// respect to h_t is dh = dh_seq + dh_in. Aggregate:
+// GruGatesBackwardIn<T>{saved, saved_stride, dh_seq, dh_seq_stride, dh_in}.
+template <class T>
+struct GruGatesBackwardIn {
+  const T* saved = nullptr;     // (B, 5H) rows: what the forward step saved
+  long long saved_stride = 0;   //   row stride of saved, >= 5H
+  const T* dh_seq = nullptr;    // (B, H) rows: dL/dhseq[:, t]; null: 0
+  long long dh_seq_stride = 0;  //   row stride of dh_seq, >= H (unused when null)
+  const T* dh_in = nullptr;     // (B, H) contiguous: dL/dh_t carried back from
+                                //   the next step processed; null: 0
+};
+
+// Backward step: what it writes, with da_* the gradients of the gate
+// pre-activations (derivation in the .cu file and the docs). dh_out may
+// alias dh_in (each element is read and written by one thread); nothing
+// else may overlap. Aggregate:
+// GruGatesBackwardOut<T>{dgx, dgx_stride, dgh, dgh_stride, dh_out}.
+template <class T>
+struct GruGatesBackwardOut {
+  T* dgx = nullptr;          // (B, 3H) rows: dGx = [da_r, da_z, da_n]
+  long long dgx_stride = 0;  //   row stride of dgx, >= 3H
+  T* dgh = nullptr;          // (B, 3H) rows: dGh = [da_r, da_z, da_n * r]
+  long long dgh_stride = 0;  //   row stride of dgh, >= 3H
+  T* dh_out = nullptr;       // (B, H) contiguous: dh * z, the direct part of
+                             //   dL/dh_{t-1}; null: not written
+};
+
+// Backward step, all B rows.
+template <class T>
+void gru_gates_backward(int batch, int hidden, const GruGatesBackwardIn<T>& in,
+                        const GruGatesBackwardOut<T>& out, cudaStream_t s, int block = 256);
 
 // ===========================================================================
 // Whole GRU layer.
@@ -153,13 +190,11 @@ void gru_backward(cublasHandle_t handle, int batch, int steps, int input, int hi
 // instead of a reserve).
 
 template <class T>
-void gru_gates_forward_cpu(int batch, int hidden, const T* gx, long long gx_stride, const T* gh,
-                           const T* b_ih, const T* b_hh, const T* h_prev, long long h_prev_stride,
-                           T* h, long long h_stride, T* h_copy, T* saved, long long saved_stride);
+void gru_gates_forward_cpu(int batch, int hidden, const GruGatesForwardIn<T>& in,
+                           const GruGatesForwardOut<T>& out);
 template <class T>
-void gru_gates_backward_cpu(int batch, int hidden, const T* saved, long long saved_stride,
-                            const T* dh_seq, long long dh_seq_stride, const T* dh_in, T* dgx,
-                            long long dgx_stride, T* dgh, long long dgh_stride, T* dh_out);
+void gru_gates_backward_cpu(int batch, int hidden, const GruGatesBackwardIn<T>& in,
+                            const GruGatesBackwardOut<T>& out);
 
 template <class T>
 void gru_forward_cpu(int batch, int steps, int input, int hidden, const T* x, const T* w_ih,

@@ -199,18 +199,17 @@ void gate_rows(OpTable& table) {
           DeviceBuffer<T> d_gx(i.gx), d_gh(i.gh), d_b_ih(i.b_ih), d_b_hh(i.b_hh), d_hp(i.h_prev);
           DeviceBuffer<T> d_h(std::vector<T>(B * h_stride, T(7))), d_copy(B * H),
               d_saved(std::vector<T>(B * saved_stride, T(7)));
-          k::gru_gates_forward<T>(B, H, d_gx.get(), gx_stride, with_prev ? d_gh.get() : nullptr,
-                                  d_b_ih.get(), d_b_hh.get(), with_prev ? d_hp.get() : nullptr,
-                                  hp_stride, d_h.get(), h_stride, d_copy.get(), d_saved.get(),
-                                  saved_stride, nullptr, block);
+          const k::GruGatesForwardIn<T> gates_in{
+              d_gx.get(), gx_stride, with_prev ? d_gh.get() : nullptr, d_b_ih.get(),
+              d_b_hh.get(), with_prev ? d_hp.get() : nullptr, hp_stride};
+          k::gru_gates_forward<T>(B, H, gates_in,
+                                  {d_h.get(), h_stride, d_copy.get(), d_saved.get(), saved_stride},
+                                  nullptr, block);
           std::vector<double> out = widen(d_h.to_host());
           for (const auto& v : {d_copy.to_host(), d_saved.to_host()})
             out.insert(out.end(), v.begin(), v.end());
           // Without the optional outputs h is the same.
-          k::gru_gates_forward<T>(B, H, d_gx.get(), gx_stride, with_prev ? d_gh.get() : nullptr,
-                                  d_b_ih.get(), d_b_hh.get(), with_prev ? d_hp.get() : nullptr,
-                                  hp_stride, d_h.get(), h_stride, nullptr, nullptr, 0, nullptr,
-                                  block);
+          k::gru_gates_forward<T>(B, H, gates_in, {d_h.get(), h_stride}, nullptr, block);
           const auto h2 = d_h.to_host();
           out.insert(out.end(), h2.begin(), h2.end());
           return out;
@@ -218,11 +217,11 @@ void gate_rows(OpTable& table) {
         [=] {
           const In& i = in();
           std::vector<T> h(B * h_stride, T(7)), h_copy(B * H), saved(B * saved_stride, T(7));
-          k::gru_gates_forward_cpu<T>(B, H, i.gx.data(), gx_stride,
-                                      with_prev ? i.gh.data() : nullptr, i.b_ih.data(),
-                                      i.b_hh.data(), with_prev ? i.h_prev.data() : nullptr,
-                                      hp_stride, h.data(), h_stride, h_copy.data(), saved.data(),
-                                      saved_stride);
+          k::gru_gates_forward_cpu<T>(
+              B, H,
+              {i.gx.data(), gx_stride, with_prev ? i.gh.data() : nullptr, i.b_ih.data(),
+               i.b_hh.data(), with_prev ? i.h_prev.data() : nullptr, hp_stride},
+              {h.data(), h_stride, h_copy.data(), saved.data(), saved_stride});
           std::vector<double> out = widen(h);
           out.insert(out.end(), h_copy.begin(), h_copy.end());
           out.insert(out.end(), saved.begin(), saved.end());
@@ -262,10 +261,12 @@ void gate_rows(OpTable& table) {
           DeviceBuffer<T> d_saved(i.saved), d_dh_seq(i.dh_seq), d_dh(i.dh_in),
               d_dgx(std::vector<T>(B * dgx_stride, T(7))),
               d_dgh(std::vector<T>(B * dgh_stride, T(7)));
-          k::gru_gates_backward<T>(B, H, d_saved.get(), saved_stride,
-                                   inputs != 2 ? d_dh_seq.get() : nullptr, dh_stride,
-                                   inputs != 1 ? d_dh.get() : nullptr, d_dgx.get(), dgx_stride,
-                                   d_dgh.get(), dgh_stride, d_dh.get(), nullptr, block);
+          k::gru_gates_backward<T>(B, H,
+                                   {d_saved.get(), saved_stride,
+                                    inputs != 2 ? d_dh_seq.get() : nullptr, dh_stride,
+                                    inputs != 1 ? d_dh.get() : nullptr},
+                                   {d_dgx.get(), dgx_stride, d_dgh.get(), dgh_stride, d_dh.get()},
+                                   nullptr, block);
           std::vector<double> out = widen(d_dgx.to_host());
           for (const auto& v : {d_dgh.to_host(), d_dh.to_host()})
             out.insert(out.end(), v.begin(), v.end());
@@ -274,10 +275,12 @@ void gate_rows(OpTable& table) {
         [=] {
           const In& i = in();
           std::vector<T> dgx(B * dgx_stride, T(7)), dgh(B * dgh_stride, T(7)), dh_out(B * H);
-          k::gru_gates_backward_cpu<T>(B, H, i.saved.data(), saved_stride,
-                                       inputs != 2 ? i.dh_seq.data() : nullptr, dh_stride,
-                                       inputs != 1 ? i.dh_in.data() : nullptr, dgx.data(),
-                                       dgx_stride, dgh.data(), dgh_stride, dh_out.data());
+          k::gru_gates_backward_cpu<T>(B, H,
+                                       {i.saved.data(), saved_stride,
+                                        inputs != 2 ? i.dh_seq.data() : nullptr, dh_stride,
+                                        inputs != 1 ? i.dh_in.data() : nullptr},
+                                       {dgx.data(), dgx_stride, dgh.data(), dgh_stride,
+                                        dh_out.data()});
           std::vector<double> out = widen(dgx);
           out.insert(out.end(), dgh.begin(), dgh.end());
           out.insert(out.end(), dh_out.begin(), dh_out.end());
@@ -606,32 +609,37 @@ TEST(GruArgs, RejectsBadSizesBlocksAndPointers) {
 TEST(GruArgs, GateLaunchersCheckStridesAndPointers) {
   DeviceBuffer<float> a(256), b(256), c(256), e(256);
   const auto fwd = [&](long long gx_stride, const float* gh, const float* hp) {
-    k::gru_gates_forward<float>(2, 4, a.get(), gx_stride, gh, b.get(), b.get(), hp, 4, c.get(), 4,
-                                nullptr, nullptr, 0, nullptr);
+    k::gru_gates_forward<float>(2, 4, {a.get(), gx_stride, gh, b.get(), b.get(), hp, 4},
+                                {c.get(), 4}, nullptr);
   };
   EXPECT_NO_THROW(fwd(12, nullptr, nullptr));
   expect_invalid([&] { fwd(11, nullptr, nullptr); },
                  "gru_gates_forward: gx_stride must be >= 12, not 11");
   expect_invalid([&] { fwd(12, nullptr, e.get()); },
-                 "gru_gates_forward: d_gh is null but d_h_prev is not");
+                 "gru_gates_forward: gh is null but h_prev is not");
   expect_invalid(
       [&] {
-        k::gru_gates_forward<float>(2, 4, a.get(), 12, nullptr, b.get(), b.get(), nullptr, 4,
-                                    c.get(), 4, nullptr, e.get(), 19, nullptr);
+        k::gru_gates_forward<float>(2, 4, {a.get(), 12, nullptr, b.get(), nullptr},
+                                    {c.get(), 4}, nullptr);
+      },
+      "gru_gates_forward: b_hh is null");
+  expect_invalid(
+      [&] {
+        k::gru_gates_forward<float>(2, 4, {a.get(), 12, nullptr, b.get(), b.get()},
+                                    {c.get(), 4, nullptr, e.get(), 19}, nullptr);
       },
       "gru_gates_forward: saved_stride must be >= 20, not 19");
   expect_invalid(
       [&] {
-        k::gru_gates_forward<float>(2, 0, a.get(), 12, nullptr, b.get(), b.get(), nullptr, 4,
-                                    c.get(), 4, nullptr, nullptr, 0, nullptr);
+        k::gru_gates_forward<float>(2, 0, {a.get(), 12, nullptr, b.get(), b.get()},
+                                    {c.get(), 4}, nullptr);
       },
       "gru_gates_forward: hidden must be >= 1, not 0");
   const auto bwd = [&](const float* saved, long long dgh_stride) {
-    k::gru_gates_backward<float>(2, 4, saved, 20, nullptr, 0, nullptr, b.get(), 12, c.get(),
-                                 dgh_stride, nullptr, nullptr);
+    k::gru_gates_backward<float>(2, 4, {saved, 20}, {b.get(), 12, c.get(), dgh_stride}, nullptr);
   };
   EXPECT_NO_THROW(bwd(a.get(), 12));
-  expect_invalid([&] { bwd(nullptr, 12); }, "gru_gates_backward: d_saved is null");
+  expect_invalid([&] { bwd(nullptr, 12); }, "gru_gates_backward: saved is null");
   expect_invalid([&] { bwd(a.get(), 3); }, "gru_gates_backward: dgh_stride must be >= 12, not 3");
 }
 
@@ -666,9 +674,8 @@ TEST(GruArgs, ZeroBatchIsANoOp) {
                                           true, nullptr, nullptr, nullptr, nullptr, nullptr,
                                           nullptr, nullptr, nullptr, GruAccumulate{}, nullptr,
                                           nullptr));
-  EXPECT_NO_THROW(k::gru_gates_forward<float>(0, 4, nullptr, 0, nullptr, nullptr, nullptr,
-                                              nullptr, 0, nullptr, 0, nullptr, nullptr, 0,
-                                              nullptr));
+  EXPECT_NO_THROW(k::gru_gates_forward<float>(0, 4, {}, {}, nullptr));
+  EXPECT_NO_THROW(k::gru_gates_backward<float>(0, 4, {}, {}, nullptr));
 }
 
 TEST(GruSizes, WorkspaceAndReserve) {
