@@ -83,7 +83,8 @@ void BM_Gru(benchmark::State& state) {
     Variable y = ops::gru(x, wi, wh, bi, bh, Variable(), false);
     backward(y);
   }
-  report(state, k::gru_forward_cost(32, T, I, H).flops + k::gru_backward_cost(32, T, I, H).flops);
+  const k::GruShape s{32, T, I, H};
+  report(state, k::gru_forward_cost(s).flops + k::gru_backward_cost(s).flops);
 }
 // C-RNN (16 steps, hidden 32) and one direction of the parallel model's BiGRU.
 BENCHMARK(BM_Gru)->Args({16, 128, 32})->Args({64, 128, 64})->Unit(benchmark::kMillisecond)
