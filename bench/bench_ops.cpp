@@ -98,8 +98,8 @@ void BM_Attention(benchmark::State& state) {
     Variable y = ops::attention(h, w, b, v);
     backward(y);
   }
-  report(state, k::attention_forward_cost(32, 64, 128, 128).flops +
-                    k::attention_backward_cost(32, 64, 128, 128).flops);
+  const k::AttentionShape s{32, 64, 128, 128};
+  report(state, k::attention_forward_cost(s).flops + k::attention_backward_cost(s).flops);
 }
 BENCHMARK(BM_Attention)->Unit(benchmark::kMillisecond)->UseRealTime();
 

@@ -543,32 +543,36 @@ Variable attention(const Variable& h, const Variable& w, const Variable& b, cons
   const DType d = Hs.dtype();
   Tensor out = Tensor::empty(Shape{B, D}, d);
   Tensor alpha = Tensor::empty(Shape{B, T_}, d);
-  Tensor reserve = Tensor::empty(Shape{int64_t(kernels::attention_reserve_size(B, T_, A))}, d);
+  const kernels::AttentionShape shape{B, T_, D, A};
+  Tensor reserve = Tensor::empty(Shape{int64_t(kernels::attention_reserve_size(shape))}, d);
   dispatch(d, [&](auto t) {
     using T = decltype(t);
-    kernels::attention_forward<T>(cublas(), B, T_, D, A, Hs.data<T>(), w.value().data<T>(),
-                                  b.value().data<T>(), v.value().data<T>(), out.data<T>(),
-                                  alpha.data<T>(), reserve.data<T>(), stream());
+    kernels::attention_forward<T>(cublas(), shape,
+                                  {w.value().data<T>(), b.value().data<T>(), v.value().data<T>()},
+                                  {Hs.data<T>(), out.data<T>(), alpha.data<T>()},
+                                  reserve.data<T>(), stream());
   });
   return Variable::from_op(
       "attention", out, {h, w, b, v}, [=](const Tensor& dOut, Inputs& in) {
         Tensor ws = Tensor::empty(
-            Shape{int64_t(kernels::attention_backward_workspace_size(B, T_, A))}, d);
+            Shape{int64_t(kernels::attention_backward_workspace_size(shape))}, d);
         dispatch(d, [&](auto t) {
           using T = decltype(t);
-          kernels::AttentionAccumulate acc;
+          kernels::AttentionGradients<T> g;
           auto grad = [&](int i, bool* a) -> T* {
             if (!in[size_t(i)].requires_grad()) return nullptr;
             return in[size_t(i)].grad_for_update(a).template data<T>();
           };
-          T* dh = grad(0, &acc.dhseq);
-          T* dw = grad(1, &acc.w);
-          T* db = grad(2, &acc.b);
-          T* dv = grad(3, &acc.v);
-          kernels::attention_backward<T>(cublas(), B, T_, D, A, Hs.data<T>(),
-                                         in[1].value().data<T>(), in[3].value().data<T>(),
-                                         alpha.data<T>(), reserve.data<T>(), dOut.data<T>(), dh,
-                                         dw, db, dv, acc, ws.data<T>(), stream());
+          g.dhseq = grad(0, &g.accumulate.dhseq);
+          g.dw = grad(1, &g.accumulate.w);
+          g.db = grad(2, &g.accumulate.b);
+          g.dv = grad(3, &g.accumulate.v);
+          // W and v only: backward does not read b.
+          const kernels::AttentionWeights<T> weights{in[1].value().data<T>(), nullptr,
+                                                     in[3].value().data<T>()};
+          kernels::attention_backward<T>(cublas(), shape, weights, {Hs.data<T>(), dOut.data<T>()},
+                                         alpha.data<T>(), reserve.data<T>(), g, ws.data<T>(),
+                                         stream());
         });
       });
 }
