@@ -83,7 +83,8 @@ void BM_Gru(benchmark::State& state) {
     Variable y = ops::gru(x, wi, wh, bi, bh, Variable(), false);
     backward(y);
   }
-  report(state, k::gru_forward_cost(32, T, I, H).flops + k::gru_backward_cost(32, T, I, H).flops);
+  const k::GruShape s{32, T, I, H};
+  report(state, k::gru_forward_cost(s).flops + k::gru_backward_cost(s).flops);
 }
 // C-RNN (16 steps, hidden 32) and one direction of the parallel model's BiGRU.
 BENCHMARK(BM_Gru)->Args({16, 128, 32})->Args({64, 128, 64})->Unit(benchmark::kMillisecond)
@@ -97,8 +98,8 @@ void BM_Attention(benchmark::State& state) {
     Variable y = ops::attention(h, w, b, v);
     backward(y);
   }
-  report(state, k::attention_forward_cost(32, 64, 128, 128).flops +
-                    k::attention_backward_cost(32, 64, 128, 128).flops);
+  const k::AttentionShape s{32, 64, 128, 128};
+  report(state, k::attention_forward_cost(s).flops + k::attention_backward_cost(s).flops);
 }
 BENCHMARK(BM_Attention)->Unit(benchmark::kMillisecond)->UseRealTime();
 

@@ -488,40 +488,42 @@ Variable gru(const Variable& x, const Variable& w_ih, const Variable& w_hh, cons
   auto elems = [d](size_t n) { return Tensor::empty(Shape{int64_t(n)}, d); };
   Tensor out = Tensor::empty(Shape{B, T_, H}, d);
   Tensor last = Tensor::empty(Shape{B, H}, d);
-  Tensor reserve = elems(kernels::gru_reserve_size(B, T_, H));
+  const kernels::GruShape shape{B, T_, I, H};
+  Tensor reserve = elems(kernels::gru_reserve_size(shape));
   {
-    Tensor ws = elems(kernels::gru_forward_workspace_size(B, T_, I, H));
+    Tensor ws = elems(kernels::gru_forward_workspace_size(shape));
     dispatch(d, [&](auto t) {
       using T = decltype(t);
-      kernels::gru_forward<T>(cublas(), B, T_, I, H, X.data<T>(), w_ih.value().data<T>(),
-                              w_hh.value().data<T>(), b_ih.value().data<T>(),
-                              b_hh.value().data<T>(), h0.defined() ? h0.value().data<T>() : nullptr,
-                              reverse, out.data<T>(), last.data<T>(), reserve.data<T>(),
-                              ws.data<T>(), stream());
+      const kernels::GruWeights<T> weights{w_ih.value().data<T>(), w_hh.value().data<T>(),
+                                           b_ih.value().data<T>(), b_hh.value().data<T>()};
+      kernels::gru_forward<T>(cublas(), shape, weights,
+                              {X.data<T>(), h0.defined() ? h0.value().data<T>() : nullptr,
+                               out.data<T>(), last.data<T>()},
+                              reverse, reserve.data<T>(), ws.data<T>(), stream());
     });
   }
   // Backward through time (kernels/gru.cuh, docs/kernels/gru.md).
   return Variable::from_op(
       "gru", out, {x, w_ih, w_hh, b_ih, b_hh, h0},
       [=](const Tensor& dY, Inputs& v) {
-        Tensor ws = elems(kernels::gru_backward_workspace_size(B, T_, I, H));
+        Tensor ws = elems(kernels::gru_backward_workspace_size(shape));
         dispatch(d, [&](auto t) {
           using T = decltype(t);
-          kernels::GruAccumulate acc;
+          kernels::GruGradients<T> g;
           auto grad = [&](int i, bool* a) -> T* {
             if (!v[size_t(i)].defined() || !v[size_t(i)].requires_grad()) return nullptr;
             return v[size_t(i)].grad_for_update(a).template data<T>();
           };
-          T* dx = grad(0, &acc.dx);
-          T* dw_ih = grad(1, &acc.w_ih);
-          T* dw_hh = grad(2, &acc.w_hh);
-          T* db_ih = grad(3, &acc.b_ih);
-          T* db_hh = grad(4, &acc.b_hh);
-          T* dh0 = grad(5, &acc.dh0);
-          kernels::gru_backward<T>(cublas(), B, T_, I, H, X.data<T>(), v[1].value().data<T>(),
-                                   v[2].value().data<T>(), reserve.data<T>(), reverse,
-                                   dY.data<T>(), nullptr, dx, dh0, dw_ih, dw_hh, db_ih, db_hh,
-                                   acc, ws.data<T>(), stream());
+          g.dx = grad(0, &g.accumulate.dx);
+          g.dw_ih = grad(1, &g.accumulate.w_ih);
+          g.dw_hh = grad(2, &g.accumulate.w_hh);
+          g.db_ih = grad(3, &g.accumulate.b_ih);
+          g.db_hh = grad(4, &g.accumulate.b_hh);
+          g.dh0 = grad(5, &g.accumulate.dh0);
+          // Only W_ih and W_hh: backward reads the gates from the reserve, not the biases.
+          const kernels::GruWeights<T> weights{v[1].value().data<T>(), v[2].value().data<T>()};
+          kernels::gru_backward<T>(cublas(), shape, weights, {X.data<T>(), dY.data<T>(), nullptr},
+                                   reverse, reserve.data<T>(), g, ws.data<T>(), stream());
         });
       });
 }
@@ -541,32 +543,36 @@ Variable attention(const Variable& h, const Variable& w, const Variable& b, cons
   const DType d = Hs.dtype();
   Tensor out = Tensor::empty(Shape{B, D}, d);
   Tensor alpha = Tensor::empty(Shape{B, T_}, d);
-  Tensor reserve = Tensor::empty(Shape{int64_t(kernels::attention_reserve_size(B, T_, A))}, d);
+  const kernels::AttentionShape shape{B, T_, D, A};
+  Tensor reserve = Tensor::empty(Shape{int64_t(kernels::attention_reserve_size(shape))}, d);
   dispatch(d, [&](auto t) {
     using T = decltype(t);
-    kernels::attention_forward<T>(cublas(), B, T_, D, A, Hs.data<T>(), w.value().data<T>(),
-                                  b.value().data<T>(), v.value().data<T>(), out.data<T>(),
-                                  alpha.data<T>(), reserve.data<T>(), stream());
+    kernels::attention_forward<T>(cublas(), shape,
+                                  {w.value().data<T>(), b.value().data<T>(), v.value().data<T>()},
+                                  {Hs.data<T>(), out.data<T>(), alpha.data<T>()},
+                                  reserve.data<T>(), stream());
   });
   return Variable::from_op(
       "attention", out, {h, w, b, v}, [=](const Tensor& dOut, Inputs& in) {
         Tensor ws = Tensor::empty(
-            Shape{int64_t(kernels::attention_backward_workspace_size(B, T_, A))}, d);
+            Shape{int64_t(kernels::attention_backward_workspace_size(shape))}, d);
         dispatch(d, [&](auto t) {
           using T = decltype(t);
-          kernels::AttentionAccumulate acc;
+          kernels::AttentionGradients<T> g;
           auto grad = [&](int i, bool* a) -> T* {
             if (!in[size_t(i)].requires_grad()) return nullptr;
             return in[size_t(i)].grad_for_update(a).template data<T>();
           };
-          T* dh = grad(0, &acc.dhseq);
-          T* dw = grad(1, &acc.w);
-          T* db = grad(2, &acc.b);
-          T* dv = grad(3, &acc.v);
-          kernels::attention_backward<T>(cublas(), B, T_, D, A, Hs.data<T>(),
-                                         in[1].value().data<T>(), in[3].value().data<T>(),
-                                         alpha.data<T>(), reserve.data<T>(), dOut.data<T>(), dh,
-                                         dw, db, dv, acc, ws.data<T>(), stream());
+          g.dhseq = grad(0, &g.accumulate.dhseq);
+          g.dw = grad(1, &g.accumulate.w);
+          g.db = grad(2, &g.accumulate.b);
+          g.dv = grad(3, &g.accumulate.v);
+          // W and v only: backward does not read b.
+          const kernels::AttentionWeights<T> weights{in[1].value().data<T>(), nullptr,
+                                                     in[3].value().data<T>()};
+          kernels::attention_backward<T>(cublas(), shape, weights, {Hs.data<T>(), dOut.data<T>()},
+                                         alpha.data<T>(), reserve.data<T>(), g, ws.data<T>(),
+                                         stream());
         });
       });
 }

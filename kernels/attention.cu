@@ -106,13 +106,13 @@ __global__ void attention_score_backward_kernel(long long rows, int attn, const 
   }
 }
 
-void check_attention_sizes(const char* op, int batch, int steps, int dim, int attn, int block) {
-  check_at_least(op, "batch", batch, 0);
-  check_at_least(op, "steps", steps, 1);
-  check_at_least(op, "dim", dim, 1);
-  check_at_least(op, "attn", attn, 1);
+void check_attention_shape(const char* op, const AttentionShape& shape, int block) {
+  check_at_least(op, "batch", shape.batch, 0);
+  check_at_least(op, "steps", shape.steps, 1);
+  check_at_least(op, "dim", shape.dim, 1);
+  check_at_least(op, "attn", shape.attn, 1);
   check_block(op, block);
-  check_fits_int(op, "batch*steps", (long long)batch * steps);
+  check_fits_int(op, "batch*steps", (long long)shape.batch * shape.steps);
 }
 
 }  // namespace
@@ -126,85 +126,86 @@ void check_attention_sizes(const char* op, int batch, int steps, int dim, int at
 //   dW^c (D x A)    = H^c (D x R) dP^c^T (R x A)  gemm(N, T, D, A, R)
 //   dH^c (D x R)   += W^c (D x A) dP^c (A x R)    gemm(N, N, D, R, A)
 
-size_t attention_reserve_size(int batch, int steps, int attn) {
-  return size_t(batch) * steps * attn;
+size_t attention_reserve_size(const AttentionShape& shape) {
+  return size_t(shape.batch) * shape.steps * shape.attn;
 }
 
-size_t attention_backward_workspace_size(int batch, int steps, int attn) {
-  const size_t rows = size_t(batch) * steps;
-  return rows * attn + 3 * rows;
+size_t attention_backward_workspace_size(const AttentionShape& shape) {
+  const size_t rows = size_t(shape.batch) * shape.steps;
+  return rows * shape.attn + 3 * rows;
 }
 
 template <class T>
-void attention_forward(cublasHandle_t handle, int batch, int steps, int dim, int attn,
-                       const T* d_hseq, const T* d_w, const T* d_b, const T* d_v, T* d_out,
-                       T* d_alpha, T* d_reserve, cudaStream_t s, int block) {
+void attention_forward(cublasHandle_t handle, const AttentionShape& shape,
+                       const AttentionWeights<T>& weights, const AttentionForwardData<T>& data,
+                       T* d_reserve, cudaStream_t s, int block) {
   const char* op = "attention_forward";
-  check_attention_sizes(op, batch, steps, dim, attn, block);
-  if (batch == 0) return;
-  check_pointer(op, d_hseq, "d_hseq");
-  check_pointer(op, d_w, "d_w");
-  check_pointer(op, d_b, "d_b");
-  check_pointer(op, d_v, "d_v");
-  check_pointer(op, d_out, "d_out");
-  check_pointer(op, d_alpha, "d_alpha");
+  check_attention_shape(op, shape, block);
+  if (shape.batch == 0) return;
+  check_pointer(op, data.hseq, "hseq");
+  check_pointer(op, weights.w, "w");
+  check_pointer(op, weights.b, "b");
+  check_pointer(op, weights.v, "v");
+  check_pointer(op, data.out, "out");
+  check_pointer(op, data.alpha, "alpha");
   check_pointer(op, d_reserve, "d_reserve");
   check_handle(op, handle, s);
 
+  const int batch = shape.batch, steps = shape.steps, dim = shape.dim, attn = shape.attn;
   const int R = batch * steps;
   T* u = d_reserve;
-  gemm(handle, {kT, kN, attn, R, dim, dim, dim, attn}, T(1), d_w, d_hseq, T(0), u);
+  gemm(handle, {kT, kN, attn, R, dim, dim, dim, attn}, T(1), weights.w, data.hseq, T(0), u);
   // The scores go straight into alpha; the softmax then runs in place.
-  LAUNCH((attention_score_kernel<T>), blocks_for(R, block), block, 0, s,
-         (long long)R, attn, u, d_b, d_v, d_alpha);
-  softmax_forward<T>(d_alpha, d_alpha, batch, steps, s, block);
-  LAUNCH((attention_weighted_sum_kernel<T>),
-         blocks_for((long long)batch * dim, block), block, 0, s, batch, steps, dim,
-         d_hseq, d_alpha, d_out);
+  LAUNCH((attention_score_kernel<T>), blocks_for(R, block), block, 0, s, (long long)R, attn, u,
+         weights.b, weights.v, data.alpha);
+  softmax_forward<T>(data.alpha, data.alpha, batch, steps, s, block);
+  LAUNCH((attention_weighted_sum_kernel<T>), blocks_for((long long)batch * dim, block), block, 0, s,
+         batch, steps, dim, data.hseq, data.alpha, data.out);
 }
 
 template <class T>
-void attention_backward(cublasHandle_t handle, int batch, int steps, int dim, int attn,
-                        const T* d_hseq, const T* d_w, const T* d_v, const T* d_alpha,
-                        const T* d_reserve, const T* d_dout, T* d_dhseq, T* d_dw, T* d_db,
-                        T* d_dv, AttentionAccumulate accumulate, T* d_workspace, cudaStream_t s,
-                        int block) {
+void attention_backward(cublasHandle_t handle, const AttentionShape& shape,
+                        const AttentionWeights<T>& weights, const AttentionBackwardData<T>& data,
+                        const T* d_alpha, const T* d_reserve, const AttentionGradients<T>& grads,
+                        T* d_workspace, cudaStream_t s, int block) {
   const char* op = "attention_backward";
-  check_attention_sizes(op, batch, steps, dim, attn, block);
-  if (batch == 0) return;
-  check_pointer(op, d_hseq, "d_hseq");
-  check_pointer(op, d_w, "d_w");
-  check_pointer(op, d_v, "d_v");
+  check_attention_shape(op, shape, block);
+  if (shape.batch == 0) return;
+  check_pointer(op, data.hseq, "hseq");
+  check_pointer(op, weights.w, "w");
+  check_pointer(op, weights.v, "v");
   check_pointer(op, d_alpha, "d_alpha");
   check_pointer(op, d_reserve, "d_reserve");
-  check_pointer(op, d_dout, "d_dout");
+  check_pointer(op, data.dout, "dout");
   check_pointer(op, d_workspace, "d_workspace");
   check_handle(op, handle, s);
 
+  const int batch = shape.batch, steps = shape.steps, dim = shape.dim, attn = shape.attn;
   const int R = batch * steps;
+  const AttentionAccumulate& acc = grads.accumulate;
   const T* u = d_reserve;
   T* dp = d_workspace;
   T* dalpha = dp + size_t(R) * attn;
   T* de = dalpha + R;
   T* ones = de + R;
 
-  LAUNCH((attention_weighted_sum_backward_kernel<T>), blocks_for(R, block), block,
-         0, s, batch, steps, dim, d_hseq, d_alpha, d_dout, dalpha, d_dhseq, accumulate.dhseq);
+  LAUNCH((attention_weighted_sum_backward_kernel<T>), blocks_for(R, block), block, 0, s, batch,
+         steps, dim, data.hseq, d_alpha, data.dout, dalpha, grads.dhseq, acc.dhseq);
   softmax_backward<T>(d_alpha, dalpha, de, batch, steps, false, s, block);
-  LAUNCH((attention_score_backward_kernel<T>),
-         blocks_for((long long)R * attn, block), block, 0, s, (long long)R, attn,
-         u, d_v, de, dp);
-  if (d_dv) gemm(handle, {kN, kN, attn, 1, R, attn, R, attn}, T(1), u, de,
-                 beta_for<T>(accumulate.v), d_dv);
-  if (d_db) {
+  LAUNCH((attention_score_backward_kernel<T>), blocks_for((long long)R * attn, block), block, 0, s,
+         (long long)R, attn, u, weights.v, de, dp);
+  if (grads.dv)
+    gemm(handle, {kN, kN, attn, 1, R, attn, R, attn}, T(1), u, de, beta_for<T>(acc.v), grads.dv);
+  if (grads.db) {
     fill<T>(ones, R, T(1), s, block);
-    gemm(handle, {kN, kN, attn, 1, R, attn, R, attn}, T(1), dp, ones, beta_for<T>(accumulate.b),
-         d_db);
+    gemm(handle, {kN, kN, attn, 1, R, attn, R, attn}, T(1), dp, ones, beta_for<T>(acc.b), grads.db);
   }
-  if (d_dw) gemm(handle, {kN, kT, dim, attn, R, dim, attn, dim}, T(1), d_hseq, dp,
-                 beta_for<T>(accumulate.w), d_dw);
+  if (grads.dw)
+    gemm(handle, {kN, kT, dim, attn, R, dim, attn, dim}, T(1), data.hseq, dp, beta_for<T>(acc.w),
+         grads.dw);
   // The kernel above assigned or accumulated alpha * dout; the W path adds.
-  if (d_dhseq) gemm(handle, {kN, kN, dim, R, attn, dim, attn, dim}, T(1), d_w, dp, T(1), d_dhseq);
+  if (grads.dhseq)
+    gemm(handle, {kN, kN, dim, R, attn, dim, attn, dim}, T(1), weights.w, dp, T(1), grads.dhseq);
 }
 // ===========================================================================
 // CPU references: the formulas of the header, one loop nest each, in double.
@@ -212,8 +213,10 @@ void attention_backward(cublasHandle_t handle, int batch, int steps, int dim, in
 namespace {
 // u (B*S, A) and alpha (B, S) of the attention, in double.
 template <class T>
-void attention_trace_cpu(int B, int S, int D, int A, const T* hseq, const T* w, const T* b,
-                         const T* v, std::vector<double>& u, std::vector<double>& alpha) {
+void attention_trace_cpu(const AttentionShape& shape, const AttentionWeights<T>& weights,
+                         const T* hseq, std::vector<double>& u, std::vector<double>& alpha) {
+  const int B = shape.batch, S = shape.steps, D = shape.dim, A = shape.attn;
+  const T *w = weights.w, *b = weights.b, *v = weights.v;
   u.assign(size_t(B) * S * A, 0.0);
   alpha.assign(size_t(B) * S, 0.0);
   for (size_t row = 0; row < size_t(B) * S; ++row) {
@@ -238,10 +241,13 @@ void attention_trace_cpu(int B, int S, int D, int A, const T* hseq, const T* w, 
 }  // namespace
 
 template <class T>
-void attention_forward_cpu(int batch, int steps, int dim, int attn, const T* hseq, const T* w,
-                           const T* b, const T* v, T* out, T* alpha) {
+void attention_forward_cpu(const AttentionShape& shape, const AttentionWeights<T>& weights,
+                           const AttentionForwardData<T>& data) {
+  const int batch = shape.batch, steps = shape.steps, dim = shape.dim;
+  const T* hseq = data.hseq;
+  T *out = data.out, *alpha = data.alpha;
   std::vector<double> u, al;
-  attention_trace_cpu(batch, steps, dim, attn, hseq, w, b, v, u, al);
+  attention_trace_cpu(shape, weights, hseq, u, al);
   for (int bb = 0; bb < batch; ++bb)
     for (int d = 0; d < dim; ++d) {
       double sum = 0;
@@ -254,12 +260,13 @@ void attention_forward_cpu(int batch, int steps, int dim, int attn, const T* hse
 }
 
 template <class T>
-void attention_backward_cpu(int batch, int steps, int dim, int attn, const T* hseq, const T* w,
-                            const T* b, const T* v, const T* dout, T* dhseq, T* dw, T* db,
-                            T* dv, AttentionAccumulate accumulate) {
-  const int B = batch, S = steps, D = dim, A = attn;
+void attention_backward_cpu(const AttentionShape& shape, const AttentionWeights<T>& weights,
+                            const AttentionBackwardData<T>& data,
+                            const AttentionGradients<T>& grads) {
+  const int B = shape.batch, S = shape.steps, D = shape.dim, A = shape.attn;
+  const T *hseq = data.hseq, *dout = data.dout, *w = weights.w, *v = weights.v;
   std::vector<double> u, al;
-  attention_trace_cpu(B, S, D, A, hseq, w, b, v, u, al);
+  attention_trace_cpu(shape, weights, hseq, u, al);
   std::vector<double> gh(size_t(B) * S * D, 0.0), gw(size_t(A) * D, 0.0), gb(A, 0.0),
       gv(A, 0.0), dalpha(S), de(S), dp(A);
   for (int bb = 0; bb < B; ++bb) {
@@ -294,16 +301,18 @@ void attention_backward_cpu(int batch, int steps, int dim, int attn, const T* hs
       }
     }
   }
-  store_all_cpu(dhseq, gh, accumulate.dhseq);
-  store_all_cpu(dw, gw, accumulate.w);
-  store_all_cpu(db, gb, accumulate.b);
-  store_all_cpu(dv, gv, accumulate.v);
+  const AttentionAccumulate& acc = grads.accumulate;
+  store_all_cpu(grads.dhseq, gh, acc.dhseq);
+  store_all_cpu(grads.dw, gw, acc.w);
+  store_all_cpu(grads.db, gb, acc.b);
+  store_all_cpu(grads.dv, gv, acc.v);
 }
 
 // ===========================================================================
 // Costs.
 
-Cost attention_forward_cost(int batch, int steps, int dim, int attn, int elem) {
+Cost attention_forward_cost(const AttentionShape& shape, int elem) {
+  const int batch = shape.batch, steps = shape.steps, dim = shape.dim, attn = shape.attn;
   const double R = double(batch) * steps;
   Cost c = gemm_cost(attn, R, dim, elem);
   c += Cost{4 * R * attn, (2 * R * attn + 2.0 * attn + R) * elem};  // u, e
@@ -312,7 +321,8 @@ Cost attention_forward_cost(int batch, int steps, int dim, int attn, int elem) {
   return c;
 }
 
-Cost attention_backward_cost(int batch, int steps, int dim, int attn, int elem) {
+Cost attention_backward_cost(const AttentionShape& shape, int elem) {
+  const int batch = shape.batch, steps = shape.steps, dim = shape.dim, attn = shape.attn;
   const double R = double(batch) * steps;
   // dalpha and dh = alpha dout: reads h, alpha, dout; writes dalpha, dh.
   Cost c{3 * R * dim, (2 * R * dim + 2 * R + double(batch) * dim) * elem};
@@ -325,17 +335,19 @@ Cost attention_backward_cost(int batch, int steps, int dim, int attn, int elem) 
   return c;
 }
 // ===========================================================================
-#define TIMBRE_ATTENTION_INSTANTIATE(T)                                                        \
-  template void attention_forward<T>(cublasHandle_t, int, int, int, int, const T*, const T*,   \
-                                     const T*, const T*, T*, T*, T*, cudaStream_t, int);       \
-  template void attention_backward<T>(cublasHandle_t, int, int, int, int, const T*, const T*,  \
-                                      const T*, const T*, const T*, const T*, T*, T*, T*, T*,  \
-                                      AttentionAccumulate, T*, cudaStream_t, int);             \
-  template void attention_forward_cpu<T>(int, int, int, int, const T*, const T*, const T*,     \
-                                         const T*, T*, T*);                                    \
-  template void attention_backward_cpu<T>(int, int, int, int, const T*, const T*, const T*,    \
-                                          const T*, const T*, T*, T*, T*, T*,                  \
-                                          AttentionAccumulate);
+#define TIMBRE_ATTENTION_INSTANTIATE(T)                                                            \
+  template void attention_forward<T>(cublasHandle_t, const AttentionShape&,                        \
+                                     const AttentionWeights<T>&, const AttentionForwardData<T>&,   \
+                                     T*, cudaStream_t, int);                                       \
+  template void attention_backward<T>(cublasHandle_t, const AttentionShape&,                       \
+                                      const AttentionWeights<T>&, const AttentionBackwardData<T>&, \
+                                      const T*, const T*, const AttentionGradients<T>&, T*,        \
+                                      cudaStream_t, int);                                          \
+  template void attention_forward_cpu<T>(const AttentionShape&, const AttentionWeights<T>&,        \
+                                         const AttentionForwardData<T>&);                          \
+  template void attention_backward_cpu<T>(const AttentionShape&, const AttentionWeights<T>&,       \
+                                          const AttentionBackwardData<T>&,                         \
+                                          const AttentionGradients<T>&);
 
 TIMBRE_ATTENTION_INSTANTIATE(float)
 TIMBRE_ATTENTION_INSTANTIATE(double)

@@ -119,14 +119,14 @@ __global__ void gru_gates_backward_kernel(int batch, int hidden, const T* saved,
   }
 }
 
-void check_gru_sizes(const char* op, int batch, int steps, int input, int hidden, int block) {
-  check_at_least(op, "batch", batch, 0);
-  check_at_least(op, "steps", steps, 1);
-  check_at_least(op, "input", input, 1);
-  check_at_least(op, "hidden", hidden, 1);
+void check_gru_shape(const char* op, const GruShape& shape, int block) {
+  check_at_least(op, "batch", shape.batch, 0);
+  check_at_least(op, "steps", shape.steps, 1);
+  check_at_least(op, "input", shape.input, 1);
+  check_at_least(op, "hidden", shape.hidden, 1);
   check_block(op, block);
-  check_fits_int(op, "batch*steps", (long long)batch * steps);
-  check_fits_int(op, "steps*5*hidden", (long long)steps * kGruSavedWidth * hidden);
+  check_fits_int(op, "batch*steps", (long long)shape.batch * shape.steps);
+  check_fits_int(op, "steps*5*hidden", (long long)shape.steps * kGruSavedWidth * shape.hidden);
 }
 
 }  // namespace
@@ -135,51 +135,47 @@ void check_gru_sizes(const char* op, int batch, int steps, int input, int hidden
 // Gate launchers.
 
 template <class T>
-void gru_gates_forward(int batch, int hidden, const T* d_gx, long long gx_stride, const T* d_gh,
-                       const T* d_b_ih, const T* d_b_hh, const T* d_h_prev,
-                       long long h_prev_stride, T* d_h, long long h_stride, T* d_h_copy,
-                       T* d_saved, long long saved_stride, cudaStream_t s, int block) {
+void gru_gates_forward(int batch, int hidden, const GruGatesForwardIn<T>& in,
+                       const GruGatesForwardOut<T>& out, cudaStream_t s, int block) {
   const char* op = "gru_gates_forward";
   check_at_least(op, "batch", batch, 0);
   check_at_least(op, "hidden", hidden, 1);
   check_block(op, block);
   if (batch == 0) return;
-  check_pointer(op, d_gx, "d_gx");
-  check_pointer(op, d_b_ih, "d_b_ih");
-  check_pointer(op, d_b_hh, "d_b_hh");
-  check_pointer(op, d_h, "d_h");
-  if (d_h_prev && !d_gh) fail(op, "d_gh is null but d_h_prev is not");
+  check_pointer(op, in.gx, "gx");
+  check_pointer(op, in.b_ih, "b_ih");
+  check_pointer(op, in.b_hh, "b_hh");
+  check_pointer(op, out.h, "h");
+  if (in.h_prev && !in.gh) fail(op, "gh is null but h_prev is not");
   const long long H = hidden;
-  check_at_least(op, "gx_stride", gx_stride, 3 * H);
-  check_at_least(op, "h_stride", h_stride, H);
-  if (d_h_prev) check_at_least(op, "h_prev_stride", h_prev_stride, H);
-  if (d_saved) check_at_least(op, "saved_stride", saved_stride, kGruSavedWidth * H);
-  LAUNCH((gru_gates_forward_kernel<T>), blocks_for(batch * H, block), block, 0, s,
-         batch, hidden, d_gx, gx_stride, d_gh, d_b_ih, d_b_hh, d_h_prev, h_prev_stride, d_h,
-         h_stride, d_h_copy, d_saved, saved_stride);
+  check_at_least(op, "gx_stride", in.gx_stride, 3 * H);
+  check_at_least(op, "h_stride", out.h_stride, H);
+  if (in.h_prev) check_at_least(op, "h_prev_stride", in.h_prev_stride, H);
+  if (out.saved) check_at_least(op, "saved_stride", out.saved_stride, kGruSavedWidth * H);
+  LAUNCH((gru_gates_forward_kernel<T>), blocks_for(batch * H, block), block, 0, s, batch, hidden,
+         in.gx, in.gx_stride, in.gh, in.b_ih, in.b_hh, in.h_prev, in.h_prev_stride, out.h,
+         out.h_stride, out.h_copy, out.saved, out.saved_stride);
 }
 
 template <class T>
-void gru_gates_backward(int batch, int hidden, const T* d_saved, long long saved_stride,
-                        const T* d_dh_seq, long long dh_seq_stride, const T* d_dh_in, T* d_dgx,
-                        long long dgx_stride, T* d_dgh, long long dgh_stride, T* d_dh_out,
-                        cudaStream_t s, int block) {
+void gru_gates_backward(int batch, int hidden, const GruGatesBackwardIn<T>& in,
+                        const GruGatesBackwardOut<T>& out, cudaStream_t s, int block) {
   const char* op = "gru_gates_backward";
   check_at_least(op, "batch", batch, 0);
   check_at_least(op, "hidden", hidden, 1);
   check_block(op, block);
   if (batch == 0) return;
-  check_pointer(op, d_saved, "d_saved");
-  check_pointer(op, d_dgx, "d_dgx");
-  check_pointer(op, d_dgh, "d_dgh");
+  check_pointer(op, in.saved, "saved");
+  check_pointer(op, out.dgx, "dgx");
+  check_pointer(op, out.dgh, "dgh");
   const long long H = hidden;
-  check_at_least(op, "saved_stride", saved_stride, kGruSavedWidth * H);
-  if (d_dh_seq) check_at_least(op, "dh_seq_stride", dh_seq_stride, H);
-  check_at_least(op, "dgx_stride", dgx_stride, 3 * H);
-  check_at_least(op, "dgh_stride", dgh_stride, 3 * H);
-  LAUNCH((gru_gates_backward_kernel<T>), blocks_for(batch * H, block), block, 0,
-         s, batch, hidden, d_saved, saved_stride, d_dh_seq, dh_seq_stride, d_dh_in, d_dgx,
-         dgx_stride, d_dgh, dgh_stride, d_dh_out);
+  check_at_least(op, "saved_stride", in.saved_stride, kGruSavedWidth * H);
+  if (in.dh_seq) check_at_least(op, "dh_seq_stride", in.dh_seq_stride, H);
+  check_at_least(op, "dgx_stride", out.dgx_stride, 3 * H);
+  check_at_least(op, "dgh_stride", out.dgh_stride, 3 * H);
+  LAUNCH((gru_gates_backward_kernel<T>), blocks_for(batch * H, block), block, 0, s, batch, hidden,
+         in.saved, in.saved_stride, in.dh_seq, in.dh_seq_stride, in.dh_in, out.dgx, out.dgx_stride,
+         out.dgh, out.dgh_stride, out.dh_out);
 }
 
 // ===========================================================================
@@ -199,81 +195,83 @@ void gru_gates_backward(int batch, int hidden, const T* d_saved, long long saved
 // B rows of one step t are every S-th row: one step's matrices are the same
 // arrays with a leading dimension S times larger (no copies).
 
-size_t gru_forward_workspace_size(int batch, int steps, int input, int hidden) {
-  (void)input;
-  return size_t(batch) * steps * 3 * hidden + size_t(batch) * 3 * hidden;
+size_t gru_forward_workspace_size(const GruShape& shape) {
+  const size_t B = size_t(shape.batch), S = size_t(shape.steps), H = size_t(shape.hidden);
+  return B * S * 3 * H + B * 3 * H;
 }
 
-size_t gru_reserve_size(int batch, int steps, int hidden) {
-  return size_t(batch) * steps * kGruSavedWidth * hidden;
+size_t gru_reserve_size(const GruShape& shape) {
+  return size_t(shape.batch) * shape.steps * kGruSavedWidth * shape.hidden;
 }
 
-size_t gru_backward_workspace_size(int batch, int steps, int input, int hidden) {
-  (void)input;
-  const size_t rows = size_t(batch) * steps;
-  return 2 * rows * 3 * hidden + size_t(batch) * hidden + rows;
+size_t gru_backward_workspace_size(const GruShape& shape) {
+  const size_t rows = size_t(shape.batch) * shape.steps;
+  return 2 * rows * 3 * shape.hidden + size_t(shape.batch) * shape.hidden + rows;
 }
 
 template <class T>
-void gru_forward(cublasHandle_t handle, int batch, int steps, int input, int hidden,
-                 const T* d_x, const T* d_w_ih, const T* d_w_hh, const T* d_b_ih,
-                 const T* d_b_hh, const T* d_h0, bool reverse, T* d_hseq, T* d_h_last,
-                 T* d_reserve, T* d_workspace, cudaStream_t s, int block) {
+void gru_forward(cublasHandle_t handle, const GruShape& shape, const GruWeights<T>& weights,
+                 const GruForwardData<T>& data, bool reverse, T* d_reserve, T* d_workspace,
+                 cudaStream_t s, int block) {
   const char* op = "gru_forward";
-  check_gru_sizes(op, batch, steps, input, hidden, block);
-  if (batch == 0) return;
-  check_pointer(op, d_x, "d_x");
-  check_pointer(op, d_w_ih, "d_w_ih");
-  check_pointer(op, d_w_hh, "d_w_hh");
-  check_pointer(op, d_b_ih, "d_b_ih");
-  check_pointer(op, d_b_hh, "d_b_hh");
-  check_pointer(op, d_hseq, "d_hseq");
+  check_gru_shape(op, shape, block);
+  if (shape.batch == 0) return;
+  check_pointer(op, data.x, "x");
+  check_pointer(op, weights.w_ih, "w_ih");
+  check_pointer(op, weights.w_hh, "w_hh");
+  check_pointer(op, weights.b_ih, "b_ih");
+  check_pointer(op, weights.b_hh, "b_hh");
+  check_pointer(op, data.hseq, "hseq");
   check_pointer(op, d_workspace, "d_workspace");
   check_handle(op, handle, s);
 
-  const int B = batch, S = steps, I = input, H = hidden, G = 3 * hidden, R = batch * steps;
-  const int W = kGruSavedWidth * hidden;
+  const int B = shape.batch, S = shape.steps, I = shape.input, H = shape.hidden, G = 3 * H,
+            R = B * S;
+  const int W = kGruSavedWidth * H;
   T* gx = d_workspace;
   T* gh = gx + size_t(R) * G;
 
-  gemm(handle, {kT, kN, G, R, I, I, I, G}, T(1), d_w_ih, d_x, T(0), gx);
+  gemm(handle, {kT, kN, G, R, I, I, I, G}, T(1), weights.w_ih, data.x, T(0), gx);
   for (int step = 0; step < S; ++step) {
     const int t = reverse ? S - 1 - step : step;
     // h_prev: h0 (maybe null) first, then the row the previous step wrote.
-    const T* h_prev = d_h0;
+    const T* h_prev = data.h0;
     long long h_prev_stride = H;
     if (step > 0) {
-      h_prev = d_hseq + size_t(reverse ? t + 1 : t - 1) * H;
+      h_prev = data.hseq + size_t(reverse ? t + 1 : t - 1) * H;
       h_prev_stride = (long long)S * H;
     }
     if (h_prev)
-      gemm(handle, {kT, kN, G, B, H, H, int(h_prev_stride), G}, T(1), d_w_hh, h_prev, T(0), gh);
-    gru_gates_forward<T>(B, H, gx + size_t(t) * G, (long long)S * G, h_prev ? gh : nullptr,
-                         d_b_ih, d_b_hh, h_prev, h_prev_stride, d_hseq + size_t(t) * H,
-                         (long long)S * H, step == S - 1 ? d_h_last : nullptr,
-                         d_reserve ? d_reserve + size_t(t) * W : nullptr, (long long)S * W, s,
-                         block);
+      gemm(handle, {kT, kN, G, B, H, H, int(h_prev_stride), G}, T(1), weights.w_hh, h_prev, T(0),
+           gh);
+    const GruGatesForwardIn<T> in{gx + size_t(t) * G, (long long)S * G, h_prev ? gh : nullptr,
+                                  weights.b_ih,       weights.b_hh,     h_prev,
+                                  h_prev_stride};
+    const GruGatesForwardOut<T> out{
+        data.hseq + size_t(t) * H, (long long)S * H, step == S - 1 ? data.h_last : nullptr,
+        d_reserve ? d_reserve + size_t(t) * W : nullptr, (long long)S * W};
+    gru_gates_forward<T>(B, H, in, out, s, block);
   }
 }
 
 template <class T>
-void gru_backward(cublasHandle_t handle, int batch, int steps, int input, int hidden,
-                  const T* d_x, const T* d_w_ih, const T* d_w_hh, const T* d_reserve,
-                  bool reverse, const T* d_dhseq, const T* d_dh_last, T* d_dx, T* d_dh0,
-                  T* d_dw_ih, T* d_dw_hh, T* d_db_ih, T* d_db_hh, GruAccumulate accumulate,
-                  T* d_workspace, cudaStream_t s, int block) {
+void gru_backward(cublasHandle_t handle, const GruShape& shape, const GruWeights<T>& weights,
+                  const GruBackwardData<T>& data, bool reverse, const T* d_reserve,
+                  const GruGradients<T>& grads, T* d_workspace, cudaStream_t s, int block) {
   const char* op = "gru_backward";
-  check_gru_sizes(op, batch, steps, input, hidden, block);
-  if (batch == 0) return;
-  check_pointer(op, d_x, "d_x");
-  check_pointer(op, d_w_ih, "d_w_ih");
-  check_pointer(op, d_w_hh, "d_w_hh");
+  check_gru_shape(op, shape, block);
+  if (shape.batch == 0) return;
+  check_pointer(op, data.x, "x");
+  check_pointer(op, weights.w_ih, "w_ih");
+  check_pointer(op, weights.w_hh, "w_hh");
   check_pointer(op, d_reserve, "d_reserve");
   check_pointer(op, d_workspace, "d_workspace");
   check_handle(op, handle, s);
 
-  const int B = batch, S = steps, I = input, H = hidden, G = 3 * hidden, R = batch * steps;
-  const int W = kGruSavedWidth * hidden;
+  const int B = shape.batch, S = shape.steps, I = shape.input, H = shape.hidden, G = 3 * H,
+            R = B * S;
+  const int W = kGruSavedWidth * H;
+  const GruAccumulate& acc = grads.accumulate;
   T* dgx = d_workspace;
   T* dgh = dgx + size_t(R) * G;
   T* dh = dgh + size_t(R) * G;  // dL/dh of the step being processed, (B, H)
@@ -284,36 +282,39 @@ void gru_backward(cublasHandle_t handle, int batch, int steps, int input, int hi
   // step before left as dL/dh_prev. The last one needs dh_prev only for dh0.
   for (int step = S - 1; step >= 0; --step) {
     const int t = reverse ? S - 1 - step : step;
-    const bool need_dh_prev = step > 0 || d_dh0 != nullptr;
-    gru_gates_backward<T>(B, H, d_reserve + size_t(t) * W, (long long)S * W,
-                          d_dhseq ? d_dhseq + size_t(t) * H : nullptr, (long long)S * H,
-                          step == S - 1 ? d_dh_last : dh, dgx + size_t(t) * G, (long long)S * G,
-                          dgh + size_t(t) * G, (long long)S * G, need_dh_prev ? dh : nullptr, s,
-                          block);
+    const bool need_dh_prev = step > 0 || grads.dh0 != nullptr;
+    const GruGatesBackwardIn<T> in{d_reserve + size_t(t) * W, (long long)S * W,
+                                   data.dhseq ? data.dhseq + size_t(t) * H : nullptr,
+                                   (long long)S * H, step == S - 1 ? data.dh_last : dh};
+    const GruGatesBackwardOut<T> out{dgx + size_t(t) * G, (long long)S * G, dgh + size_t(t) * G,
+                                     (long long)S * G, need_dh_prev ? dh : nullptr};
+    gru_gates_backward<T>(B, H, in, out, s, block);
     if (need_dh_prev)
-      gemm(handle, {kN, kN, H, B, G, H, S * G, H}, T(1), d_w_hh, dgh + size_t(t) * G, T(1), dh);
+      gemm(handle, {kN, kN, H, B, G, H, S * G, H}, T(1), weights.w_hh, dgh + size_t(t) * G, T(1),
+           dh);
   }
 
-  if (d_dh0) {
-    if (accumulate.dh0)
-      add<T>(d_dh0, dh, d_dh0, (long long)B * H, T(1), T(1), s, block);
+  if (grads.dh0) {
+    if (acc.dh0)
+      add<T>(grads.dh0, dh, grads.dh0, (long long)B * H, T(1), T(1), s, block);
     else
-      CUDA_CHECK(cudaMemcpyAsync(d_dh0, dh, size_t(B) * H * sizeof(T), cudaMemcpyDeviceToDevice,
-                                 s));
+      CUDA_CHECK(
+          cudaMemcpyAsync(grads.dh0, dh, size_t(B) * H * sizeof(T), cudaMemcpyDeviceToDevice, s));
   }
-  if (d_dx) gemm(handle, {kN, kN, I, R, G, I, G, I}, T(1), d_w_ih, dgx, beta_for<T>(accumulate.dx),
-                 d_dx);
-  if (d_dw_ih) gemm(handle, {kN, kT, I, G, R, I, G, I}, T(1), d_x, dgx,
-                    beta_for<T>(accumulate.w_ih), d_dw_ih);
+  if (grads.dx)
+    gemm(handle, {kN, kN, I, R, G, I, G, I}, T(1), weights.w_ih, dgx, beta_for<T>(acc.dx),
+         grads.dx);
+  if (grads.dw_ih)
+    gemm(handle, {kN, kT, I, G, R, I, G, I}, T(1), data.x, dgx, beta_for<T>(acc.w_ih), grads.dw_ih);
   // h_prev of every (b, t) is column kGruSavedHPrev*H of its reserve row.
-  if (d_dw_hh) gemm(handle, {kN, kT, H, G, R, W, G, H}, T(1),
-                    d_reserve + size_t(kGruSavedHPrev) * H, dgh, beta_for<T>(accumulate.w_hh),
-                    d_dw_hh);
-  if (d_db_ih || d_db_hh) fill<T>(ones, R, T(1), s, block);
-  if (d_db_ih) gemm(handle, {kN, kN, G, 1, R, G, R, G}, T(1), dgx, ones,
-                    beta_for<T>(accumulate.b_ih), d_db_ih);
-  if (d_db_hh) gemm(handle, {kN, kN, G, 1, R, G, R, G}, T(1), dgh, ones,
-                    beta_for<T>(accumulate.b_hh), d_db_hh);
+  if (grads.dw_hh)
+    gemm(handle, {kN, kT, H, G, R, W, G, H}, T(1), d_reserve + size_t(kGruSavedHPrev) * H, dgh,
+         beta_for<T>(acc.w_hh), grads.dw_hh);
+  if (grads.db_ih || grads.db_hh) fill<T>(ones, R, T(1), s, block);
+  if (grads.db_ih)
+    gemm(handle, {kN, kN, G, 1, R, G, R, G}, T(1), dgx, ones, beta_for<T>(acc.b_ih), grads.db_ih);
+  if (grads.db_hh)
+    gemm(handle, {kN, kN, G, 1, R, G, R, G}, T(1), dgh, ones, beta_for<T>(acc.b_hh), grads.db_hh);
 }
 
 // ===========================================================================
@@ -330,9 +331,10 @@ struct GruTrace {
 };
 
 template <class T>
-GruTrace gru_trace_cpu(int B, int S, int I, int H, const T* x, const T* w_ih, const T* w_hh,
-                       const T* b_ih, const T* b_hh, const T* h0, bool reverse) {
-  const int G = 3 * H;
+GruTrace gru_trace_cpu(const GruShape& shape, const GruWeights<T>& weights, const T* x, const T* h0,
+                       bool reverse) {
+  const int B = shape.batch, S = shape.steps, I = shape.input, H = shape.hidden, G = 3 * H;
+  const T *w_ih = weights.w_ih, *w_hh = weights.w_hh, *b_ih = weights.b_ih, *b_hh = weights.b_hh;
   const size_t rows = size_t(B) * S;
   GruTrace tr;
   for (auto* v : {&tr.r, &tr.z, &tr.n, &tr.hn, &tr.h_prev}) v->assign(rows * H, 0.0);
@@ -372,10 +374,12 @@ GruTrace gru_trace_cpu(int B, int S, int I, int H, const T* x, const T* w_ih, co
 }  // namespace
 
 template <class T>
-void gru_gates_forward_cpu(int batch, int hidden, const T* gx, long long gx_stride, const T* gh,
-                           const T* b_ih, const T* b_hh, const T* h_prev, long long h_prev_stride,
-                           T* h, long long h_stride, T* h_copy, T* saved,
-                           long long saved_stride) {
+void gru_gates_forward_cpu(int batch, int hidden, const GruGatesForwardIn<T>& in,
+                           const GruGatesForwardOut<T>& out) {
+  const T *gx = in.gx, *gh = in.gh, *b_ih = in.b_ih, *b_hh = in.b_hh, *h_prev = in.h_prev;
+  const long long gx_stride = in.gx_stride, h_prev_stride = in.h_prev_stride;
+  T *h = out.h, *h_copy = out.h_copy, *saved = out.saved;
+  const long long h_stride = out.h_stride, saved_stride = out.saved_stride;
   const int H = hidden;
   for (long long b = 0; b < batch; ++b)
     for (int j = 0; j < H; ++j) {
@@ -402,9 +406,12 @@ void gru_gates_forward_cpu(int batch, int hidden, const T* gx, long long gx_stri
 }
 
 template <class T>
-void gru_gates_backward_cpu(int batch, int hidden, const T* saved, long long saved_stride,
-                            const T* dh_seq, long long dh_seq_stride, const T* dh_in, T* dgx,
-                            long long dgx_stride, T* dgh, long long dgh_stride, T* dh_out) {
+void gru_gates_backward_cpu(int batch, int hidden, const GruGatesBackwardIn<T>& in,
+                            const GruGatesBackwardOut<T>& out) {
+  const T *saved = in.saved, *dh_seq = in.dh_seq, *dh_in = in.dh_in;
+  const long long saved_stride = in.saved_stride, dh_seq_stride = in.dh_seq_stride;
+  T *dgx = out.dgx, *dgh = out.dgh, *dh_out = out.dh_out;
+  const long long dgx_stride = out.dgx_stride, dgh_stride = out.dgh_stride;
   const int H = hidden;
   for (long long b = 0; b < batch; ++b)
     for (int j = 0; j < H; ++j) {
@@ -428,11 +435,11 @@ void gru_gates_backward_cpu(int batch, int hidden, const T* saved, long long sav
 }
 
 template <class T>
-void gru_forward_cpu(int batch, int steps, int input, int hidden, const T* x, const T* w_ih,
-                     const T* w_hh, const T* b_ih, const T* b_hh, const T* h0, bool reverse,
-                     T* hseq, T* h_last) {
-  const GruTrace tr =
-      gru_trace_cpu(batch, steps, input, hidden, x, w_ih, w_hh, b_ih, b_hh, h0, reverse);
+void gru_forward_cpu(const GruShape& shape, const GruWeights<T>& weights,
+                     const GruForwardData<T>& data, bool reverse) {
+  const int batch = shape.batch, steps = shape.steps, hidden = shape.hidden;
+  T *hseq = data.hseq, *h_last = data.h_last;
+  const GruTrace tr = gru_trace_cpu(shape, weights, data.x, data.h0, reverse);
   // h_t of row (b, t) is h_prev of the next step's row, or h_last.
   for (int b = 0; b < batch; ++b)
     for (int step = 0; step < steps; ++step) {
@@ -450,12 +457,13 @@ void gru_forward_cpu(int batch, int steps, int input, int hidden, const T* x, co
 }
 
 template <class T>
-void gru_backward_cpu(int batch, int steps, int input, int hidden, const T* x, const T* w_ih,
-                      const T* w_hh, const T* b_ih, const T* b_hh, const T* h0, bool reverse,
-                      const T* dhseq, const T* dh_last, T* dx, T* dh0, T* dw_ih, T* dw_hh,
-                      T* db_ih, T* db_hh, GruAccumulate accumulate) {
-  const int B = batch, S = steps, I = input, H = hidden, G = 3 * hidden;
-  const GruTrace tr = gru_trace_cpu(B, S, I, H, x, w_ih, w_hh, b_ih, b_hh, h0, reverse);
+void gru_backward_cpu(const GruShape& shape, const GruWeights<T>& weights,
+                      const GruBackwardData<T>& data, bool reverse, const T* h0,
+                      const GruGradients<T>& grads) {
+  const int B = shape.batch, S = shape.steps, I = shape.input, H = shape.hidden, G = 3 * H;
+  const T *x = data.x, *dhseq = data.dhseq, *dh_last = data.dh_last;
+  const T *w_ih = weights.w_ih, *w_hh = weights.w_hh;
+  const GruTrace tr = gru_trace_cpu(shape, weights, x, h0, reverse);
   std::vector<double> gdx(size_t(B) * S * I, 0.0), gw_ih(size_t(G) * I, 0.0),
       gw_hh(size_t(G) * H, 0.0), gb_ih(G, 0.0), gb_hh(G, 0.0);
   std::vector<double> dh(size_t(B) * H, 0.0), dh_prev(size_t(B) * H), da_x(G), da_h(G);
@@ -501,12 +509,13 @@ void gru_backward_cpu(int batch, int steps, int input, int hidden, const T* x, c
     }
     dh = dh_prev;
   }
-  store_all_cpu(dx, gdx, accumulate.dx);
-  store_all_cpu(dh0, dh, accumulate.dh0);
-  store_all_cpu(dw_ih, gw_ih, accumulate.w_ih);
-  store_all_cpu(dw_hh, gw_hh, accumulate.w_hh);
-  store_all_cpu(db_ih, gb_ih, accumulate.b_ih);
-  store_all_cpu(db_hh, gb_hh, accumulate.b_hh);
+  const GruAccumulate& acc = grads.accumulate;
+  store_all_cpu(grads.dx, gdx, acc.dx);
+  store_all_cpu(grads.dh0, dh, acc.dh0);
+  store_all_cpu(grads.dw_ih, gw_ih, acc.w_ih);
+  store_all_cpu(grads.dw_hh, gw_hh, acc.w_hh);
+  store_all_cpu(grads.db_ih, gb_ih, acc.b_ih);
+  store_all_cpu(grads.db_hh, gb_hh, acc.b_hh);
 }
 
 // ===========================================================================
@@ -527,7 +536,8 @@ Cost gru_gates_backward_cost(int batch, int hidden, int elem) {
   return Cost{16 * n, 14 * n * elem};
 }
 
-Cost gru_forward_cost(int batch, int steps, int input, int hidden, int elem) {
+Cost gru_forward_cost(const GruShape& shape, int elem) {
+  const int batch = shape.batch, steps = shape.steps, input = shape.input, hidden = shape.hidden;
   const double R = double(batch) * steps, G = 3.0 * hidden;
   Cost c = gemm_cost(G, R, input, elem);
   c += times(gemm_cost(G, batch, hidden, elem), steps);
@@ -535,7 +545,8 @@ Cost gru_forward_cost(int batch, int steps, int input, int hidden, int elem) {
   return c;
 }
 
-Cost gru_backward_cost(int batch, int steps, int input, int hidden, int elem) {
+Cost gru_backward_cost(const GruShape& shape, int elem) {
+  const int batch = shape.batch, steps = shape.steps, input = shape.input, hidden = shape.hidden;
   const double R = double(batch) * steps, G = 3.0 * hidden;
   Cost c = times(gru_gates_backward_cost(batch, hidden, elem), steps);
   c += times(gemm_cost(hidden, batch, G, elem, true), steps);  // dh += dGh W_hh
@@ -547,29 +558,25 @@ Cost gru_backward_cost(int batch, int steps, int input, int hidden, int elem) {
 }
 
 // ===========================================================================
-#define TIMBRE_GRU_INSTANTIATE(T)                                                               \
-  template void gru_gates_forward<T>(int, int, const T*, long long, const T*, const T*,        \
-                                     const T*, const T*, long long, T*, long long, T*, T*,     \
-                                     long long, cudaStream_t, int);                            \
-  template void gru_gates_backward<T>(int, int, const T*, long long, const T*, long long,      \
-                                      const T*, T*, long long, T*, long long, T*, cudaStream_t, \
-                                      int);                                                    \
-  template void gru_forward<T>(cublasHandle_t, int, int, int, int, const T*, const T*,         \
-                               const T*, const T*, const T*, const T*, bool, T*, T*, T*, T*,   \
-                               cudaStream_t, int);                                             \
-  template void gru_backward<T>(cublasHandle_t, int, int, int, int, const T*, const T*,        \
-                                const T*, const T*, bool, const T*, const T*, T*, T*, T*, T*,  \
-                                T*, T*, GruAccumulate, T*, cudaStream_t, int);                 \
-  template void gru_gates_forward_cpu<T>(int, int, const T*, long long, const T*, const T*,    \
-                                         const T*, const T*, long long, T*, long long, T*, T*, \
-                                         long long);                                           \
-  template void gru_gates_backward_cpu<T>(int, int, const T*, long long, const T*, long long,  \
-                                          const T*, T*, long long, T*, long long, T*);         \
-  template void gru_forward_cpu<T>(int, int, int, int, const T*, const T*, const T*, const T*, \
-                                   const T*, const T*, bool, T*, T*);                          \
-  template void gru_backward_cpu<T>(int, int, int, int, const T*, const T*, const T*,          \
-                                    const T*, const T*, const T*, bool, const T*, const T*,    \
-                                    T*, T*, T*, T*, T*, T*, GruAccumulate);
+#define TIMBRE_GRU_INSTANTIATE(T)                                                                  \
+  template void gru_gates_forward<T>(int, int, const GruGatesForwardIn<T>&,                        \
+                                     const GruGatesForwardOut<T>&, cudaStream_t, int);             \
+  template void gru_gates_backward<T>(int, int, const GruGatesBackwardIn<T>&,                      \
+                                      const GruGatesBackwardOut<T>&, cudaStream_t, int);           \
+  template void gru_forward<T>(cublasHandle_t, const GruShape&, const GruWeights<T>&,              \
+                               const GruForwardData<T>&, bool, T*, T*, cudaStream_t, int);         \
+  template void gru_backward<T>(cublasHandle_t, const GruShape&, const GruWeights<T>&,             \
+                                const GruBackwardData<T>&, bool, const T*, const GruGradients<T>&, \
+                                T*, cudaStream_t, int);                                            \
+  template void gru_gates_forward_cpu<T>(int, int, const GruGatesForwardIn<T>&,                    \
+                                         const GruGatesForwardOut<T>&);                            \
+  template void gru_gates_backward_cpu<T>(int, int, const GruGatesBackwardIn<T>&,                  \
+                                          const GruGatesBackwardOut<T>&);                          \
+  template void gru_forward_cpu<T>(const GruShape&, const GruWeights<T>&,                          \
+                                   const GruForwardData<T>&, bool);                                \
+  template void gru_backward_cpu<T>(const GruShape&, const GruWeights<T>&,                         \
+                                    const GruBackwardData<T>&, bool, const T*,                     \
+                                    const GruGradients<T>&);
 
 TIMBRE_GRU_INSTANTIATE(float)
 TIMBRE_GRU_INSTANTIATE(double)

@@ -44,7 +44,17 @@
 // such as batch*steps and steps*5*hidden must fit in int (cuBLAS takes int
 // sizes); block = threads per block for the elementwise kernels, a multiple
 // of 32 in [32, 1024]; required pointers not null. Violations throw
-// std::invalid_argument naming the function and the argument.
+// std::invalid_argument naming the function and the argument, a field of
+// a struct by its name ("gru_forward: w_ih is null").
+//
+// The arguments come in small aggregate structs, one per role: the geometry
+// (GruShape), the parameters (GruWeights), the sequence tensors
+// (GruForwardData, GruBackwardData) and the gradients with their accumulate
+// flags (GruGradients); the gate kernels take what they read and what they
+// write (GruGates{Forward,Backward}{In,Out}). Each is written at a call
+// site as a braced list in its fields' order, e.g.
+//   gru_forward<float>(handle, {B, S, I, H}, {w_ih, w_hh, b_ih, b_hh},
+//                      {x, h0, hseq, h_last}, false, reserve, workspace, stream);
 #pragma once
 
 #include <cublas_v2.h>
@@ -60,7 +70,8 @@ namespace timbre::kernels {
 // Fused GRU gate kernels, one time step, all B rows. One thread per (b, j),
 // j < H, in a grid-stride loop: no barrier, no shared memory (simcuda's fast
 // path), consecutive threads on consecutive j (coalesced). Row b of a
-// strided array starts at ptr + b*stride.
+// strided array starts at ptr + b*stride: the layer passes one step's rows
+// of its (B*S, ...) arrays, whose stride is S times the row width.
 
 // Layout of one saved row (5H values) for a (b, t):
 constexpr int kGruSavedR = 0;      // r
@@ -70,54 +81,129 @@ constexpr int kGruSavedHn = 3;     // W_hn h_prev + b_hn
 constexpr int kGruSavedHPrev = 4;  // h_prev
 constexpr int kGruSavedWidth = 5;  // values per hidden unit: a row is 5H
 
-// Forward step. Reads, for each row b:
-//   gx     (3H) = W_ih x_t without bias, row stride gx_stride;
-//   gh     (3H) = W_hh h_prev without bias, contiguous (B, 3H); may be null
-//                 only when h_prev is null (then it is taken as 0);
-//   b_ih, b_hh (3H);
-//   h_prev (H), row stride h_prev_stride; null = zeros.
-// Writes h_t to h (row stride h_stride), and also to h_copy (contiguous
-// (B, H)) when not null; when saved is not null, the row [r z n hn h_prev]
-// (5H, row stride saved_stride). Outputs must not overlap the inputs.
+// Forward step: what the kernel reads. Aggregate:
+// GruGatesForwardIn<T>{gx, gx_stride, gh, b_ih, b_hh, h_prev, h_prev_stride}.
 template <class T>
-void gru_gates_forward(int batch, int hidden, const T* d_gx, long long gx_stride, const T* d_gh,
-                       const T* d_b_ih, const T* d_b_hh, const T* d_h_prev,
-                       long long h_prev_stride, T* d_h, long long h_stride, T* d_h_copy,
-                       T* d_saved, long long saved_stride, cudaStream_t s, int block = 256);
+struct GruGatesForwardIn {
+  const T* gx = nullptr;        // (B, 3H) rows [r z n]: W_ih x_t, without bias
+  long long gx_stride = 0;      //   row stride of gx, >= 3H
+  const T* gh = nullptr;        // (B, 3H) contiguous [r z n]: W_hh h_prev, without
+                                //   bias; may be null only when h_prev is (then 0)
+  const T* b_ih = nullptr;      // (3H) input bias [b_ir b_iz b_in]
+  const T* b_hh = nullptr;      // (3H) hidden bias [b_hr b_hz b_hn]
+  const T* h_prev = nullptr;    // (B, H) rows: h_{t-1}; null: zeros
+  long long h_prev_stride = 0;  //   row stride of h_prev, >= H (unused when null)
+};
 
-// Backward step. With dh = dh_seq + dh_in (either may be null = 0), the
-// gradient of the loss with respect to h_t, and the saved row of the step:
-//   dGx = [da_r, da_z, da_n]       written to dgx (row stride dgx_stride)
-//   dGh = [da_r, da_z, da_n * r]   written to dgh (row stride dgh_stride)
-//   dh_out = dh * z                (contiguous (B, H); null: not written)
-// where da_* are the gradients of the gate pre-activations (derivation in
-// the .cu file and the docs). dh_out may alias dh_in (each element is read
-// and written by one thread); nothing else may overlap.
+// Forward step: what it writes. Must not overlap the inputs. Aggregate:
+// GruGatesForwardOut<T>{h, h_stride, h_copy, saved, saved_stride}.
 template <class T>
-void gru_gates_backward(int batch, int hidden, const T* d_saved, long long saved_stride,
-                        const T* d_dh_seq, long long dh_seq_stride, const T* d_dh_in, T* d_dgx,
-                        long long dgx_stride, T* d_dgh, long long dgh_stride, T* d_dh_out,
-                        cudaStream_t s, int block = 256);
+struct GruGatesForwardOut {
+  T* h = nullptr;              // (B, H) rows: h_t
+  long long h_stride = 0;      //   row stride of h, >= H
+  T* h_copy = nullptr;         // (B, H) contiguous: h_t again; null: not written
+  T* saved = nullptr;          // (B, 5H) rows [r z n hn h_prev] (kGruSaved*) for
+                               //   backward; null: not written
+  long long saved_stride = 0;  //   row stride of saved, >= 5H (unused when null)
+};
+
+// Forward step, all B rows: the gates from gx, gh and the biases, h_t from
+// them and h_prev.
+template <class T>
+void gru_gates_forward(int batch, int hidden, const GruGatesForwardIn<T>& in,
+                       const GruGatesForwardOut<T>& out, cudaStream_t s, int block = 256);
+
+// Backward step: what the kernel reads. The gradient of the loss with
+// respect to h_t is dh = dh_seq + dh_in. Aggregate:
+// GruGatesBackwardIn<T>{saved, saved_stride, dh_seq, dh_seq_stride, dh_in}.
+template <class T>
+struct GruGatesBackwardIn {
+  const T* saved = nullptr;     // (B, 5H) rows: what the forward step saved
+  long long saved_stride = 0;   //   row stride of saved, >= 5H
+  const T* dh_seq = nullptr;    // (B, H) rows: dL/dhseq[:, t]; null: 0
+  long long dh_seq_stride = 0;  //   row stride of dh_seq, >= H (unused when null)
+  const T* dh_in = nullptr;     // (B, H) contiguous: dL/dh_t carried back from
+                                //   the next step processed; null: 0
+};
+
+// Backward step: what it writes, with da_* the gradients of the gate
+// pre-activations (derivation in the .cu file and the docs). dh_out may
+// alias dh_in (each element is read and written by one thread); nothing
+// else may overlap. Aggregate:
+// GruGatesBackwardOut<T>{dgx, dgx_stride, dgh, dgh_stride, dh_out}.
+template <class T>
+struct GruGatesBackwardOut {
+  T* dgx = nullptr;          // (B, 3H) rows: dGx = [da_r, da_z, da_n]
+  long long dgx_stride = 0;  //   row stride of dgx, >= 3H
+  T* dgh = nullptr;          // (B, 3H) rows: dGh = [da_r, da_z, da_n * r]
+  long long dgh_stride = 0;  //   row stride of dgh, >= 3H
+  T* dh_out = nullptr;       // (B, H) contiguous: dh * z, the direct part of
+                             //   dL/dh_{t-1}; null: not written
+};
+
+// Backward step, all B rows.
+template <class T>
+void gru_gates_backward(int batch, int hidden, const GruGatesBackwardIn<T>& in,
+                        const GruGatesBackwardOut<T>& out, cudaStream_t s, int block = 256);
 
 // ===========================================================================
 // Whole GRU layer.
 
-// Sizes, in elements of T.
-// Forward workspace: Gx (B*S*3H) and Gh (B*3H).
-size_t gru_forward_workspace_size(int batch, int steps, int input, int hidden);
-// Reserve: the saved rows, B*S*5H, written by forward, read by backward.
-size_t gru_reserve_size(int batch, int steps, int hidden);
-// Backward workspace: dGx and dGh (B*S*3H each), dh (B*H), ones (B*S).
-size_t gru_backward_workspace_size(int batch, int steps, int input, int hidden);
+// The geometry of one layer. Aggregate: GruShape{batch, steps, input, hidden}.
+struct GruShape {
+  int batch = 0;   // B: sequences in the batch; 0 is an empty batch (a no-op)
+  int steps = 0;   // S: time steps of each sequence (the docs' "T")
+  int input = 0;   // I: features of each x_t
+  int hidden = 0;  // H: hidden units; the three gates make G = 3H rows
+};
 
-// Forward. Writes hseq (B, S, H) and, when not null, h_last (B, H). d_h0
-// may be null (zeros). d_reserve may be null (inference: nothing saved);
-// backward needs it. d_workspace: gru_forward_workspace_size elements.
+// The parameters, PyTorch's nn.GRU layout (weight_ih_l0, weight_hh_l0,
+// bias_ih_l0, bias_hh_l0), row blocks in the gate order [r; z; n].
+// Aggregate: GruWeights<T>{w_ih, w_hh, b_ih, b_hh}.
 template <class T>
-void gru_forward(cublasHandle_t handle, int batch, int steps, int input, int hidden,
-                 const T* d_x, const T* d_w_ih, const T* d_w_hh, const T* d_b_ih,
-                 const T* d_b_hh, const T* d_h0, bool reverse, T* d_hseq, T* d_h_last,
-                 T* d_reserve, T* d_workspace, cudaStream_t s, int block = 256);
+struct GruWeights {
+  const T* w_ih = nullptr;  // (3H, I) input weights [W_ir; W_iz; W_in]
+  const T* w_hh = nullptr;  // (3H, H) hidden weights [W_hr; W_hz; W_hn]
+  const T* b_ih = nullptr;  // (3H) input bias [b_ir; b_iz; b_in]
+  const T* b_hh = nullptr;  // (3H) hidden bias [b_hr; b_hz; b_hn]
+};
+
+// The sequence tensors of forward. Aggregate:
+// GruForwardData<T>{x, h0, hseq, h_last}.
+template <class T>
+struct GruForwardData {
+  const T* x = nullptr;   // (B, S, I) the input sequence
+  const T* h0 = nullptr;  // (B, H) the initial state; null: zeros
+  T* hseq = nullptr;      // (B, S, H) output: hseq[:, t] = the state after reading x_t
+  T* h_last = nullptr;    // (B, H) output: the state after the last step
+                          //   processed; null: not written
+};
+
+// Sizes, in elements of T (none depends on shape.input).
+// Forward workspace: Gx (B*S*3H) and Gh (B*3H).
+size_t gru_forward_workspace_size(const GruShape& shape);
+// Reserve: the saved rows, B*S*5H, written by forward, read by backward.
+size_t gru_reserve_size(const GruShape& shape);
+// Backward workspace: dGx and dGh (B*S*3H each), dh (B*H), ones (B*S).
+size_t gru_backward_workspace_size(const GruShape& shape);
+
+// Forward: writes data.hseq and, when not null, data.h_last. Every weight
+// is required. d_reserve may be null (inference: nothing saved); backward
+// needs it. d_workspace: gru_forward_workspace_size(shape) elements.
+template <class T>
+void gru_forward(cublasHandle_t handle, const GruShape& shape, const GruWeights<T>& weights,
+                 const GruForwardData<T>& data, bool reverse, T* d_reserve, T* d_workspace,
+                 cudaStream_t s, int block = 256);
+
+// The sequence tensors backward reads: forward's input, and the gradients
+// of the loss with respect to forward's outputs. Aggregate:
+// GruBackwardData<T>{x, dhseq, dh_last}.
+template <class T>
+struct GruBackwardData {
+  const T* x = nullptr;        // (B, S, I) forward's input sequence
+  const T* dhseq = nullptr;    // (B, S, H) dL/dhseq; null: zeros
+  const T* dh_last = nullptr;  // (B, H) dL/dh_last; null: zeros
+};
 
 // Which gradients of gru_backward add into their buffer (true) or
 // overwrite it (false).
@@ -130,47 +216,55 @@ struct GruAccumulate {
   bool b_hh = true;
 };
 
-// Backward through time. Takes x, the weights, the reserve of the forward
-// call with the same arguments (and direction), and the gradients of the
-// forward's outputs: dhseq (B, S, H) and dh_last (B, H), either may be null
-// (zero). Produces, each only when its pointer is not null: dx (B, S, I),
-// dh0 (B, H) (also when forward ran with h0 = null: the gradient at zeros),
-// dW_ih (3H, I), dW_hh (3H, H), db_ih, db_hh (3H). d_workspace:
-// gru_backward_workspace_size elements.
+// What backward produces, each gradient only when its pointer is not null.
+// accumulate holds one flag per gradient (accumulate.dx for dx,
+// accumulate.w_ih for dw_ih, and so on): add into the buffer (true) or
+// overwrite it (false). Aggregate:
+// GruGradients<T>{dx, dh0, dw_ih, dw_hh, db_ih, db_hh, accumulate}.
 template <class T>
-void gru_backward(cublasHandle_t handle, int batch, int steps, int input, int hidden,
-                  const T* d_x, const T* d_w_ih, const T* d_w_hh, const T* d_reserve,
-                  bool reverse, const T* d_dhseq, const T* d_dh_last, T* d_dx, T* d_dh0,
-                  T* d_dw_ih, T* d_dw_hh, T* d_db_ih, T* d_db_hh, GruAccumulate accumulate,
-                  T* d_workspace, cudaStream_t s, int block = 256);
+struct GruGradients {
+  T* dx = nullptr;             // (B, S, I) dL/dx
+  T* dh0 = nullptr;            // (B, H) dL/dh0, also when forward ran with h0 null
+                               //   (the gradient at zeros)
+  T* dw_ih = nullptr;          // (3H, I) dL/dW_ih
+  T* dw_hh = nullptr;          // (3H, H) dL/dW_hh
+  T* db_ih = nullptr;          // (3H) dL/db_ih
+  T* db_hh = nullptr;          // (3H) dL/db_hh
+  GruAccumulate accumulate{};  // default: dx, dh0 assign; the parameters accumulate
+};
+
+// Backward through time. d_reserve: what the forward call with the same
+// shape, weights, x, h0 and direction saved. Reads weights.w_ih and
+// weights.w_hh only (the biases may be null). d_workspace:
+// gru_backward_workspace_size(shape) elements.
+template <class T>
+void gru_backward(cublasHandle_t handle, const GruShape& shape, const GruWeights<T>& weights,
+                  const GruBackwardData<T>& data, bool reverse, const T* d_reserve,
+                  const GruGradients<T>& grads, T* d_workspace, cudaStream_t s, int block = 256);
 
 // ===========================================================================
 // CPU references: plain loops of the formulas above, double arithmetic and
-// accumulation, results rounded to T. Same arguments and null rules as the
+// accumulation, results rounded to T. Same structs and null rules as the
 // device functions (no handle, workspace, stream or block). The layer
 // references recompute everything from the inputs: they share no
-// intermediate with the device code (backward takes h0 and the biases
-// instead of a reserve).
+// intermediate with the device code (backward takes h0 instead of a
+// reserve, and reads the biases).
 
 template <class T>
-void gru_gates_forward_cpu(int batch, int hidden, const T* gx, long long gx_stride, const T* gh,
-                           const T* b_ih, const T* b_hh, const T* h_prev, long long h_prev_stride,
-                           T* h, long long h_stride, T* h_copy, T* saved, long long saved_stride);
+void gru_gates_forward_cpu(int batch, int hidden, const GruGatesForwardIn<T>& in,
+                           const GruGatesForwardOut<T>& out);
 template <class T>
-void gru_gates_backward_cpu(int batch, int hidden, const T* saved, long long saved_stride,
-                            const T* dh_seq, long long dh_seq_stride, const T* dh_in, T* dgx,
-                            long long dgx_stride, T* dgh, long long dgh_stride, T* dh_out);
+void gru_gates_backward_cpu(int batch, int hidden, const GruGatesBackwardIn<T>& in,
+                            const GruGatesBackwardOut<T>& out);
 
 template <class T>
-void gru_forward_cpu(int batch, int steps, int input, int hidden, const T* x, const T* w_ih,
-                     const T* w_hh, const T* b_ih, const T* b_hh, const T* h0, bool reverse,
-                     T* hseq, T* h_last);
+void gru_forward_cpu(const GruShape& shape, const GruWeights<T>& weights,
+                     const GruForwardData<T>& data, bool reverse);
+// h0 (B, H; null: zeros) in place of the reserve: the h0 of the forward.
 template <class T>
-void gru_backward_cpu(int batch, int steps, int input, int hidden, const T* x, const T* w_ih,
-                      const T* w_hh, const T* b_ih, const T* b_hh, const T* h0, bool reverse,
-                      const T* dhseq, const T* dh_last, T* dx, T* dh0, T* dw_ih, T* dw_hh,
-                      T* db_ih, T* db_hh, GruAccumulate accumulate);
-
+void gru_backward_cpu(const GruShape& shape, const GruWeights<T>& weights,
+                      const GruBackwardData<T>& data, bool reverse, const T* h0,
+                      const GruGradients<T>& grads);
 
 // ===========================================================================
 // Costs, for benchmarks: a GEMM (m, n, k) is 2mnk operations; sigmoid counts
@@ -180,7 +274,7 @@ void gru_backward_cpu(int batch, int steps, int input, int hidden, const T* x, c
 // gradients assigned.
 Cost gru_gates_forward_cost(int batch, int hidden, int elem = 4);
 Cost gru_gates_backward_cost(int batch, int hidden, int elem = 4);
-Cost gru_forward_cost(int batch, int steps, int input, int hidden, int elem = 4);
-Cost gru_backward_cost(int batch, int steps, int input, int hidden, int elem = 4);
+Cost gru_forward_cost(const GruShape& shape, int elem = 4);
+Cost gru_backward_cost(const GruShape& shape, int elem = 4);
 
 }  // namespace timbre::kernels

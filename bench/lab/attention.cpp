@@ -38,8 +38,8 @@ struct AttentionRun : Run {
     d_dout = DeviceBuffer<float>(dout);
     out = DeviceBuffer<float>(size_t(B) * kDim);
     alpha = DeviceBuffer<float>(R);
-    reserve = DeviceBuffer<float>(k::attention_reserve_size(B, kSteps, kAttn));
-    ws = DeviceBuffer<float>(k::attention_backward_workspace_size(B, kSteps, kAttn));
+    reserve = DeviceBuffer<float>(k::attention_reserve_size(shape()));
+    ws = DeviceBuffer<float>(k::attention_backward_workspace_size(shape()));
     g_hs = DeviceBuffer<float>(hs.size());
     g_w = DeviceBuffer<float>(w.size());
     g_b = DeviceBuffer<float>(b.size());
@@ -48,29 +48,32 @@ struct AttentionRun : Run {
     if (backward) forward();
   }
   ~AttentionRun() override { cublasDestroy(h); }
+  k::AttentionShape shape() const { return {B, kSteps, kDim, kAttn}; }
   void forward(int block = 256) {
-    k::attention_forward<float>(h, B, kSteps, kDim, kAttn, d_hs.get(), d_w.get(), d_b.get(),
-                                d_v.get(), out.get(), alpha.get(), reserve.get(), nullptr, block);
+    k::attention_forward<float>(h, shape(), {d_w.get(), d_b.get(), d_v.get()},
+                                {d_hs.get(), out.get(), alpha.get()}, reserve.get(), nullptr,
+                                block);
   }
   void run(int block) override {
     if (!backward) return forward(block);
-    k::attention_backward<float>(h, B, kSteps, kDim, kAttn, d_hs.get(), d_w.get(), d_v.get(),
-                                 alpha.get(), reserve.get(), d_dout.get(), g_hs.get(), g_w.get(),
-                                 g_b.get(), g_v.get(), kAssign, ws.get(), nullptr, block);
+    k::attention_backward<float>(h, shape(), {d_w.get(), d_b.get(), d_v.get()},
+                                 {d_hs.get(), d_dout.get()}, alpha.get(), reserve.get(),
+                                 {g_hs.get(), g_w.get(), g_b.get(), g_v.get(), kAssign}, ws.get(),
+                                 nullptr, block);
   }
   std::string check() override {
+    const k::AttentionWeights<float> weights{w.data(), b.data(), v.data()};
     if (ref.empty()) {
       if (!backward) {
         std::vector<float> o(out.size());
-        k::attention_forward_cpu<float>(B, kSteps, kDim, kAttn, hs.data(), w.data(), b.data(),
-                                        v.data(), o.data(), nullptr);
+        k::attention_forward_cpu<float>(shape(), weights, {hs.data(), o.data(), nullptr});
         ref = {widen(o)};
       } else {
         std::vector<float> r[4] = {std::vector<float>(hs.size()), std::vector<float>(w.size()),
                                    std::vector<float>(b.size()), std::vector<float>(v.size())};
-        k::attention_backward_cpu<float>(B, kSteps, kDim, kAttn, hs.data(), w.data(), b.data(),
-                                         v.data(), dout.data(), r[0].data(), r[1].data(),
-                                         r[2].data(), r[3].data(), kAssign);
+        k::attention_backward_cpu<float>(shape(), weights, {hs.data(), dout.data()},
+                                         {r[0].data(), r[1].data(), r[2].data(), r[3].data(),
+                                          kAssign});
         for (const auto& part : r) ref.push_back(widen(part));
       }
     }
@@ -94,8 +97,8 @@ LAB_FAMILY(attention) {
   for (bool bw : {false, true})
     add({"attention", bw ? "backward" : "forward", "parallel.attention",
          [bw](int b) {
-           return bw ? k::attention_backward_cost(b, kSteps, kDim, kAttn)
-                     : k::attention_forward_cost(b, kSteps, kDim, kAttn);
+           const k::AttentionShape shape{b, kSteps, kDim, kAttn};
+           return bw ? k::attention_backward_cost(shape) : k::attention_forward_cost(shape);
          },
          block_sweep(), [bw](int b) { return std::make_unique<AttentionRun>(bw, b); }});
 }

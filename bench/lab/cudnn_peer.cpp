@@ -215,9 +215,9 @@ struct GruRun : Run {
   }
   std::string check() override {
     std::vector<float> ref(y.size());
-    k::gru_forward_cpu<float>(B, site.steps, site.input, site.hidden, x.data(), w_ih.data(),
-                              w_hh.data(), b_ih.data(), b_hh.data(), nullptr, false, ref.data(),
-                              nullptr);
+    k::gru_forward_cpu<float>({B, site.steps, site.input, site.hidden},
+                              {w_ih.data(), w_hh.data(), b_ih.data(), b_hh.data()},
+                              {x.data(), nullptr, ref.data(), nullptr}, false);
     return compare(y.to_host(), widen(ref), 1e-4);  // as timbre's gru cases
   }
 };
@@ -483,7 +483,7 @@ LAB_FAMILY(cudnn_peer) {
        [](int b) { return std::make_unique<SoftmaxRun>(b, kAttentionSteps); }});
   for (const GruSite& s : kGruSites)
     add({"gru", "cudnn_forward", s.shape,
-         [s](int b) { return k::gru_forward_cost(b, s.steps, s.input, s.hidden); }, {0},
+         [s](int b) { return k::gru_forward_cost({b, s.steps, s.input, s.hidden}); }, {0},
          [s](int b) { return std::make_unique<GruRun>(s, b); }});
   // Each op's cost is timbre's (the ideal traffic of the op), as for every
   // version: GB/s and GFLOP/s compare times directly.

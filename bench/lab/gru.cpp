@@ -47,9 +47,9 @@ struct GruRun : Run {
     db_hh = DeviceBuffer<float>(b_hh);
     ddh = DeviceBuffer<float>(dhseq);
     hseq = DeviceBuffer<float>(size_t(B) * S * H);
-    reserve = DeviceBuffer<float>(k::gru_reserve_size(B, S, H));
-    ws = DeviceBuffer<float>(std::max(k::gru_forward_workspace_size(B, S, I, H),
-                                      k::gru_backward_workspace_size(B, S, I, H)));
+    reserve = DeviceBuffer<float>(k::gru_reserve_size(shape()));
+    ws = DeviceBuffer<float>(std::max(k::gru_forward_workspace_size(shape()),
+                                      k::gru_backward_workspace_size(shape())));
     gx = DeviceBuffer<float>(x.size());
     gw_ih = DeviceBuffer<float>(w_ih.size());
     gw_hh = DeviceBuffer<float>(w_hh.size());
@@ -59,34 +59,36 @@ struct GruRun : Run {
     if (backward) forward();  // the reserve backward reads
   }
   ~GruRun() override { cublasDestroy(h); }
+  k::GruShape shape() const { return {B, site.steps, site.input, site.hidden}; }
   void forward(int block = 256) {
-    k::gru_forward<float>(h, B, site.steps, site.input, site.hidden, dx_in.get(), dw_ih.get(),
-                          dw_hh.get(), db_ih.get(), db_hh.get(), nullptr, site.reverse,
-                          hseq.get(), nullptr, reserve.get(), ws.get(), nullptr, block);
+    k::gru_forward<float>(h, shape(), {dw_ih.get(), dw_hh.get(), db_ih.get(), db_hh.get()},
+                          {dx_in.get(), nullptr, hseq.get(), nullptr}, site.reverse,
+                          reserve.get(), ws.get(), nullptr, block);
   }
   void run(int block) override {
     if (!backward) return forward(block);
-    k::gru_backward<float>(h, B, site.steps, site.input, site.hidden, dx_in.get(), dw_ih.get(),
-                           dw_hh.get(), reserve.get(), site.reverse, ddh.get(), nullptr,
-                           gx.get(), nullptr, gw_ih.get(), gw_hh.get(), gb_ih.get(), gb_hh.get(),
-                           kAssign, ws.get(), nullptr, block);
+    k::gru_backward<float>(h, shape(), {dw_ih.get(), dw_hh.get(), db_ih.get(), db_hh.get()},
+                           {dx_in.get(), ddh.get(), nullptr}, site.reverse, reserve.get(),
+                           {gx.get(), nullptr, gw_ih.get(), gw_hh.get(), gb_ih.get(),
+                            gb_hh.get(), kAssign},
+                           ws.get(), nullptr, block);
   }
   std::string check() override {
-    const int S = site.steps, I = site.input, H = site.hidden;
+    const k::GruWeights<float> weights{w_ih.data(), w_hh.data(), b_ih.data(), b_hh.data()};
     if (ref.empty()) {
       if (!backward) {
         std::vector<float> r(hseq.size());
-        k::gru_forward_cpu<float>(B, S, I, H, x.data(), w_ih.data(), w_hh.data(), b_ih.data(),
-                                  b_hh.data(), nullptr, site.reverse, r.data(), nullptr);
+        k::gru_forward_cpu<float>(shape(), weights, {x.data(), nullptr, r.data(), nullptr},
+                                  site.reverse);
         ref = {widen(r)};
       } else {
         std::vector<float> r[5] = {std::vector<float>(x.size()), std::vector<float>(w_ih.size()),
                                    std::vector<float>(w_hh.size()), std::vector<float>(b_ih.size()),
                                    std::vector<float>(b_hh.size())};
-        k::gru_backward_cpu<float>(B, S, I, H, x.data(), w_ih.data(), w_hh.data(), b_ih.data(),
-                                   b_hh.data(), nullptr, site.reverse, dhseq.data(), nullptr,
-                                   r[0].data(), nullptr, r[1].data(), r[2].data(), r[3].data(),
-                                   r[4].data(), kAssign);
+        k::gru_backward_cpu<float>(shape(), weights, {x.data(), dhseq.data(), nullptr},
+                                   site.reverse, nullptr,
+                                   {r[0].data(), nullptr, r[1].data(), r[2].data(), r[3].data(),
+                                    r[4].data(), kAssign});
         for (const auto& part : r) ref.push_back(widen(part));
       }
     }
@@ -112,8 +114,8 @@ LAB_FAMILY(gru) {
     for (bool bw : {false, true})
       add({"gru", bw ? "backward" : "forward", s.shape,
            [s, bw](int b) {
-             return bw ? k::gru_backward_cost(b, s.steps, s.input, s.hidden)
-                       : k::gru_forward_cost(b, s.steps, s.input, s.hidden);
+             const k::GruShape shape{b, s.steps, s.input, s.hidden};
+             return bw ? k::gru_backward_cost(shape) : k::gru_forward_cost(shape);
            },
            block_sweep(), [s, bw](int b) { return std::make_unique<GruRun>(s, bw, b); }});
 }

@@ -20,6 +20,7 @@ namespace k = timbre::kernels;
 using namespace timbre::testing::recurrent;
 using timbre::testing::dtype_name;
 using k::AttentionAccumulate;
+using AttnShape = k::AttentionShape;
 using timbre::testing::all_close;
 using timbre::testing::GradientCase;
 using timbre::testing::max_abs;
@@ -30,13 +31,10 @@ using timbre::testing::Tolerance;
 using timbre::testing::unit_roundoff;
 using timbre::testing::widen;
 
-struct AttnShape {
-  int batch, steps, dim, attn;
-  std::string str() const {
-    return "B=" + std::to_string(batch) + " S=" + std::to_string(steps) +
-           " D=" + std::to_string(dim) + " A=" + std::to_string(attn);
-  }
-};
+std::string shape_str(const AttnShape& s) {
+  return "B=" + std::to_string(s.batch) + " S=" + std::to_string(s.steps) +
+         " D=" + std::to_string(s.dim) + " A=" + std::to_string(s.attn);
+}
 
 // hseq in (-1, 1) like GRU states; W, b uniform in +-gain/sqrt(D) (gain 1:
 // PyTorch's Linear initialisation; the odd shape uses more so that tanh
@@ -54,6 +52,7 @@ struct AttnProblem {
     v = uniform<T>(A, seed + 3, -kv, kv);
     dout = uniform<T>(B * D, seed + 4);
   }
+  k::AttentionWeights<T> weights() const { return {w.data(), b.data(), v.data()}; }
 };
 
 // Attention outputs: the score e = v . tanh(W h + b) is fed by D + A
@@ -77,18 +76,17 @@ struct AttnDevice {
   explicit AttnDevice(const AttnProblem<T>& problem)
       : p(problem), hseq(p.hseq), w(p.w), b(p.b), v(p.v), dout(p.dout), out(p.dout.size()),
         alpha(size_t(p.s.batch) * p.s.steps),
-        reserve(k::attention_reserve_size(p.s.batch, p.s.steps, p.s.attn)),
-        ws(k::attention_backward_workspace_size(p.s.batch, p.s.steps, p.s.attn)),
+        reserve(k::attention_reserve_size(p.s)), ws(k::attention_backward_workspace_size(p.s)),
         dhseq(p.hseq.size()), dw(p.w.size()), db(p.b.size()), dv(p.v.size()) {}
+  k::AttentionWeights<T> weights() const { return {w.get(), b.get(), v.get()}; }
   void forward(cublasHandle_t h, int block) {
-    k::attention_forward<T>(h, p.s.batch, p.s.steps, p.s.dim, p.s.attn, hseq.get(), w.get(),
-                            b.get(), v.get(), out.get(), alpha.get(), reserve.get(), nullptr,
-                            block);
+    k::attention_forward<T>(h, p.s, weights(), {hseq.get(), out.get(), alpha.get()},
+                            reserve.get(), nullptr, block);
   }
   void backward(cublasHandle_t h, int block, AttentionAccumulate acc) {
-    k::attention_backward<T>(h, p.s.batch, p.s.steps, p.s.dim, p.s.attn, hseq.get(), w.get(),
-                             v.get(), alpha.get(), reserve.get(), dout.get(), dhseq.get(),
-                             dw.get(), db.get(), dv.get(), acc, ws.get(), nullptr, block);
+    k::attention_backward<T>(h, p.s, weights(), {hseq.get(), dout.get()}, alpha.get(),
+                             reserve.get(), {dhseq.get(), dw.get(), db.get(), dv.get(), acc},
+                             ws.get(), nullptr, block);
   }
   std::vector<DeviceBuffer<T>*> grads() { return {&dhseq, &dw, &db, &dv}; }
 };
@@ -109,9 +107,9 @@ std::vector<std::vector<T>> reference_grads(const AttnProblem<T>& p,
       prefill ? *prefill
               : std::vector<std::vector<T>>{std::vector<T>(p.hseq.size()), std::vector<T>(p.w.size()),
                                             std::vector<T>(p.b.size()), std::vector<T>(p.v.size())};
-  k::attention_backward_cpu<T>(s.batch, s.steps, s.dim, s.attn, p.hseq.data(), p.w.data(),
-                               p.b.data(), p.v.data(), p.dout.data(), g[0].data(), g[1].data(),
-                               g[2].data(), g[3].data(), attn_flags(prefill != nullptr));
+  k::attention_backward_cpu<T>(s, p.weights(), {p.hseq.data(), p.dout.data()},
+                               {g[0].data(), g[1].data(), g[2].data(), g[3].data(),
+                                attn_flags(prefill != nullptr)});
   return g;
 }
 
@@ -126,7 +124,7 @@ template <class T>
 void attention_rows(OpTable& table, AttnShape shape, uint64_t seed, double gain) {
   using timbre::testing::once;
   const auto p = once([=] { return AttnProblem<T>(shape, seed, gain); });
-  const std::string where = shape.str();
+  const std::string where = shape_str(shape);
   const size_t B = size_t(shape.batch), S = size_t(shape.steps), D = size_t(shape.dim),
                A = size_t(shape.attn);
   const std::vector<size_t> grad_sizes = {B * S * D, A * D, A, A};
@@ -142,9 +140,8 @@ void attention_rows(OpTable& table, AttnShape shape, uint64_t seed, double gain)
       },
       [=] {
         std::vector<T> out(B * D), alpha(B * S);
-        k::attention_forward_cpu<T>(shape.batch, shape.steps, shape.dim, shape.attn,
-                                    p().hseq.data(), p().w.data(), p().b.data(), p().v.data(),
-                                    out.data(), alpha.data());
+        k::attention_forward_cpu<T>(shape, p().weights(),
+                                    {p().hseq.data(), out.data(), alpha.data()});
         return joined<T>({out, alpha});
       }};
   fwd.compare = [=](const std::vector<double>& got, const std::vector<double>& want, int) {
@@ -216,7 +213,7 @@ void attention_gradient_rows(OpTable& table) {
     };
     AttnProblem<double> copy = base;
     table.add(GradientCase{
-        std::string("attention/attention_backward/") + kGradNames[param], base.s.str(),
+        std::string("attention/attention_backward/") + kGradNames[param], shape_str(base.s),
         field(copy), [=](const std::vector<double>& x) { return at(x, false)[0]; },
         [=](const std::vector<double>& x) { return at(x, true); },
         kFiniteDifferenceTol, kFiniteDifferenceWhy, kStep});
@@ -270,9 +267,9 @@ TEST(AttentionArgs, RejectsBadSizesBlocksAndPointers) {
   const AttnProblem<float> p({3, 5, 6, 4}, 1300, 1.0);
   AttnDevice<float> d(p);
   const auto fwd = [&](int B, int S, int D, int A, int block) {
-    k::attention_forward<float>(cublas.h, B, S, D, A, d.hseq.get(), d.w.get(), d.b.get(),
-                                d.v.get(), d.out.get(), d.alpha.get(), d.reserve.get(), nullptr,
-                                block);
+    k::attention_forward<float>(cublas.h, {B, S, D, A}, d.weights(),
+                                {d.hseq.get(), d.out.get(), d.alpha.get()}, d.reserve.get(),
+                                nullptr, block);
   };
   expect_invalid([&] { fwd(-2, 5, 6, 4, 256); }, "attention_forward: batch must be >= 0, not -2");
   expect_invalid([&] { fwd(3, 0, 6, 4, 256); }, "attention_forward: steps must be >= 1, not 0");
@@ -281,41 +278,52 @@ TEST(AttentionArgs, RejectsBadSizesBlocksAndPointers) {
   expect_invalid([&] { fwd(3, 5, 6, 4, 2048); },
                  "attention_forward: block must be a multiple of 32 in [32, 1024], not 2048");
   EXPECT_NO_THROW(fwd(3, 5, 6, 4, 32));
-  expect_invalid(
-      [&] {
-        k::attention_forward<float>(cublas.h, 3, 5, 6, 4, d.hseq.get(), d.w.get(), d.b.get(),
-                                    d.v.get(), d.out.get(), nullptr, d.reserve.get(), nullptr);
-      },
-      "attention_forward: d_alpha is null");
-  expect_invalid(
-      [&] {
-        k::attention_backward<float>(cublas.h, 3, 5, 6, 4, d.hseq.get(), d.w.get(), d.v.get(),
-                                     d.alpha.get(), d.reserve.get(), nullptr, d.dhseq.get(),
-                                     nullptr, nullptr, nullptr, AttentionAccumulate{},
-                                     d.ws.get(), nullptr);
-      },
-      "attention_backward: d_dout is null");
+  // Each required pointer null in turn: the message names the field.
+  using Weights = k::AttentionWeights<float>;
+  using Data = k::AttentionForwardData<float>;
+  const Weights w = d.weights();
+  const Data data{d.hseq.get(), d.out.get(), d.alpha.get()};
+  const auto fwd_null = [&](const std::string& name, const Weights& ww, const Data& dd,
+                            float* reserve) {
+    expect_invalid(
+        [&] { k::attention_forward<float>(cublas.h, {3, 5, 6, 4}, ww, dd, reserve, nullptr); },
+        "attention_forward: " + name + " is null");
+  };
+  fwd_null("hseq", w, {nullptr, data.out, data.alpha}, d.reserve.get());
+  fwd_null("w", {nullptr, w.b, w.v}, data, d.reserve.get());
+  fwd_null("b", {w.w, nullptr, w.v}, data, d.reserve.get());
+  fwd_null("v", {w.w, w.b, nullptr}, data, d.reserve.get());
+  fwd_null("out", w, {data.hseq, nullptr, data.alpha}, d.reserve.get());
+  fwd_null("alpha", w, {data.hseq, data.out, nullptr}, d.reserve.get());
+  fwd_null("d_reserve", w, data, nullptr);
+  const auto bwd = [&](const Weights& ww, const float* dout, const float* alpha) {
+    k::attention_backward<float>(cublas.h, {3, 5, 6, 4}, ww, {d.hseq.get(), dout}, alpha,
+                                 d.reserve.get(), {d.dhseq.get()}, d.ws.get(), nullptr);
+  };
+  expect_invalid([&] { bwd(w, nullptr, d.alpha.get()); }, "attention_backward: dout is null");
+  expect_invalid([&] { bwd(w, d.dout.get(), nullptr); }, "attention_backward: d_alpha is null");
+  expect_invalid([&] { bwd({w.w, w.b, nullptr}, d.dout.get(), d.alpha.get()); },
+                 "attention_backward: v is null");
+  // Backward does not read b.
+  EXPECT_NO_THROW(bwd({w.w, nullptr, w.v}, d.dout.get(), d.alpha.get()));
 }
 
 // batch = 0 is an empty batch: nothing to do, nothing touched (null pointers
 // are fine, the handle is not even looked at).
 TEST(AttentionArgs, ZeroBatchIsANoOp) {
-  EXPECT_NO_THROW(k::attention_forward<float>(nullptr, 0, 5, 6, 4, nullptr, nullptr, nullptr,
-                                              nullptr, nullptr, nullptr, nullptr, nullptr));
-  EXPECT_NO_THROW(k::attention_backward<double>(nullptr, 0, 5, 6, 4, nullptr, nullptr, nullptr,
-                                                nullptr, nullptr, nullptr, nullptr, nullptr,
-                                                nullptr, nullptr, AttentionAccumulate{},
-                                                nullptr, nullptr));
+  EXPECT_NO_THROW(k::attention_forward<float>(nullptr, {0, 5, 6, 4}, {}, {}, nullptr, nullptr));
+  EXPECT_NO_THROW(k::attention_backward<double>(nullptr, {0, 5, 6, 4}, {}, {}, nullptr, nullptr,
+                                                {}, nullptr, nullptr));
 }
 
 TEST(AttentionSizes, ReserveAndWorkspace) {
-  EXPECT_EQ(k::attention_reserve_size(3, 5, 4), size_t(60));
-  EXPECT_EQ(k::attention_backward_workspace_size(3, 5, 4), size_t(60 + 45));
+  EXPECT_EQ(k::attention_reserve_size({3, 5, 6, 4}), size_t(60));
+  EXPECT_EQ(k::attention_backward_workspace_size({3, 5, 6, 4}), size_t(60 + 45));
 }
 
 TEST(AttentionCost, BackwardCostsMore) {
-  EXPECT_GT(k::attention_backward_cost(32, 64, 128, 128).flops,
-            k::attention_forward_cost(32, 64, 128, 128).flops);
+  EXPECT_GT(k::attention_backward_cost({32, 64, 128, 128}).flops,
+            k::attention_forward_cost({32, 64, 128, 128}).flops);
 }
 
 }  // namespace

@@ -28,6 +28,7 @@ namespace k = timbre::kernels;
 using namespace timbre::testing::recurrent;
 using timbre::testing::dtype_name;
 using k::GruAccumulate;
+using k::GruShape;
 using timbre::testing::all_close;
 using timbre::testing::GradientCase;
 using timbre::testing::max_abs;
@@ -39,13 +40,10 @@ using timbre::testing::Tolerance;
 using timbre::testing::unit_roundoff;
 using timbre::testing::widen;
 
-struct GruShape {
-  int batch, steps, input, hidden;
-  std::string str() const {
-    return "B=" + std::to_string(batch) + " S=" + std::to_string(steps) +
-           " I=" + std::to_string(input) + " H=" + std::to_string(hidden);
-  }
-};
+std::string shape_str(const GruShape& s) {
+  return "B=" + std::to_string(s.batch) + " S=" + std::to_string(s.steps) +
+         " I=" + std::to_string(s.input) + " H=" + std::to_string(s.hidden);
+}
 
 // eps for values fed by a chain of n roundings (see above).
 template <class T>
@@ -93,8 +91,9 @@ struct GruProblem {
     dh_last = uniform<T>(B * H, seed + 7);
   }
   const T* h0_or_null() const { return has_h0 ? h0.data() : nullptr; }
+  k::GruWeights<T> weights() const { return {w_ih.data(), w_hh.data(), b_ih.data(), b_hh.data()}; }
   std::string str() const {
-    return s.str() + (has_h0 ? " h0" : " no h0") + (reverse ? " reverse" : " forward");
+    return shape_str(s) + (has_h0 ? " h0" : " no h0") + (reverse ? " reverse" : " forward");
   }
 };
 
@@ -119,12 +118,12 @@ template <class T>
 GruGrads<T> reference_grads(const GruProblem<T>& p, bool use_dhseq, bool use_dh_last,
                             const GruGrads<T>* prefill, bool accumulate) {
   GruGrads<T> g = prefill ? *prefill : GruGrads<T>(p.s);
-  k::gru_backward_cpu<T>(p.s.batch, p.s.steps, p.s.input, p.s.hidden, p.x.data(), p.w_ih.data(),
-                         p.w_hh.data(), p.b_ih.data(), p.b_hh.data(), p.h0_or_null(), p.reverse,
-                         use_dhseq ? p.dhseq.data() : nullptr,
-                         use_dh_last ? p.dh_last.data() : nullptr, g.dx.data(), g.dh0.data(),
-                         g.dw_ih.data(), g.dw_hh.data(), g.db_ih.data(), g.db_hh.data(),
-                         all_flags(accumulate));
+  k::gru_backward_cpu<T>(p.s, p.weights(),
+                         {p.x.data(), use_dhseq ? p.dhseq.data() : nullptr,
+                          use_dh_last ? p.dh_last.data() : nullptr},
+                         p.reverse, p.h0_or_null(),
+                         {g.dx.data(), g.dh0.data(), g.dw_ih.data(), g.dw_hh.data(),
+                          g.db_ih.data(), g.db_hh.data(), all_flags(accumulate)});
   return g;
 }
 
@@ -139,25 +138,27 @@ struct GruDevice {
   explicit GruDevice(const GruProblem<T>& problem)
       : p(problem), x(p.x), w_ih(p.w_ih), w_hh(p.w_hh), b_ih(p.b_ih), b_hh(p.b_hh), h0(p.h0),
         dhseq(p.dhseq), dh_last(p.dh_last), hseq(p.dhseq.size()), h_last(p.h0.size()),
-        reserve(k::gru_reserve_size(p.s.batch, p.s.steps, p.s.hidden)),
-        ws_forward(k::gru_forward_workspace_size(p.s.batch, p.s.steps, p.s.input, p.s.hidden)),
-        ws_backward(
-            k::gru_backward_workspace_size(p.s.batch, p.s.steps, p.s.input, p.s.hidden)),
+        reserve(k::gru_reserve_size(p.s)), ws_forward(k::gru_forward_workspace_size(p.s)),
+        ws_backward(k::gru_backward_workspace_size(p.s)),
         dx(p.x.size()), dh0(p.h0.size()), dw_ih(p.w_ih.size()), dw_hh(p.w_hh.size()),
         db_ih(p.b_ih.size()), db_hh(p.b_hh.size()) {}
 
+  k::GruWeights<T> weights() const { return {w_ih.get(), w_hh.get(), b_ih.get(), b_hh.get()}; }
+  k::GruGradients<T> gradients(GruAccumulate acc) const {
+    return {dx.get(), dh0.get(), dw_ih.get(), dw_hh.get(), db_ih.get(), db_hh.get(), acc};
+  }
   void forward(cublasHandle_t h, int block, bool save = true) {
-    k::gru_forward<T>(h, p.s.batch, p.s.steps, p.s.input, p.s.hidden, x.get(), w_ih.get(),
-                      w_hh.get(), b_ih.get(), b_hh.get(), p.has_h0 ? h0.get() : nullptr,
-                      p.reverse, hseq.get(), h_last.get(), save ? reserve.get() : nullptr,
-                      ws_forward.get(), nullptr, block);
+    k::gru_forward<T>(h, p.s, weights(),
+                      {x.get(), p.has_h0 ? h0.get() : nullptr, hseq.get(), h_last.get()},
+                      p.reverse, save ? reserve.get() : nullptr, ws_forward.get(), nullptr,
+                      block);
   }
   void backward(cublasHandle_t h, int block, GruAccumulate acc, bool use_dhseq = true,
                 bool use_dh_last = true) {
-    k::gru_backward<T>(h, p.s.batch, p.s.steps, p.s.input, p.s.hidden, x.get(), w_ih.get(),
-                       w_hh.get(), reserve.get(), p.reverse, use_dhseq ? dhseq.get() : nullptr,
-                       use_dh_last ? dh_last.get() : nullptr, dx.get(), dh0.get(), dw_ih.get(),
-                       dw_hh.get(), db_ih.get(), db_hh.get(), acc, ws_backward.get(), nullptr,
+    k::gru_backward<T>(h, p.s, weights(),
+                       {x.get(), use_dhseq ? dhseq.get() : nullptr,
+                        use_dh_last ? dh_last.get() : nullptr},
+                       p.reverse, reserve.get(), gradients(acc), ws_backward.get(), nullptr,
                        block);
   }
   std::vector<DeviceBuffer<T>*> grads() { return {&dx, &dh0, &dw_ih, &dw_hh, &db_ih, &db_hh}; }
@@ -199,18 +200,17 @@ void gate_rows(OpTable& table) {
           DeviceBuffer<T> d_gx(i.gx), d_gh(i.gh), d_b_ih(i.b_ih), d_b_hh(i.b_hh), d_hp(i.h_prev);
           DeviceBuffer<T> d_h(std::vector<T>(B * h_stride, T(7))), d_copy(B * H),
               d_saved(std::vector<T>(B * saved_stride, T(7)));
-          k::gru_gates_forward<T>(B, H, d_gx.get(), gx_stride, with_prev ? d_gh.get() : nullptr,
-                                  d_b_ih.get(), d_b_hh.get(), with_prev ? d_hp.get() : nullptr,
-                                  hp_stride, d_h.get(), h_stride, d_copy.get(), d_saved.get(),
-                                  saved_stride, nullptr, block);
+          const k::GruGatesForwardIn<T> gates_in{
+              d_gx.get(), gx_stride, with_prev ? d_gh.get() : nullptr, d_b_ih.get(),
+              d_b_hh.get(), with_prev ? d_hp.get() : nullptr, hp_stride};
+          k::gru_gates_forward<T>(B, H, gates_in,
+                                  {d_h.get(), h_stride, d_copy.get(), d_saved.get(), saved_stride},
+                                  nullptr, block);
           std::vector<double> out = widen(d_h.to_host());
           for (const auto& v : {d_copy.to_host(), d_saved.to_host()})
             out.insert(out.end(), v.begin(), v.end());
           // Without the optional outputs h is the same.
-          k::gru_gates_forward<T>(B, H, d_gx.get(), gx_stride, with_prev ? d_gh.get() : nullptr,
-                                  d_b_ih.get(), d_b_hh.get(), with_prev ? d_hp.get() : nullptr,
-                                  hp_stride, d_h.get(), h_stride, nullptr, nullptr, 0, nullptr,
-                                  block);
+          k::gru_gates_forward<T>(B, H, gates_in, {d_h.get(), h_stride}, nullptr, block);
           const auto h2 = d_h.to_host();
           out.insert(out.end(), h2.begin(), h2.end());
           return out;
@@ -218,11 +218,11 @@ void gate_rows(OpTable& table) {
         [=] {
           const In& i = in();
           std::vector<T> h(B * h_stride, T(7)), h_copy(B * H), saved(B * saved_stride, T(7));
-          k::gru_gates_forward_cpu<T>(B, H, i.gx.data(), gx_stride,
-                                      with_prev ? i.gh.data() : nullptr, i.b_ih.data(),
-                                      i.b_hh.data(), with_prev ? i.h_prev.data() : nullptr,
-                                      hp_stride, h.data(), h_stride, h_copy.data(), saved.data(),
-                                      saved_stride);
+          k::gru_gates_forward_cpu<T>(
+              B, H,
+              {i.gx.data(), gx_stride, with_prev ? i.gh.data() : nullptr, i.b_ih.data(),
+               i.b_hh.data(), with_prev ? i.h_prev.data() : nullptr, hp_stride},
+              {h.data(), h_stride, h_copy.data(), saved.data(), saved_stride});
           std::vector<double> out = widen(h);
           out.insert(out.end(), h_copy.begin(), h_copy.end());
           out.insert(out.end(), saved.begin(), saved.end());
@@ -262,10 +262,12 @@ void gate_rows(OpTable& table) {
           DeviceBuffer<T> d_saved(i.saved), d_dh_seq(i.dh_seq), d_dh(i.dh_in),
               d_dgx(std::vector<T>(B * dgx_stride, T(7))),
               d_dgh(std::vector<T>(B * dgh_stride, T(7)));
-          k::gru_gates_backward<T>(B, H, d_saved.get(), saved_stride,
-                                   inputs != 2 ? d_dh_seq.get() : nullptr, dh_stride,
-                                   inputs != 1 ? d_dh.get() : nullptr, d_dgx.get(), dgx_stride,
-                                   d_dgh.get(), dgh_stride, d_dh.get(), nullptr, block);
+          k::gru_gates_backward<T>(B, H,
+                                   {d_saved.get(), saved_stride,
+                                    inputs != 2 ? d_dh_seq.get() : nullptr, dh_stride,
+                                    inputs != 1 ? d_dh.get() : nullptr},
+                                   {d_dgx.get(), dgx_stride, d_dgh.get(), dgh_stride, d_dh.get()},
+                                   nullptr, block);
           std::vector<double> out = widen(d_dgx.to_host());
           for (const auto& v : {d_dgh.to_host(), d_dh.to_host()})
             out.insert(out.end(), v.begin(), v.end());
@@ -274,10 +276,12 @@ void gate_rows(OpTable& table) {
         [=] {
           const In& i = in();
           std::vector<T> dgx(B * dgx_stride, T(7)), dgh(B * dgh_stride, T(7)), dh_out(B * H);
-          k::gru_gates_backward_cpu<T>(B, H, i.saved.data(), saved_stride,
-                                       inputs != 2 ? i.dh_seq.data() : nullptr, dh_stride,
-                                       inputs != 1 ? i.dh_in.data() : nullptr, dgx.data(),
-                                       dgx_stride, dgh.data(), dgh_stride, dh_out.data());
+          k::gru_gates_backward_cpu<T>(B, H,
+                                       {i.saved.data(), saved_stride,
+                                        inputs != 2 ? i.dh_seq.data() : nullptr, dh_stride,
+                                        inputs != 1 ? i.dh_in.data() : nullptr},
+                                       {dgx.data(), dgx_stride, dgh.data(), dgh_stride,
+                                        dh_out.data()});
           std::vector<double> out = widen(dgx);
           out.insert(out.end(), dgh.begin(), dgh.end());
           out.insert(out.end(), dh_out.begin(), dh_out.end());
@@ -319,9 +323,9 @@ void layer_rows(OpTable& table, GruShape shape, bool h0, bool reverse, uint64_t 
                [=] {
                  const GruProblem<T>& q = p();
                  std::vector<T> hseq(B * S * H), h_last(B * H);
-                 k::gru_forward_cpu<T>(s.batch, s.steps, s.input, s.hidden, q.x.data(),
-                                       q.w_ih.data(), q.w_hh.data(), q.b_ih.data(), q.b_hh.data(),
-                                       q.h0_or_null(), q.reverse, hseq.data(), h_last.data());
+                 k::gru_forward_cpu<T>(s, q.weights(),
+                                       {q.x.data(), q.h0_or_null(), hseq.data(), h_last.data()},
+                                       q.reverse);
                  std::vector<double> out = widen(hseq);
                  out.insert(out.end(), h_last.begin(), h_last.end());
                  return out;
@@ -428,7 +432,8 @@ void gru_gradient_rows(OpTable& table) {
       GruProblem<double> copy = base;
       table.add(GradientCase{
           std::string("gru/gru_backward/") + kGradNames[param] + (reverse ? "/reverse" : ""),
-          base.s.str(), field(copy), [=](const std::vector<double>& x) { return at(x, false)[0]; },
+          shape_str(base.s), field(copy),
+          [=](const std::vector<double>& x) { return at(x, false)[0]; },
           [=](const std::vector<double>& x) { return at(x, true); },
           kFiniteDifferenceTol, kFiniteDifferenceWhy, kStep});
     }
@@ -491,9 +496,9 @@ TYPED_TEST(Gru, InferenceWithoutReserve) {
   dev.forward(cublas.h, 256, true);
   const auto hseq = dev.hseq.to_host(), h_last = dev.h_last.to_host();
   DeviceBuffer<T> other(hseq.size());
-  k::gru_forward<T>(cublas.h, 3, 5, 7, 4, dev.x.get(), dev.w_ih.get(), dev.w_hh.get(),
-                    dev.b_ih.get(), dev.b_hh.get(), dev.h0.get(), false, other.get(), nullptr,
-                    nullptr, dev.ws_forward.get(), nullptr);
+  k::gru_forward<T>(cublas.h, {3, 5, 7, 4}, dev.weights(),
+                    {dev.x.get(), dev.h0.get(), other.get(), nullptr}, false, nullptr,
+                    dev.ws_forward.get(), nullptr);
   EXPECT_EQ(bits(other.to_host()), bits(hseq));
 }
 
@@ -508,9 +513,9 @@ TYPED_TEST(Gru, OptionalGradients) {
   dev.backward(cublas.h, 256, all_flags(false));
   const auto dw_hh = dev.dw_hh.to_host(), db_ih = dev.db_ih.to_host();
   DeviceBuffer<T> dw(dw_hh.size()), db(db_ih.size());
-  k::gru_backward<T>(cublas.h, 3, 5, 7, 4, dev.x.get(), dev.w_ih.get(), dev.w_hh.get(),
-                     dev.reserve.get(), true, dev.dhseq.get(), dev.dh_last.get(), nullptr,
-                     nullptr, nullptr, dw.get(), db.get(), nullptr, all_flags(false),
+  k::gru_backward<T>(cublas.h, {3, 5, 7, 4}, dev.weights(),
+                     {dev.x.get(), dev.dhseq.get(), dev.dh_last.get()}, true, dev.reserve.get(),
+                     {nullptr, nullptr, nullptr, dw.get(), db.get(), nullptr, all_flags(false)},
                      dev.ws_backward.get(), nullptr);
   EXPECT_EQ(bits(dw.to_host()), bits(dw_hh));
   EXPECT_EQ(bits(db.to_host()), bits(db_ih));
@@ -555,9 +560,8 @@ TEST(GruArgs, RejectsBadSizesBlocksAndPointers) {
   const GruProblem<float> p({3, 5, 7, 4}, true, false, 1100, 1.0);
   GruDevice<float> d(p);
   const auto fwd = [&](int B, int S, int I, int H, int block) {
-    k::gru_forward<float>(cublas.h, B, S, I, H, d.x.get(), d.w_ih.get(), d.w_hh.get(),
-                          d.b_ih.get(), d.b_hh.get(), nullptr, false, d.hseq.get(), nullptr,
-                          d.reserve.get(), d.ws_forward.get(), nullptr, block);
+    k::gru_forward<float>(cublas.h, {B, S, I, H}, d.weights(), {d.x.get(), nullptr, d.hseq.get()},
+                          false, d.reserve.get(), d.ws_forward.get(), nullptr, block);
   };
   expect_invalid([&] { fwd(-1, 5, 7, 4, 256); }, "gru_forward: batch must be >= 0, not -1");
   expect_invalid([&] { fwd(3, 0, 7, 4, 256); }, "gru_forward: steps must be >= 1, not 0");
@@ -571,67 +575,85 @@ TEST(GruArgs, RejectsBadSizesBlocksAndPointers) {
                  "gru_forward: batch*steps = 4294967296 does not fit in int");
   EXPECT_NO_THROW(fwd(3, 5, 7, 4, 32));
   EXPECT_NO_THROW(fwd(3, 5, 7, 4, 1024));
+  // Each required pointer null in turn: the message names the field.
+  using Weights = k::GruWeights<float>;
+  using Data = k::GruForwardData<float>;
+  const Weights w = d.weights();
+  const Data data{d.x.get(), nullptr, d.hseq.get(), nullptr};
+  const auto fwd_null = [&](const std::string& name, const Weights& ww, const Data& dd) {
+    expect_invalid(
+        [&] {
+          k::gru_forward<float>(cublas.h, {3, 5, 7, 4}, ww, dd, false, nullptr,
+                                d.ws_forward.get(), nullptr);
+        },
+        "gru_forward: " + name + " is null");
+  };
+  fwd_null("x", w, {nullptr, nullptr, d.hseq.get(), nullptr});
+  fwd_null("w_ih", {nullptr, w.w_hh, w.b_ih, w.b_hh}, data);
+  fwd_null("w_hh", {w.w_ih, nullptr, w.b_ih, w.b_hh}, data);
+  fwd_null("b_ih", {w.w_ih, w.w_hh, nullptr, w.b_hh}, data);
+  fwd_null("b_hh", {w.w_ih, w.w_hh, w.b_ih, nullptr}, data);
+  fwd_null("hseq", w, {d.x.get(), nullptr, nullptr, nullptr});
   expect_invalid(
       [&] {
-        k::gru_forward<float>(cublas.h, 3, 5, 7, 4, nullptr, d.w_ih.get(), d.w_hh.get(),
-                              d.b_ih.get(), d.b_hh.get(), nullptr, false, d.hseq.get(), nullptr,
-                              nullptr, d.ws_forward.get(), nullptr);
-      },
-      "gru_forward: d_x is null");
-  expect_invalid(
-      [&] {
-        k::gru_forward<float>(cublas.h, 3, 5, 7, 4, d.x.get(), d.w_ih.get(), d.w_hh.get(),
-                              d.b_ih.get(), d.b_hh.get(), nullptr, false, d.hseq.get(), nullptr,
-                              nullptr, nullptr, nullptr);
+        k::gru_forward<float>(cublas.h, {3, 5, 7, 4}, w, data, false, nullptr, nullptr, nullptr);
       },
       "gru_forward: d_workspace is null");
   expect_invalid(
       [&] {
-        k::gru_forward<float>(nullptr, 3, 5, 7, 4, d.x.get(), d.w_ih.get(), d.w_hh.get(),
-                              d.b_ih.get(), d.b_hh.get(), nullptr, false, d.hseq.get(), nullptr,
-                              nullptr, d.ws_forward.get(), nullptr);
+        k::gru_forward<float>(nullptr, {3, 5, 7, 4}, w, data, false, nullptr, d.ws_forward.get(),
+                              nullptr);
       },
       "gru_forward: the cuBLAS handle is null");
-  const auto bwd = [&](const float* reserve, int block) {
-    k::gru_backward<float>(cublas.h, 3, 5, 7, 4, d.x.get(), d.w_ih.get(), d.w_hh.get(), reserve,
-                           false, d.dhseq.get(), nullptr, d.dx.get(), nullptr, d.dw_ih.get(),
-                           d.dw_hh.get(), d.db_ih.get(), d.db_hh.get(), GruAccumulate{},
+  const auto bwd = [&](const Weights& ww, const float* x, const float* reserve, int block) {
+    k::gru_backward<float>(cublas.h, {3, 5, 7, 4}, ww, {x, d.dhseq.get(), nullptr}, false, reserve,
+                           {d.dx.get(), nullptr, d.dw_ih.get(), d.dw_hh.get(), d.db_ih.get(),
+                            d.db_hh.get(), GruAccumulate{}},
                            d.ws_backward.get(), nullptr, block);
   };
-  expect_invalid([&] { bwd(nullptr, 256); }, "gru_backward: d_reserve is null");
-  expect_invalid([&] { bwd(d.reserve.get(), 64 + 1); },
+  expect_invalid([&] { bwd(w, d.x.get(), nullptr, 256); }, "gru_backward: d_reserve is null");
+  expect_invalid([&] { bwd(w, nullptr, d.reserve.get(), 256); }, "gru_backward: x is null");
+  expect_invalid([&] { bwd({w.w_ih, nullptr}, d.x.get(), d.reserve.get(), 256); },
+                 "gru_backward: w_hh is null");
+  // Backward does not read the biases.
+  EXPECT_NO_THROW(bwd({w.w_ih, w.w_hh, nullptr, nullptr}, d.x.get(), d.reserve.get(), 256));
+  expect_invalid([&] { bwd(w, d.x.get(), d.reserve.get(), 64 + 1); },
                  "gru_backward: block must be a multiple of 32 in [32, 1024], not 65");
 }
-
 TEST(GruArgs, GateLaunchersCheckStridesAndPointers) {
   DeviceBuffer<float> a(256), b(256), c(256), e(256);
   const auto fwd = [&](long long gx_stride, const float* gh, const float* hp) {
-    k::gru_gates_forward<float>(2, 4, a.get(), gx_stride, gh, b.get(), b.get(), hp, 4, c.get(), 4,
-                                nullptr, nullptr, 0, nullptr);
+    k::gru_gates_forward<float>(2, 4, {a.get(), gx_stride, gh, b.get(), b.get(), hp, 4},
+                                {c.get(), 4}, nullptr);
   };
   EXPECT_NO_THROW(fwd(12, nullptr, nullptr));
   expect_invalid([&] { fwd(11, nullptr, nullptr); },
                  "gru_gates_forward: gx_stride must be >= 12, not 11");
   expect_invalid([&] { fwd(12, nullptr, e.get()); },
-                 "gru_gates_forward: d_gh is null but d_h_prev is not");
+                 "gru_gates_forward: gh is null but h_prev is not");
   expect_invalid(
       [&] {
-        k::gru_gates_forward<float>(2, 4, a.get(), 12, nullptr, b.get(), b.get(), nullptr, 4,
-                                    c.get(), 4, nullptr, e.get(), 19, nullptr);
+        k::gru_gates_forward<float>(2, 4, {a.get(), 12, nullptr, b.get(), nullptr},
+                                    {c.get(), 4}, nullptr);
+      },
+      "gru_gates_forward: b_hh is null");
+  expect_invalid(
+      [&] {
+        k::gru_gates_forward<float>(2, 4, {a.get(), 12, nullptr, b.get(), b.get()},
+                                    {c.get(), 4, nullptr, e.get(), 19}, nullptr);
       },
       "gru_gates_forward: saved_stride must be >= 20, not 19");
   expect_invalid(
       [&] {
-        k::gru_gates_forward<float>(2, 0, a.get(), 12, nullptr, b.get(), b.get(), nullptr, 4,
-                                    c.get(), 4, nullptr, nullptr, 0, nullptr);
+        k::gru_gates_forward<float>(2, 0, {a.get(), 12, nullptr, b.get(), b.get()},
+                                    {c.get(), 4}, nullptr);
       },
       "gru_gates_forward: hidden must be >= 1, not 0");
   const auto bwd = [&](const float* saved, long long dgh_stride) {
-    k::gru_gates_backward<float>(2, 4, saved, 20, nullptr, 0, nullptr, b.get(), 12, c.get(),
-                                 dgh_stride, nullptr, nullptr);
+    k::gru_gates_backward<float>(2, 4, {saved, 20}, {b.get(), 12, c.get(), dgh_stride}, nullptr);
   };
   EXPECT_NO_THROW(bwd(a.get(), 12));
-  expect_invalid([&] { bwd(nullptr, 12); }, "gru_gates_backward: d_saved is null");
+  expect_invalid([&] { bwd(nullptr, 12); }, "gru_gates_backward: saved is null");
   expect_invalid([&] { bwd(a.get(), 3); }, "gru_gates_backward: dgh_stride must be >= 12, not 3");
 }
 
@@ -647,10 +669,9 @@ TEST(GruArgs, RejectsAHandleOnAnotherStream) {
                  "gru_forward: the cuBLAS handle is set to another stream than the launch's; "
                  "call cublasSetStream(handle, stream) first");
   // On the handle's own stream it runs.
-  EXPECT_NO_THROW(k::gru_forward<float>(cublas.h, 3, 5, 7, 4, d.x.get(), d.w_ih.get(),
-                                        d.w_hh.get(), d.b_ih.get(), d.b_hh.get(), nullptr, false,
-                                        d.hseq.get(), nullptr, nullptr, d.ws_forward.get(),
-                                        other));
+  EXPECT_NO_THROW(k::gru_forward<float>(cublas.h, {3, 5, 7, 4}, d.weights(),
+                                        {d.x.get(), nullptr, d.hseq.get(), nullptr}, false,
+                                        nullptr, d.ws_forward.get(), other));
   CUDA_CHECK(cudaStreamSynchronize(other));
   CUBLAS_CHECK(cublasSetStream(cublas.h, nullptr));
   CUDA_CHECK(cudaStreamDestroy(other));
@@ -659,33 +680,30 @@ TEST(GruArgs, RejectsAHandleOnAnotherStream) {
 // batch = 0 is an empty batch: nothing to do, nothing touched (null pointers
 // are fine, the handle is not even looked at).
 TEST(GruArgs, ZeroBatchIsANoOp) {
-  EXPECT_NO_THROW(k::gru_forward<float>(nullptr, 0, 5, 7, 4, nullptr, nullptr, nullptr, nullptr,
-                                        nullptr, nullptr, false, nullptr, nullptr, nullptr,
-                                        nullptr, nullptr));
-  EXPECT_NO_THROW(k::gru_backward<double>(nullptr, 0, 5, 7, 4, nullptr, nullptr, nullptr, nullptr,
-                                          true, nullptr, nullptr, nullptr, nullptr, nullptr,
-                                          nullptr, nullptr, nullptr, GruAccumulate{}, nullptr,
-                                          nullptr));
-  EXPECT_NO_THROW(k::gru_gates_forward<float>(0, 4, nullptr, 0, nullptr, nullptr, nullptr,
-                                              nullptr, 0, nullptr, 0, nullptr, nullptr, 0,
-                                              nullptr));
+  EXPECT_NO_THROW(
+      k::gru_forward<float>(nullptr, {0, 5, 7, 4}, {}, {}, false, nullptr, nullptr, nullptr));
+  EXPECT_NO_THROW(k::gru_backward<double>(nullptr, {0, 5, 7, 4}, {}, {}, true, nullptr, {},
+                                          nullptr, nullptr));
+  EXPECT_NO_THROW(k::gru_gates_forward<float>(0, 4, {}, {}, nullptr));
+  EXPECT_NO_THROW(k::gru_gates_backward<float>(0, 4, {}, {}, nullptr));
 }
 
 TEST(GruSizes, WorkspaceAndReserve) {
-  EXPECT_EQ(k::gru_forward_workspace_size(3, 5, 7, 4), size_t(3 * 5 * 12 + 3 * 12));
-  EXPECT_EQ(k::gru_reserve_size(3, 5, 4), size_t(3 * 5 * 20));
-  EXPECT_EQ(k::gru_backward_workspace_size(3, 5, 7, 4), size_t(2 * 3 * 5 * 12 + 3 * 4 + 15));
+  const GruShape s{3, 5, 7, 4};
+  EXPECT_EQ(k::gru_forward_workspace_size(s), size_t(3 * 5 * 12 + 3 * 12));
+  EXPECT_EQ(k::gru_reserve_size(s), size_t(3 * 5 * 20));
+  EXPECT_EQ(k::gru_backward_workspace_size(s), size_t(2 * 3 * 5 * 12 + 3 * 4 + 15));
 }
 
 // The cost formulas: a sanity check of their scaling, for benchmarks.
 TEST(GruCost, ScalesWithSize) {
-  const auto f = k::gru_forward_cost(32, 16, 128, 32);
+  const auto f = k::gru_forward_cost({32, 16, 128, 32});
   // The GEMMs dominate: 2*B*S*3H*(I + H) operations.
   EXPECT_GT(f.flops, 2.0 * 32 * 16 * 96 * (128 + 32));
   EXPECT_LT(f.flops, 1.2 * 2.0 * 32 * 16 * 96 * (128 + 32));
-  EXPECT_NEAR(k::gru_forward_cost(32, 32, 128, 32).flops, 2 * f.flops, 1e-9 * f.flops);
-  EXPECT_EQ(k::gru_forward_cost(32, 16, 128, 32, 8).bytes, 2 * f.bytes);
-  EXPECT_GT(k::gru_backward_cost(32, 16, 128, 32).flops, 1.5 * f.flops);
+  EXPECT_NEAR(k::gru_forward_cost({32, 32, 128, 32}).flops, 2 * f.flops, 1e-9 * f.flops);
+  EXPECT_EQ(k::gru_forward_cost({32, 16, 128, 32}, 8).bytes, 2 * f.bytes);
+  EXPECT_GT(k::gru_backward_cost({32, 16, 128, 32}).flops, 1.5 * f.flops);
   EXPECT_EQ(k::gru_gates_forward_cost(10, 8).flops, 22 * 80);
 }
 
