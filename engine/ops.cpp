@@ -21,6 +21,8 @@ namespace timbre::ops {
 namespace {
 
 using kernels::Activation;
+using kernels::kN;  // cuBLAS's "as stored"
+using kernels::kT;  // cuBLAS's "transposed"
 
 // Calls f.template operator()<T>() with T = float or double per the dtype.
 template <class F>
@@ -66,12 +68,11 @@ void pass_through(const Tensor& dy, Variable& input) {
 }
 
 // cuBLAS GEMM in the tensors' type on column-major operands (see linear()).
-void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, double alpha,
-          const Tensor& A, int lda, const Tensor& B, int ldb, double beta, Tensor& C, int ldc) {
+void gemm(const kernels::GemmShape& shape, double alpha, const Tensor& A, const Tensor& B,
+          double beta, Tensor& C) {
   dispatch(C.dtype(), [&](auto t) {
     using T = decltype(t);
-    kernels::gemm(cublas(), {ta, tb, m, n, k, lda, ldb, ldc}, T(alpha), A.data<T>(), B.data<T>(),
-                  T(beta), C.data<T>());
+    kernels::gemm(cublas(), shape, T(alpha), A.data<T>(), B.data<T>(), T(beta), C.data<T>());
   });
 }
 
@@ -119,27 +120,26 @@ Variable linear(const Variable& x, const Variable& w, const Variable& b) {
   Tensor Y = Tensor::empty(Shape{N, out}, X.dtype());
   if (N == 0 || out == 0)
     throw ShapeError("linear: empty input or output " + X.str() + ", " + W.str());
-  gemm(CUBLAS_OP_T, CUBLAS_OP_N, out, N, in, 1.0, W, in, X, in, 0.0, Y, out);
+  gemm({kT, kN, out, N, in, in, in, out}, 1.0, W, X, 0.0, Y);
   Tensor ones;
   if (has_bias) {
     ones = Tensor::full(Shape{N}, 1.0, X.dtype());
-    gemm(CUBLAS_OP_N, CUBLAS_OP_N, out, N, 1, 1.0, b.value(), out, ones, 1, 1.0, Y, out);
+    gemm({kN, kN, out, N, 1, out, 1, out}, 1.0, b.value(), ones, 1.0, Y);
   }
   return Variable::from_op(
       "linear", Y, {x, w, b}, [X, W, ones, N, in, out](const Tensor& dY, Inputs& v) {
         bool acc;
         if (v[0].requires_grad()) {
           Tensor& dx = v[0].grad_for_update(&acc);
-          gemm(CUBLAS_OP_N, CUBLAS_OP_N, in, N, out, 1.0, W, in, dY, out, acc ? 1.0 : 0.0, dx, in);
+          gemm({kN, kN, in, N, out, in, out, in}, 1.0, W, dY, acc ? 1.0 : 0.0, dx);
         }
         if (v[1].requires_grad()) {
           Tensor& dw = v[1].grad_for_update(&acc);
-          gemm(CUBLAS_OP_N, CUBLAS_OP_T, in, out, N, 1.0, X, in, dY, out, acc ? 1.0 : 0.0, dw, in);
+          gemm({kN, kT, in, out, N, in, out, in}, 1.0, X, dY, acc ? 1.0 : 0.0, dw);
         }
         if (v[2].defined() && v[2].requires_grad()) {
           Tensor& db = v[2].grad_for_update(&acc);
-          gemm(CUBLAS_OP_N, CUBLAS_OP_N, out, 1, N, 1.0, dY, out, ones, N, acc ? 1.0 : 0.0, db,
-               out);
+          gemm({kN, kN, out, 1, N, out, N, out}, 1.0, dY, ones, acc ? 1.0 : 0.0, db);
         }
       });
 }

@@ -17,6 +17,7 @@
 
 #include "engine/context.h"
 #include "features/h5store.h"
+#include "kernels/blas.h"
 #include "kernels/knn.cuh"
 #include "kernels/philox.cuh"
 #include "tools/progress.h"
@@ -34,14 +35,15 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// C = alpha op(A) op(B) + beta C, column-major, on the engine's handle.
-// The layouts used here (a row-major n x d matrix is a column-major d x n
-// one) are spelled out at each call.
-void sgemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda,
-           const float* b, int ldb, float beta, float* c, int ldc) {
-  CUBLAS_CHECK(cublasSgemm(timbre::cublas(), ta ? CUBLAS_OP_T : CUBLAS_OP_N,
-                           tb ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k, &alpha, a, lda, b, ldb, &beta,
-                           c, ldc));
+using kernels::kN;  // cuBLAS's "as stored"
+using kernels::kT;  // cuBLAS's "transposed"
+
+// C = alpha op(A) op(B), column-major, on the engine's handle
+// (kernels/blas.h). The layouts used here (a row-major n x d matrix is a
+// column-major d x n one) are spelled out at each call.
+void sgemm(const kernels::GemmShape& shape, const float* a, const float* b, float* c,
+           float alpha = 1.f) {
+  kernels::gemm(timbre::cublas(), shape, alpha, a, b, 0.f, c);
 }
 
 }  // namespace
@@ -155,10 +157,10 @@ Pca fit_pca(const float* d_x, int64_t n64, int dim, const PcaOptions& o) {
   kn::fill_normal(d_omega.get(), (long long)dim * l, 0.f, 1.f, o.seed, 0, s);
   float* d_z = d_omega.get();  // Omega's storage is reused for Z and Q (dim x l)
   auto x_times = [&](const float* d_in, float* d_out) {  // (n x l) = X (n x dim) in (dim x l)
-    sgemm(true, false, n, l, dim, 1.f, d_x, dim, d_in, dim, 0.f, d_out, n);
+    sgemm({kT, kN, n, l, dim, dim, dim, n}, d_x, d_in, d_out);
   };
   auto xt_times = [&](const float* d_in, float* d_out) {  // (dim x l) = X^T in (n x l)
-    sgemm(false, false, dim, l, n, 1.f, d_x, dim, d_in, n, 0.f, d_out, dim);
+    sgemm({kN, kN, dim, l, n, dim, n, dim}, d_x, d_in, d_out);
   };
   x_times(d_z, d_y.get());
   kn::orthonormalize_columns(d_y.get(), n, l, nullptr, s);
@@ -175,7 +177,7 @@ Pca fit_pca(const float* d_x, int64_t n64, int dim, const PcaOptions& o) {
   x_times(d_z, d_b.get());
   DeviceBuffer<float> d_t(size_t(l) * l);
   const float inv = n > 1 ? 1.f / float(n - 1) : 1.f;
-  sgemm(true, false, l, l, n, inv, d_b.get(), n, d_b.get(), n, 0.f, d_t.get(), l);
+  sgemm({kT, kN, l, l, n, n, n, l}, d_b.get(), d_b.get(), d_t.get(), inv);
   const std::vector<float> t = d_t.to_host();
   std::vector<double> td(size_t(l) * l);
   for (int i = 0; i < l; ++i)  // symmetrise the GEMM's rounding
@@ -192,7 +194,7 @@ Pca fit_pca(const float* d_x, int64_t n64, int dim, const PcaOptions& o) {
   pca.dim = dim;
   pca.n_components = k;
   pca.components = DeviceBuffer<float>(size_t(dim) * k);
-  sgemm(false, false, dim, k, l, 1.f, d_z, dim, d_vk.get(), l, 0.f, pca.components.get(), dim);
+  sgemm({kN, kN, dim, k, l, dim, l, dim}, d_z, d_vk.get(), pca.components.get());
   kn::fix_column_signs(pca.components.get(), dim, k, s);
 
   // Total variance: the sum of the column variances (ddof 1), from the
@@ -217,8 +219,8 @@ void pca_transform(const Pca& pca, const float* d_x, int64_t n, float* d_out) {
     throw std::invalid_argument("pca_transform: n must be in [0, 2^31), not " + std::to_string(n));
   if (n == 0) return;
   // Out, row-major n x k = column-major k x n = W^T (k x dim) X^T (dim x n).
-  sgemm(true, false, pca.n_components, int(n), pca.dim, 1.f, pca.components.get(), pca.dim, d_x,
-        pca.dim, 0.f, d_out, pca.n_components);
+  sgemm({kT, kN, pca.n_components, int(n), pca.dim, pca.dim, pca.dim, pca.n_components},
+        pca.components.get(), d_x, d_out);
 }
 
 // ===========================================================================
