@@ -19,26 +19,16 @@ namespace {
 // ===========================================================================
 // Kernels.
 
-// Bias, tanh and score, one thread per row (b, t) of the (B*S, A) matrix P =
-// H W^T: u = tanh(P + b) in place, e = sum_a v_a u_a, accumulated in T in
-// the order a = 0..A-1. A thread walks its own row (A contiguous values): no
-// barrier, no shuffle (simcuda's fast path); on a GPU a warp touches 32 rows
-// per iteration, each cache line used over the next iterations from L1.
+// u = tanh(P + b) in place over the (B*S, A) matrix P = H W^T: one thread
+// per element, consecutive threads on consecutive elements (coalesced); the
+// bias index is the element's column.
 template <class T>
-__global__ void attention_score_kernel(long long rows, int attn, T* u, const T* bias, const T* v,
-                                       T* score) {
+__global__ void attention_bias_tanh_kernel(long long rows, int attn, T* u, const T* bias) {
+  const long long n_items = rows * attn;
   const long long grid_stride = (long long)blockDim.x * gridDim.x;
-  for (long long row = (long long)blockIdx.x * blockDim.x + threadIdx.x; row < rows;
-       row += grid_stride) {
-    T* u_row = u + row * attn;
-    T e = T(0);
-    for (int a = 0; a < attn; ++a) {
-      const T val = tanh_of(u_row[a] + bias[a]);
-      u_row[a] = val;
-      e += v[a] * val;
-    }
-    score[row] = e;
-  }
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n_items;
+       i += grid_stride)
+    u[i] = tanh_of(u[i] + bias[i % attn]);
 }
 
 // out[b, d] = sum_t alpha[b, t] h[b, t, d]: one thread per (b, d), summing
@@ -58,35 +48,6 @@ __global__ void attention_weighted_sum_kernel(int batch, int steps, int dim, con
     T acc = T(0);
     for (int t = 0; t < steps; ++t) acc += a_row[t] * h_col[(long long)t * dim];
     out[i] = acc;
-  }
-}
-
-// Backward of the weighted sum, one thread per row (b, t):
-//   dalpha[b, t] = sum_d dout[b, d] h[b, t, d]
-//   dh[b, t, d]  = alpha[b, t] dout[b, d]     (= or +=; skipped when dh is null)
-// Same access pattern as attention_score_kernel.
-template <class T>
-__global__ void attention_weighted_sum_backward_kernel(int batch, int steps, int dim,
-                                                       const T* hseq, const T* alpha,
-                                                       const T* dout, T* dalpha, T* dh,
-                                                       bool accumulate) {
-  const long long rows = (long long)batch * steps;
-  const long long grid_stride = (long long)blockDim.x * gridDim.x;
-  for (long long row = (long long)blockIdx.x * blockDim.x + threadIdx.x; row < rows;
-       row += grid_stride) {
-    const T* d_row = dout + (row / steps) * dim;
-    const T* h_row = hseq + row * dim;
-    const T a = alpha[row];
-    T acc = T(0);
-    for (int d = 0; d < dim; ++d) {
-      acc += d_row[d] * h_row[d];
-      if (dh) {
-        const T g = a * d_row[d];
-        T* dst = dh + row * dim + d;
-        *dst = accumulate ? *dst + g : g;
-      }
-    }
-    dalpha[row] = acc;
   }
 }
 
@@ -121,6 +82,10 @@ void check_attention_shape(const char* op, const AttentionShape& shape, int bloc
 // Attention. With R = B*S rows and the column-major views as above:
 //   P^c (A x R)     = W^c^T (A x D) H^c (D x R)   gemm(T, N, A, R, D), then
 //                     u = tanh(P + b) in place (the reserve)
+//   e (R x 1)       = u^c^T (R x A) v (A x 1)     gemm(T, N, R, 1, A)
+//   per sequence b (strided batch over B, H_b^c (D x S) at b*S*D):
+//   dalpha_b (S x 1) = H_b^c^T (S x D) dout_b (D x 1)    gemm(T, N, S, 1, D)
+//   dH_b^c (D x S)  (+)= dout_b (D x 1) alpha_b^T (1 x S) gemm(N, N, D, S, 1)
 //   dv (A x 1)      = u^c (A x R) de (R x 1)      gemm(N, N, A, 1, R)
 //   db (A x 1)      = dP^c (A x R) 1 (R x 1)      gemm(N, N, A, 1, R)
 //   dW^c (D x A)    = H^c (D x R) dP^c^T (R x A)  gemm(N, T, D, A, R)
@@ -155,9 +120,10 @@ void attention_forward(cublasHandle_t handle, const AttentionShape& shape,
   const int R = batch * steps;
   T* u = d_reserve;
   gemm(handle, {kT, kN, attn, R, dim, dim, dim, attn}, T(1), weights.w, data.hseq, T(0), u);
-  // The scores go straight into alpha; the softmax then runs in place.
-  LAUNCH((attention_score_kernel<T>), blocks_for(R, block), block, 0, s, (long long)R, attn, u,
-         weights.b, weights.v, data.alpha);
+  LAUNCH((attention_bias_tanh_kernel<T>), blocks_for((long long)R * attn, block), block, 0, s,
+         (long long)R, attn, u, weights.b);
+  // The scores e = u v go straight into alpha; the softmax then runs in place.
+  gemm(handle, {kT, kN, R, 1, attn, attn, attn, R}, T(1), u, weights.v, T(0), data.alpha);
   softmax_forward<T>(data.alpha, data.alpha, batch, steps, s, block);
   LAUNCH((attention_weighted_sum_kernel<T>), blocks_for((long long)batch * dim, block), block, 0, s,
          batch, steps, dim, data.hseq, data.alpha, data.out);
@@ -189,8 +155,15 @@ void attention_backward(cublasHandle_t handle, const AttentionShape& shape,
   T* de = dalpha + R;
   T* ones = de + R;
 
-  LAUNCH((attention_weighted_sum_backward_kernel<T>), blocks_for(R, block), block, 0, s, batch,
-         steps, dim, data.hseq, d_alpha, data.dout, dalpha, grads.dhseq, acc.dhseq);
+  // Per sequence b: dalpha_b = H_b dout_b (S), and dH_b (=, +=) alpha_b dout_b^T (S x D),
+  // a rank-1 update.
+  gemm_batched(handle, {kT, kN, steps, 1, dim, dim, dim, steps},
+               {(long long)steps * dim, dim, steps, batch}, T(1), data.hseq, data.dout, T(0),
+               dalpha);
+  if (grads.dhseq)
+    gemm_batched(handle, {kN, kN, dim, steps, 1, dim, 1, dim},
+                 {dim, steps, (long long)steps * dim, batch}, T(1), data.dout, d_alpha,
+                 beta_for<T>(acc.dhseq), grads.dhseq);
   softmax_backward<T>(d_alpha, dalpha, de, batch, steps, false, s, block);
   LAUNCH((attention_score_backward_kernel<T>), blocks_for((long long)R * attn, block), block, 0, s,
          (long long)R, attn, u, weights.v, de, dp);
@@ -203,7 +176,7 @@ void attention_backward(cublasHandle_t handle, const AttentionShape& shape,
   if (grads.dw)
     gemm(handle, {kN, kT, dim, attn, R, dim, attn, dim}, T(1), data.hseq, dp, beta_for<T>(acc.w),
          grads.dw);
-  // The kernel above assigned or accumulated alpha * dout; the W path adds.
+  // The rank-1 update above assigned or accumulated alpha dout^T; the W path adds.
   if (grads.dhseq)
     gemm(handle, {kN, kN, dim, R, attn, dim, attn, dim}, T(1), weights.w, dp, T(1), grads.dhseq);
 }

@@ -9,10 +9,13 @@
 //   e_t   = v . u_t                   v (A)
 //   alpha = softmax_t(e)              (B, S)
 //   out   = sum_t alpha_t h_t         (B, D)
-// W h_t for all B*S rows is one GEMM; bias + tanh + score is one fused
-// kernel; the softmax over t is kernels/softmax (rows B, cols S); the
-// weighted sum is one kernel. Backward likewise, with GEMMs for dW, dv, db
-// and the dW-side part of dhseq.
+// W h_t for all B*S rows is one GEMM; bias + tanh one elementwise kernel;
+// the scores one GEMM (a matrix-vector product); the softmax over t is
+// kernels/softmax (rows B, cols S); the weighted sum is one kernel.
+// Backward: dalpha and the alpha-side part of dhseq are strided-batched
+// GEMMs (per sequence a matrix-vector product and a rank-1 update), the
+// tanh derivative one elementwise kernel, and GEMMs give dW, dv, db and the
+// W-side part of dhseq.
 //
 // Gradients: each output of attention_backward has its own accumulate flag
 // (false: assign, true: add into it); a null output pointer is not computed.

@@ -29,6 +29,21 @@ void gemm(cublasHandle_t h, const GemmShape& g, float alpha, const float* A, con
 void gemm(cublasHandle_t h, const GemmShape& g, double alpha, const double* A, const double* B,
           double beta, double* C);
 
+// A strided batch of GEMMs of one shape: the i-th (i < count) runs on A +
+// i*a, B + i*b and C + i*c (strides in elements; 0 reuses one operand).
+// Aggregate: GemmBatch{a, b, c, count}.
+struct GemmBatch {
+  long long a, b, c;
+  int count;
+};
+
+// C_i = alpha op(A_i) op(B_i) + beta C_i for every i of the batch, in one
+// cuBLAS call (cublas<t>gemmStridedBatched).
+void gemm_batched(cublasHandle_t h, const GemmShape& g, const GemmBatch& batch, float alpha,
+                  const float* A, const float* B, float beta, float* C);
+void gemm_batched(cublasHandle_t h, const GemmShape& g, const GemmBatch& batch, double alpha,
+                  const double* A, const double* B, double beta, double* C);
+
 // beta for a GEMM that assigns (0) or accumulates (1) into C.
 template <class T>
 T beta_for(bool accumulate) {

@@ -511,23 +511,6 @@ __global__ void bias_grad_kernel(Dims d, const T* __restrict__ dy, T* __restrict
 }
 
 // ---------------------------------------------------------------------------
-// Strided-batched cuBLAS GEMM in T, alpha = 1 (the plain GEMM: kernels/blas.h).
-void gemm_batched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
-                  int k, const float* A, int lda, long long sa, const float* B, int ldb,
-                  long long sb, float beta, float* C, int ldc, long long sc, int batch) {
-  const float one = 1.f;
-  CUBLAS_CHECK(cublasSgemmStridedBatched(h, ta, tb, m, n, k, &one, A, lda, sa, B, ldb, sb, &beta,
-                                         C, ldc, sc, batch));
-}
-void gemm_batched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
-                  int k, const double* A, int lda, long long sa, const double* B, int ldb,
-                  long long sb, double beta, double* C, int ldc, long long sc, int batch) {
-  const double one = 1.0;
-  CUBLAS_CHECK(cublasDgemmStridedBatched(h, ta, tb, m, n, k, &one, A, lda, sa, B, ldb, sb, &beta,
-                                         C, ldc, sc, batch));
-}
-
-// ---------------------------------------------------------------------------
 // Argument checks (the common ones: kernels/launcher.h, kernels/blas.h).
 
 // Images per chunk that the workspace holds (N for pointwise convolutions,
@@ -657,8 +640,8 @@ void conv2d_forward_v2_im2col(const Conv2dShape& shape, const T* d_x, const T* d
       col = d_workspace;
       col_step = (long long)CRS * PQ;
     }
-    gemm_batched(handle, CUBLAS_OP_N, CUBLAS_OP_N, PQ, d.K, CRS, col, PQ, col_step, d_w, CRS, 0,
-                 beta, d_y + n0 * image_y, PQ, image_y, count);
+    gemm_batched(handle, {kN, kN, PQ, d.K, CRS, PQ, CRS, PQ}, {col_step, 0, image_y, count}, T(1),
+                 col, d_w, beta, d_y + n0 * image_y);
   }
 }
 
@@ -686,13 +669,13 @@ void conv2d_backward_data_v2_im2col(const Conv2dShape& shape, const T* d_w, cons
     const T* dy = d_dy + n0 * image_y;
     T* dx = d_dx + n0 * image_x;
     if (shape.pointwise()) {  // dcol_n is dx_n: the GEMM assigns or adds
-      gemm_batched(handle, CUBLAS_OP_N, CUBLAS_OP_T, PQ, CRS, d.K, dy, PQ, image_y, d_w, CRS, 0,
-                   accumulate ? T(1) : T(0), dx, PQ, image_x, count);
+      gemm_batched(handle, {kN, kT, PQ, CRS, d.K, PQ, CRS, PQ}, {image_y, 0, image_x, count}, T(1),
+                   dy, d_w, accumulate ? T(1) : T(0), dx);
       continue;
     }
     const long long col_step = (long long)CRS * PQ;
-    gemm_batched(handle, CUBLAS_OP_N, CUBLAS_OP_T, PQ, CRS, d.K, dy, PQ, image_y, d_w, CRS, 0,
-                 T(0), d_workspace, PQ, col_step, count);
+    gemm_batched(handle, {kN, kT, PQ, CRS, d.K, PQ, CRS, PQ}, {image_y, 0, col_step, count}, T(1),
+                 dy, d_w, T(0), d_workspace);
     const long long planes = (long long)count * d.C;
     const RowLaunch l = row_launch(planes, d.H, d.W, block);
     if (l.span == 1)
@@ -734,7 +717,7 @@ void conv2d_backward_filter_v2_im2col(const Conv2dShape& shape, const T* d_x, co
     for (int i = 0; i < count; ++i) {
       const int n = n0 + i;
       const T beta = (n == 0 && !accumulate) ? T(0) : T(1);
-      gemm(handle, {CUBLAS_OP_T, CUBLAS_OP_N, CRS, d.K, PQ, PQ, PQ, CRS}, T(1),
+      gemm(handle, {kT, kN, CRS, d.K, PQ, PQ, PQ, CRS}, T(1),
            col + i * col_step, d_dy + n * image_y, beta, d_dw);
     }
   }

@@ -57,6 +57,20 @@ void gemm(cublasHandle_t h, const GemmShape& g, double alpha, const double* A, c
                            g.ldc));
 }
 
+void gemm_batched(cublasHandle_t h, const GemmShape& g, const GemmBatch& batch, float alpha,
+                  const float* A, const float* B, float beta, float* C) {
+  CUBLAS_CHECK(cublasSgemmStridedBatched(h, g.ta, g.tb, g.m, g.n, g.k, &alpha, A, g.lda, batch.a,
+                                         B, g.ldb, batch.b, &beta, C, g.ldc, batch.c,
+                                         batch.count));
+}
+
+void gemm_batched(cublasHandle_t h, const GemmShape& g, const GemmBatch& batch, double alpha,
+                  const double* A, const double* B, double beta, double* C) {
+  CUBLAS_CHECK(cublasDgemmStridedBatched(h, g.ta, g.tb, g.m, g.n, g.k, &alpha, A, g.lda, batch.a,
+                                         B, g.ldb, batch.b, &beta, C, g.ldc, batch.c,
+                                         batch.count));
+}
+
 void check_handle(const char* op, cublasHandle_t handle, cudaStream_t stream) {
   if (handle == nullptr) fail(op, "the cuBLAS handle is null");
   cudaStream_t handle_stream = nullptr;
