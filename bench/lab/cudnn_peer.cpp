@@ -325,9 +325,9 @@ struct BatchNormRun : Run {
     if (op == BnOp::forward_eval) {
       if (ref_y.empty()) {
         ref_y.resize(count);
-        k::batchnorm_forward_eval_cpu<float>(x.data(), gamma.data(), beta.data(),
-                                             run_mean.data(), run_var.data(), ref_y.data(), n, c,
-                                             h, w, kBnEps);
+        k::batchnorm_forward_eval_cpu<float>(
+            {x.data(), gamma.data(), beta.data(), run_mean.data(), run_var.data(), ref_y.data()},
+            {n, c, h, w}, kBnEps);
       }
       // No reduction: y from the running statistics in float, a few ulps of
       // |y|, as timbre's.
@@ -336,16 +336,18 @@ struct BatchNormRun : Run {
     if (ref_y.empty()) {
       ref_y.resize(count), ref_mean.resize(cs), ref_inv_std.resize(cs);
       ref_rm = run_mean, ref_rv = run_var;
-      k::batchnorm_forward_train_cpu<float>(x.data(), gamma.data(), beta.data(), ref_y.data(),
-                                            ref_mean.data(), ref_inv_std.data(), ref_rm.data(),
-                                            ref_rv.data(), n, c, h, w, kBnEps, kBnRunning);
+      k::batchnorm_forward_train_cpu<float>(
+          {x.data(), gamma.data(), beta.data(), ref_y.data(), ref_mean.data(), ref_inv_std.data(),
+           ref_rm.data(), ref_rv.data()},
+          {n, c, h, w}, kBnEps, kBnRunning);
       ref_runs = 1;
     }
     if (op == BnOp::forward_train) {
       for (; ref_runs < runs; ++ref_runs)
-        k::batchnorm_forward_train_cpu<float>(x.data(), gamma.data(), beta.data(), ref_y.data(),
-                                              ref_mean.data(), ref_inv_std.data(), ref_rm.data(),
-                                              ref_rv.data(), n, c, h, w, kBnEps, kBnRunning);
+        k::batchnorm_forward_train_cpu<float>(
+            {x.data(), gamma.data(), beta.data(), ref_y.data(), ref_mean.data(), ref_inv_std.data(),
+             ref_rm.data(), ref_rv.data()},
+            {n, c, h, w}, kBnEps, kBnRunning);
       // cuDNN's statistics are float reductions of M = n*h*w values (up to
       // 32,768 at the check batch) in an order it does not document, the
       // reference's double sums rounded once. inv_std (var ~ 1/3, no
@@ -363,10 +365,10 @@ struct BatchNormRun : Run {
     }
     if (ref_dx.empty()) {
       ref_dx.resize(count), ref_dgamma.resize(cs), ref_dbeta.resize(cs);
-      k::batchnorm_backward_train_cpu<float>(x.data(), dy.data(), gamma.data(), ref_mean.data(),
-                                             ref_inv_std.data(), ref_dx.data(),
-                                             ref_dgamma.data(), ref_dbeta.data(), n, c, h, w,
-                                             k::BatchNormAccumulate{});
+      k::batchnorm_backward_train_cpu<float>(
+          {x.data(), dy.data(), gamma.data(), ref_mean.data(), ref_inv_std.data(), ref_dx.data(),
+           ref_dgamma.data(), ref_dbeta.data()},
+          {n, c, h, w}, k::BatchNormAccumulate{});
     }
     // dgamma, dbeta: float sums of M products against double ones, 1e-4 of
     // the largest (as conv2d's dw and db). dx = gamma inv_std (g - dbeta/M -
@@ -455,7 +457,7 @@ struct MaxPoolRun : Run {
     std::vector<int> argmax(outs);
     k::max_pool2d_forward_cpu<float>(x.data(), y.data(), argmax.data(), n, c, h, w, site.p);
     if (!backward) return compare(d_y.to_host(), widen(y), 0);  // a maximum: exact
-    k::max_pool2d_backward_cpu<float>(dy.data(), argmax.data(), dx.data(), n, c, h, w, site.p,
+    k::max_pool2d_backward_cpu<float>({dy.data(), argmax.data(), dx.data()}, n, c, h, w, site.p,
                                       false);
     // Disjoint windows: a copy of dy or 0, exact. Overlapping ones would add
     // up to ceil(kh/sh)*ceil(kw/sw) values of dy, maybe in another order.
