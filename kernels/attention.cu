@@ -288,7 +288,8 @@ Cost attention_forward_cost(const AttentionShape& shape, int elem) {
   const int batch = shape.batch, steps = shape.steps, dim = shape.dim, attn = shape.attn;
   const double R = double(batch) * steps;
   Cost c = gemm_cost(attn, R, dim, elem);
-  c += Cost{4 * R * attn, (2 * R * attn + 2.0 * attn + R) * elem};  // u, e
+  // u = tanh(P + b): read P, b, write u; e = u v (a GEMV): read u, v, write e.
+  c += Cost{4 * R * attn, (3 * R * attn + 2.0 * attn + R) * elem};
   c += softmax_forward_cost(batch, steps, elem);
   c += Cost{2 * R * dim, (R * dim + R + double(batch) * dim) * elem};  // weighted sum
   return c;
@@ -297,8 +298,9 @@ Cost attention_forward_cost(const AttentionShape& shape, int elem) {
 Cost attention_backward_cost(const AttentionShape& shape, int elem) {
   const int batch = shape.batch, steps = shape.steps, dim = shape.dim, attn = shape.attn;
   const double R = double(batch) * steps;
-  // dalpha and dh = alpha dout: reads h, alpha, dout; writes dalpha, dh.
-  Cost c{3 * R * dim, (2 * R * dim + 2 * R + double(batch) * dim) * elem};
+  // dalpha = H dout (a batched GEMV): reads h, dout, writes dalpha; dh = alpha
+  // dout^T (a batched rank-1 GEMM): reads alpha, dout, writes dh.
+  Cost c{3 * R * dim, (2 * R * dim + 2 * R + 2.0 * batch * dim) * elem};
   c += softmax_backward_cost(batch, steps, false, elem);
   c += Cost{5 * R * attn, (2 * R * attn + attn + R) * elem};  // dP
   c += gemm_cost(attn, 1, R, elem);                           // dv
