@@ -6,10 +6,9 @@
 # to `timbre demo` (see `timbre demo --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh
-export PATH="$PATH:/usr/local/cuda/bin"
+# The command is installed first (scripts/install.sh: ~/.local/bin unless
+# PREFIX says otherwise), so that the README's `timbre ...` commands work
+# afterwards.
+./scripts/install.sh
 export OMP_WAIT_POLICY=PASSIVE
-cmake -S . -B build/demo -G Ninja -DCMAKE_BUILD_TYPE=Release \
-      -DTIMBRE_BUILD_TESTS=OFF -DTIMBRE_BUILD_BENCH=OFF >/dev/null
-cmake --build build/demo -j "${JOBS:-2}" --target timbre
-./build/demo/tools/timbre demo "$@"
+"${PREFIX:-$HOME/.local}/bin/timbre" demo "$@"

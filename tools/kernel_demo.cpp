@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels/defaults.h"
@@ -45,6 +47,35 @@ bool compare(const std::vector<float>& got, const std::vector<float>& want, doub
 }
 
 }  // namespace
+
+namespace {
+// CUDA's version integers (1000 major + 10 minor) as "major.minor".
+std::string cuda_version(int v) {
+  return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10);
+}
+}  // namespace
+
+std::string backend_description() {
+#if TIMBRE_BACKEND_SIM
+  const int workers = simcuda::options().workers;
+  const int cores = int(std::thread::hardware_concurrency());
+  std::string s = "backend: sim (simcuda on the CPU, " +
+                  (workers > 0 ? std::to_string(workers) + " worker threads"
+                               : std::to_string(cores) + " worker threads, one per core") +
+                  ")";
+#ifdef CUDART_VERSION
+  s += "; CUDA toolkit headers " + cuda_version(CUDART_VERSION);
+#endif
+  return s;
+#else
+  int runtime = 0, driver = 0;
+  cudaRuntimeGetVersion(&runtime);
+  if (cudaDriverGetVersion(&driver) != cudaSuccess) driver = 0;
+  return "backend: cuda (built with CUDA " + cuda_version(CUDART_VERSION) + ", runtime " +
+         cuda_version(runtime) + ", driver " + (driver > 0 ? cuda_version(driver) : "none") +
+         ")";
+#endif
+}
 
 int run_info() {
   cudaDeviceProp p;
