@@ -40,6 +40,11 @@ void Module::train(bool on) {
   for (auto& [name, child] : children_) child->train(on);
 }
 
+void Module::apply(const std::function<void(Module&)>& f) {
+  f(*this);
+  for (auto& [name, child] : children_) child->apply(f);
+}
+
 void Module::zero_grad() {
   for (auto& [name, v] : named_parameters()) v.zero_grad();
 }

@@ -5,6 +5,7 @@
 // registration order: the keys of checkpoints.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -32,6 +33,9 @@ class Module {
   void eval() { train(false); }
   bool training() const { return training_; }
   void zero_grad();
+  // Calls f on this module, then on every descendant, depth first in
+  // registration order (PyTorch's Module.apply).
+  void apply(const std::function<void(Module&)>& f);
 
  protected:
   // Return handles that share the registered value (a Variable and a Tensor

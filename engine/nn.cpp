@@ -87,8 +87,32 @@ BatchNorm::BatchNorm(int channels, BatchNormConvention c) : c_(channels), conv_(
 }
 
 Variable BatchNorm::forward(const Variable& x) {
-  return ops::batch_norm(x, weight, bias, running_mean, running_var, training(),
-                         batchnorm_options(conv_));
+  ops::BatchNormOptions o = batchnorm_options(conv_);
+  if (counting_) {  // running = the mean of this pass's batch statistics
+    o.running.keep = double(counted_) / double(counted_ + 1);
+    ++counted_;
+    return ops::batch_norm(x, weight, bias, running_mean, running_var, true, o);
+  }
+  return ops::batch_norm(x, weight, bias, running_mean, running_var, training(), o);
+}
+
+std::vector<BatchNorm*> batch_norms(Module& m) {
+  std::vector<BatchNorm*> out;
+  m.apply([&](Module& c) {
+    if (auto* bn = dynamic_cast<BatchNorm*>(&c)) out.push_back(bn);
+  });
+  return out;
+}
+
+PreciseBatchNorm::PreciseBatchNorm(Module& m)
+    : m_(m), was_training_(m.training()), bns_(batch_norms(m)) {
+  m_.eval();
+  for (BatchNorm* bn : bns_) bn->begin_statistics();
+}
+
+PreciseBatchNorm::~PreciseBatchNorm() {
+  for (BatchNorm* bn : bns_) bn->end_statistics();
+  m_.train(was_training_);
 }
 
 Dropout::Dropout(double p) : p_(p) {

@@ -28,6 +28,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/module.h"
 #include "engine/ops.h"
@@ -82,6 +83,18 @@ class BatchNorm : public Module {
   Variable forward(const Variable& x);
   int channels() const { return c_; }
   BatchNormConvention convention() const { return conv_; }
+  // The weight of the old running value in each training step's update
+  // (0.99 for Keras, 0.9 for PyTorch).
+  double running_keep() const { return batchnorm_options(conv_).running.keep; }
+
+  // A statistics pass (see PreciseBatchNorm below): from begin_statistics()
+  // to end_statistics(), forward normalises with the batch's statistics,
+  // whatever the mode, and sets the running ones to the mean of the batch
+  // statistics seen since begin_statistics() (batch b enters with weight
+  // 1/b: keep = (b-1)/b, the first batch replaces the old values). The
+  // variance follows the convention (biased for Keras, unbiased for PyTorch).
+  void begin_statistics() { counting_ = true, counted_ = 0; }
+  void end_statistics() { counting_ = false; }
 
   Variable weight, bias;          // gamma, beta
   Tensor running_mean, running_var;
@@ -89,7 +102,38 @@ class BatchNorm : public Module {
  private:
   int c_;
   BatchNormConvention conv_;
+  bool counting_ = false;
+  int64_t counted_ = 0;  // batches of the current statistics pass
 };
+
+// Precise batch-norm statistics: the running statistics recomputed with
+// the network's final weights, as the mean over a number of training
+// batches (Wu and Johnson, "Rethinking 'Batch' in BatchNorm", 2021; what
+// torch.optim.swa_utils.update_bn does). Training updates them a little per
+// step (Keras keeps 99% of the old value), so after a few dozen steps they
+// still mostly hold their start and lag behind weights that keep moving: the
+// network in evaluation mode is then not the one that was trained.
+//
+// While an object lives, every BatchNorm of the module counts (see
+// begin_statistics) and the module is in evaluation mode otherwise (no
+// dropout: the statistics describe the activations that evaluation will
+// see); the caller runs forward passes without gradients over the batches.
+// The destructor ends the pass and restores the module's mode.
+class PreciseBatchNorm {
+ public:
+  explicit PreciseBatchNorm(Module& m);
+  ~PreciseBatchNorm();
+  PreciseBatchNorm(const PreciseBatchNorm&) = delete;
+  PreciseBatchNorm& operator=(const PreciseBatchNorm&) = delete;
+
+ private:
+  Module& m_;
+  bool was_training_;
+  std::vector<BatchNorm*> bns_;
+};
+
+// The batch norms of a module (depth first), for the tools' decisions.
+std::vector<BatchNorm*> batch_norms(Module& m);
 
 // Max pooling with a (kh, kw) window and equal stride (non-overlapping).
 class MaxPool2d : public Module {

@@ -183,6 +183,73 @@ TEST(BatchNorm, PyTorchConventionTrainAndEval) {
   check_batchnorm(nn::BatchNormConvention::pytorch, 1e-5, 0.9, true);
 }
 
+// A module holding a dropout before a batch norm, as the models do.
+struct DropoutThenBatchNorm : Module {
+  explicit DropoutThenBatchNorm(nn::BatchNormConvention c)
+      : drop(register_module("drop", std::make_shared<nn::Dropout>(0.5))),
+        bn(register_module("bn", std::make_shared<nn::BatchNorm>(5, c))) {}
+  Variable forward(const Variable& x, Generator& g) { return bn->forward(drop->forward(x, g)); }
+  std::shared_ptr<nn::Dropout> drop;
+  std::shared_ptr<nn::BatchNorm> bn;
+};
+
+// The statistics pass sets the running statistics to the mean of the
+// batches' statistics (biased or unbiased variance by convention), in
+// evaluation mode for everything else (no dropout), normalises each batch
+// with its own statistics, and restores the module's mode.
+void check_precise_statistics(nn::BatchNormConvention conv, bool unbiased) {
+  const int C = 5, H = 3, W = 7;
+  const int sizes[] = {4, 3, 2};  // the last batch smaller, as at a split's end
+  DropoutThenBatchNorm m(conv);
+  EXPECT_EQ(nn::batch_norms(m).size(), 1u);
+  m.bn->running_mean.copy_from(random_tensor(Shape{C}, 30));  // overwritten by the pass
+  Generator g(5);
+  std::vector<double> mean_ref(C, 0.0), var_ref(C, 0.0);
+  {
+    timbre::NoGradGuard no_grad;
+    const nn::PreciseBatchNorm pass(m);
+    EXPECT_FALSE(m.training());
+    for (int b = 0; b < 3; ++b) {
+      const int N = sizes[b], M = N * H * W;
+      const Tensor x = random_tensor(Shape{N, C, H, W}, 40 + uint64_t(b));
+      const auto xh = host(x);
+      const auto y = host(m.forward(Variable(x), g).value());
+      for (int c = 0; c < C; ++c) {
+        double mean = 0, var = 0;
+        for (int n = 0; n < N; ++n)
+          for (int i = 0; i < H * W; ++i) mean += xh[size_t((n * C + c) * H * W + i)];
+        mean /= M;
+        for (int n = 0; n < N; ++n)
+          for (int i = 0; i < H * W; ++i) {
+            const double d = xh[size_t((n * C + c) * H * W + i)] - mean;
+            var += d * d;
+          }
+        var /= M;
+        // gamma 1, beta 0: batch statistics and no dropout give (x - mean) / sd.
+        const size_t k = size_t((0 * C + c) * H * W);
+        EXPECT_NEAR(y[k], (xh[k] - mean) / std::sqrt(var + (unbiased ? 1e-5 : 1e-3)), 1e-4);
+        mean_ref[size_t(c)] += mean / 3;
+        var_ref[size_t(c)] += (unbiased ? var * M / (M - 1) : var) / 3;
+      }
+    }
+  }
+  EXPECT_TRUE(m.training()) << "the pass restores the mode";
+  EXPECT_TRUE(timbre::testing::all_close(host(m.bn->running_mean), mean_ref, {1e-6, 1e-5}));
+  EXPECT_TRUE(timbre::testing::all_close(host(m.bn->running_var), var_ref, {1e-6, 1e-5}));
+  // After the pass, training updates them with the convention's momentum again.
+  const Tensor x = random_tensor(Shape{2, C, H, W}, 50);
+  m.bn->forward(Variable(x));
+  EXPECT_FALSE(timbre::testing::all_close(host(m.bn->running_mean), mean_ref, {1e-6, 1e-5}));
+}
+
+TEST(BatchNorm, PreciseStatisticsKeras) {
+  check_precise_statistics(nn::BatchNormConvention::keras, false);
+}
+
+TEST(BatchNorm, PreciseStatisticsPyTorch) {
+  check_precise_statistics(nn::BatchNormConvention::pytorch, true);
+}
+
 TEST(BatchNorm, OneDAndConventionNames) {
   nn::BatchNorm bn(6);
   EXPECT_EQ(bn.convention(), nn::BatchNormConvention::keras) << "Keras is the default (the paper's)";
