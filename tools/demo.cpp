@@ -6,7 +6,10 @@
 #include <chrono>
 #include <cstdio>
 #include <optional>
+#include <string>
+#include <vector>
 
+#include "tools/baseline.h"
 #include "tools/demo_data.h"
 #include "tools/extract.h"
 #include "tools/inference.h"
@@ -72,13 +75,37 @@ int run_demo(const DemoOptions& o, const std::atomic<int>* stop) {
     return 128 + r.signal;
   }
 
-  std::fprintf(stderr, "demo 4/4: evaluating on the test split\n");
+  std::fprintf(stderr, "demo 4/4: evaluating on the test split, beside the baselines\n");
+  // The reference study's non-neural baselines on the same features and
+  // split (timbre baseline): the network has to beat them to be worth it.
   EvalOptions ev;
   ev.run = run;
+  struct Scored {
+    std::string method;
+    const char* name;
+    double clip = 0;
+  };
+  std::vector<Scored> baselines = {{"svm", "SVM baseline (PCA 15, RBF)"},
+                                   {"knn", "k-NN baseline (PCA 15, k = 8)"}};
+  for (Scored& s : baselines) {
+    BaselineOptions bo;
+    bo.method = s.method;
+    bo.data = data;
+    bo.out = o.dir + "/baseline-" + s.method;
+    bo.seed = o.seed;
+    bo.quiet = true;
+    const BaselineResult br = run_baseline(bo);
+    s.clip = br.evaluation.clip.accuracy;
+    ev.comparisons.push_back({std::string(s.name) + ", report in " + bo.out,
+                              br.evaluation.clip.accuracy, br.evaluation.track.accuracy});
+  }
   const EvalResult er = run_eval(ev);
   std::fputs(format_evaluation(er.evaluation, "test").c_str(), stdout);
   std::printf("best val_accuracy %.4f (epoch %d); chance is %.4f\n", r.best_val_accuracy,
               r.best_epoch, 1.0 / double(er.evaluation.labels.size()));
+  std::printf("test clip accuracy: network %.4f", er.evaluation.clip.accuracy);
+  for (const Scored& s : baselines) std::printf(", %s %.4f", s.method.c_str(), s.clip);
+  std::printf("\n");
   std::printf("report: %s\ndemo finished in %s\n", er.report_path.c_str(),
               format_duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()).c_str());
   return 0;

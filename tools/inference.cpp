@@ -55,6 +55,7 @@ EvalResult run_eval(const EvalOptions& o) {
   ReportInputs in;
   in.title = "timbre: " + o.run + " (" + o.split + " split of " + data + ")";
   in.evaluation = r.evaluation;
+  in.comparisons = o.comparisons;
   try {
     in.log = read_training_log(o.run + "/log.csv");
   } catch (const std::exception&) {

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tools/metrics.h"
+#include "tools/report.h"
 
 namespace timbre::tools {
 
@@ -15,6 +16,7 @@ struct EvalOptions {
   std::string data;            // empty: the file the run was trained on
   std::string split = "test";  // train | validation | test
   int batch = 32;
+  std::vector<ReportComparison> comparisons;  // other methods' scores for the report
 };
 struct EvalResult {
   Evaluation evaluation;

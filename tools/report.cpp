@@ -421,6 +421,16 @@ std::string report_html(const ReportInputs& in) {
   h += "</table>\n<p>Clip level: every segment is one prediction. Track level: the mean of a "
        "track's segment probabilities, then the most probable class. A class never predicted "
        "has precision 0, a class absent from the data recall 0 (see docs/evaluation.md).</p>\n";
+  if (!in.comparisons.empty()) {
+    h += "<h2>Against the baselines</h2>\n<table class=\"comparison\">\n<tr><th>method</th>"
+         "<th>clip accuracy</th><th>track accuracy</th></tr>\n";
+    h += fmt::format("<tr><td>this network</td><td class=\"n\">{}</td><td class=\"n\">{}</td>"
+                     "</tr>\n", pct(e.clip.accuracy), pct(e.track.accuracy));
+    for (const ReportComparison& c : in.comparisons)
+      h += fmt::format("<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>\n",
+                       html_escape(c.name), pct(c.clip_accuracy), pct(c.track_accuracy));
+    h += "</table>\n";
+  }
 
   h += "<h2>Training curves</h2>\n";
   if (in.log.empty())

@@ -62,9 +62,16 @@ std::string curves_svg(const std::vector<EpochRecord>& log);
 std::string confusion_svg(const std::vector<std::vector<int64_t>>& confusion,
                           const std::vector<std::string>& labels, const std::string& title);
 
+// Another method's scores on the same split, shown beside the network's.
+struct ReportComparison {
+  std::string name;                 // "SVM baseline (PCA 15)"
+  double clip_accuracy = 0, track_accuracy = 0;
+};
+
 struct ReportInputs {
   std::string title = "timbre evaluation";  // the run's name, shown as the heading
   Evaluation evaluation;
+  std::vector<ReportComparison> comparisons;  // empty: no comparison table
   std::vector<EpochRecord> log;              // empty: the report says there is no log
   nlohmann::json config = nlohmann::json::object();  // the run's configuration, shown as-is
 };

@@ -223,6 +223,11 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"keras", "pytorch"}))->capture_default_str();
   trn->add_option("--max-steps", tr.max_steps, "Cap on steps per epoch (0: the whole split)")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
+  trn->add_option("--precise-bn", tr.precise_bn,
+                  "Recompute the batch norms' running statistics over the training data after "
+                  "each epoch: auto (when too few steps per epoch for them to follow the "
+                  "weights), on or off")
+      ->check(CLI::IsMember({"auto", "on", "off"}))->capture_default_str();
   trn->add_flag("--resume", tr.resume, "Continue the run in --out from last.ckpt");
   trn->add_option("--debug-inject-nan-step", tr.inject_nan_step)->group("");  // tests only
 

@@ -40,6 +40,8 @@ struct TrainOptions {
   std::string adam = "keras";  // keras | pytorch (where epsilon goes)
   bool resume = false;         // continue out/last.ckpt
   int max_steps = 0;           // cap on training steps per epoch (0: the whole split)
+  std::string precise_bn = "auto";  // auto | on | off: batch-norm statistics recomputed
+                                    // after each epoch (see run_train)
   bool quiet = false;          // no epoch lines (tests)
   std::string config_toml;     // the effective configuration (the command's TOML), written
                                // to out/config.toml when the run starts or resumes
@@ -53,6 +55,7 @@ struct TrainResult {
   int best_epoch = 0;          // 1-based; 0 when no epoch completed
   double best_val_accuracy = 0;
   bool stopped_early = false;
+  bool precise_bn = false;     // batch-norm statistics were recomputed after each epoch
   int signal = 0;              // SIGINT or SIGTERM when interrupted (state saved)
 };
 

@@ -419,6 +419,40 @@ TEST_F(Pipeline, ResumeIsBitIdentical) {
   EXPECT_TRUE(a == d) << "a signal in validation + resume differs from a straight run";
 }
 
+// The statistics pass after each epoch (--precise-bn) changes the batch
+// norms' running statistics and nothing else: the weights, Adam's moments
+// and the random stream go on exactly as without it. "auto" turns it on
+// for these few steps per epoch, and run.json records the setting.
+TEST_F(Pipeline, PreciseBatchNormChangesOnlyTheRunningStatistics) {
+  TempDir run;
+  tt::TrainOptions on = options(run / "on"), off = options(run / "off"), a = options(run / "auto");
+  on.epochs = off.epochs = a.epochs = 1;
+  on.precise_bn = "on";
+  off.precise_bn = "off";
+  EXPECT_TRUE(tt::run_train(on).precise_bn);
+  EXPECT_FALSE(tt::run_train(off).precise_bn);
+  EXPECT_TRUE(tt::run_train(a).precise_bn) << "a few steps per epoch: auto turns it on";
+  const auto x = checkpoint_values(run / "on/last.ckpt");
+  const auto y = checkpoint_values(run / "off/last.ckpt");
+  EXPECT_TRUE(x == checkpoint_values(run / "auto/last.ckpt"));
+  ASSERT_EQ(x.size(), y.size());
+  int running = 0;
+  for (const auto& [name, v] : x) {
+    const bool stat = name.find("running_") != std::string::npos;
+    running += stat;
+    if (stat)
+      EXPECT_NE(v, y.at(name)) << name;
+    else
+      EXPECT_EQ(v, y.at(name)) << name;
+  }
+  EXPECT_GT(running, 0);
+  std::ifstream in(run / "on/run.json");
+  EXPECT_EQ(nlohmann::json::parse(in).at("precise_bn"), "on");
+  tt::TrainOptions bad = options(run / "bad");
+  bad.precise_bn = "sometimes";
+  EXPECT_THROW(tt::run_train(bad), tt::UsageError);
+}
+
 TEST_F(Pipeline, RefusesAForeignCheckpoint) {
   TempDir run;
   tt::TrainOptions o = options(run / "r");
@@ -687,6 +721,9 @@ TEST_F(Pipeline, ResumeRefusesOtherSettings) {
   tt::TrainOptions l = o;
   l.lr = 5e-3;
   refused(l, "0.005");  // (the checkpoint's Adam settings refuse it first)
+  tt::TrainOptions p = o;
+  p.precise_bn = "off";
+  refused(p, "precise_bn: the run has \"auto\", this command \"off\"");
   // Another dataset with other label names (same feature parameters).
   tt::ExtractOptions other_data = tone_dataset(run, {"x", "y", "z"}, 10, 8000);
   other_data.seed = 5;

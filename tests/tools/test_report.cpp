@@ -355,6 +355,19 @@ TEST_F(ReportFiles, ReportIsSelfContainedEscapedAndHasTheNumbers) {
   EXPECT_EQ(count(h, "class=\"count\""), 18u);
 }
 
+TEST_F(ReportFiles, ComparisonsStandBesideTheNetwork) {
+  auto in = sample_inputs();
+  EXPECT_FALSE(contains(timbre::tools::report_html(in), "Against the baselines"));
+  in.comparisons = {{"SVM <rbf> & PCA", 0.5, 0.75}, {"k-NN", 0.125, 1.0}};
+  const std::string h = timbre::tools::report_html(in);
+  EXPECT_TRUE(well_formed(h));
+  EXPECT_TRUE(contains(h, "<tr><td>this network</td><td class=\"n\">66.67%</td>"
+                          "<td class=\"n\">100.00%</td></tr>"));
+  EXPECT_TRUE(contains(h, "<tr><td>SVM &lt;rbf&gt; &amp; PCA</td><td class=\"n\">50.00%</td>"
+                          "<td class=\"n\">75.00%</td></tr>"));
+  EXPECT_TRUE(contains(h, "<tr><td>k-NN</td><td class=\"n\">12.50%</td>"));
+}
+
 TEST_F(ReportFiles, ReportWithoutLogSaysSo) {
   auto in = sample_inputs();
   in.log.clear();
