@@ -7,7 +7,7 @@
 // Variants: the FFT path (f64: our double-precision STFT-power kernel, the
 // default and the 1e-3 dB contract; f32: cuFFT float, faster, ~1.1e-3 dB),
 // the mel path (banded, gemm) and the chunk size (clips per internal chunk:
-// DESIGN.md found 8 x 32 faster than 1 x 256 for an FFT over big buffers).
+// 8 x 32 was found faster than 1 x 256 for an FFT over big buffers).
 // The MFCC variant adds the dB-re-1 pass and the DCT. cpu_s_per_256: CPU
 // seconds of all threads per batch of 256 (wall time depends on what else
 // runs on a shared machine).

@@ -1,5 +1,6 @@
-// params.h: every parameter of the feature pipeline, with the defaults of
-// ../docs/features.md (DESIGN.md's numerical conventions). The HDF5 store
+// params.h: every parameter of the feature pipeline, with the reference
+// study's defaults (docs/tools.md, "extract"; the librosa conventions they
+// follow: docs/kernels/spectral.md). The HDF5 store
 // writes each field as a file attribute and refuses a file whose fields
 // differ from a request; checkpoints keep them so `predict` computes the
 // same features the model was trained on.

@@ -218,7 +218,8 @@ int main(int argc, char** argv) {
   trn->add_option("--seed", tr.seed, "Seed of weights, shuffling and dropout")->check(kSeed)
       ->capture_default_str();
   trn->add_option("--model-config", tr_model_config, "JSON object of model settings, e.g. "
-                                                     "'{\"dropout\": 0.2}' (see docs/models.md)");
+                                                     "'{\"batchnorm\": \"pytorch\"}' (timbre "
+                                                     "models lists each model's keys)");
   trn->add_option("--adam", tr.adam, "keras or pytorch (where epsilon enters)")
       ->check(CLI::IsMember({"keras", "pytorch"}))->capture_default_str();
   trn->add_option("--max-steps", tr.max_steps, "Cap on steps per epoch (0: the whole split)")

@@ -422,11 +422,12 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
   const int bn_batches = int((bn_samples + o.batch_size - 1) / o.batch_size);
   if (!o.quiet && result.precise_bn)
     std::fprintf(stderr,
-                 "precise batch-norm statistics: on (%s): %d steps per epoch leave %.0f%% of "
-                 "the running statistics from before the epoch; they are recomputed over %d "
-                 "training batches after each epoch\n",
-                 o.precise_bn == "on" ? "--precise-bn on" : "auto", steps_per_epoch, 100 * left,
-                 bn_batches);
+                 "precise batch-norm statistics: on (%s): %d step%s per epoch leave%s %.0f%% "
+                 "of the running statistics from before the epoch; they are recomputed over %d "
+                 "training batch%s after each epoch\n",
+                 o.precise_bn == "on" ? "--precise-bn on" : "auto", steps_per_epoch,
+                 steps_per_epoch == 1 ? "" : "s", steps_per_epoch == 1 ? "s" : "", 100 * left,
+                 bn_batches, bn_batches == 1 ? "" : "es");
   for (int epoch = int(progress["epoch"]); epoch < o.epochs; ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<int64_t> order = epoch_order(n_train, o.seed, epoch);

@@ -54,7 +54,7 @@ double max_abs_diff(const float* got, const std::vector<double>& ref) {
   return worst;
 }
 
-// The requirement (DESIGN.md): within 1e-3 dB of librosa in float64, at every
+// The requirement (the project's numerical contract, docs/kernels/spectral.md): within 1e-3 dB of librosa in float64, at every
 // value, including those near the -80 dB floor. Measured worst: see
 // docs/kernels/spectral.md.
 constexpr double kDbTol = 1e-3;
