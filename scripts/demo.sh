@@ -2,7 +2,8 @@
 # The main job on a fresh machine: set-up, build (the sim flavour unless a GPU
 # is present), then `timbre demo`: render a small labelled dataset of MMA
 # accompaniment styles with fluidsynth, extract log-mel features, train the
-# parallel CNN-RNN, evaluate it and write demo/run/report.html. Arguments go
+# parallel CNN-RNN, evaluate it beside two baselines and write
+# demo/run-<k>/report-test.html (a new run folder each time). Arguments go
 # to `timbre demo` (see `timbre demo --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -989,7 +989,7 @@ stage_e2e() {
       "${one_per_class[@]}" || failed="predict"
   # Keep the small results (also of a failed run), not the audio, the
   # features or the checkpoints.
-  for f in run.json log.csv config.toml report.html metrics-test.json; do
+  for f in run.json log.csv config.toml report.html report-test.html metrics-test.json; do
     [[ -f $w/run/$f ]] && cp "$w/run/$f" "$d/"
   done
   if [[ -n $failed ]]; then

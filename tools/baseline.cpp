@@ -382,6 +382,11 @@ void read_to_device(const features::FeatureStore& store, Split split,
 
 }  // namespace
 
+std::string default_baseline_dir(const std::string& data, const std::string& method) {
+  const std::filesystem::path p(data);
+  return (p.parent_path() / (p.stem().string() + "-baseline-" + method)).string();
+}
+
 BaselineResult run_baseline(const BaselineOptions& o) {
   // Options first, before any work.
   auto bad = [](const std::string& what) { throw std::invalid_argument("baseline: " + what); };
@@ -405,7 +410,7 @@ BaselineResult run_baseline(const BaselineOptions& o) {
   };
 
   BaselineResult r;
-  r.out_dir = o.out.empty() ? o.data + ".baseline-" + o.method : o.out;
+  r.out_dir = o.out.empty() ? default_baseline_dir(o.data, o.method) : o.out;
   const auto t_load = std::chrono::steady_clock::now();
   features::FeatureStore store = features::FeatureStore::open(o.data);
   const int64_t n_all = store.size(Split::train), n_eval = store.size(split);

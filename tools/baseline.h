@@ -37,7 +37,7 @@ namespace timbre::tools {
 struct BaselineOptions {
   std::string method = "knn";   // knn | svm
   std::string data;             // the feature store (timbre extract)
-  std::string out;              // report folder; empty: "<data>.baseline-<method>"
+  std::string out;              // report folder; empty: default_baseline_dir
   std::string split = "test";   // the evaluated split: test | validation
   int64_t max_train = 20000;    // train segments used (a seeded random subset when fewer)
   int n_components = 15;        // PCA components (the paper's 15)
@@ -59,6 +59,10 @@ struct BaselineResult {
   double gamma = 0;                      // the SVM's gamma (svm only)
   double seconds_load = 0, seconds_pca = 0, seconds_classify = 0;
 };
+
+// The report folder when --out is not given: beside the data file, named
+// after it: runs/features.h5 -> runs/features-baseline-knn.
+std::string default_baseline_dir(const std::string& data, const std::string& method);
 
 // The whole baseline: reads options.data, writes report.html (+ SVGs) and
 // metrics.json into the output folder, returns the evaluation. Throws

@@ -3,12 +3,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <stdexcept>
 #include <cstdio>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "features/h5store.h"
 #include "tools/baseline.h"
 #include "tools/demo_data.h"
 #include "tools/extract.h"
@@ -18,11 +22,34 @@
 
 namespace timbre::tools {
 
+namespace {
+
+// The first DIR/run-<k> that does not exist (k from 1).
+std::string new_run_folder(const std::string& dir, std::vector<std::string>* earlier) {
+  for (int k = 1;; ++k) {
+    const std::string run = dir + "/run-" + std::to_string(k);
+    struct stat st;
+    if (::stat(run.c_str(), &st) != 0) return run;
+    earlier->push_back(run);
+  }
+}
+
+}  // namespace
+
 int run_demo(const DemoOptions& o, const std::atomic<int>* stop) {
   const auto t0 = std::chrono::steady_clock::now();
-  ::mkdir(o.dir.c_str(), 0777);
-  const std::string audio = o.dir + "/audio", data = o.dir + "/features.h5",
-                    run = o.dir + "/run";
+  if (::mkdir(o.dir.c_str(), 0777) != 0 && errno != EEXIST)
+    throw std::runtime_error("cannot create the demo folder " + o.dir + ": " +
+                             std::strerror(errno));
+  // The data lives in a folder named after what decides it (clips per style
+  // and seed), so a demo with other settings never reuses another's clips or
+  // features; each demo trains into a new run folder and keeps earlier ones.
+  const std::string data_dir = o.dir + "/clips" + std::to_string(o.clips_per_style) + "-seed" +
+                               std::to_string(o.seed);
+  ::mkdir(data_dir.c_str(), 0777);
+  const std::string audio = data_dir + "/audio", data = data_dir + "/features.h5";
+  std::vector<std::string> earlier;
+  const std::string run = new_run_folder(o.dir, &earlier);
 
   std::fprintf(stderr, "demo 1/4: rendering %d clips per style with mma + fluidsynth into %s\n",
                o.clips_per_style, audio.c_str());
@@ -55,13 +82,24 @@ int run_demo(const DemoOptions& o, const std::atomic<int>* stop) {
     const ExtractSummary s = run_extract(e);
     std::fputs(format_summary(s, data).c_str(), stderr);
   } else {
-    std::fprintf(stderr, "demo 2/4: %s exists, reusing it\n", data.c_str());
+    // Made by an earlier demo with these settings; its feature parameters
+    // must still be the defaults (an older timbre may have used others).
+    try {
+      features::FeatureStore::open(data).check_params(features::FeatureParams{});
+    } catch (const std::exception& e) {
+      throw std::runtime_error("demo: " + data + " was not made with this timbre's feature "
+                               "settings (" + e.what() + "); delete it to extract it anew");
+    }
+    std::fprintf(stderr, "demo 2/4: reusing %s (made by an earlier demo with --clips %d --seed "
+                 "%llu)\n", data.c_str(), o.clips_per_style, (unsigned long long)o.seed);
   }
 
   std::fprintf(stderr, "demo 3/4: training %s for up to %d epochs into %s\n", o.model.c_str(),
                o.epochs, run.c_str());
-  for (const char* f : {"last.ckpt", "best.ckpt", "log.csv", "run.json"})
-    ::unlink((run + "/" + f).c_str());
+  if (!earlier.empty())
+    std::fprintf(stderr, "  (earlier demo runs are kept: %s%s; delete them when done)\n",
+                 earlier.size() > 1 ? (earlier.front() + " to ").c_str() : "",
+                 earlier.back().c_str());
   TrainOptions t;
   t.model = o.model;
   t.data = data;
@@ -91,7 +129,7 @@ int run_demo(const DemoOptions& o, const std::atomic<int>* stop) {
     BaselineOptions bo;
     bo.method = s.method;
     bo.data = data;
-    bo.out = o.dir + "/baseline-" + s.method;
+    bo.out = data_dir + "/baseline-" + s.method;
     bo.seed = o.seed;
     bo.quiet = true;
     const BaselineResult br = run_baseline(bo);

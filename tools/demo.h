@@ -1,11 +1,14 @@
 // demo.h: `timbre demo`, the main job end to end on data made here:
 //   1. render labelled clips of Debian's MMA accompaniment styles with
-//      fluidsynth (tools/demo_data.h)          -> DIR/audio/<style>/*.wav
-//   2. extract log-mel segments (tools/extract.h) -> DIR/features.h5
-//   3. train a model (tools/train.h)          -> DIR/run/
-//   4. evaluate it on the test split, write the report -> DIR/run/report.html
-// Steps 1 and 2 are skipped when their output is already there (re-runs are
-// quick); the run is trained afresh each time.
+//      fluidsynth (tools/demo_data.h)  -> DIR/clips<N>-seed<S>/audio/<style>/*.wav
+//   2. extract log-mel segments (tools/extract.h) -> DIR/clips<N>-seed<S>/features.h5
+//   3. train a model (tools/train.h)  -> DIR/run-<k>/, the first k not taken
+//   4. the SVM and k-NN baselines     -> DIR/clips<N>-seed<S>/baseline-{svm,knn}/
+//      and the network on the test split -> DIR/run-<k>/report-test.html
+// Steps 1 and 2 are skipped when their output is already there: the data
+// folder's name holds the settings that decide it (N clips per style, seed
+// S), so only a demo with the same settings reuses it. Every demo trains into
+// a new run folder and keeps the earlier ones.
 #pragma once
 
 #include <atomic>

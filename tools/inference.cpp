@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <sstream>
 #include <stdexcept>
 
@@ -25,6 +26,10 @@ EvalResult run_eval(const EvalOptions& o) {
 
   LoadedRun run = load_run(o.run);
   const std::string data = o.data.empty() ? std::string(run.run.at("data")) : o.data;
+  if (o.data.empty() && !std::filesystem::exists(data))
+    throw std::runtime_error(o.run + "/run.json names the feature file " + data +
+                             ", which does not exist (moved or deleted?); pass --data with its "
+                             "new path");
   features::FeatureStore store = features::FeatureStore::open(data);
   store.check_params(run.params);
   if (store.label_names() != run.label_names)
@@ -55,6 +60,7 @@ EvalResult run_eval(const EvalOptions& o) {
   ReportInputs in;
   in.title = "timbre: " + o.run + " (" + o.split + " split of " + data + ")";
   in.evaluation = r.evaluation;
+  in.split = o.split;
   in.comparisons = o.comparisons;
   try {
     in.log = read_training_log(o.run + "/log.csv");
@@ -73,7 +79,9 @@ EvalResult run_eval(const EvalOptions& o) {
     r.metrics_path.clear();
   }
   try {
+    in.links = run_report_links(o.run, report_name(in));
     r.report_path = write_report(o.run, in).string();
+    write_training_report(o.run);  // its links now include this report
   } catch (const std::exception& e) {
     r.write_error += (r.write_error.empty() ? "" : "; ") + std::string(e.what());
   }

@@ -20,14 +20,15 @@ struct EvalOptions {
 };
 struct EvalResult {
   Evaluation evaluation;
-  std::string report_path;     // report.html
+  std::string report_path;     // report-<split>.html
   std::string metrics_path;    // metrics-<split>.json
   std::string write_error;     // why the report or the metrics could not be written ("" if
                                // they were); the evaluation is valid either way
 };
 // Evaluates the run's best weights on a split of a feature store (whose
-// parameters and labels must match the run's), writes report.html, its SVG
-// plots and metrics-<split>.json into the run folder. A folder it cannot
+// parameters and labels must match the run's), writes report-<split>.html,
+// its SVG plots and metrics-<split>.json into the run folder and refreshes
+// the training report (report.html) to link to it. A folder it cannot
 // write (read-only, full) does not lose the evaluation: write_error says
 // what failed and the caller still prints the metrics.
 EvalResult run_eval(const EvalOptions& options);

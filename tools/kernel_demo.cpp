@@ -8,13 +8,10 @@
 #include <thread>
 #include <vector>
 
-#include "kernels/defaults.h"
+#include "tools/device.h"
 #include "kernels/device_buffer.h"
 #include "kernels/gemm_tiled.cuh"
 #include "kernels/reduce.cuh"
-#if TIMBRE_BACKEND_SIM
-#include "kernels/sim/control.h"
-#endif
 
 namespace {
 
@@ -48,57 +45,8 @@ bool compare(const std::vector<float>& got, const std::vector<float>& want, doub
 
 }  // namespace
 
-namespace {
-// CUDA's version integers (1000 major + 10 minor) as "major.minor".
-std::string cuda_version(int v) {
-  return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10);
-}
-}  // namespace
-
-std::string backend_description() {
-#if TIMBRE_BACKEND_SIM
-  const int workers = simcuda::options().workers;
-  const int cores = int(std::thread::hardware_concurrency());
-  std::string s = "backend: sim (simcuda on the CPU, " +
-                  (workers > 0 ? std::to_string(workers) + " worker threads"
-                               : std::to_string(cores) + " worker threads, one per core") +
-                  ")";
-#ifdef CUDART_VERSION
-  s += "; CUDA toolkit headers " + cuda_version(CUDART_VERSION);
-#endif
-  return s;
-#else
-  int runtime = 0, driver = 0;
-  cudaRuntimeGetVersion(&runtime);
-  if (cudaDriverGetVersion(&driver) != cudaSuccess) driver = 0;
-  return "backend: cuda (built with CUDA " + cuda_version(CUDART_VERSION) + ", runtime " +
-         cuda_version(runtime) + ", driver " + (driver > 0 ? cuda_version(driver) : "none") +
-         ")";
-#endif
-}
-
-int run_info() {
-  cudaDeviceProp p;
-  CUDA_CHECK(cudaGetDeviceProperties(&p, 0));
-  std::printf("device        %s\n", p.name);
-  std::printf("backend       %s\n", TIMBRE_BACKEND_SIM ? "sim (simcuda on the CPU)" : "cuda");
-  std::printf("compute cap.  %d.%d\n", p.major, p.minor);
-  std::printf("SMs/workers   %d\n", p.multiProcessorCount);
-  std::printf("memory        %.1f GiB\n", double(p.totalGlobalMem) / (1 << 30));
-  std::printf("shared/block  %zu bytes (opt-in up to %zu)\n", size_t(p.sharedMemPerBlock),
-              size_t(p.sharedMemPerBlockOptin));
-#if TIMBRE_BACKEND_SIM
-  const simcuda::Options o = simcuda::options();
-  std::printf("thread order  %s\n", simcuda::describe(o.order, o.seed).c_str());
-  std::printf("poison        %s\n", o.poison ? "on" : "off");
-  std::printf("fast path     %s\n", o.fast_path ? "on" : "off");
-#endif
-  std::printf("\n%s", timbre::kernels::describe_defaults().c_str());
-  return 0;
-}
-
 int run_kernel_demo(int n, unsigned seed) {
-  run_info();
+  timbre::tools::run_info();
   std::printf("\n");
   bool all_ok = true;
 

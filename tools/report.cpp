@@ -191,6 +191,15 @@ Axis nice_axis(double lo, double hi, int target = 5) {
   return {std::floor(lo / step + 1e-9) * step, std::ceil(hi / step - 1e-9) * step, step};
 }
 
+// The epoch axis: it starts at the first epoch logged (1 for a whole run),
+// in whole-epoch steps of 1, 2 or 5 times a power of ten.
+Axis epoch_axis(double lo, double hi, int target = 6) {
+  if (!(lo <= hi)) lo = 1, hi = 2;
+  const Axis a = nice_axis(lo, std::max(hi, lo + 1), target);
+  const double step = std::max(1.0, a.step);
+  return {lo, lo + std::ceil((std::max(hi, lo + 1) - lo) / step - 1e-9) * step, step};
+}
+
 struct Series {
   const char* name;
   double EpochRecord::*member;
@@ -198,10 +207,12 @@ struct Series {
   const char* dash;  // stroke-dasharray, "" for solid
 };
 
-// One panel: a frame with gridlines and tick labels, and the series drawn as
-// polylines (split where a value is missing) with a dot per point.
+// One panel: a frame with gridlines and tick labels, the series drawn as
+// polylines (split where a value is missing) with a dot per point, and the
+// best epoch (when finite) as a dashed vertical line.
 void draw_panel(std::string& s, double x0, double y0, double w, double h, const std::string& title,
-                const std::vector<EpochRecord>& log, const Series* series, int n_series) {
+                const std::vector<EpochRecord>& log, const Series* series, int n_series,
+                double best_epoch) {
   constexpr double ml = 56, mr = 12, mt = 34, mb = 42;  // margins around the plot area
   const double pw = w - ml - mr, ph = h - mt - mb, left = x0 + ml, top = y0 + mt;
 
@@ -215,7 +226,7 @@ void draw_panel(std::string& s, double x0, double y0, double w, double h, const 
     }
   }
   const bool empty = !(xmin <= xmax);
-  const Axis ax = nice_axis(empty ? 0 : xmin, empty ? 1 : xmax);
+  const Axis ax = epoch_axis(empty ? 1 : xmin, empty ? 2 : xmax);
   const Axis ay = nice_axis(empty ? 0 : ymin, empty ? 1 : ymax);
   auto X = [&](double v) { return left + (v - ax.lo) / (ax.hi - ax.lo) * pw; };
   auto Y = [&](double v) { return top + ph - (v - ay.lo) / (ay.hi - ay.lo) * ph; };
@@ -246,6 +257,11 @@ void draw_panel(std::string& s, double x0, double y0, double w, double h, const 
   if (empty)
     s += fmt::format("<text x=\"{}\" y=\"{}\" class=\"nodata\">no data</text>\n",
                      px(left + pw / 2), px(top + ph / 2));
+  if (!empty && std::isfinite(best_epoch) && best_epoch >= ax.lo && best_epoch <= ax.hi)
+    s += fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\" class=\"best\"/>\n"
+                     "<text x=\"{3}\" y=\"{4}\" class=\"bestlabel\">best</text>\n",
+                     px(X(best_epoch)), px(top), px(top + ph), px(X(best_epoch) + 3),
+                     px(top + 11));
 
   for (int k = 0; k < n_series; ++k) {
     const Series& se = series[k];
@@ -288,24 +304,40 @@ const char* kSvgStyle =
     ".xlabel{text-anchor:middle}.nodata{text-anchor:middle;fill:#888}"
     ".grid{stroke:#e4e4e4;stroke-width:1}.frame{fill:none;stroke:#555;stroke-width:1}"
     ".cell{stroke:#fff;stroke-width:1}.count{text-anchor:middle;font-size:11px}"
-    ".rowlabel{text-anchor:end}.axis{font-weight:bold;text-anchor:middle}</style>\n";
+    ".rowlabel{text-anchor:end}.axis{font-weight:bold;text-anchor:middle}"
+    ".best{stroke:#2ca02c;stroke-width:1.5;stroke-dasharray:4 3}.bestlabel{fill:#2ca02c}</style>\n";
 
 }  // namespace
 
+int best_epoch_index(const std::vector<EpochRecord>& log) {
+  int best = -1;
+  for (size_t i = 0; i < log.size(); ++i)
+    if (std::isfinite(log[i].val_accuracy) &&
+        (best < 0 || log[i].val_accuracy > log[size_t(best)].val_accuracy))
+      best = int(i);
+  return best;
+}
+
 std::string curves_svg(const std::vector<EpochRecord>& log) {
-  constexpr double W = 900, H = 330;
+  constexpr double W = 900, H = 620;
   static const Series loss[] = {{"loss", &EpochRecord::loss, "#1f77b4", ""},
                                 {"val_loss", &EpochRecord::val_loss, "#d62728", "6 3"}};
   static const Series acc[] = {{"accuracy", &EpochRecord::accuracy, "#1f77b4", ""},
                                {"val_accuracy", &EpochRecord::val_accuracy, "#d62728", "6 3"}};
+  static const Series lr[] = {{"lr", &EpochRecord::lr, "#9467bd", ""}};
+  static const Series sec[] = {{"seconds", &EpochRecord::seconds, "#8c564b", ""}};
+  const int b = best_epoch_index(log);
+  const double best = b < 0 ? NAN : log[size_t(b)].epoch;
   std::string s = fmt::format(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" "
       "viewBox=\"0 0 {0} {1}\" role=\"img\" aria-label=\"training curves\">\n",
       W, H);
   s += kSvgStyle;
   s += fmt::format("<rect x=\"0\" y=\"0\" width=\"{}\" height=\"{}\" fill=\"#fff\"/>\n", W, H);
-  draw_panel(s, 0, 0, W / 2, H, "Loss", log, loss, 2);
-  draw_panel(s, W / 2, 0, W / 2, H, "Accuracy", log, acc, 2);
+  draw_panel(s, 0, 0, W / 2, H * 0.55, "Loss", log, loss, 2, best);
+  draw_panel(s, W / 2, 0, W / 2, H * 0.55, "Accuracy", log, acc, 2, best);
+  draw_panel(s, 0, H * 0.55, W / 2, H * 0.45, "Learning rate", log, lr, 1, best);
+  draw_panel(s, W / 2, H * 0.55, W / 2, H * 0.45, "Seconds per epoch", log, sec, 1, best);
   s += "</svg>\n";
   return s;
 }
@@ -398,23 +430,28 @@ void summary_rows(std::string& h, const char* level, const ClassificationMetrics
 
 }  // namespace
 
-std::string report_html(const ReportInputs& in) {
-  const Evaluation& e = in.evaluation;
-  const size_t C = e.labels.size();
-  if (e.clip.per_class.size() != C || e.track.per_class.size() != C)
-    throw std::invalid_argument(fmt::format(
-        "report_html: {} labels but {} clip and {} track classes", C, e.clip.per_class.size(),
-        e.track.per_class.size()));
-  std::string h;
-  h += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n";
-  h += fmt::format("<title>{}</title>\n", html_escape(in.title));
-  h += "<style>\nbody{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}\n"
-       "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px}\n"
-       "td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f2f2f2}\n"
-       "pre{background:#f6f6f6;padding:1em;overflow:auto}figure{margin:1em 0}\n"
-       ".matrices{display:flex;flex-wrap:wrap;gap:2em}\n</style>\n</head>\n<body>\n";
-  h += fmt::format("<h1>{}</h1>\n", html_escape(in.title));
+namespace {
 
+// The run's facts, from its configuration (run.json): what, on what, when.
+void facts_table(std::string& h, const nlohmann::json& config) {
+  static const std::pair<const char*, const char*> keys[] = {
+      {"model", "model"},          {"data", "data"},          {"started", "started (UTC)"},
+      {"resumed", "resumed (UTC)"}, {"device", "device"},      {"backend", "backend"},
+      {"timbre_version", "timbre"}, {"commit", "commit"}};
+  std::string rows;
+  for (const auto& [key, name] : keys) {
+    if (!config.is_object() || !config.contains(key)) continue;
+    const nlohmann::json& v = config.at(key);
+    const std::string text =
+        v.is_string() ? v.get<std::string>()
+                      : v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    rows += fmt::format("<tr><td>{}</td><td>{}</td></tr>\n", name, html_escape(text));
+  }
+  if (!rows.empty()) h += "<table class=\"facts\">\n" + rows + "</table>\n";
+}
+
+void evaluation_sections(std::string& h, const ReportInputs& in) {
+  const Evaluation& e = *in.evaluation;
   h += "<h2>Summary</h2>\n<table class=\"summary\">\n";
   summary_rows(h, "Clip", e.clip);
   summary_rows(h, "Track", e.track);
@@ -431,27 +468,10 @@ std::string report_html(const ReportInputs& in) {
                        html_escape(c.name), pct(c.clip_accuracy), pct(c.track_accuracy));
     h += "</table>\n";
   }
+}
 
-  h += "<h2>Training curves</h2>\n";
-  if (in.log.empty())
-    h += "<p>No training log was given.</p>\n";
-  else {
-    h += "<figure>\n" + curves_svg(in.log) + "</figure>\n";
-    // One line of facts from the log: its length, the best validation epoch, the time.
-    const EpochRecord* best = nullptr;
-    double total_s = 0;
-    for (const EpochRecord& r : in.log) {
-      if (std::isfinite(r.seconds)) total_s += r.seconds;
-      if (std::isfinite(r.val_accuracy) && (!best || r.val_accuracy > best->val_accuracy)) best = &r;
-    }
-    h += fmt::format("<p class=\"log-summary\">{} epochs logged, {:.1f} s of training", in.log.size(),
-                     total_s);
-    if (best)
-      h += fmt::format("; best val_accuracy {:.4g} at epoch {:g} (val_loss {:.4g})",
-                       best->val_accuracy, best->epoch, best->val_loss);
-    h += ".</p>\n";
-  }
-
+void confusion_sections(std::string& h, const Evaluation& e) {
+  const size_t C = e.labels.size();
   h += "<h2>Confusion matrices</h2>\n<p>Rows are the true class, columns the predicted one; "
        "the shade is the cell's share of its row, darkest for the largest share.</p>\n<div class=\"matrices\">\n";
   h += "<figure>\n" + confusion_svg(e.clip.confusion, e.labels, "Clip level") + "</figure>\n";
@@ -478,6 +498,61 @@ std::string report_html(const ReportInputs& in) {
                    score(e.clip.macro_precision), score(e.clip.macro_recall),
                    score(e.clip.macro_f1), score(e.track.macro_precision),
                    score(e.track.macro_recall), score(e.track.macro_f1));
+}
+
+}  // namespace
+
+std::string report_html(const ReportInputs& in) {
+  if (in.evaluation) {
+    const Evaluation& e = *in.evaluation;
+    const size_t C = e.labels.size();
+    if (e.clip.per_class.size() != C || e.track.per_class.size() != C)
+      throw std::invalid_argument(fmt::format(
+          "report_html: {} labels but {} clip and {} track classes", C, e.clip.per_class.size(),
+          e.track.per_class.size()));
+  }
+  std::string h;
+  h += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n";
+  h += fmt::format("<title>{}</title>\n", html_escape(in.title));
+  h += "<style>\nbody{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}\n"
+       "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px}\n"
+       "td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f2f2f2}\n"
+       "pre{background:#f6f6f6;padding:1em;overflow:auto}figure{margin:1em 0}\n"
+       ".matrices{display:flex;flex-wrap:wrap;gap:2em}\n</style>\n</head>\n<body>\n";
+  h += fmt::format("<h1>{}</h1>\n", html_escape(in.title));
+  facts_table(h, in.config);
+  if (!in.links.empty()) {
+    h += "<p class=\"links\">";
+    for (size_t i = 0; i < in.links.size(); ++i)
+      h += fmt::format("{}<a href=\"{}\">{}</a>", i ? " &middot; " : "",
+                       html_escape(in.links[i].second), html_escape(in.links[i].first));
+    h += "</p>\n";
+  }
+  if (in.evaluation) evaluation_sections(h, in);
+
+  h += "<h2>Training curves</h2>\n";
+  if (in.log.empty())
+    h += "<p>No training log was given.</p>\n";
+  else {
+    h += "<figure>\n" + curves_svg(in.log) + "</figure>\n";
+    // One line of facts from the log: its length, the best validation epoch, the time.
+    double total_s = 0;
+    for (const EpochRecord& r : in.log)
+      if (std::isfinite(r.seconds)) total_s += r.seconds;
+    h += fmt::format("<p class=\"log-summary\">{} epochs logged, {:.1f} s of training", in.log.size(),
+                     total_s);
+    if (const int b = best_epoch_index(in.log); b >= 0) {
+      const EpochRecord& best = in.log[size_t(b)];
+      h += fmt::format("; best val_accuracy {:.4g} at epoch {:g} (val_loss {:.4g}), marked "
+                       "\"best\" in the plots: the weights in best.ckpt",
+                       best.val_accuracy, best.epoch, best.val_loss);
+    }
+    h += ".</p>\n";
+  }
+  if (in.evaluation) confusion_sections(h, *in.evaluation);
+  else
+    h += "<p>No evaluation in this report: <code>timbre eval --run RUN --split test</code> "
+         "writes report-test.html with the scores and confusion matrices.</p>\n";
 
   h += "<h2>Configuration</h2>\n<pre class=\"config\">";
   // replace: a label or path with invalid UTF-8 must not stop the report.
@@ -526,21 +601,57 @@ void write_file_atomic(const fs::path& path, std::string_view content) {
   if (::rename(tmp.c_str(), path.c_str()) != 0) fail("rename");
 }
 
+std::string report_name(const ReportInputs& in) {
+  return in.evaluation && !in.split.empty() ? "report-" + in.split + ".html" : "report.html";
+}
+
 fs::path write_report(const fs::path& dir, const ReportInputs& in) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec)
     throw std::runtime_error(
         fmt::format("{}: cannot create report folder: {}", dir.string(), ec.message()));
-  const Evaluation& e = in.evaluation;
-  // The plots first, the report last: when report.html is there, so are they.
+  // The plots first, the report last: when the report is there, so are they.
   write_file_atomic(dir / "curves.svg", curves_svg(in.log));
-  write_file_atomic(dir / "confusion.svg", confusion_svg(e.clip.confusion, e.labels, "Clip level"));
-  write_file_atomic(dir / "confusion_track.svg",
-                    confusion_svg(e.track.confusion, e.labels, "Track level"));
-  const fs::path report = dir / "report.html";
+  if (in.evaluation) {
+    const Evaluation& e = *in.evaluation;
+    const std::string suffix = in.split.empty() ? "" : "-" + in.split;
+    write_file_atomic(dir / ("confusion" + suffix + ".svg"),
+                      confusion_svg(e.clip.confusion, e.labels, "Clip level"));
+    write_file_atomic(dir / ("confusion_track" + suffix + ".svg"),
+                      confusion_svg(e.track.confusion, e.labels, "Track level"));
+  }
+  const fs::path report = dir / report_name(in);
   write_file_atomic(report, report_html(in));
   return report;
+}
+
+std::vector<std::pair<std::string, std::string>> run_report_links(const fs::path& run,
+                                                                  const std::string& except) {
+  std::vector<std::pair<std::string, std::string>> links;
+  if (except != "report.html" && fs::exists(run / "report.html"))
+    links.emplace_back("training", "report.html");
+  for (const char* split : {"train", "validation", "test"}) {
+    const std::string f = std::string("report-") + split + ".html";
+    if (f != except && fs::exists(run / f)) links.emplace_back(split + std::string(" split"), f);
+  }
+  return links;
+}
+
+fs::path write_training_report(const fs::path& run) {
+  ReportInputs in;
+  in.title = "timbre: " + run.filename().string() + " (training)";
+  const fs::path config = run / "run.json";
+  std::ifstream f(config);
+  if (!f) throw std::runtime_error(fmt::format("{}: cannot open", config.string()));
+  try {
+    in.config = nlohmann::json::parse(f);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(fmt::format("{}: not valid JSON: {}", config.string(), e.what()));
+  }
+  if (fs::exists(run / "log.csv")) in.log = read_training_log(run / "log.csv");
+  in.links = run_report_links(run, "report.html");
+  return write_report(run, in);
 }
 
 }  // namespace timbre::tools

@@ -1,12 +1,20 @@
-// report.h: the run report that `timbre eval` writes next to the metrics.
+// report.h: the reports of a run folder.
 //
-// report.html is one self-contained file: no scripts, fonts, stylesheets or
+//   report.html         the training report: `timbre train` rewrites it after
+//                       every epoch (curves, best epoch, learning rate, the
+//                       run's facts, links to the evaluations below)
+//   report-<split>.html `timbre eval --split <split>`: the same, plus that
+//                       split's scores and confusion matrices
+// Each is one self-contained file: no scripts, fonts, stylesheets or
 // images from anywhere else, so it opens offline and can be mailed around.
 // Its plots are inline SVG that this code draws directly (an SVG is just
 // text: a viewBox, then <line>, <rect>, <polyline> and <text> elements in
 // that coordinate system):
-//   - training curves from the run's CSV log: loss and val_loss in one panel,
-//     accuracy and val_accuracy in another, against the epoch;
+//   - training curves from the run's CSV log against the epoch (numbered from
+//     1): loss and val_loss in one panel, accuracy and val_accuracy in
+//     another, the learning rate and the seconds per epoch below, with the
+//     best epoch (the highest val_accuracy, the first one on a tie: the
+//     epoch whose weights best.ckpt holds) marked in each;
 //   - the confusion matrix as a heat map (clip and track level): each cell
 //     shows its count, its colour is the count divided by the row total (the
 //     fraction of that true class predicted as the column), so rare and
@@ -14,8 +22,8 @@
 //     (0) to dark blue (the largest fraction in the matrix);
 //   - a per-class precision / recall / F1 table, the summary numbers
 //     (accuracies, top-k, macro averages), and the run's config JSON.
-// The same SVGs are also written as curves.svg, confusion.svg (clip level)
-// and confusion_track.svg beside the report.
+// The same SVGs are also written beside the report: curves.svg, and for an
+// evaluation confusion-<split>.svg (clip level) and confusion_track-<split>.svg.
 //
 // Every string from outside (label names, config, file names) is escaped
 // before it goes into HTML or SVG, and every file is written atomically:
@@ -25,6 +33,7 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -70,18 +79,40 @@ struct ReportComparison {
 
 struct ReportInputs {
   std::string title = "timbre evaluation";  // the run's name, shown as the heading
-  Evaluation evaluation;
+  std::optional<Evaluation> evaluation;     // none: a training report
+  std::string split;                        // the evaluated split (names the files)
   std::vector<ReportComparison> comparisons;  // empty: no comparison table
   std::vector<EpochRecord> log;              // empty: the report says there is no log
   nlohmann::json config = nlohmann::json::object();  // the run's configuration, shown as-is
+  // Other reports to link to: (text, file name relative to the report).
+  std::vector<std::pair<std::string, std::string>> links;
 };
+
+// The index of the best epoch in the log: the highest finite val_accuracy,
+// the first on a tie (the trainer keeps the first). -1 when there is none.
+int best_epoch_index(const std::vector<EpochRecord>& log);
 
 // The report as one HTML string.
 std::string report_html(const ReportInputs& in);
 
-// Writes report.html, curves.svg, confusion.svg and confusion_track.svg into
-// `dir` (created if missing), each atomically. Returns the report's path.
+// The report's file name: "report.html" for a training report, else
+// "report-<split>.html" ("report.html" when the split is empty).
+std::string report_name(const ReportInputs& in);
+
+// Writes the report and its SVGs (curves.svg; with an evaluation
+// confusion[-<split>].svg and confusion_track[-<split>].svg) into `dir`
+// (created if missing), each atomically. Returns the report's path.
 std::filesystem::path write_report(const std::filesystem::path& dir, const ReportInputs& in);
+
+// The reports of a run folder other than `except` (a file name), as links:
+// report.html ("training") and report-<split>.html for each split evaluated.
+std::vector<std::pair<std::string, std::string>> run_report_links(const std::filesystem::path& run,
+                                                                  const std::string& except);
+
+// The training report of a run folder: report.html (and curves.svg) from its
+// run.json and log.csv, linking to its report-<split>.html files. Throws
+// std::runtime_error naming the file that cannot be read or written.
+std::filesystem::path write_training_report(const std::filesystem::path& run);
 
 // Writes `content` to `path` via a temporary file in the same folder and a
 // rename. Throws std::runtime_error naming the file on any failure, and

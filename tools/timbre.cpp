@@ -3,10 +3,10 @@
 //   timbre demo       the main job: render a small dataset, extract, train, evaluate
 //   timbre extract    audio files -> HDF5 log-mel features
 //   timbre train      train rescnn, crnn or parallel on a feature file
-//   timbre eval       accuracy, per-genre scores, confusion matrix, report.html
+//   timbre eval       accuracy, per-genre scores, confusion matrix, report-<split>.html
 //   timbre predict    genres of audio files
 //   timbre models     each network's layers, parameters and FLOPs
-//   timbre info       the device timbre computes on
+//   timbre info       the devices (--device N chooses one for any command)
 //   timbre kernels    the tiled GEMM and reduction kernels against CPU references
 //
 // Usage errors (bad flags, unknown config keys) exit 2; failures exit 1; a
@@ -29,6 +29,7 @@
 #include "models/registry.h"
 #include "tools/baseline.h"
 #include "tools/demo.h"
+#include "tools/device.h"
 #include "tools/extract.h"
 #include "tools/inference.h"
 #include "tools/kernel_demo.h"
@@ -144,7 +145,15 @@ int main(int argc, char** argv) {
       },
       "Print the version, the commit it was built from and the backend, then exit");
 
-  app.add_subcommand("info", "Describe the device (a GPU, or simcuda on the CPU)");
+  // Before or after the command's name: subcommands hand it up (fallthrough).
+  int device = 0;
+  app.add_option("--device", device, "The device to compute on (timbre info lists them; "
+                                     "CUDA_VISIBLE_DEVICES applies first)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.fallthrough();
+
+  app.add_subcommand("info", "List the devices (GPUs, or simcuda on the CPU) and the launch "
+                             "defaults");
 
   // kernels ------------------------------------------------------------------
   auto* kern = app.add_subcommand(
@@ -202,7 +211,8 @@ int main(int argc, char** argv) {
                   "wins; unknown keys are usage errors");
   trn->add_option("--model", tr.model, "rescnn, crnn or parallel")
       ->check(CLI::IsMember({"rescnn", "crnn", "parallel"}))->capture_default_str();
-  trn->add_option("--data", tr.data, "Feature file from timbre extract")->required();
+  trn->add_option("--data", tr.data, "Feature file from timbre extract (with --resume: the "
+                                     "run's own unless given)");
   trn->add_option("--out", tr.out, "Run folder (created)")->required();
   trn->add_option("--epochs", tr.epochs, "Most epochs")->check(CLI::Range(1, 100000))
       ->capture_default_str();
@@ -229,13 +239,15 @@ int main(int argc, char** argv) {
                   "each epoch: auto (when too few steps per epoch for them to follow the "
                   "weights), on or off")
       ->check(CLI::IsMember({"auto", "on", "off"}))->capture_default_str();
-  trn->add_flag("--resume", tr.resume, "Continue the run in --out from last.ckpt");
+  trn->add_flag("--resume", tr.resume, "Continue the run in --out from last.ckpt, with the "
+                                       "options in its run.json (--epochs and --patience may "
+                                       "change)");
   trn->add_option("--debug-inject-nan-step", tr.inject_nan_step)->group("");  // tests only
 
   // eval ---------------------------------------------------------------------
   EvalOptions ev;
   auto* evl = app.add_subcommand("eval", "Evaluate a run: accuracy, per-genre scores, confusion "
-                                         "matrix, report.html");
+                                         "matrix, report-<split>.html");
   evl->add_option("--run", ev.run, "Run folder")->required();
   evl->add_option("--data", ev.data, "Feature file (default: the one the run trained on)");
   evl->add_option("--split", ev.split, "train, validation or test")
@@ -261,7 +273,8 @@ int main(int argc, char** argv) {
   bas->add_option("--method", bl.method, "knn (distance-weighted, on the device) or svm (libsvm)")
       ->check(CLI::IsMember({"knn", "svm"}))->capture_default_str();
   bas->add_option("--data", bl.data, "Feature file from timbre extract")->required();
-  bas->add_option("--out", bl.out, "Report folder (default: <data>.baseline-<method>)");
+  bas->add_option("--out", bl.out, "Report folder (default: beside the data, features.h5 -> "
+                                          "features-baseline-<method>)");
   bas->add_option("--split", bl.split, "Evaluated split: test or validation")
       ->check(CLI::IsMember({"test", "validation"}))->capture_default_str();
   bas->add_option("--max-train", bl.max_train, "Train segments used (a seeded random subset)")
@@ -313,6 +326,8 @@ int main(int argc, char** argv) {
         throw CLI::ValidationError("feature parameters", e.what());
       }
     }
+    if (trn->parsed() && !tr.resume && tr.data.empty())
+      throw CLI::ValidationError("--data", "is required (or --resume --out RUN continues a run)");
     if (trn->parsed() && !tr_model_config.empty()) {
       try {
         tr.model_config = nlohmann::json::parse(tr_model_config);
@@ -328,7 +343,11 @@ int main(int argc, char** argv) {
   }
 
   try {
-    if (app.got_subcommand("info")) return run_info();
+    if (app.got_subcommand("info")) {
+      if (app.count("--device") > 0) select_device(device);
+      return run_info();
+    }
+    if (!mdl->parsed()) select_device(device);  // every other command computes
     if (kern->parsed()) return run_kernel_demo(size, kseed);
     if (mdl->parsed()) {
       const auto names = model_filter.empty() ? timbre::models::model_names() : model_filter;
@@ -351,9 +370,9 @@ int main(int argc, char** argv) {
     }
     if (trn->parsed()) {
       install_stop_handlers();
-      // The effective configuration, as a TOML file --config accepts;
-      // run_train writes it once every check has passed.
-      tr.config_toml = train_config_toml(tr, tr.lr > 0 ? tr.lr : default_lr(tr.model));
+      if (tr.resume)
+        fill_from_run(tr, [&](const char* flag) { return trn->count(flag) > 0; });
+      tr.commit = TIMBRE_COMMIT;
       const TrainResult r = run_train(tr, &g_stop);
       if (r.signal != 0) {
         std::fprintf(stderr, "timbre: stopped by signal %d; state saved in %s/last.ckpt "

@@ -12,6 +12,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -27,7 +29,10 @@
 #include "kernels/batchnorm.cuh"
 #include "kernels/reduce.cuh"
 #include "tools/batches.h"
+#include "tools/device.h"
 #include "tools/progress.h"
+#include "tools/report.h"
+#include "tools/train_config.h"
 
 namespace timbre::tools {
 
@@ -108,7 +113,8 @@ void make_run_folder(const std::string& dir) {
 // Resume: the run's own run.json against the options of this invocation.
 // Whatever would change what the run means is refused, naming old and new;
 // epochs and patience may change.
-void check_resume_settings(const std::string& dir, const json& now) {
+// Returns the run's run.json.
+json check_resume_settings(const std::string& dir, const json& now) {
   const std::string path = dir + "/run.json";
   std::ifstream in(path);
   if (!in) throw std::runtime_error("--resume: " + path + " is missing");
@@ -130,6 +136,17 @@ void check_resume_settings(const std::string& dir, const json& now) {
     throw std::runtime_error("--resume: " + dir + " was trained with other settings; resuming "
                              "would change the run (only --epochs and --patience may change):" +
                              diffs);
+  return was;
+}
+
+// Now, in UTC, as ISO 8601 ("2026-12-03T02:41:07Z").
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char b[32];
+  std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return b;
 }
 
 void write_text_atomically(const std::string& path, const std::string& text) {
@@ -281,16 +298,22 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
                        ": the path is not valid UTF-8 (run.json and config.toml store it as "
                        "text); rename it");
 
-  BatchLoader loader(features::FeatureStore::open(o.data));
+  // The data file by its absolute path: run.json and config.toml keep it, so
+  // the run folder works from any working directory.
+  const std::string data = std::filesystem::absolute(o.data).lexically_normal().string();
+  if (o.resume && !exists(data))
+    throw std::runtime_error("--resume: the feature file " + data + " does not exist (moved or "
+                             "deleted?); pass --data with its new path");
+  BatchLoader loader(features::FeatureStore::open(data));
   const features::FeatureStore& st = loader.store();
   const int n_classes = int(st.label_names().size());
   const int64_t n_train = st.size(Split::train);
-  if (n_train == 0) throw std::runtime_error(o.data + ": the train split is empty");
+  if (n_train == 0) throw std::runtime_error(data + ": the train split is empty");
   if (n_classes < 2)
-    throw std::runtime_error(o.data + ": " + std::to_string(n_classes) +
+    throw std::runtime_error(data + ": " + std::to_string(n_classes) +
                              " class in the file; a classifier needs at least two");
   if (st.size(Split::validation) == 0)
-    throw std::runtime_error(o.data + ": the validation split is empty (early stopping needs it)");
+    throw std::runtime_error(data + ": the validation split is empty (early stopping needs it)");
 
   // The model: its config from the options, the classes and input size from
   // the data. A value the model refuses is a usage error, found before the
@@ -347,13 +370,13 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
                       {"label_names", st.label_names()},
                       {"band_mean", st.band_mean()},
                       {"band_std", st.band_std()},
-                      {"data", o.data},
+                      {"data", data},
                       {"timbre_version", features::timbre_version()}};
   if (o.resume) {
     load_checkpoint(last_path, state);  // refuses another model or config
     progress = state.extra.at("progress");
     if (state.extra.at("features") != fixed.at("features"))
-      throw std::runtime_error("--resume: " + o.data + " has other feature parameters than the "
+      throw std::runtime_error("--resume: " + data + " has other feature parameters than the "
                                "data the run was trained on");
   }
   auto save_state = [&](const std::string& path, bool with_optimiser) {
@@ -366,7 +389,7 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
   {
     json run = {{"model", o.model},
                 {"model_config", model->config()},
-                {"data", o.data},
+                {"data", data},
                 {"epochs", o.epochs},
                 {"batch_size", o.batch_size},
                 {"lr", lr},
@@ -380,11 +403,30 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
                 {"features", params_to_json(st.params())},
                 {"data_sizes", {st.size(Split::train), st.size(Split::validation),
                                 st.size(Split::test)}},
-                {"timbre_version", features::timbre_version()}};
-    if (o.resume) check_resume_settings(o.out, run);
-    if (!o.config_toml.empty()) write_text_atomically(o.out + "/config.toml", o.config_toml);
+                {"timbre_version", features::timbre_version()},
+                {"commit", o.commit.empty() ? "unknown" : o.commit},
+                {"backend", backend_description()},
+                {"device", device_summary()},
+                {"started", utc_now()}};
+    if (o.resume) {
+      const json was = check_resume_settings(o.out, run);
+      if (was.contains("started")) run["started"] = was.at("started");
+      run["resumed"] = utc_now();
+    }
+    // The effective configuration as a file --config takes, beside run.json.
+    TrainOptions effective = o;
+    effective.data = data;
+    effective.out = std::filesystem::absolute(o.out).lexically_normal().string();
+    write_text_atomically(o.out + "/config.toml", train_config_toml(effective, lr));
     write_text_atomically(o.out + "/run.json", run.dump(2) + "\n");
   }
+  if (o.resume && !o.quiet)
+    std::fprintf(stderr, "resumed %s from epoch %d%s (of %d)\n", o.out.c_str(),
+                 int(progress["epoch"]) + 1,
+                 int(progress["step_in_epoch"]) > 0
+                     ? (", step " + std::to_string(int(progress["step_in_epoch"]) + 1)).c_str()
+                     : "",
+                 o.epochs);
 
   TrainResult result;
   // Saves the state of a run stopped by a signal in `epoch` (after its
@@ -428,6 +470,7 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
                  o.precise_bn == "on" ? "--precise-bn on" : "auto", steps_per_epoch,
                  steps_per_epoch == 1 ? "" : "s", steps_per_epoch == 1 ? "s" : "", 100 * left,
                  bn_batches, bn_batches == 1 ? "" : "es");
+  bool report_warned = false;
   for (int epoch = int(progress["epoch"]); epoch < o.epochs; ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<int64_t> order = epoch_order(n_train, o.seed, epoch);
@@ -539,6 +582,13 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
     if (better) save_state(best_path, false);
     save_state(last_path, true);
     write_text_atomically(o.out + "/log.csv", history_csv(progress["history"]));
+    try {  // the live view: a report that cannot be written does not stop training
+      write_training_report(o.out);
+    } catch (const std::exception& e) {
+      if (!report_warned && !o.quiet)
+        std::fprintf(stderr, "warning: report.html not refreshed: %s\n", e.what());
+      report_warned = true;
+    }
     if (!o.quiet) {
       std::fprintf(stderr,
                    "%d/%d - %.0fs - %.0fms/step - loss: %.4f - accuracy: %.4f - val_loss: %.4f"

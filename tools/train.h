@@ -1,8 +1,12 @@
 // train.h: `timbre train`, `timbre eval` and `timbre predict` without the
 // command line (tools/timbre.cpp parses flags into these options).
 //
-// A run folder holds everything about one training run:
-//   run.json     the effective options, the model's full config, the data file
+// A run folder holds everything about one training run, and stands alone
+// (`timbre train --resume --out RUN`, `timbre eval --run RUN` need nothing else):
+//   run.json     the effective options, the model's full config, the data
+//                file's absolute path, when and where it ran (date, version,
+//                commit, device)
+//   config.toml  the same options as a file --config takes
 //   last.ckpt    the whole training state after the last epoch (or at the
 //                step where SIGINT/SIGTERM stopped it): weights, Adam, RNG,
 //                epoch and step, early stopping, history
@@ -43,8 +47,7 @@ struct TrainOptions {
   std::string precise_bn = "auto";  // auto | on | off: batch-norm statistics recomputed
                                     // after each epoch (see run_train)
   bool quiet = false;          // no epoch lines (tests)
-  std::string config_toml;     // the effective configuration (the command's TOML), written
-                               // to out/config.toml when the run starts or resumes
+  std::string commit;          // the build's commit, recorded in run.json (tools/timbre.cpp)
   long long inject_nan_step = -1;  // tests: a NaN in the input at this global step
   int debug_signal_in_validation = 0;  // tests: as if this signal came during the first
                                        // validation pass of this invocation

@@ -7,6 +7,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 namespace timbre::tools {
 
 std::vector<std::string> expand_train_config(std::vector<std::string> args) {
@@ -48,6 +50,43 @@ std::vector<std::string> expand_train_config(std::vector<std::string> args) {
   return args;
 }
 
+void fill_from_run(TrainOptions& o, const std::function<bool(const char*)>& given) {
+  const std::string path = o.out + "/run.json";
+  std::ifstream in(path);
+  if (!in)
+    throw std::runtime_error("--resume: " + path + " is missing (is " + o.out +
+                             " a run folder of timbre train?)");
+  nlohmann::json run;
+  try {
+    run = nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("--resume: " + path + " is not valid JSON: " + e.what());
+  }
+  try {
+    auto take = [&](const char* flag, const char* key, auto& field) {
+      if (!given(flag) && run.contains(key)) run.at(key).get_to(field);
+    };
+    take("--model", "model", o.model);
+    take("--data", "data", o.data);
+    take("--epochs", "epochs", o.epochs);
+    take("--batch-size", "batch_size", o.batch_size);
+    take("--lr", "lr", o.lr);
+    take("--decay", "decay", o.decay);
+    take("--patience", "patience", o.patience);
+    take("--seed", "seed", o.seed);
+    take("--adam", "adam", o.adam);
+    take("--max-steps", "max_steps", o.max_steps);
+    take("--precise-bn", "precise_bn", o.precise_bn);
+    if (!given("--model-config") && run.contains("model_config")) {
+      // The model's full config, less what the data decides.
+      o.model_config = run.at("model_config");
+      o.model_config.erase("n_classes");
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error("--resume: " + path + " is not a run's: " + e.what());
+  }
+}
+
 std::string train_config_toml(const TrainOptions& o, double lr) {
   const toml::table t{{"model", o.model},
                       {"data", o.data},
@@ -60,7 +99,8 @@ std::string train_config_toml(const TrainOptions& o, double lr) {
                       {"seed", int64_t(o.seed)},
                       {"model-config", o.model_config.dump()},
                       {"adam", o.adam},
-                      {"max-steps", o.max_steps}};
+                      {"max-steps", o.max_steps},
+                      {"precise-bn", o.precise_bn}};
   std::ostringstream s;
   s << "# the effective configuration of this run: timbre train --config config.toml\n"
     << t << "\n";

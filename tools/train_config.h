@@ -2,6 +2,7 @@
 // run folder keeps (tools/timbre.cpp parses the flags).
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,15 @@ namespace timbre::tools {
 // directory throw CLI11's ConfigError / FileError (usage errors, exit 2).
 // Any other command line comes back unchanged.
 std::vector<std::string> expand_train_config(std::vector<std::string> args);
+
+// `timbre train --resume --out RUN`: every option the command line did not
+// give (`given(flag)` is false for "--model", "--data", ...) is taken from
+// RUN/run.json, so a run resumes from its folder alone: model, data,
+// model-config, epochs, batch-size, lr, decay, patience, seed, adam,
+// max-steps and precise-bn. Options the command line gives stay (run_train
+// then refuses those that would change the run). Throws std::runtime_error
+// naming RUN/run.json when it is missing or not a run's.
+void fill_from_run(TrainOptions& o, const std::function<bool(const char*)>& given);
 
 // The effective training configuration as TOML that --config accepts,
 // written by toml++ (strings escaped as TOML requires, whatever a path holds).

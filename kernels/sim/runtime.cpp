@@ -342,9 +342,29 @@ const char* cudaGetErrorString(cudaError_t e) {
 }
 
 // ------------------------------- device ------------------------------------
+namespace {
+// simcuda has one device, 0. CUDA_VISIBLE_DEVICES hides it as the CUDA
+// runtime would: the variable lists device indices, and the devices before
+// the first index that does not exist are visible, renumbered from 0. So
+// "0" and "0,3" show it; "", "1" and "1,0" hide it (no device at all).
+int visible_devices() {
+  static const int n = [] {
+    const char* v = std::getenv("CUDA_VISIBLE_DEVICES");
+    if (!v) return 1;
+    std::string first(v, std::strcspn(v, ","));
+    first.erase(0, first.find_first_not_of(" \t"));
+    first.erase(first.find_last_not_of(" \t") + 1);
+    return first == "0" ? 1 : 0;
+  }();
+  return n;
+}
+}  // namespace
+
 cudaError_t cudaGetDeviceCount(int* count) {
   if (!count) return fail(cudaErrorInvalidValue, "cudaGetDeviceCount: null pointer");
-  *count = 1;
+  *count = visible_devices();
+  if (*count == 0)
+    return fail(cudaErrorNoDevice, "CUDA_VISIBLE_DEVICES hides simcuda's one device (0)");
   return cudaSuccess;
 }
 cudaError_t cudaGetDevice(int* device) {
@@ -353,15 +373,18 @@ cudaError_t cudaGetDevice(int* device) {
   return cudaSuccess;
 }
 cudaError_t cudaSetDevice(int device) {
-  if (device != 0)
-    return fail(cudaErrorInvalidDevice, "simcuda has one device, 0; asked for " +
-                                            std::to_string(device));
+  if (device < 0 || device >= visible_devices())
+    return fail(cudaErrorInvalidDevice,
+                visible_devices() == 0
+                    ? "CUDA_VISIBLE_DEVICES hides simcuda's one device (0); asked for " +
+                          std::to_string(device)
+                    : "simcuda has one device, 0; asked for " + std::to_string(device));
   return cudaSuccess;
 }
 
 cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp* p, int device) {
   if (!p) return fail(cudaErrorInvalidValue, "cudaGetDeviceProperties: null pointer");
-  if (device != 0) return cudaSetDevice(device);
+  if (device != 0 || visible_devices() == 0) return cudaSetDevice(device);
   std::memset(p, 0, sizeof *p);
   const int workers = simcuda::worker_count();
   std::snprintf(p->name, sizeof p->name, "simcuda (CPU, %d worker%s)", workers,

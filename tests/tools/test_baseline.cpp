@@ -292,7 +292,8 @@ TEST(RunBaseline, EndToEndKnnAndSvm) {
     const BaselineResult r = run_baseline(o);
     EXPECT_EQ(r.n_train, 120);
     EXPECT_EQ(r.n_eval, 48);
-    EXPECT_EQ(r.out_dir, data + ".baseline-" + method);
+    EXPECT_EQ(r.out_dir, std::filesystem::path(data).replace_extension().string() + "-baseline-" +
+                             method);
     // Chance is 0.25; the classes are far apart after PCA.
     EXPECT_GT(r.evaluation.clip.accuracy, 0.8);
     EXPECT_GT(r.evaluation.track.accuracy, 0.8);

@@ -25,6 +25,7 @@
 #include "tests/features/synth_audio.h"
 #include "tools/extract.h"
 #include "tools/inference.h"
+#include "tools/report.h"
 #include "tools/train.h"
 
 namespace {
@@ -598,13 +599,13 @@ TEST_F(Pipeline, EvalPrintsTheMetricsWhenItCannotWriteTheReport) {
   o.epochs = 1;
   tt::run_train(o);
   std::filesystem::create_directories(run / "r/metrics-test.json/x");
-  std::filesystem::create_directories(run / "r/report.html/x");
+  std::filesystem::create_directories(run / "r/report-test.html/x");
   const auto [rc, out] = sh(kTimbre + " eval --run " + (run / "r"));
   EXPECT_EQ(rc, 1) << out;
   EXPECT_NE(out.find("test: clip accuracy"), std::string::npos) << out;
   EXPECT_NE(out.find("the metrics above are complete, but"), std::string::npos) << out;
   EXPECT_NE(out.find("metrics-test.json"), std::string::npos) << out;
-  EXPECT_NE(out.find("report.html"), std::string::npos) << out;
+  EXPECT_NE(out.find("report-test.html"), std::string::npos) << out;
 }
 
 TEST_F(Pipeline, TrainUsageErrorsExit2) {
@@ -824,3 +825,120 @@ TEST_F(Pipeline, SigtermSavesAndExits143) {
 }
 
 }  // namespace
+
+// A run folder stands alone: made with relative paths, then resumed and
+// evaluated from another working directory by its path alone; the data file
+// moved is named with a hint; reports per split.
+TEST_F(Pipeline, RunFoldersStandAlone) {
+  TempDir tmp;
+  const std::string d = tmp.path();
+  std::filesystem::copy_file(data(), d + "/features.h5");
+  auto read = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  auto json_of = [&](const std::string& path) { return nlohmann::json::parse(read(path)); };
+  const std::string first =
+      "cd " + d + " && " + kTimbre + " train --model rescnn --model-config '{\"channels\": [4], "
+      "\"input_height\": 16, \"input_width\": 16}' --data features.h5 --out r --epochs 1 "
+      "--batch-size 8 --lr 0.01 --seed 3";
+  const auto t = sh(first);
+  ASSERT_EQ(t.first, 0) << t.second;
+  const std::string r = d + "/r";
+  auto run = json_of(r + "/run.json");
+  EXPECT_EQ(run.at("data"), d + "/features.h5");  // absolute
+  for (const char* key : {"started", "commit", "device", "backend", "timbre_version"})
+    EXPECT_TRUE(run.contains(key)) << key;
+  EXPECT_FALSE(run.contains("resumed"));
+  EXPECT_EQ(toml::parse_file(r + "/config.toml")["data"].value<std::string>(), d + "/features.h5");
+  // The training report, refreshed after each epoch.
+  std::string report = read(r + "/report.html");
+  EXPECT_NE(report.find("(training)"), std::string::npos);
+  EXPECT_NE(report.find("started (UTC)"), std::string::npos);
+  EXPECT_NE(report.find("class=\"bestlabel\""), std::string::npos);
+
+  // Resumed from elsewhere by --out alone, with more epochs.
+  const auto more = sh("cd / && " + kTimbre + " train --resume --out " + r + " --epochs 2");
+  ASSERT_EQ(more.first, 0) << more.second;
+  EXPECT_NE(more.second.find("resumed " + r + " from epoch 2 (of 2)"), std::string::npos)
+      << more.second;
+  run = json_of(r + "/run.json");
+  EXPECT_EQ(run.at("epochs"), 2);
+  EXPECT_TRUE(run.contains("resumed"));
+  EXPECT_EQ(run.at("model"), "rescnn");
+  EXPECT_EQ(run.at("batch_size"), 8);
+  EXPECT_EQ(toml::parse_file(r + "/config.toml")["epochs"].value<int64_t>(), 2);
+  EXPECT_EQ(tt::read_training_log(r + "/log.csv").size(), 2u);
+  // What the command line gives that would change the run is still refused.
+  const auto other = sh(kTimbre + " train --resume --out " + r + " --epochs 3 --seed 4");
+  EXPECT_EQ(other.first, 1) << other.second;
+  EXPECT_NE(other.second.find("seed"), std::string::npos) << other.second;
+
+  // Evaluation from elsewhere; one report per split, each linked from the
+  // training report.
+  ASSERT_EQ(sh("cd / && " + kTimbre + " eval --run " + r).first, 0);
+  const std::string test_report = read(r + "/report-test.html");
+  EXPECT_NE(test_report.find("Confusion matrices"), std::string::npos);
+  const auto val = sh("cd / && " + kTimbre + " eval --run " + r + " --split validation");
+  ASSERT_EQ(val.first, 0) << val.second;
+  EXPECT_NE(val.second.find("report-validation.html"), std::string::npos) << val.second;
+  EXPECT_EQ(read(r + "/report-test.html"), test_report);  // not overwritten
+  report = read(r + "/report.html");
+  EXPECT_NE(report.find("href=\"report-test.html\""), std::string::npos);
+  EXPECT_NE(report.find("href=\"report-validation.html\""), std::string::npos);
+  EXPECT_NE(read(r + "/report-validation.html").find("href=\"report-test.html\""),
+            std::string::npos);
+
+  // The data file moved: eval and resume name it and point at --data.
+  std::filesystem::rename(d + "/features.h5", d + "/moved.h5");
+  const auto lost = sh(kTimbre + " eval --run " + r);
+  EXPECT_EQ(lost.first, 1) << lost.second;
+  EXPECT_NE(lost.second.find(d + "/features.h5"), std::string::npos) << lost.second;
+  EXPECT_NE(lost.second.find("--data"), std::string::npos) << lost.second;
+  const auto lost2 = sh(kTimbre + " train --resume --out " + r + " --epochs 3");
+  EXPECT_EQ(lost2.first, 1) << lost2.second;
+  EXPECT_NE(lost2.second.find("--data"), std::string::npos) << lost2.second;
+  const auto found = sh("cd " + d + " && " + kTimbre + " train --resume --out r --epochs 3 "
+                        "--data moved.h5");
+  ASSERT_EQ(found.first, 0) << found.second;
+  EXPECT_EQ(json_of(r + "/run.json").at("data"), d + "/moved.h5");
+
+  // Neither --data nor --resume: a usage error; --resume of a folder that
+  // holds no run: named.
+  const auto none = sh(kTimbre + " train --out " + d + "/r2");
+  EXPECT_EQ(none.first, 2) << none.second;
+  EXPECT_NE(none.second.find("--data"), std::string::npos) << none.second;
+  std::filesystem::create_directories(d + "/empty");
+  const auto empty = sh(kTimbre + " train --resume --out " + d + "/empty");
+  EXPECT_EQ(empty.first, 1) << empty.second;
+  EXPECT_NE(empty.second.find("run.json is missing"), std::string::npos) << empty.second;
+}
+
+// --device chooses among the visible devices; CUDA_VISIBLE_DEVICES hides
+// them as the CUDA runtime does (simcuda has one device, 0).
+TEST(Device, ChoiceAndVisibility) {
+  const std::string env = "env -u CUDA_VISIBLE_DEVICES ";
+  const auto info = sh(env + kTimbre + " info");
+  ASSERT_EQ(info.first, 0) << info.second;
+  EXPECT_NE(info.second.find("1 device\n"), std::string::npos) << info.second;
+  EXPECT_NE(info.second.find("* device 0: "), std::string::npos) << info.second;
+  for (const std::string cmd : {" --device 1 info", " info --device 1", " kernels --device 2"}) {
+    const auto r = sh(env + kTimbre + cmd);
+    EXPECT_EQ(r.first, 2) << cmd << ": " << r.second;
+    EXPECT_NE(r.second.find("there is one device, 0"), std::string::npos) << cmd << r.second;
+  }
+  EXPECT_EQ(sh(env + kTimbre + " --device 0 kernels --size 8").first, 0);
+  // Visible: the devices listed before the first index that does not exist.
+  const auto hidden = sh("CUDA_VISIBLE_DEVICES=1 " + kTimbre + " info");
+  EXPECT_EQ(hidden.first, 1) << hidden.second;
+  EXPECT_NE(hidden.second.find("0 devices"), std::string::npos) << hidden.second;
+  const auto none = sh("CUDA_VISIBLE_DEVICES= " + kTimbre + " kernels --size 8");
+  EXPECT_EQ(none.first, 2) << none.second;
+  EXPECT_NE(none.second.find("there is no device with CUDA_VISIBLE_DEVICES="), std::string::npos)
+      << none.second;
+  const auto first = sh("CUDA_VISIBLE_DEVICES=0,3 " + kTimbre + " info");
+  EXPECT_EQ(first.first, 0) << first.second;
+  EXPECT_NE(first.second.find("1 device\n"), std::string::npos) << first.second;
+  // Commands that compute nothing need no device.
+  EXPECT_EQ(sh("CUDA_VISIBLE_DEVICES=1 " + kTimbre + " models rescnn").first, 0);
+}

@@ -273,10 +273,26 @@ TEST(Report, CurvesSvg) {
   EXPECT_EQ(svg.rfind("<svg xmlns=\"http://www.w3.org/2000/svg\"", 0), 0u);
   for (const char* name : {"loss", "val_loss", "accuracy", "val_accuracy", "epoch"})
     EXPECT_TRUE(contains(svg, std::string(">") + name + "<")) << name;
-  // loss, accuracy, val_accuracy: one line each; val_loss: two pieces around
-  // the gap at epoch 3.
-  EXPECT_EQ(count(svg, "<polyline"), 5u);
-  EXPECT_EQ(count(svg, "<circle"), 19u);  // 4 series x 5 epochs, one missing
+  // loss, accuracy, val_accuracy, lr, seconds: one line each; val_loss: two
+  // pieces around the gap at epoch 3.
+  EXPECT_EQ(count(svg, "<polyline"), 7u);
+  EXPECT_EQ(count(svg, "<circle"), 29u);  // 6 series x 5 epochs, one missing
+  for (const char* title : {"Loss", "Accuracy", "Learning rate", "Seconds per epoch"})
+    EXPECT_TRUE(contains(svg, std::string("class=\"title\">") + title + "<")) << title;
+  // Epochs are numbered from 1, and the axis starts there.
+  EXPECT_TRUE(contains(svg, "class=\"xtick\">1<"));
+  EXPECT_FALSE(contains(svg, "class=\"xtick\">0<"));
+  // The best epoch (val_accuracy rises to epoch 5) is marked in each panel.
+  EXPECT_EQ(count(svg, "class=\"bestlabel\">best<"), 4u);
+  EXPECT_EQ(timbre::tools::best_epoch_index(in.log), 4);
+  // A tie keeps the first epoch (the trainer saves best.ckpt only when
+  // val_accuracy is strictly higher); a missing value is no candidate.
+  std::vector<EpochRecord> tie(4);
+  for (int i = 0; i < 4; ++i) tie[size_t(i)].epoch = i + 1;
+  tie[0].val_accuracy = 0.5, tie[1].val_accuracy = 0.7, tie[2].val_accuracy = 0.7;
+  tie[3].val_accuracy = NAN;
+  EXPECT_EQ(timbre::tools::best_epoch_index(tie), 1);
+  EXPECT_EQ(timbre::tools::best_epoch_index({}), -1);
   // The empty log still gives a valid picture.
   const std::string empty = timbre::tools::curves_svg({});
   EXPECT_TRUE(well_formed(empty));
@@ -338,7 +354,7 @@ TEST_F(ReportFiles, ReportIsSelfContainedEscapedAndHasTheNumbers) {
   // class 1 (clip) P 2/3 R 1 F1 0.8, clip macro F1 (1/2+4/5+2/3)/3 = 0.656.
   // Tracks: 10 -> mean [.55 .375 .075] -> 0 (right); 20 -> [.15 .6 .25] -> 1
   // (right); 30 -> [.3 .15 .55] -> 2 (right): track accuracy 100%.
-  const auto& e = in.evaluation;
+  const auto& e = *in.evaluation;
   ASSERT_NEAR(e.clip.accuracy, 4.0 / 6, 1e-12);
   ASSERT_EQ(e.track.accuracy, 1.0);
   EXPECT_TRUE(contains(h, "<td>accuracy</td><td>66.67%</td>"));
