@@ -32,6 +32,7 @@
 #include "tools/device.h"
 #include "tools/progress.h"
 #include "tools/report.h"
+#include "tools/tensorboard.h"
 #include "tools/train_config.h"
 
 namespace timbre::tools {
@@ -215,15 +216,52 @@ int argmax_row(const float* row, int c) {
 
 std::string history_csv(const json& history) {
   std::ostringstream os;
-  os << "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds\n";
+  os << "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds,ms_per_step\n";
   char line[256];
   for (const auto& h : history) {
-    std::snprintf(line, sizeof line, "%d,%.6f,%.6f,%.6f,%.6f,%.6g,%.2f\n", int(h.at("epoch")),
+    std::snprintf(line, sizeof line, "%d,%.6f,%.6f,%.6f,%.6f,%.6g,%.2f,%.1f\n", int(h.at("epoch")),
                   double(h.at("loss")), double(h.at("accuracy")), double(h.at("val_loss")),
-                  double(h.at("val_accuracy")), double(h.at("lr")), double(h.at("seconds")));
+                  double(h.at("val_accuracy")), double(h.at("lr")), double(h.at("seconds")),
+                  h.value("ms_per_step", NAN));  // runs from before it was recorded: nan
     os << line;
   }
   return os.str();
+}
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// The run's curves as TensorBoard event files, Keras's layout: RUN/tensorboard/
+// train and .../validation, so that `tensorboard --logdir RUN/tensorboard`
+// (or a folder of runs) draws training and validation in one chart per tag:
+// epoch_loss and epoch_accuracy in both, epoch_learning_rate and
+// epoch_ms_per_step (the training steps alone) in train; the step is the
+// epoch, from 1. Each file's whole content follows from the history and is
+// brought up to date after every epoch (update_event_file: the new epoch's
+// records appended), so a resumed run continues the same files, and a torn
+// record left by a kill is replaced, never read as data.
+void write_tensorboard(const std::string& run, const json& progress) {
+  const double start = progress.value("start_time", 0.0);
+  std::vector<TensorBoardScalar> train, validation;
+  for (const json& h : progress.at("history")) {
+    const int64_t step = h.at("epoch");
+    const double t = h.value("wall_time", start);
+    auto add = [&](std::vector<TensorBoardScalar>& v, const char* tag, const char* key) {
+      if (h.contains(key)) v.push_back({tag, step, float(double(h.at(key))), t});
+    };
+    add(train, "epoch_loss", "loss");
+    add(train, "epoch_accuracy", "accuracy");
+    add(train, "epoch_learning_rate", "lr");
+    add(train, "epoch_ms_per_step", "ms_per_step");
+    add(validation, "epoch_loss", "val_loss");
+    add(validation, "epoch_accuracy", "val_accuracy");
+  }
+  for (const auto& [name, scalars] : {std::pair{"train", &train}, {"validation", &validation}}) {
+    const std::filesystem::path dir = std::filesystem::path(run) / "tensorboard" / name;
+    std::filesystem::create_directories(dir);
+    update_event_file(dir / tensorboard_file_name(start), tensorboard_events(start, *scalars));
+  }
 }
 
 // Loss (mean over samples) and accuracy of the model on one split, in eval
@@ -365,7 +403,8 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
   json progress = {{"epoch", 0},        {"step_in_epoch", 0}, {"global_step", 0},
                    {"loss_sum", 0.0},   {"correct", 0},       {"seen", 0},
                    {"epoch_seconds", 0.0}, {"best_val_accuracy", -1.0},
-                   {"best_epoch", 0},   {"bad_epochs", 0},    {"history", json::array()}};
+                   {"best_epoch", 0},   {"bad_epochs", 0},    {"history", json::array()},
+                   {"start_time", unix_now()}};
   const json fixed = {{"features", params_to_json(st.params())},
                       {"label_names", st.label_names()},
                       {"band_mean", st.band_mean()},
@@ -375,6 +414,7 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
   if (o.resume) {
     load_checkpoint(last_path, state);  // refuses another model or config
     progress = state.extra.at("progress");
+    if (!progress.contains("start_time")) progress["start_time"] = unix_now();  // older runs
     if (state.extra.at("features") != fixed.at("features"))
       throw std::runtime_error("--resume: " + data + " has other feature parameters than the "
                                "data the run was trained on");
@@ -431,10 +471,15 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
   TrainResult result;
   // Saves the state of a run stopped by a signal in `epoch` (after its
   // completed steps) and says so in the result.
-  auto stopped = [&](int epoch, std::chrono::steady_clock::time_point t0, int sig) {
-    progress["epoch"] = epoch;
-    progress["epoch_seconds"] = double(progress["epoch_seconds"]) +
+  // `steps_seconds`: the time of this invocation's training steps in the
+  // epoch (the whole time so far when the signal came during them).
+  auto stopped = [&](int epoch, std::chrono::steady_clock::time_point t0, int sig,
+                     std::optional<double> steps_seconds = std::nullopt) {
+    const double so_far =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    progress["epoch"] = epoch;
+    progress["epoch_seconds"] = double(progress["epoch_seconds"]) + so_far;
+    progress["steps_seconds"] = progress.value("steps_seconds", 0.0) + steps_seconds.value_or(so_far);
     save_state(last_path, true);
     result.signal = sig;
     result.epochs_done = epoch;
@@ -526,6 +571,10 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
       if (stop != nullptr && stop->load() != 0) return stopped(epoch, t0, stop->load());
     }
     if (bar) bar->finish();
+    // The training steps alone (ms/step and TensorBoard's step time leave
+    // out the statistics pass and validation).
+    const double steps_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
     if (result.precise_bn) {
       // A signal here stops the run with the state after the epoch's last
@@ -539,7 +588,8 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
       const nn::PreciseBatchNorm pass(*model);
       int done = 0;
       while (loader.next(b)) {
-        if (stop != nullptr && stop->load() != 0) return stopped(epoch, t0, stop->load());
+        if (stop != nullptr && stop->load() != 0)
+          return stopped(epoch, t0, stop->load(), steps_seconds);
         model->forward(Variable(norm(b.x.data(), b.n(), st.rows(), st.frames())), gen);
         if (bn_bar) bn_bar->update(++done);
       }
@@ -552,7 +602,7 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
     const std::atomic<int>* val_stop = injected.load() != 0 ? &injected : stop;
     const auto val = evaluate_split(*model, loader, Split::validation, norm, o.batch_size, gen,
                                     val_stop);
-    if (!val) return stopped(epoch, t0, val_stop->load());
+    if (!val) return stopped(epoch, t0, val_stop->load(), steps_seconds);
     const auto [val_loss, val_acc] = *val;
     const double seen = std::max(1.0, double(progress["seen"]));
     const double seconds = double(progress["epoch_seconds"]) +
@@ -563,7 +613,10 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
                 {"val_loss", val_loss},
                 {"val_accuracy", val_acc},
                 {"lr", adam.current_lr()},
-                {"seconds", seconds}};
+                {"seconds", seconds},
+                {"ms_per_step", 1e3 * (progress.value("steps_seconds", 0.0) + steps_seconds) /
+                                    std::max(1, steps_per_epoch)},
+                {"wall_time", unix_now()}};
     progress["history"].push_back(rec);
     const bool better = val_acc > double(progress["best_val_accuracy"]);
     if (better) {
@@ -579,22 +632,25 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
     progress["correct"] = 0;
     progress["seen"] = 0;
     progress["epoch_seconds"] = 0.0;
+    progress["steps_seconds"] = 0.0;
     if (better) save_state(best_path, false);
     save_state(last_path, true);
     write_text_atomically(o.out + "/log.csv", history_csv(progress["history"]));
-    try {  // the live view: a report that cannot be written does not stop training
+    try {  // the live views: a report that cannot be written does not stop training
       write_training_report(o.out);
+      write_tensorboard(o.out, progress);
     } catch (const std::exception& e) {
       if (!report_warned && !o.quiet)
-        std::fprintf(stderr, "warning: report.html not refreshed: %s\n", e.what());
+        std::fprintf(stderr, "warning: report.html or the TensorBoard files not refreshed: %s\n",
+                     e.what());
       report_warned = true;
     }
     if (!o.quiet) {
       std::fprintf(stderr,
                    "%d/%d - %.0fs - %.0fms/step - loss: %.4f - accuracy: %.4f - val_loss: %.4f"
                    " - val_accuracy: %.4f%s\n",
-                   steps_per_epoch, steps_per_epoch, seconds,
-                   1e3 * seconds / std::max(1, steps_per_epoch), double(rec["loss"]),
+                   steps_per_epoch, steps_per_epoch, seconds, double(rec["ms_per_step"]),
+                   double(rec["loss"]),
                    double(rec["accuracy"]), val_loss, val_acc, better ? "  (best)" : "");
     }
     if (int(progress["bad_epochs"]) >= o.patience) {

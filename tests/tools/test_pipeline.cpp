@@ -26,6 +26,7 @@
 #include "tools/extract.h"
 #include "tools/inference.h"
 #include "tools/report.h"
+#include "tools/tensorboard.h"
 #include "tools/train.h"
 
 namespace {
@@ -941,4 +942,77 @@ TEST(Device, ChoiceAndVisibility) {
   EXPECT_NE(first.second.find("1 device\n"), std::string::npos) << first.second;
   // Commands that compute nothing need no device.
   EXPECT_EQ(sh("CUDA_VISIBLE_DEVICES=1 " + kTimbre + " models rescnn").first, 0);
+}
+
+// The TFRecord framing's CRC: CRC-32C's check value (of "123456789") is
+// 0xE3069283; the mask rotates it right by 15 bits and adds 0xa282ead8.
+TEST(TensorBoard, MaskedCrc32cKnownAnswer) {
+  const uint32_t crc = 0xE3069283u;
+  EXPECT_EQ(tt::tfrecord_masked_crc("123456789", 9), ((crc >> 15) | (crc << 17)) + 0xa282ead8u);
+  const std::string r = tt::tfrecord("abc");
+  ASSERT_EQ(r.size(), 8u + 4 + 3 + 4);
+  EXPECT_EQ(r.substr(0, 8), std::string("\x03\0\0\0\0\0\0\0", 8));
+  EXPECT_EQ(r.substr(12, 3), "abc");
+}
+
+// `timbre train` writes TensorBoard files that an independent reader
+// (Debian's protobuf runtime and crc32c, tests/tools/read_tfevents.py)
+// decodes into log.csv's numbers; a resumed run appends to the same files,
+// and a torn record left by a kill is replaced.
+TEST_F(Pipeline, TensorBoardEventsReadBackIndependently) {
+  TempDir run;
+  tt::TrainOptions o = options(run / "r");
+  o.epochs = 2;
+  tt::run_train(o);
+  o.epochs = 3;
+  o.resume = true;
+  tt::run_train(o);
+  const std::string tb = run / "r/tensorboard";
+  const auto [rc, out] = sh(std::string(TIMBRE_PYTHON) + " " + TIMBRE_READ_TFEVENTS + " " + tb +
+                            " 2>&1");
+  ASSERT_EQ(rc, 0) << out << "\n(scripts/setup.sh installs python3-protobuf and python3-crc32c)";
+  const auto files = nlohmann::json::parse(out);
+  ASSERT_EQ(files.size(), 2u) << out;  // one file per part: the resume appended
+  const auto log = tt::read_training_log(run / "r/log.csv");
+  ASSERT_EQ(log.size(), 3u);
+  const std::map<std::string, std::vector<std::pair<std::string, double tt::EpochRecord::*>>>
+      expected = {{"train", {{"epoch_loss", &tt::EpochRecord::loss},
+                             {"epoch_accuracy", &tt::EpochRecord::accuracy},
+                             {"epoch_learning_rate", &tt::EpochRecord::lr}}},
+                  {"validation", {{"epoch_loss", &tt::EpochRecord::val_loss},
+                                  {"epoch_accuracy", &tt::EpochRecord::val_accuracy}}}};
+  for (const auto& [file, events] : files.items()) {
+    SCOPED_TRACE(file);
+    const std::string part = file.substr(0, file.find('/'));
+    ASSERT_TRUE(expected.count(part));
+    EXPECT_EQ(events.at(0).at("file_version"), "brain.Event:2");
+    std::map<std::string, std::vector<std::pair<int64_t, double>>> got;
+    for (size_t i = 1; i < events.size(); ++i) {
+      ASSERT_EQ(events[i].at("values").size(), 1u);
+      const auto& v = events[i].at("values")[0];
+      got[v.at("tag")].emplace_back(events[i].at("step"), v.at("simple_value"));
+      EXPECT_GE(double(events[i].at("wall_time")), double(events[0].at("wall_time")));
+    }
+    if (part == "train") EXPECT_EQ(got.at("epoch_ms_per_step").size(), 3u);
+    for (const auto& [tag, member] : expected.at(part)) {
+      ASSERT_EQ(got[tag].size(), 3u) << tag;
+      for (int e = 0; e < 3; ++e) {
+        EXPECT_EQ(got[tag][size_t(e)].first, e + 1) << tag;
+        // float32 in the events, 6 decimals (or %.6g) in the log.
+        const double want = log[size_t(e)].*member;
+        EXPECT_NEAR(got[tag][size_t(e)].second, want, 1e-6 + 1e-5 * std::fabs(want)) << tag;
+      }
+    }
+  }
+  // A torn last record (a kill mid-write) is replaced by the whole file.
+  const std::string train_file = tb + "/train/" + std::string(files.begin().key()).substr(6);
+  std::string whole;
+  {
+    std::ifstream in(train_file, std::ios::binary);
+    whole.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  std::ofstream(train_file, std::ios::binary | std::ios::app) << "\x10\x00\x00";
+  tt::update_event_file(train_file, whole);
+  std::ifstream in(train_file, std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), whole);
 }
