@@ -5,6 +5,7 @@
 //   timbre train      train rescnn, crnn or parallel on a feature file
 //   timbre eval       accuracy, per-genre scores, confusion matrix, report-<split>.html
 //   timbre predict    genres of audio files
+//   timbre export     a run's weights as safetensors, for PyTorch
 //   timbre models     each network's layers, parameters and FLOPs
 //   timbre info       the devices (--device N chooses one for any command)
 //   timbre kernels    the tiled GEMM and reduction kernels against CPU references
@@ -30,6 +31,7 @@
 #include "tools/baseline.h"
 #include "tools/demo.h"
 #include "tools/device.h"
+#include "tools/export.h"
 #include "tools/extract.h"
 #include "tools/inference.h"
 #include "tools/kernel_demo.h"
@@ -297,6 +299,16 @@ int main(int argc, char** argv) {
   bas->add_option("--seed", bl.seed, "Seed of the train subset, the PCA start and libsvm")
       ->check(kSeed)->capture_default_str();
 
+  // export -------------------------------------------------------------------
+  ExportOptions xo;
+  auto* xpt = app.add_subcommand("export", "Write a run's best weights for PyTorch and others "
+                                           "(python/timbre_torch.py loads them)");
+  xpt->add_option("--run", xo.run, "Run folder")->required();
+  xpt->add_option("--format", xo.format, "safetensors (tensors by PyTorch's parameter names, "
+                                         "the normalisation and labels in the metadata)")
+      ->check(CLI::IsMember({"safetensors"}))->capture_default_str();
+  xpt->add_option("--out", xo.out, "The file to write (default: <run>/model.safetensors)");
+
   // demo ---------------------------------------------------------------------
   DemoOptions demo;
   auto* dmo = app.add_subcommand("demo", "The main job on demo data: render labelled clips of MMA "
@@ -421,6 +433,10 @@ int main(int argc, char** argv) {
       const BaselineResult r = run_baseline(bl);
       std::fputs(format_evaluation(r.evaluation, bl.split).c_str(), stdout);
       std::printf("report: %s\nmetrics: %s\n", r.report_path.c_str(), r.metrics_path.c_str());
+      return 0;
+    }
+    if (xpt->parsed()) {
+      std::printf("%s\n", run_export(xo).c_str());
       return 0;
     }
     if (dmo->parsed()) {

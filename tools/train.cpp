@@ -699,7 +699,8 @@ LoadedRun load_run(const std::string& dir) {
   return r;
 }
 
-std::vector<float> predict_probabilities(LoadedRun& run, const float* x, int64_t n, int batch) {
+namespace {
+std::vector<float> predict(LoadedRun& run, const float* x, int64_t n, int batch, bool softmax) {
   const int rows = int(run.band_mean.size());
   const int frames = run.params.frames;
   const int c = int(run.label_names.size());
@@ -707,15 +708,24 @@ std::vector<float> predict_probabilities(LoadedRun& run, const float* x, int64_t
   Generator g(0);  // eval mode: dropout draws nothing
   NoGradGuard no_grad;
   run.model->eval();
-  std::vector<float> probs(size_t(n) * c);
+  std::vector<float> out(size_t(n) * c);
   for (int64_t i = 0; i < n; i += batch) {
     const int64_t m = std::min<int64_t>(batch, n - i);
     Tensor t = norm(x + i * rows * frames, m, rows, frames);
-    const std::vector<float> p =
-        ops::softmax(run.model->forward(Variable(t), g)).value().to_host<float>();
-    std::copy(p.begin(), p.end(), probs.begin() + i * c);
+    Variable logits = run.model->forward(Variable(t), g);
+    const std::vector<float> p = (softmax ? ops::softmax(logits) : logits).value().to_host<float>();
+    std::copy(p.begin(), p.end(), out.begin() + i * c);
   }
-  return probs;
+  return out;
+}
+}  // namespace
+
+std::vector<float> predict_probabilities(LoadedRun& run, const float* x, int64_t n, int batch) {
+  return predict(run, x, n, batch, true);
+}
+
+std::vector<float> predict_logits(LoadedRun& run, const float* x, int64_t n, int batch) {
+  return predict(run, x, n, batch, false);
 }
 
 }  // namespace timbre::tools

@@ -108,5 +108,7 @@ LoadedRun load_run(const std::string& dir);
 // then the model in eval mode, softmax; batches of `batch`.
 std::vector<float> predict_probabilities(LoadedRun& run, const float* x, int64_t n,
                                          int batch = 32);
+// The same before the softmax: logits (n x classes).
+std::vector<float> predict_logits(LoadedRun& run, const float* x, int64_t n, int batch = 32);
 
 }  // namespace timbre::tools

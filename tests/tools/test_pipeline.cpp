@@ -23,6 +23,7 @@
 #include "engine/serialize.h"
 #include "features/h5store.h"
 #include "tests/features/synth_audio.h"
+#include "tools/export.h"
 #include "tools/extract.h"
 #include "tools/inference.h"
 #include "tools/report.h"
@@ -1015,4 +1016,33 @@ TEST_F(Pipeline, TensorBoardEventsReadBackIndependently) {
   tt::update_event_file(train_file, whole);
   std::ifstream in(train_file, std::ios::binary);
   EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), whole);
+}
+
+// `timbre export` on a trained run: the file holds every parameter and
+// buffer, the normalisation and the metadata; bad requests are named.
+TEST_F(Pipeline, ExportThroughTheCommand) {
+  TempDir run;
+  tt::TrainOptions o = options(run / "r");
+  o.epochs = 1;
+  tt::run_train(o);
+  const auto [rc, out] = sh(kTimbre + " export --run " + (run / "r") + " 2>&1");
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_EQ(out, (run / "r/model.safetensors") + "\n");
+  const tt::SafeTensors s = tt::read_safetensors(run / "r/model.safetensors");
+  const tt::LoadedRun loaded = tt::load_run(run / "r");
+  EXPECT_EQ(s.tensors.size(),
+            loaded.model->named_parameters().size() + loaded.model->named_buffers().size() + 2);
+  EXPECT_EQ(s.tensors.at("timbre.band_mean").data, loaded.band_mean);
+  EXPECT_EQ(s.metadata.at("timbre.model"), "rescnn");
+  EXPECT_EQ(nlohmann::json::parse(s.metadata.at("timbre.config")), loaded.model->config());
+  EXPECT_EQ(nlohmann::json::parse(s.metadata.at("timbre.labels")), loaded.label_names);
+  for (const auto& [name, v] : loaded.model->named_parameters())
+    EXPECT_EQ(s.tensors.at(name).data, v.value().to_host<float>()) << name;
+  const auto other = sh(kTimbre + " export --run " + (run / "r") + " --out " + (run / "w.st"));
+  EXPECT_EQ(other.first, 0) << other.second;
+  EXPECT_TRUE(std::filesystem::exists(run / "w.st"));
+  EXPECT_EQ(sh(kTimbre + " export --run " + (run / "r") + " --format onnx").first, 2);
+  const auto none = sh(kTimbre + " export --run " + std::string(run.path()));
+  EXPECT_EQ(none.first, 1) << none.second;
+  EXPECT_NE(none.second.find("run.json"), std::string::npos) << none.second;
 }
