@@ -7,6 +7,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config ccache
   libboost-context-dev   # simcuda: fibers for the threads of a block
+  libthrust-dev libcub-dev  # the sim flavour without the CUDA toolkit: Thrust and CUB
   libopenblas-dev        # simcuda: cuBLAS subset
   libfftw3-dev           # simcuda: cuFFT subset
   libgtest-dev libgmock-dev libbenchmark-dev
@@ -41,9 +42,11 @@ else
   echo "setup: all ${#packages[@]} Debian packages present"
 fi
 
-# The CUDA toolkit is not a Debian package here: it must already be installed.
+# The CUDA toolkit is not a Debian package here. The sim flavour (CPU only)
+# does not need it: without it, simcuda's own CUDA API headers
+# (kernels/sim/include) and Debian's Thrust and CUB stand in. The cuda
+# flavour (real GPUs) needs it.
 if ! command -v nvcc >/dev/null 2>&1 && [[ ! -x /usr/local/cuda/bin/nvcc ]]; then
-  echo "setup: the CUDA toolkit (nvcc, headers, cuBLAS, cuFFT) is required but was not found;" >&2
-  echo "       install CUDA 12 or newer and put nvcc on PATH" >&2
-  exit 1
+  echo "setup: no CUDA toolkit (nvcc) found: the sim flavour (CPU) builds without it;" \
+       "the cuda flavour needs CUDA 12 or newer with nvcc on PATH"
 fi

@@ -33,6 +33,16 @@ export OMP_WAIT_POLICY=PASSIVE
 stage() { printf '\n=== %s\n' "$*"; }
 gpu_present() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q GPU; }
 
+have_toolkit() { command -v nvcc >/dev/null 2>&1; }
+
+if [[ ${TIMBRE_SKIP_CUDA:-0} != 1 ]] && ! have_toolkit; then
+  if [[ ${CI:-} == true ]]; then
+    echo "cuda flavour: the CUDA toolkit (nvcc) is required in CI and was not found" >&2
+    exit 1
+  fi
+  stage "cuda flavour: skipped: it needs the CUDA toolkit (nvcc), which is not installed"
+  TIMBRE_SKIP_CUDA=1
+fi
 if [[ ${TIMBRE_SKIP_CUDA:-0} != 1 ]]; then
   if gpu_present; then
     stage "cuda flavour: nvcc build for this machine's GPU, then the suite on the device"
@@ -82,10 +92,28 @@ if [[ ${TIMBRE_SKIP_FUZZ:-0} != 1 ]]; then
   JOBS=$jobs ./scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 fi
 
-stage "sim flavour: build and full test suite (the sim build's own backend defaults)"
-cmake -S "$root" -B build/sim -G Ninja -DTIMBRE_BACKEND=sim -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build/sim -j "$jobs"
-ctest --test-dir build/sim -j "$jobs" --output-on-failure --timeout 900
+# The student's path: no CUDA toolkit. nvcc is taken off PATH and the build
+# uses simcuda's own CUDA API headers with Debian's Thrust and CUB; the
+# compile commands are checked to name no toolkit folder. (The ASan stage
+# above compiles against the toolkit's headers, the cuda stage with nvcc.)
+stage "sim flavour without the CUDA toolkit: build and full test suite (the sim build's own backend defaults)"
+no_cuda_path=""
+IFS=: read -r -a path_dirs <<< "$PATH"
+for d in "${path_dirs[@]}"; do
+  [[ -e $d/nvcc || $d == *cuda* ]] || no_cuda_path+="${no_cuda_path:+:}$d"
+done
+if PATH="$no_cuda_path" command -v nvcc >/dev/null 2>&1; then
+  echo "sim flavour: nvcc is still on PATH ($no_cuda_path)" >&2
+  exit 1
+fi
+PATH="$no_cuda_path" cmake -S "$root" -B build/sim -G Ninja -DTIMBRE_BACKEND=sim \
+      -DTIMBRE_SIM_HEADERS=simcuda -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+PATH="$no_cuda_path" cmake --build build/sim -j "$jobs"
+if grep -q -i "cuda/include\|/targets/x86_64-linux" build/sim/compile_commands.json; then
+  echo "sim flavour: a compile command names the CUDA toolkit (see build/sim/compile_commands.json)" >&2
+  exit 1
+fi
+PATH="$no_cuda_path" ctest --test-dir build/sim -j "$jobs" --output-on-failure --timeout 900
 
 if [[ ${TIMBRE_SKIP_GPU_DEFAULTS:-0} != 1 ]]; then
   stage "sim flavour with the GPU's backend defaults (TIMBRE_DEFAULTS=gpu): every suite but simcuda's"

@@ -6,12 +6,45 @@
 find_package(Threads REQUIRED)
 find_package(PkgConfig REQUIRED)
 
-# The CUDA toolkit's headers are used by both flavours: the sim flavour
-# compiles host code against the real cuda_runtime_api.h, cublas_v2.h and
-# cufft.h so that the two builds share every call site.
-find_package(CUDAToolkit REQUIRED)
+# The CUDA API headers. The cuda flavour needs the toolkit. The sim flavour
+# compiles its host code against the toolkit's cuda_runtime_api.h,
+# cublas_v2.h and cufft.h when the toolkit is there (so that the two builds
+# share every call site's declarations), or else against simcuda's own
+# declarations of the same subset (kernels/sim/include): a CPU-only machine
+# needs no toolkit. TIMBRE_SIM_HEADERS=simcuda chooses those even where a
+# toolkit is installed (CI builds the sim suite so).
+if(TIMBRE_BACKEND STREQUAL "cuda")
+  find_package(CUDAToolkit REQUIRED)
+  set(_timbre_headers toolkit)
+else()
+  if(NOT DEFINED TIMBRE_SIM_HEADERS OR TIMBRE_SIM_HEADERS STREQUAL "toolkit")
+    find_package(CUDAToolkit QUIET)
+  endif()
+  if(CUDAToolkit_FOUND)
+    set(_timbre_default_headers toolkit)
+  else()
+    set(_timbre_default_headers simcuda)
+  endif()
+  set(TIMBRE_SIM_HEADERS ${_timbre_default_headers} CACHE STRING
+      "sim flavour: the CUDA API declarations from the toolkit or simcuda's own")
+  set_property(CACHE TIMBRE_SIM_HEADERS PROPERTY STRINGS toolkit simcuda)
+  if(NOT TIMBRE_SIM_HEADERS MATCHES "^(toolkit|simcuda)$")
+    message(FATAL_ERROR "TIMBRE_SIM_HEADERS must be toolkit or simcuda, not '${TIMBRE_SIM_HEADERS}'")
+  endif()
+  if(TIMBRE_SIM_HEADERS STREQUAL "toolkit" AND NOT CUDAToolkit_FOUND)
+    message(FATAL_ERROR "TIMBRE_SIM_HEADERS=toolkit, but no CUDA toolkit was found "
+                        "(-DTIMBRE_SIM_HEADERS=simcuda builds without one)")
+  endif()
+  set(_timbre_headers ${TIMBRE_SIM_HEADERS})
+endif()
 add_library(timbre_cuda_headers INTERFACE)
-target_include_directories(timbre_cuda_headers SYSTEM INTERFACE ${CUDAToolkit_INCLUDE_DIRS})
+if(_timbre_headers STREQUAL "toolkit")
+  target_include_directories(timbre_cuda_headers SYSTEM INTERFACE ${CUDAToolkit_INCLUDE_DIRS})
+else()
+  target_include_directories(timbre_cuda_headers SYSTEM INTERFACE
+                             ${PROJECT_SOURCE_DIR}/kernels/sim/include)
+endif()
+message(STATUS "timbre: ${TIMBRE_BACKEND} flavour, CUDA API headers from ${_timbre_headers}")
 
 if(TIMBRE_BACKEND STREQUAL "sim")
   find_package(Boost 1.71 REQUIRED COMPONENTS context)
@@ -20,11 +53,20 @@ if(TIMBRE_BACKEND STREQUAL "sim")
   pkg_check_modules(FFTW3 REQUIRED IMPORTED_TARGET fftw3)
   find_package(OpenMP REQUIRED COMPONENTS CXX)
 
-  # Thrust/CUB (CCCL) ship with the toolkit; in the sim flavour Thrust runs on
-  # its OpenMP device system.
+  # Thrust/CUB: the toolkit's CCCL, or Debian's libthrust-dev and libcub-dev
+  # without it; in the sim flavour Thrust runs on its OpenMP device system.
   add_library(timbre_thrust INTERFACE)
-  target_include_directories(timbre_thrust SYSTEM INTERFACE
-                             ${CUDAToolkit_INCLUDE_DIRS}/cccl)
+  if(_timbre_headers STREQUAL "toolkit")
+    target_include_directories(timbre_thrust SYSTEM INTERFACE ${CUDAToolkit_INCLUDE_DIRS}/cccl)
+  else()
+    find_path(TIMBRE_THRUST_INCLUDE thrust/device_vector.h)
+    find_path(TIMBRE_CUB_INCLUDE cub/cub.cuh)
+    if(NOT TIMBRE_THRUST_INCLUDE OR NOT TIMBRE_CUB_INCLUDE)
+      message(FATAL_ERROR "Thrust and CUB not found: install the Debian packages libthrust-dev "
+                          "and libcub-dev (scripts/setup.sh does)")
+    endif()
+    target_include_directories(timbre_thrust SYSTEM INTERFACE ${TIMBRE_THRUST_INCLUDE})
+  endif()
   target_compile_definitions(timbre_thrust INTERFACE
                              THRUST_DEVICE_SYSTEM=THRUST_DEVICE_SYSTEM_OMP)
   target_link_libraries(timbre_thrust INTERFACE OpenMP::OpenMP_CXX timbre_cuda_headers)

@@ -19,7 +19,7 @@ namespace timbre::tools {
 namespace {
 
 // CUDA's version integers (1000 major + 10 minor) as "major.minor".
-std::string cuda_version(int v) {
+[[maybe_unused]] std::string cuda_version(int v) {
   return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10);
 }
 
@@ -71,7 +71,9 @@ std::string backend_description() {
                   (workers > 0 ? std::to_string(workers) + " worker threads"
                                : std::to_string(cores) + " worker threads, one per core") +
                   ")";
-#ifdef CUDART_VERSION
+#if defined(SIMCUDA_OWN_HEADERS)
+  s += "; built without the CUDA toolkit (simcuda's own CUDA API headers)";
+#elif defined(CUDART_VERSION)
   s += "; CUDA toolkit headers " + cuda_version(CUDART_VERSION);
 #endif
   return s;

@@ -471,7 +471,11 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
 
 cudaError_t cudaRuntimeGetVersion(int* v) {
   if (!v) return fail(cudaErrorInvalidValue, "cudaRuntimeGetVersion: null pointer");
-  *v = CUDART_VERSION;
+#ifdef CUDART_VERSION
+  *v = CUDART_VERSION;  // the toolkit's headers simcuda was built against
+#else
+  *v = 0;  // simcuda's own headers (kernels/sim/include) follow no toolkit version
+#endif
   return cudaSuccess;
 }
 cudaError_t cudaDriverGetVersion(int* v) { return cudaRuntimeGetVersion(v); }

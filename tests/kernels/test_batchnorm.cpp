@@ -510,10 +510,6 @@ std::string describe_flags(const BatchNormAccumulate& a) {
   return std::string("accumulate_dx") + (a.dx ? "1" : "0") + "_dgamma" + (a.dgamma ? "1" : "0") +
          "_dbeta" + (a.dbeta ? "1" : "0");
 }
-std::string describe(const BatchNormAccumulate& a) {
-  return std::string("accumulate dx ") + (a.dx ? "1" : "0") + " dgamma " + (a.dgamma ? "1" : "0") +
-         " dbeta " + (a.dbeta ? "1" : "0");
-}
 
 // Prefills: NaN where the kernel must assign (it must not read the old
 // value), random values where it adds.

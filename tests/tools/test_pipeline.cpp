@@ -994,7 +994,9 @@ TEST_F(Pipeline, TensorBoardEventsReadBackIndependently) {
       got[v.at("tag")].emplace_back(events[i].at("step"), v.at("simple_value"));
       EXPECT_GE(double(events[i].at("wall_time")), double(events[0].at("wall_time")));
     }
-    if (part == "train") EXPECT_EQ(got.at("epoch_ms_per_step").size(), 3u);
+    if (part == "train") {
+      EXPECT_EQ(got.at("epoch_ms_per_step").size(), 3u);
+    }
     for (const auto& [tag, member] : expected.at(part)) {
       ASSERT_EQ(got[tag].size(), 3u) << tag;
       for (int e = 0; e < 3; ++e) {
