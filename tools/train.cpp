@@ -102,10 +102,12 @@ class RunFolderLock {
   int fd_ = -1;
 };
 
-// The folder, created if missing, with the reason when that fails.
+// The folder, created with its parents if missing (runs/parallel makes
+// runs/), with the reason when that fails.
 void make_run_folder(const std::string& dir) {
-  if (::mkdir(dir.c_str(), 0777) != 0 && errno != EEXIST)
-    throw std::runtime_error("cannot create the run folder " + dir + ": " + std::strerror(errno));
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw std::runtime_error("cannot create the run folder " + dir + ": " + ec.message());
   struct stat st;
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     throw std::runtime_error("the run folder " + dir + " is not a directory");
