@@ -462,13 +462,18 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
     write_text_atomically(o.out + "/config.toml", train_config_toml(effective, lr));
     write_text_atomically(o.out + "/run.json", run.dump(2) + "\n");
   }
-  if (o.resume && !o.quiet)
-    std::fprintf(stderr, "resumed %s from epoch %d%s (of %d)\n", o.out.c_str(),
-                 int(progress["epoch"]) + 1,
-                 int(progress["step_in_epoch"]) > 0
-                     ? (", step " + std::to_string(int(progress["step_in_epoch"]) + 1)).c_str()
-                     : "",
-                 o.epochs);
+  if (o.resume && !o.quiet) {
+    const int done = progress["epoch"];
+    if (done >= o.epochs)
+      std::fprintf(stderr, "%s has trained its %d epoch%s already (a higher --epochs trains on)\n",
+                   o.out.c_str(), done, done == 1 ? "" : "s");
+    else
+      std::fprintf(stderr, "resumed %s from epoch %d%s (of %d)\n", o.out.c_str(), done + 1,
+                   int(progress["step_in_epoch"]) > 0
+                       ? (", step " + std::to_string(int(progress["step_in_epoch"]) + 1)).c_str()
+                       : "",
+                   o.epochs);
+  }
 
   TrainResult result;
   // Saves the state of a run stopped by a signal in `epoch` (after its

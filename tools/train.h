@@ -14,8 +14,13 @@
 //                eval and predict load), with the normalisation statistics,
 //                feature parameters and label names
 //   log.csv      one line per epoch (epoch, loss, accuracy, val_loss,
-//                val_accuracy, lr, seconds), rewritten atomically each epoch
-// Every file is written atomically (engine/serialize.h AtomicFile).
+//                val_accuracy, lr, seconds, ms_per_step), rewritten each epoch
+//   report.html  the training report, rewritten each epoch (tools/report.h);
+//                eval adds report-<split>.html and metrics-<split>.json
+//   tensorboard/ train/ and validation/ event files, appended each epoch
+//                (tools/tensorboard.h)
+// Every file is written atomically (engine/serialize.h AtomicFile), but the
+// event files, which only grow (update_event_file).
 #pragma once
 
 #include <atomic>
