@@ -23,6 +23,7 @@
 #include "engine/serialize.h"
 #include "features/h5store.h"
 #include "tests/features/synth_audio.h"
+#include "tests/tools/command.h"
 #include "tools/export.h"
 #include "tools/extract.h"
 #include "tools/inference.h"
@@ -72,24 +73,8 @@ std::string feature_flags() {
   return " --sample-rate 8000 --n-fft 256 --hop 128 --n-mels 16 --fmax 4000 --frames 16";
 }
 
-// Runs a shell command, returns (exit code, stdout + stderr).
-std::pair<int, std::string> sh(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return {-1, ""};
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  const int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
-}
-
-// The timbre command: $TIMBRE_EXE when set (a build prepared elsewhere, see
-// scripts/gpu_check.sh), else the one built beside this test.
-const std::string kTimbre = [] {
-  const char* env = std::getenv("TIMBRE_EXE");
-  return std::string(env && *env ? env : TIMBRE_EXE);
-}();
+using timbre::testing::sh;
+const std::string kTimbre = timbre::testing::timbre_exe();
 
 // ----------------------------------------------------------------------------
 // FMA layout: tracks.csv with the two-level header, quoted commas and
