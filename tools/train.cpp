@@ -367,6 +367,16 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
   } catch (const std::invalid_argument& e) {
     throw UsageError(std::string("--model-config: ") + e.what());
   }
+  // The input the model expects against the data's segments (found here,
+  // not at the first forward pass after the run folder is written).
+  const json full = model->config();
+  if (full.value("input_height", st.rows()) != st.rows() ||
+      full.value("input_width", st.frames()) != st.frames())
+    throw UsageError("--model-config: " + o.model + " takes " +
+                     std::to_string(int(full.value("input_height", 0))) + " x " +
+                     std::to_string(int(full.value("input_width", 0))) + " inputs, but " + data +
+                     " holds " + std::to_string(st.rows()) + " x " + std::to_string(st.frames()) +
+                     " segments (mel bands x frames)");
   model->train();
 
   // The run folder: created, locked for this process's life, and checked

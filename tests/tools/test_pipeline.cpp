@@ -621,6 +621,12 @@ TEST_F(Pipeline, TrainUsageErrorsExit2) {
   const auto cfg = sh(base + " --model rescnn --model-config '{\"channels\": \"wide\"}'");
   EXPECT_EQ(cfg.first, 2) << cfg.second;
   EXPECT_NE(cfg.second.find("--model-config"), std::string::npos) << cfg.second;
+  // A model whose input size is not the data's segments (16 x 16 here).
+  const auto size = sh(base + " --model rescnn --model-config '{\"channels\": [4], "
+                             "\"input_height\": 32, \"input_width\": 16}'");
+  EXPECT_EQ(size.first, 2) << size.second;
+  EXPECT_NE(size.second.find("takes 32 x 16 inputs"), std::string::npos) << size.second;
+  EXPECT_NE(size.second.find("holds 16 x 16 segments"), std::string::npos) << size.second;
   // --config naming a directory is not an empty file.
   const auto dir = sh(base + " --config " + std::string(run.path()));
   EXPECT_EQ(dir.first, 2) << dir.second;
