@@ -7,7 +7,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/serialize.h"
 #include "features/h5store.h"
 #include "tools/report.h"  // write_file_atomic
 #include "tools/train.h"
@@ -157,11 +156,9 @@ std::string run_export(const ExportOptions& o) {
   const int64_t rows = int64_t(run.band_mean.size());
   s.tensors["timbre.band_mean"] = HostTensor{{rows}, run.band_mean};
   s.tensors["timbre.band_std"] = HostTensor{{rows}, run.band_std};
-  const json meta = read_checkpoint_metadata(o.run + "/best.ckpt");
-  const json& m = meta.at("model");
   s.metadata = {{"format", "pt"},
-                {"timbre.model", m.at("name").get<std::string>()},
-                {"timbre.config", m.at("config").dump()},
+                {"timbre.model", run.run.at("model").get<std::string>()},
+                {"timbre.config", run.model->config().dump()},
                 {"timbre.labels", json(run.label_names).dump()},
                 {"timbre.features", run.run.at("features").dump()},
                 {"timbre.version", features::timbre_version()}};
