@@ -738,8 +738,11 @@ TEST_F(Pipeline, AnExistingRunIsNotTouchedWithoutResume) {
   tt::run_train(o);
   std::ofstream(run / "r/config.toml") << "# the first run's\n";
   const auto before = std::filesystem::last_write_time(run / "r/last.ckpt");
-  const auto [rc, out] = sh(kTimbre + " train --model rescnn --data " + data() + " --out " +
-                            (run / "r") + " --epochs 1");
+  // The same model as the run's (an input size the data does not fit would
+  // be refused first, as a usage error).
+  const auto [rc, out] = sh(kTimbre + " train --model rescnn --model-config '{\"channels\": [4, 8], "
+                            "\"input_height\": 16, \"input_width\": 16}' --data " + data() +
+                            " --out " + (run / "r") + " --epochs 1");
   EXPECT_EQ(rc, 1) << out;
   EXPECT_NE(out.find("--resume"), std::string::npos) << out;
   std::ifstream cfg(run / "r/config.toml");
