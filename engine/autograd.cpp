@@ -7,6 +7,7 @@ namespace timbre {
 struct Variable::Node {
   Tensor value;
   Tensor grad;
+  Tensor grad_storage;  // where a bound leaf's gradient goes (bind_storage)
   bool requires_grad = false;
   const char* op = "leaf";
   Inputs inputs;        // empty for leaves and after backward
@@ -75,8 +76,26 @@ void Variable::zero_grad() {
 Tensor& Variable::grad_for_update(bool* accumulate) {
   Node& n = *node_;
   *accumulate = n.grad.defined();
-  if (!n.grad.defined()) n.grad = Tensor::empty(n.value.shape(), n.value.dtype());
+  if (!n.grad.defined())
+    n.grad = n.grad_storage.defined() ? n.grad_storage
+                                      : Tensor::empty(n.value.shape(), n.value.dtype());
   return n.grad;
+}
+
+void Variable::bind_storage(const Tensor& value, const Tensor& grad) {
+  Node& n = *node_;
+  if (n.backward || std::string(n.op) != "leaf")
+    throw ShapeError(std::string("bind_storage: ") + n.op + " is not a leaf");
+  check_same_shape("bind_storage", n.value, value);
+  check_same_shape("bind_storage", n.value, grad);
+  Tensor v = value, g = grad;
+  if (v.raw() != n.value.raw()) v.copy_from(n.value);
+  n.value = v;
+  n.grad_storage = g;
+  if (n.grad.defined()) {  // a gradient already computed moves along
+    if (g.raw() != n.grad.raw()) g.copy_from(n.grad);
+    n.grad = g;
+  }
 }
 
 void Variable::backward() {

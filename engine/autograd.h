@@ -56,6 +56,12 @@ class Variable {
   const Tensor& grad() const;
   void zero_grad();  // forgets the gradient (the next backward assigns)
 
+  // Parameters laid out contiguously (Adam, engine/optim.h): this leaf's
+  // data is copied into `value`, which becomes its value, and from then on
+  // its gradient is written into `grad` instead of a fresh tensor per step.
+  // Both must have the leaf's shape and dtype (slices of flat buffers).
+  void bind_storage(const Tensor& value, const Tensor& grad);
+
   // For backward rules: the gradient tensor to update and whether to add to
   // it (true) or assign (false, first contribution: the tensor is freshly
   // allocated and uninitialised).

@@ -18,4 +18,14 @@ cublasHandle_t cublas() {
   return h;
 }
 
+cudaStream_t copy_stream() {
+  static cudaStream_t s = [] {
+    cudaStream_t c;
+    // Non-blocking: it does not wait for the legacy default stream.
+    CUDA_CHECK(cudaStreamCreateWithFlags(&c, cudaStreamNonBlocking));
+    return c;
+  }();
+  return s;
+}
+
 }  // namespace timbre

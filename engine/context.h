@@ -11,5 +11,8 @@ namespace timbre {
 
 cudaStream_t stream();
 cublasHandle_t cublas();
+// The stream batches are uploaded on, so that copies overlap compute
+// (tools/train_step.h); ordered against stream() by events only.
+cudaStream_t copy_stream();
 
 }  // namespace timbre

@@ -623,7 +623,7 @@ Variable softmax_op(const char* name, const Variable& x) {
 Variable softmax(const Variable& x) { return softmax_op<false>("softmax", x); }
 Variable log_softmax(const Variable& x) { return softmax_op<true>("log_softmax", x); }
 
-Variable cross_entropy(const Variable& logits, const Tensor& labels) {
+Variable cross_entropy(const Variable& logits, const Tensor& labels, Labels labels_are) {
   const Tensor& x = logits.value();
   check_float("cross_entropy", x);
   check_defined("cross_entropy", labels, "labels tensor");
@@ -642,9 +642,11 @@ Variable cross_entropy(const Variable& logits, const Tensor& labels) {
                                        probs.data<T>(), row_loss.data<T>(), bad.data<int32_t>()},
                                       rows, cols, stream());
   });
-  if (const int n_bad = bad.to_host<int32_t>()[0])
-    throw ShapeError("cross_entropy: " + std::to_string(n_bad) + " of " + std::to_string(rows) +
-                     " labels are outside [0, " + std::to_string(cols) + ")");
+  if (labels_are == Labels::check)
+    if (const int n_bad = bad.to_host<int32_t>()[0])
+      throw ShapeError("cross_entropy: " + std::to_string(n_bad) + " of " +
+                       std::to_string(rows) + " labels are outside [0, " +
+                       std::to_string(cols) + ")");
   // dL/dlogits = (softmax - onehot(label)) * dL / N.
   return Variable::from_op("cross_entropy", loss, {logits},
                            [probs, labels, rows, cols](const Tensor& dL, Inputs& v) {

@@ -92,8 +92,11 @@ Variable softmax(const Variable& x);
 Variable log_softmax(const Variable& x);
 
 // Mean cross-entropy of logits (N, C) against i32 labels (N): a scalar.
-// Labels outside [0, C) are an error (ShapeError naming how many), checked
-// after the kernel has counted them on the device.
-Variable cross_entropy(const Variable& logits, const Tensor& labels);
+// Labels outside [0, C) are an error (ShapeError naming how many): the
+// kernel counts them and the count is read back (one host
+// synchronisation). A caller that checked the labels on the host when it
+// read them (the trainer) passes Labels::checked to skip the read-back.
+enum class Labels { check, checked };
+Variable cross_entropy(const Variable& logits, const Tensor& labels, Labels labels_are = Labels::check);
 
 }  // namespace timbre::ops

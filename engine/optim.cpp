@@ -1,5 +1,7 @@
 #include "engine/optim.h"
 
+#include <algorithm>
+
 #include "engine/context.h"
 
 namespace timbre {
@@ -14,30 +16,74 @@ void check_params(const char* who, const std::vector<Variable>& params) {
 Adam::Adam(std::vector<Variable> params, kernels::AdamConfig config, double decay)
     : params_(std::move(params)), config_(config), decay_(decay) {
   check_params("Adam", params_);
+  constexpr int64_t kAlign = 64;  // elements: 256 bytes of float
+  bool all_f32 = !params_.empty();
+  offsets_.push_back(0);
   for (const Variable& p : params_) {
-    m_.push_back(Tensor::zeros(p.value().shape(), p.value().dtype()));
-    v_.push_back(Tensor::zeros(p.value().shape(), p.value().dtype()));
+    all_f32 &= p.value().dtype() == DType::f32;
+    offsets_.push_back(offsets_.back() + (p.value().numel() + kAlign - 1) / kAlign * kAlign);
   }
+  if (all_f32) {
+    const Shape flat{offsets_.back()};
+    flat_values_ = Tensor::zeros(flat);
+    flat_grads_ = Tensor::zeros(flat);
+    flat_m_ = Tensor::zeros(flat);
+    flat_v_ = Tensor::zeros(flat);
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const Shape& s = params_[i].value().shape();
+      params_[i].bind_storage(flat_values_.slice(offsets_[i], s), flat_grads_.slice(offsets_[i], s));
+      m_.push_back(flat_m_.slice(offsets_[i], s));
+      v_.push_back(flat_v_.slice(offsets_[i], s));
+    }
+  } else {
+    for (const Variable& p : params_) {
+      m_.push_back(Tensor::zeros(p.value().shape(), p.value().dtype()));
+      v_.push_back(Tensor::zeros(p.value().shape(), p.value().dtype()));
+    }
+  }
+}
+
+int Adam::parameter_at(int64_t element) const {
+  if (element < 0 || element >= offsets_.back()) return -1;
+  const auto it = std::upper_bound(offsets_.begin(), offsets_.end(), element);
+  const int i = int(it - offsets_.begin()) - 1;
+  return element < offsets_[size_t(i)] + params_[size_t(i)].value().numel() ? i : -1;
 }
 
 double Adam::current_lr() const {
   return kernels::keras_decayed_lr(config_.lr, decay_, step_);
 }
 
-void Adam::step() {
+void Adam::step(kernels::AdamCheck check) {
   ++step_;
   kernels::AdamConfig c = config_;
   c.lr = kernels::keras_decayed_lr(config_.lr, decay_, step_ - 1);
+  // One launch over the flat buffers when every parameter has its gradient
+  // in its bound slice (and another Adam has not re-laid them out since).
+  bool whole = is_flat();
+  for (size_t i = 0; whole && i < params_.size(); ++i) {
+    const Tensor& g = params_[i].grad();
+    whole = g.defined() && g.raw() == flat_grads_.slice(offsets_[i], g.shape()).raw() &&
+            params_[i].value().raw() == flat_values_.slice(offsets_[i], g.shape()).raw();
+  }
+  if (whole) {
+    kernels::adam_step<float>(flat_values_.data<float>(), flat_grads_.data<float>(),
+                              flat_m_.data<float>(), flat_v_.data<float>(), flat_values_.numel(),
+                              c, step_, stream(), 256, check);
+    return;
+  }
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& g = params_[i].grad();
     if (!g.defined()) continue;
     const Tensor& p = params_[i].value();
+    kernels::AdamCheck ci = check;
+    ci.tag += (unsigned long long)offsets_[i];
     if (p.dtype() == DType::f32)
       kernels::adam_step<float>(p.data<float>(), g.data<float>(), m_[i].data<float>(),
-                                v_[i].data<float>(), p.numel(), c, step_, stream());
+                                v_[i].data<float>(), p.numel(), c, step_, stream(), 256, ci);
     else
       kernels::adam_step<double>(p.data<double>(), g.data<double>(), m_[i].data<double>(),
-                                 v_[i].data<double>(), p.numel(), c, step_, stream());
+                                 v_[i].data<double>(), p.numel(), c, step_, stream(), 256, ci);
   }
 }
 

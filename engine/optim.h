@@ -2,11 +2,23 @@
 //
 //   Adam adam(model.parameters(), kernels::keras_adam(1e-3), /*decay=*/0);
 //   loss.backward();
-//   adam.step();        // one elementwise kernel per parameter tensor
+//   adam.step();        // one elementwise kernel over every parameter
 //   model.zero_grad();
 //
-// Parameters without a gradient (unused in this step) are skipped. The state
-// (step count, first and second moments) is exposed for checkpoints.
+// Adam lays float parameters out contiguously when it is constructed: their
+// values, gradients and both moments each live in one device buffer, every
+// tensor starting on a 256-byte boundary (Variable::bind_storage), so a step
+// is one launch over the whole buffer, not one per tensor, and the
+// gradients are one block for a collective or a memset. The padding between
+// tensors is zero in all four buffers and stays zero (a zero gradient leaves
+// a zero parameter and zero moments). Parameters without a gradient in a
+// step (unused) are skipped: the step then runs one launch per parameter
+// that has one, over its slice. The state (step count, first and second
+// moments) is exposed for checkpoints.
+//
+// step(check) fuses the finite check into the same launch: see
+// kernels::AdamCheck; the element index it records is the parameter's
+// flat_offset() plus the index within it.
 #pragma once
 
 #include <vector>
@@ -21,9 +33,15 @@ class Adam {
   // decay: Keras-style time decay, lr_t = lr / (1 + decay * iterations),
   // iterations = steps taken before this one.
   Adam(std::vector<Variable> params, kernels::AdamConfig config, double decay = 0);
-  void step();
+  void step(kernels::AdamCheck check = {});
   long long steps() const { return step_; }
   void set_steps(long long s) { step_ = s; }
+  // Element offset of parameter i in the flat layout (cumulative, padded
+  // to 64 elements, also when the parameters are not laid out flat), and
+  // the parameter holding flat element e (its index; -1 if none).
+  int64_t flat_offset(size_t i) const { return offsets_[i]; }
+  int parameter_at(int64_t element) const;
+  bool is_flat() const { return flat_values_.defined(); }
   double current_lr() const;
   std::vector<Tensor>& first_moments() { return m_; }
   std::vector<Tensor>& second_moments() { return v_; }
@@ -31,7 +49,9 @@ class Adam {
 
  private:
   std::vector<Variable> params_;
-  std::vector<Tensor> m_, v_;
+  std::vector<Tensor> m_, v_;  // slices of flat_m_, flat_v_ when flat
+  std::vector<int64_t> offsets_;  // one per parameter, then the total
+  Tensor flat_values_, flat_grads_, flat_m_, flat_v_;  // undefined unless every parameter is f32
   kernels::AdamConfig config_;
   double decay_;
   long long step_ = 0;

@@ -5,8 +5,10 @@
 #include <cstring>
 
 #include "engine/allocator.h"
+#include "engine/context.h"
 #include "kernels/activation.cuh"
 #include "kernels/cuda_check.h"
+#include "kernels/profile.h"
 
 namespace timbre {
 
@@ -98,7 +100,10 @@ Tensor Tensor::from_host(const Shape& s, const std::vector<T>& values) {
     throw ShapeError("from_host: " + std::to_string(values.size()) + " values for shape " +
                      s.str() + " (" + std::to_string(s.numel()) + " elements)");
   Tensor t = empty(s, dtype_of<T>());
-  if (t.bytes()) CUDA_CHECK(cudaMemcpy(t.raw(), values.data(), t.bytes(), cudaMemcpyHostToDevice));
+  if (t.bytes()) {
+    kernels::profile::record_copy(kernels::profile::Copy::h2d, t.bytes(), true);
+    CUDA_CHECK(cudaMemcpy(t.raw(), values.data(), t.bytes(), cudaMemcpyHostToDevice));
+  }
   return t;
 }
 
@@ -107,7 +112,10 @@ std::vector<T> Tensor::to_host() const {
   check_defined("to_host", *this, "tensor");
   check_dtype("to_host", *this, dtype_of<T>());
   std::vector<T> h(static_cast<size_t>(numel()));
-  if (bytes()) CUDA_CHECK(cudaMemcpy(h.data(), raw(), bytes(), cudaMemcpyDeviceToHost));
+  if (bytes()) {
+    kernels::profile::record_copy(kernels::profile::Copy::d2h, bytes(), true);
+    CUDA_CHECK(cudaMemcpy(h.data(), raw(), bytes(), cudaMemcpyDeviceToHost));
+  }
   return h;
 }
 
@@ -120,6 +128,27 @@ T* Tensor::data() const {
 void* Tensor::raw() const {
   if (!storage_ || !storage_->ptr) return nullptr;
   return static_cast<char*>(storage_->ptr) + offset_;
+}
+
+Tensor Tensor::slice(int64_t offset, const Shape& s) const {
+  check_defined("slice", *this, "tensor");
+  if (offset < 0 || offset + s.numel() > numel())
+    throw ShapeError("slice of " + str() + ": elements [" + std::to_string(offset) + ", " +
+                     std::to_string(offset + s.numel()) + ") are outside it");
+  Tensor t = *this;
+  t.offset_ += size_t(offset) * dtype_size(dtype_);
+  t.shape_ = s;
+  return t;
+}
+
+Tensor Tensor::bitcast(DType d) const {
+  check_defined("bitcast", *this, "tensor");
+  if (dtype_size(d) != dtype_size(dtype_))
+    throw ShapeError(std::string("bitcast of ") + str() + " to " + dtype_name(d) +
+                     ": the element sizes differ");
+  Tensor t = *this;
+  t.dtype_ = d;
+  return t;
 }
 
 Tensor Tensor::reshape(const std::vector<int64_t>& wanted) const {
@@ -196,16 +225,22 @@ Tensor Tensor::clone() const {
 
 void Tensor::copy_from(const Tensor& src) {
   check_same_shape("copy_from", *this, src);
-  if (bytes()) CUDA_CHECK(cudaMemcpy(raw(), src.raw(), bytes(), cudaMemcpyDeviceToDevice));
+  if (bytes()) {  // stream-ordered: the host does not wait
+    kernels::profile::record_copy(kernels::profile::Copy::d2d, bytes(), false);
+    CUDA_CHECK(cudaMemcpyAsync(raw(), src.raw(), bytes(), cudaMemcpyDeviceToDevice, stream()));
+  }
 }
 
 void Tensor::fill(double value) {
   switch (dtype_) {
-    case DType::f32: kernels::fill(data<float>(), numel(), float(value), nullptr); break;
-    case DType::f64: kernels::fill(data<double>(), numel(), value, nullptr); break;
+    case DType::f32: kernels::fill(data<float>(), numel(), float(value), stream()); break;
+    case DType::f64: kernels::fill(data<double>(), numel(), value, stream()); break;
     case DType::i32: {
       std::vector<int32_t> h(static_cast<size_t>(numel()), int32_t(value));
-      if (bytes()) CUDA_CHECK(cudaMemcpy(raw(), h.data(), bytes(), cudaMemcpyHostToDevice));
+      if (bytes()) {
+        kernels::profile::record_copy(kernels::profile::Copy::h2d, bytes(), true);
+        CUDA_CHECK(cudaMemcpy(raw(), h.data(), bytes(), cudaMemcpyHostToDevice));
+      }
       break;
     }
   }

@@ -95,6 +95,12 @@ class Tensor {
   Tensor flatten(int start_dim = 1) const;  // dims start_dim.. become one
   Tensor squeeze(int dim) const;            // drops a dimension of size 1
   Tensor unsqueeze(int dim) const;          // inserts a dimension of size 1
+  // The s.numel() elements from element `offset` on, as shape s (a slice of
+  // a flat buffer: Adam's contiguous parameters).
+  Tensor slice(int64_t offset, const Shape& s) const;
+  // The same bytes read as another dtype of the same size (f32 <-> i32:
+  // one upload buffer holding features and labels).
+  Tensor bitcast(DType d) const;
 
   Tensor clone() const;                        // a copy of the data
   void copy_from(const Tensor& src);           // same shape and dtype

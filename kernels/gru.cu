@@ -12,6 +12,7 @@
 #include "kernels/common.cuh"
 #include "kernels/device_math.cuh"
 #include "kernels/launcher.h"
+#include "kernels/profile.h"
 #include "kernels/reference.h"
 
 namespace timbre::kernels {
@@ -297,9 +298,11 @@ void gru_backward(cublasHandle_t handle, const GruShape& shape, const GruWeights
   if (grads.dh0) {
     if (acc.dh0)
       add<T>(grads.dh0, dh, grads.dh0, (long long)B * H, T(1), T(1), s, block);
-    else
+    else {
+      profile::record_copy(profile::Copy::d2d, size_t(B) * H * sizeof(T), false);
       CUDA_CHECK(
           cudaMemcpyAsync(grads.dh0, dh, size_t(B) * H * sizeof(T), cudaMemcpyDeviceToDevice, s));
+    }
   }
   if (grads.dx)
     gemm(handle, {kN, kN, I, R, G, I, G, I}, T(1), weights.w_ih, dgx, beta_for<T>(acc.dx),

@@ -7,6 +7,7 @@
 #include "kernels/blas.h"
 #include "kernels/cuda_check.h"
 #include "kernels/grid.h"
+#include "kernels/profile.h"
 
 namespace timbre::kernels {
 
@@ -45,20 +46,34 @@ unsigned blocks_for(long long n, int block) {
   return unsigned(std::min(blocks, cap));
 }
 
+// Brackets a GEMM for kernels/profile.h: 2mnk flops per product, and the
+// bytes of reading A, B (and C when beta != 0) and writing C once.
+static profile::LibraryCall profiled_gemm(const char* name, cublasHandle_t h, const GemmShape& g,
+                                   int count, bool reads_c, int elem) {
+  cudaStream_t s = nullptr;
+  CUBLAS_CHECK(cublasGetStream(h, &s));
+  const double m = g.m, n = g.n, k = g.k;
+  return profile::LibraryCall(name, s, 2 * m * n * k * count,
+                              double(elem) * count * (m * k + k * n + m * n * (reads_c ? 2 : 1)));
+}
+
 void gemm(cublasHandle_t h, const GemmShape& g, float alpha, const float* A, const float* B,
           float beta, float* C) {
+  const auto p = profiled_gemm("cublasSgemm", h, g, 1, beta != 0, 4);
   CUBLAS_CHECK(cublasSgemm(h, g.ta, g.tb, g.m, g.n, g.k, &alpha, A, g.lda, B, g.ldb, &beta, C,
                            g.ldc));
 }
 
 void gemm(cublasHandle_t h, const GemmShape& g, double alpha, const double* A, const double* B,
           double beta, double* C) {
+  const auto p = profiled_gemm("cublasDgemm", h, g, 1, beta != 0, 8);
   CUBLAS_CHECK(cublasDgemm(h, g.ta, g.tb, g.m, g.n, g.k, &alpha, A, g.lda, B, g.ldb, &beta, C,
                            g.ldc));
 }
 
 void gemm_batched(cublasHandle_t h, const GemmShape& g, const GemmBatch& batch, float alpha,
                   const float* A, const float* B, float beta, float* C) {
+  const auto p = profiled_gemm("cublasSgemmStridedBatched", h, g, batch.count, beta != 0, 4);
   CUBLAS_CHECK(cublasSgemmStridedBatched(h, g.ta, g.tb, g.m, g.n, g.k, &alpha, A, g.lda, batch.a,
                                          B, g.ldb, batch.b, &beta, C, g.ldc, batch.c,
                                          batch.count));
@@ -66,6 +81,7 @@ void gemm_batched(cublasHandle_t h, const GemmShape& g, const GemmBatch& batch, 
 
 void gemm_batched(cublasHandle_t h, const GemmShape& g, const GemmBatch& batch, double alpha,
                   const double* A, const double* B, double beta, double* C) {
+  const auto p = profiled_gemm("cublasDgemmStridedBatched", h, g, batch.count, beta != 0, 8);
   CUBLAS_CHECK(cublasDgemmStridedBatched(h, g.ta, g.tb, g.m, g.n, g.k, &alpha, A, g.lda, batch.a,
                                          B, g.ldb, batch.b, &beta, C, g.ldc, batch.c,
                                          batch.count));

@@ -22,12 +22,16 @@ namespace {
 
 // Adam, either form (a compile-time choice). a: the step size (pytorch:
 // lr / (1 - b1^t); keras: lr_t); c: sqrt(1 - b2^t) (pytorch only).
+// check: the fused finite check (AdamCheck); gi - gi is 0 for every finite
+// gi and NaN for NaN and infinities.
 template <class T, AdamForm F>
 __global__ void adam_kernel(T* p, const T* g, T* m, T* v, long long n, T b1, T omb1, T b2,
-                            T omb2, T a, T c, T eps) {
+                            T omb2, T a, T c, T eps, AdamCheck check) {
   const long long stride = (long long)blockDim.x * gridDim.x;
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
     const T gi = g[i];
+    if (check.first_nonfinite != nullptr && !(gi - gi == T(0)))
+      atomicMin(check.first_nonfinite, check.tag + (unsigned long long)i);
     const T mi = b1 * m[i] + omb1 * gi;
     const T vi = b2 * v[i] + omb2 * gi * gi;
     m[i] = mi;
@@ -136,7 +140,7 @@ double keras_decayed_lr(double lr, double decay, long long iterations) {
 // Launchers.
 template <class T>
 void adam_step(T* d_param, const T* d_grad, T* d_m, T* d_v, long long n, const AdamConfig& c,
-               long long step, cudaStream_t s, int block) {
+               long long step, cudaStream_t s, int block, AdamCheck check) {
   const char* op = "adam_step";
   check_size_and_block(op, n, block);
   check_adam(op, c);
@@ -151,10 +155,11 @@ void adam_step(T* d_param, const T* d_grad, T* d_m, T* d_v, long long n, const A
   if (c.form == AdamForm::pytorch)
     LAUNCH((adam_kernel<T, AdamForm::pytorch>), grid, block, 0, s, d_param, d_grad, d_m, d_v,
            n, T(c.beta1), T(1 - c.beta1), T(c.beta2), T(1 - c.beta2), T(k.a), T(k.c),
-           T(c.eps));
+           T(c.eps), check);
   else
     LAUNCH((adam_kernel<T, AdamForm::keras>), grid, block, 0, s, d_param, d_grad, d_m, d_v, n,
-           T(c.beta1), T(1 - c.beta1), T(c.beta2), T(1 - c.beta2), T(k.a), T(k.c), T(c.eps));
+           T(c.beta1), T(1 - c.beta1), T(c.beta2), T(1 - c.beta2), T(k.a), T(k.c), T(c.eps),
+           check);
 }
 
 template <class T>
@@ -231,7 +236,7 @@ Cost sgd_step_cost(const SgdConfig& c, long long n, int elem) {
 // ---------------------------------------------------------------------------
 #define TIMBRE_OPTIM_INSTANTIATE(T)                                                          \
   template void adam_step<T>(T*, const T*, T*, T*, long long, const AdamConfig&, long long,  \
-                             cudaStream_t, int);                                             \
+                             cudaStream_t, int, AdamCheck);                                  \
   template void sgd_step<T>(T*, const T*, T*, long long, const SgdConfig&, long long,        \
                             cudaStream_t, int);                                              \
   template void adam_step_cpu<T>(T*, const T*, T*, T*, long long, const AdamConfig&,         \

@@ -82,10 +82,25 @@ struct SgdConfig {
 // [32, 1024]. Arrays distinct, each n long; bad arguments throw
 // std::invalid_argument.
 //
-// Adam: updates d_param, d_m, d_v in place from d_grad.
+// The finite check fused into an Adam launch (one pass over the gradient
+// instead of a reduction per tensor and a copy back): every thread that
+// reads a NaN or infinite gradient element i does
+//   atomicMin(first_nonfinite, tag + i)
+// so after the step *first_nonfinite holds the smallest such tag + i, or
+// what the caller set it to. The trainer puts the step (within its log
+// interval) in tag's high bits and the element's offset in the model's
+// parameters in its low bits. Aggregate: AdamCheck{first_nonfinite, tag}.
+struct AdamCheck {
+  unsigned long long* first_nonfinite = nullptr;  // device; null: no check
+  unsigned long long tag = 0;                     // added to the element index
+};
+
+// Adam: updates d_param, d_m, d_v in place from d_grad. The update is
+// applied whatever the gradient holds (a non-finite one makes the parameter
+// non-finite: the caller stops training when the check reports it).
 template <class T>
 void adam_step(T* d_param, const T* d_grad, T* d_m, T* d_v, long long n, const AdamConfig& c,
-               long long step, cudaStream_t s, int block = 256);
+               long long step, cudaStream_t s, int block = 256, AdamCheck check = {});
 
 // SGD: updates d_param and, with momentum, d_buf (null when momentum = 0).
 // At step 1 the buffer is written, not read (it may hold anything).

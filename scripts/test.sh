@@ -16,9 +16,13 @@
 #   6. runs that suite again, simcuda's own tests aside, with the GPU's
 #      defaults (TIMBRE_DEFAULTS=gpu): the GPU's launch shapes and paths
 #      (cuFFT STFT, one column per thread, capped grids) end to end,
-#      the librosa and PyTorch comparisons included.
-# Set TIMBRE_SKIP_CUDA=1, TIMBRE_SKIP_ASAN=1, TIMBRE_SKIP_GPU_DEFAULTS=1 or
-# TIMBRE_SKIP_FUZZ=1 to leave a stage out locally.
+#      the librosa and PyTorch comparisons included;
+#   7. runs the engine, models and tools suites with simcuda's adversarial
+#      stream order (SIMCUDA_STREAMS=adversarial, kernels/sim/control.h):
+#      work on created streams waits until an event or a synchronisation
+#      needs it, so a missing cudaStreamWaitEvent reads stale data there.
+# Set TIMBRE_SKIP_CUDA=1, TIMBRE_SKIP_ASAN=1, TIMBRE_SKIP_GPU_DEFAULTS=1,
+# TIMBRE_SKIP_STREAMS=1 or TIMBRE_SKIP_FUZZ=1 to leave a stage out locally.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -120,5 +124,11 @@ if [[ ${TIMBRE_SKIP_GPU_DEFAULTS:-0} != 1 ]]; then
   TIMBRE_DEFAULTS=gpu build/sim/tools/timbre info | sed -n '/^backend defaults/,$p'
   # The op-case rows (*.op_cases) already ran under both rows of the table.
   TIMBRE_DEFAULTS=gpu ctest --test-dir build/sim -LE simcuda -E '[.]op_cases$' -j "$jobs" \
+    --output-on-failure --timeout 900
+fi
+
+if [[ ${TIMBRE_SKIP_STREAMS:-0} != 1 ]]; then
+  stage "sim flavour with adversarial stream order (SIMCUDA_STREAMS=adversarial): engine, models, tools"
+  SIMCUDA_STREAMS=adversarial ctest --test-dir build/sim -L "engine|models|tools" -j "$jobs" \
     --output-on-failure --timeout 900
 fi

@@ -244,6 +244,13 @@ int main(int argc, char** argv) {
   trn->add_flag("--resume", tr.resume, "Continue the run in --out from last.ckpt, with the "
                                        "options in its run.json (--epochs and --patience may "
                                        "change)");
+  trn->add_flag("--profile", tr.profile, "Count and time a few training steps instead of "
+                                         "training: a per-kernel table, and launches, host "
+                                         "synchronisations and copies per step in "
+                                         "OUT/profile.json");
+  trn->add_option("--profile-steps", tr.profile_steps, "Steps --profile measures, after 2 "
+                                                       "warm-up steps")
+      ->check(CLI::Range(1, 1000))->capture_default_str();
   trn->add_option("--debug-inject-nan-step", tr.inject_nan_step)->group("");  // tests only
 
   // eval ---------------------------------------------------------------------
@@ -386,6 +393,10 @@ int main(int argc, char** argv) {
         fill_from_run(tr, [&](const char* flag) { return trn->count(flag) > 0; });
       tr.commit = TIMBRE_COMMIT;
       const TrainResult r = run_train(tr, &g_stop);
+      if (tr.profile) {
+        std::fprintf(stderr, "profile: %s\n", r.profile_path.c_str());
+        return 0;
+      }
       if (r.signal != 0) {
         std::fprintf(stderr, "timbre: stopped by signal %d; state saved in %s/last.ckpt "
                      "(continue with --resume)\n", r.signal, tr.out.c_str());

@@ -26,14 +26,15 @@
 #include "engine/random.h"
 #include "engine/serialize.h"
 #include "features/utf8.h"
-#include "kernels/batchnorm.cuh"
-#include "kernels/reduce.cuh"
+#include "kernels/cuda_check.h"
+#include "kernels/profile.h"
 #include "tools/batches.h"
 #include "tools/device.h"
 #include "tools/progress.h"
 #include "tools/report.h"
 #include "tools/tensorboard.h"
 #include "tools/train_config.h"
+#include "tools/train_step.h"
 
 namespace timbre::tools {
 
@@ -158,60 +159,6 @@ void write_text_atomically(const std::string& path, const std::string& text) {
   f.commit();
 }
 
-// Per-band normalisation on the device, x <- (x - mean[r]) / std[r] for
-// every row r of every (rows x frames) sample: the batch-norm evaluation
-// kernel with gamma 1, beta 0, running mean = band mean and running var =
-// std^2, viewing (N, 1, R, F) as NCHW (N, R, F, 1).
-class BandNormaliser {
- public:
-  BandNormaliser(const std::vector<float>& mean, const std::vector<float>& stddev) {
-    const int64_t r = int64_t(mean.size());
-    std::vector<float> var(mean.size());
-    for (size_t i = 0; i < var.size(); ++i)
-      var[i] = std::max(stddev[i] * stddev[i], 1e-12f);  // a constant band: no division by 0
-    mean_ = Tensor::from_host(Shape{r}, mean);
-    var_ = Tensor::from_host(Shape{r}, var);
-    ones_ = Tensor::full(Shape{r}, 1.0);
-    zeros_ = Tensor::zeros(Shape{r});
-  }
-  // host (n x rows x frames) -> device (n, 1, rows, frames), normalised.
-  Tensor operator()(const float* x, int64_t n, int rows, int frames) const {
-    std::vector<float> h(x, x + n * rows * frames);
-    Tensor t = Tensor::from_host(Shape{n, 1, rows, frames}, h);
-    kernels::batchnorm_forward_eval<float>({t.data<float>(), ones_.data<float>(),
-                                            zeros_.data<float>(), mean_.data<float>(),
-                                            var_.data<float>(), t.data<float>()},
-                                           {int(n), rows, frames, 1}, 0.0, stream());
-    return t;
-  }
-
- private:
-  Tensor mean_, var_, ones_, zeros_;
-};
-
-// Sums of every gradient on the device (kernels/reduce), copied back in one
-// transfer: a NaN or an infinity anywhere in a gradient makes its sum
-// non-finite. Returns the name of the first non-finite one, or "".
-std::string first_nonfinite_gradient(const std::vector<std::pair<std::string, Variable>>& params) {
-  constexpr int kThreads = 256;
-  Tensor sums = Tensor::empty(Shape{int64_t(params.size())});
-  for (size_t i = 0; i < params.size(); ++i) {
-    const Tensor& g = params[i].second.grad();
-    if (!g.defined()) {
-      cudaMemsetAsync(sums.data<float>() + i, 0, sizeof(float), stream());
-      continue;
-    }
-    const int blocks = kernels::reduce_sum_blocks(g.numel(), kThreads);
-    Tensor partial = Tensor::empty(Shape{blocks});
-    kernels::reduce_sum_v2_shuffle(g.data<float>(), g.numel(), sums.data<float>() + i,
-                                   partial.data<float>(), kThreads, stream());
-  }
-  const std::vector<float> h = sums.to_host<float>();
-  for (size_t i = 0; i < h.size(); ++i)
-    if (!std::isfinite(h[i])) return params[i].first;
-  return "";
-}
-
 int argmax_row(const float* row, int c) {
   return int(std::max_element(row, row + c) - row);
 }
@@ -313,6 +260,128 @@ std::optional<std::pair<double, double>> evaluate_split(models::Model& model, Ba
   return std::make_pair(loss_sum / double(n), double(correct) / double(n));
 }
 
+// 3 significant digits for the profile table.
+std::string fmt_number(double x) {
+  char b[32];
+  std::snprintf(b, sizeof b, x >= 100 ? "%.0f" : x >= 10 ? "%.1f" : "%.2f", x);
+  return b;
+}
+
+// --profile: o.profile_steps training steps on the first batches of the
+// training split, after two warm-up steps (allocations, cuBLAS's set-up),
+// counted and timed by kernels::profile::Recorder; the log is read after
+// the window, as the progress refresh would. Prints the per-kernel table and
+// writes OUT/profile.json; trains nothing else and writes no checkpoint.
+std::string profile_training(const TrainOptions& o, models::Model& model, BatchLoader& loader,
+                             Generator& gen, double lr) {
+  namespace prof = kernels::profile;
+  constexpr int kWarmup = 2;
+  const features::FeatureStore& st = loader.store();
+  const int steps = o.profile_steps;
+  if (steps < 1) throw UsageError("--profile-steps must be at least 1");
+  const kernels::AdamConfig cfg = o.adam == "keras" ? kernels::keras_adam(lr) : kernels::pytorch_adam(lr);
+  Adam adam(model.parameters(), cfg, o.decay);
+  std::vector<std::string> names;
+  for (const auto& [name, v] : model.named_parameters()) names.push_back(name);
+  BandNormaliser norm(st.band_mean(), st.band_std());
+  BatchUploads uploads;
+  StepLog log;
+  const TrainStep step{model, adam, norm, uploads, log, gen, st.rows(), st.frames()};
+  std::vector<int64_t> order = epoch_order(st.size(Split::train), o.seed, 0);
+  // Full batches only, cycling through the split when it is short.
+  const size_t want = size_t(kWarmup + steps) * size_t(o.batch_size);
+  std::vector<int64_t> cycled;
+  while (cycled.size() < want) cycled.insert(cycled.end(), order.begin(), order.end());
+  cycled.resize(want);
+  loader.start(Split::train, std::move(cycled), o.batch_size);
+  HostBatch b;
+  int done = 0;
+  for (; done < kWarmup && loader.next(b); ++done) step.run(b, StepPlace{0, done, done, b.indices});
+  log.read(adam, names);
+  std::optional<prof::Recorder> rec(std::in_place);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (; done < kWarmup + steps && loader.next(b); ++done)
+    step.run(b, StepPlace{0, done, done, b.indices});
+  // The window ends when the device is done: a GPU would still be running
+  // the queued steps here.
+  CUDA_CHECK(cudaStreamSynchronize(stream()));
+  const double wall_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  const prof::Totals t = rec->stop();
+  rec.reset();
+  log.read(adam, names);  // the log point after the window (not counted)
+
+  const double n = steps;
+  json kernels_json = json::array();
+  std::string table;
+  char line[512];
+  std::snprintf(line, sizeof line, "%5s %8s %10s %6s %9s %8s  %s\n", "rank", "calls", "ms", "share",
+                "GFLOP/s", "GB/s", "kernel (per step)");
+  table += line;
+  int rank = 0;
+  for (const prof::KernelRow& r : t.rows) {
+    const double ms = r.ms / n, share = t.device_ms > 0 ? r.ms / t.device_ms : 0;
+    const double secs = r.ms * 1e-3;
+    json k = {{"name", r.name},        {"library", r.library}, {"calls_per_step", r.calls / n},
+              {"ms_per_step", ms},     {"share", share}};
+    if (r.flops > 0 && secs > 0) k["gflops"] = r.flops / secs * 1e-9;
+    if (r.bytes > 0 && secs > 0) k["gbytes_per_s"] = r.bytes / secs * 1e-9;
+    kernels_json.push_back(k);
+    if (++rank <= 25) {
+      std::snprintf(line, sizeof line, "%5d %8.1f %10.3f %5.1f%% %9s %8s  %s\n", rank, r.calls / n,
+                    ms, 100 * share,
+                    k.contains("gflops") ? fmt_number(double(k["gflops"])).c_str() : "-",
+                    k.contains("gbytes_per_s") ? fmt_number(double(k["gbytes_per_s"])).c_str() : "-",
+                    r.name.c_str());
+      table += line;
+    }
+  }
+  const json p = {
+      {"model", o.model},
+      {"batch_size", o.batch_size},
+      {"steps", steps},
+      {"warmup_steps", kWarmup},
+      {"backend", backend_description()},
+      {"device", device_summary()},
+      {"timbre_version", features::timbre_version()},
+      {"wall_ms_per_step", wall_ms / n},
+      {"device_ms_per_step", t.device_ms / n},
+      {"kernels_per_step", double(t.kernel_launches + t.library_calls) / n},
+      {"kernel_launches_per_step", t.kernel_launches / n},
+      {"library_calls_per_step", t.library_calls / n},
+      {"launch_calls_per_step", double(t.kernel_launches + t.library_calls + t.graph_launches) / n},
+      {"graph_replays_per_step", t.graph_launches / n},
+      {"host_syncs_per_step", t.host_syncs / n},
+      {"h2d_copies_per_step", t.h2d_copies / n},
+      {"h2d_bytes_per_step", t.h2d_bytes / n},
+      {"d2h_copies_per_step", t.d2h_copies / n},
+      {"d2h_bytes_per_step", t.d2h_bytes / n},
+      {"d2d_copies_per_step", t.d2d_copies / n},
+      {"d2d_bytes_per_step", t.d2d_bytes / n},
+      {"kernels", kernels_json}};
+  std::filesystem::create_directories(o.out);
+  const std::string path = o.out + "/profile.json";
+  write_text_atomically(path, p.dump(2) + "\n");
+  std::snprintf(line, sizeof line,
+                "profile of one training step: %s, batch %d, mean of %d steps after %d warm-up "
+                "steps (%s)\n",
+                o.model.c_str(), o.batch_size, steps, kWarmup, backend_description().c_str());
+  std::string out = line;
+  std::snprintf(line, sizeof line,
+                "  wall %.2f ms, device %.2f ms; kernels %.0f (launches %.0f, library calls "
+                "%.0f), graph launches %.0f, host synchronisations %.1f, host->device %.0f B, "
+                "device->host %.0f B\n\n",
+                wall_ms / n, t.device_ms / n, double(p["kernels_per_step"]),
+                double(p["kernel_launches_per_step"]), double(p["library_calls_per_step"]),
+                double(p["graph_replays_per_step"]), double(p["host_syncs_per_step"]),
+                double(p["h2d_bytes_per_step"]), double(p["d2h_bytes_per_step"]));
+  out += line + table;
+  if (t.rows.size() > 25) out += "  ... " + std::to_string(t.rows.size() - 25) + " more in " + path + "\n";
+  std::fputs(out.c_str(), stdout);
+  std::fflush(stdout);
+  return path;
+}
+
 }  // namespace
 
 double default_lr(const std::string& model) { return model == "rescnn" ? 2e-4 : 1e-3; }
@@ -378,6 +447,11 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
                      " holds " + std::to_string(st.rows()) + " x " + std::to_string(st.frames()) +
                      " segments (mel bands x frames)");
   model->train();
+  if (o.profile) {
+    TrainResult r;
+    r.profile_path = profile_training(o, *model, loader, gen, o.lr > 0 ? o.lr : default_lr(o.model));
+    return r;
+  }
 
   // The run folder: created, locked for this process's life, and checked
   // under the lock (a second run on the same --out fails here, before it
@@ -400,8 +474,13 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
   const kernels::AdamConfig adam_cfg =
       o.adam == "keras" ? kernels::keras_adam(lr) : kernels::pytorch_adam(lr);
   Adam adam(model->parameters(), adam_cfg, o.decay);
-  const auto named = model->named_parameters();
+  std::vector<std::string> param_names;
+  for (const auto& [name, v] : model->named_parameters()) param_names.push_back(name);
   BandNormaliser norm(st.band_mean(), st.band_std());
+  BatchUploads uploads;
+  StepLog step_log;
+  const TrainStep train_step{*model, adam, norm, uploads, step_log, gen, st.rows(), st.frames()};
+  auto last_read = std::chrono::steady_clock::now();
 
   TrainingState state;
   state.model_name = o.model;
@@ -544,49 +623,41 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
     if (!o.quiet) std::fprintf(stderr, "Epoch %d/%d\n", epoch + 1, o.epochs);
     std::optional<Progress> bar;
     if (!o.quiet) bar.emplace("  train", steps_per_epoch, "steps", 30.0);
+    // The epoch's sums live on the device (StepLog) from the values saved
+    // at the last stop on: the same sequential sum of a run that never
+    // stopped.
+    step_log.start({double(progress["loss_sum"]), int64_t(progress["correct"]),
+                    int64_t(progress["seen"])});
+    auto refresh = [&] {  // one read: the progress line and the finite checks
+      const StepTotals t = step_log.read(adam, param_names);
+      progress["loss_sum"] = t.loss_sum;
+      progress["correct"] = t.correct;
+      progress["seen"] = t.seen;
+      last_read = std::chrono::steady_clock::now();
+      if (bar) {
+        char status[96];
+        const double seen = std::max<double>(1, double(t.seen));
+        std::snprintf(status, sizeof status, "loss %.4f  accuracy %.4f", t.loss_sum / seen,
+                      double(t.correct) / seen);
+        bar->update(int(progress["step_in_epoch"]), status);
+      }
+    };
     HostBatch b;
     while (loader.next(b)) {
-      long long global = progress["global_step"];
+      const long long global = progress["global_step"];
       if (global == o.inject_nan_step) b.x[b.x.size() / 2] = NAN;
-      Tensor x = norm(b.x.data(), b.n(), st.rows(), st.frames());
-      Variable logits = model->forward(Variable(x), gen);
-      Tensor labels = Tensor::from_host(Shape{b.n()}, b.y);
-      Variable loss = ops::cross_entropy(logits, labels);
-      const double loss_v = loss.value().to_host<float>()[0];
-      auto where = [&] {
-        std::string idx;
-        for (size_t i = 0; i < b.indices.size() && i < 8; ++i)
-          idx += (i ? "," : "") + std::to_string(b.indices[i]);
-        if (b.indices.size() > 8) idx += ",...";
-        return "epoch " + std::to_string(epoch + 1) + ", step " + std::to_string(step + 1) +
-               " (global step " + std::to_string(global + 1) + "), batch of train samples [" +
-               idx + "]";
-      };
-      if (!std::isfinite(loss_v))
-        throw TrainError("non-finite loss (" + std::to_string(loss_v) + ") at " + where());
-      model->zero_grad();
-      loss.backward();
-      const std::string bad = first_nonfinite_gradient(named);
-      if (!bad.empty()) throw TrainError("non-finite gradient of " + bad + " at " + where());
-      adam.step();
-
-      const std::vector<float> l = logits.value().to_host<float>();
-      int64_t correct = 0;
-      for (int64_t i = 0; i < b.n(); ++i)
-        correct += argmax_row(&l[size_t(i * n_classes)], n_classes) == b.y[i];
-      progress["loss_sum"] = double(progress["loss_sum"]) + loss_v * double(b.n());
-      progress["correct"] = int64_t(progress["correct"]) + correct;
-      progress["seen"] = int64_t(progress["seen"]) + b.n();
+      // Queued, not waited for: the upload on the copy stream, the step on
+      // the compute stream.
+      train_step.run(b, StepPlace{epoch, step, global, b.indices});
       progress["global_step"] = global + 1;
       progress["step_in_epoch"] = ++step;
-      const double seen = double(progress["seen"]);
-      char status[96];
-      std::snprintf(status, sizeof status, "loss %.4f  accuracy %.4f",
-                    double(progress["loss_sum"]) / seen, double(progress["correct"]) / seen);
-      if (bar) bar->update(step, status);
-
-      if (stop != nullptr && stop->load() != 0) return stopped(epoch, t0, stop->load());
+      if (std::chrono::steady_clock::now() - last_read >= std::chrono::seconds(1)) refresh();
+      if (stop != nullptr && stop->load() != 0) {
+        refresh();
+        return stopped(epoch, t0, stop->load());
+      }
     }
+    refresh();  // the epoch's sums, and its last steps' checks
     if (bar) bar->finish();
     // The training steps alone (ms/step and TensorBoard's step time leave
     // out the statistics pass and validation).

@@ -53,6 +53,8 @@ struct TrainOptions {
                                     // after each epoch (see run_train)
   bool quiet = false;          // no epoch lines (tests)
   std::string commit;          // the build's commit, recorded in run.json (tools/timbre.cpp)
+  bool profile = false;         // count and time a few steps; write out/profile.json
+  int profile_steps = 5;        // steps --profile measures (after 2 warm-up steps)
   long long inject_nan_step = -1;  // tests: a NaN in the input at this global step
   int debug_signal_in_validation = 0;  // tests: as if this signal came during the first
                                        // validation pass of this invocation
@@ -65,6 +67,7 @@ struct TrainResult {
   bool stopped_early = false;
   bool precise_bn = false;     // batch-norm statistics were recomputed after each epoch
   int signal = 0;              // SIGINT or SIGTERM when interrupted (state saved)
+  std::string profile_path;    // --profile: the profile.json written (nothing else is)
 };
 
 // The model's default learning rate (the paper's: 2e-4 for rescnn, else 1e-3).

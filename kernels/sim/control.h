@@ -7,6 +7,7 @@
 //   SIMCUDA_POISON    1 | 0   fill new cudaMalloc memory and dynamic shared memory with 0xFF (NaN)
 //   SIMCUDA_FASTPATH  1 | 0   run barrier-free blocks as a plain loop
 //   SIMCUDA_STACK     bytes   stack of each simulated thread (default 64 KiB, 256 KiB under ASan)
+//   SIMCUDA_STREAMS   inorder | adversarial   created streams' work kept queued until waited for
 #pragma once
 
 #include <cstddef>
@@ -42,6 +43,15 @@ class ScopedOptions {
  private:
   Options saved_;
 };
+
+// How work on different streams is ordered (runtime.cpp): in_order runs
+// every call when it is made; adversarial keeps work on created streams
+// queued until an event wait, a synchronisation or the legacy stream needs
+// it, so that a missing cudaStreamWaitEvent shows up as stale data.
+enum class StreamOrder { in_order, adversarial };
+StreamOrder stream_order();
+// Runs whatever is queued, then switches.
+void set_stream_order(StreamOrder o);
 
 // Why the most recent failed launch or runtime call of this host thread
 // failed, in words (kernel name, block, threads, pointers), if it failed with

@@ -58,6 +58,8 @@
 
 #include <cufft.h>
 
+#include "kernels/sim/internal.h"
+
 #include <fftw3.h>
 
 #include <cstdint>
@@ -264,6 +266,7 @@ cufftResult exec(cufftHandle handle, cufftType type, void* in, void* out, int si
   if (p == nullptr) return CUFFT_INVALID_PLAN;
   if (p->type != type || in == nullptr || out == nullptr) return CUFFT_INVALID_VALUE;
   if (sign != CUFFT_FORWARD && sign != CUFFT_INVERSE) return CUFFT_INVALID_VALUE;
+  simcuda::detail::before_host_work(p->stream);
 
   const bool in_place = in == out;
   const bool inverse = sign == CUFFT_INVERSE;

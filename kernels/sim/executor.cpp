@@ -728,26 +728,7 @@ void loop_order(unsigned n, Order order, uint64_t seed, unsigned* out) {
 }
 
 const char* parse_kernel_name(const char* pretty) {
-  // g++ spells the template argument as "... [with auto Kernel = saxpy]" or,
-  // for templates, "... [with auto Kernel = &(void ns::k<16>(int, float*))]".
-  std::string s = pretty;
-  const std::string key = "Kernel = ";
-  if (const size_t at = s.find(key); at != std::string::npos) {
-    s = s.substr(at + key.size());
-    s = s.substr(0, s.find_last_of(']'));
-    if (s.rfind("&(", 0) == 0 && s.back() == ')') s = s.substr(2, s.size() - 3);
-    if (s.rfind("void ", 0) == 0) s.erase(0, 5);
-    if (!s.empty() && s.back() == ')') {  // drop the parameter list
-      int depth = 0;
-      for (size_t i = s.size(); i-- > 0;) {
-        depth += s[i] == ')' ? 1 : s[i] == '(' ? -1 : 0;
-        if (depth == 0) {
-          s.erase(i);
-          break;
-        }
-      }
-    }
-  }
+  std::string s = readable_kernel_name(pretty);
   static std::mutex m;
   static std::deque<std::string>* names = new std::deque<std::string>;  // live for the process
   std::lock_guard<std::mutex> lk(m);

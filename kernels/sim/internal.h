@@ -36,4 +36,9 @@ int max_dynamic_smem(const void* kernel);
 // a second thread pool that spins (executor.cpp).
 void parallel_host(unsigned n, const std::function<void(unsigned)>& task);
 
+// SIMCUDA_STREAMS=adversarial (runtime.cpp): runs what a library call on
+// stream s must find done (cuBLAS and cuFFT run on the calling thread when
+// called, after the work queued before them on their stream).
+void before_host_work(cudaStream_t s);
+
 }  // namespace simcuda::detail

@@ -14,11 +14,14 @@
 #include <cuda_runtime_api.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -27,13 +30,21 @@
 #include "kernels/sim/control.h"
 #include "kernels/sim/internal.h"
 
+// Under SIMCUDA_STREAMS=adversarial a created stream keeps its work queued
+// (`pending`, oldest first, each op with its ticket) until something waits
+// for it; an event recorded on it is complete when the op with its ticket
+// has run.
 struct CUstream_st {
   unsigned flags = 0;
+  uint64_t issued = 0;  // tickets handed out
+  std::deque<std::pair<uint64_t, std::function<void()>>> pending;
 };
 struct CUevent_st {
   unsigned flags = 0;
   bool recorded = false;
   std::chrono::steady_clock::time_point when{};
+  CUstream_st* queued_on = nullptr;  // adversarial: recorded on this stream, not yet reached
+  uint64_t ticket = 0;
 };
 
 namespace simcuda {
@@ -188,7 +199,10 @@ cudaError_t check_side(const Memory& M, const void* p, size_t count, bool want_d
   return cudaSuccess;
 }
 
-cudaError_t copy(void* dst, const void* src, size_t count, cudaMemcpyKind kind, const char* api) {
+// run = false: the checks alone (a copy queued on an adversarial stream is
+// checked when it is issued and run later).
+cudaError_t copy(void* dst, const void* src, size_t count, cudaMemcpyKind kind, const char* api,
+                 bool run = true) {
   if (count == 0) return cudaSuccess;
   const std::string name = std::string(api) + "(" + kind_name(kind) + ")";
   Memory& M = memory();
@@ -213,11 +227,11 @@ cudaError_t copy(void* dst, const void* src, size_t count, cudaMemcpyKind kind, 
   if (cudaError_t e = check_side(M, dst, count, dst_dev, name + " destination")) return e;
   if (cudaError_t e = check_side(M, src, count, src_dev, name + " source")) return e;
   lk.unlock();
-  std::memmove(dst, src, count);
+  if (run) std::memmove(dst, src, count);
   return cudaSuccess;
 }
 
-cudaError_t set_bytes(void* dst, int value, size_t count, const char* api) {
+cudaError_t set_bytes(void* dst, int value, size_t count, const char* api, bool run = true) {
   if (count == 0) return cudaSuccess;
   Memory& M = memory();
   {
@@ -225,7 +239,7 @@ cudaError_t set_bytes(void* dst, int value, size_t count, const char* api) {
     if (cudaError_t e = check_side(M, dst, count, true, std::string(api) + " destination"))
       return e;
   }
-  std::memset(dst, value, count);
+  if (run) std::memset(dst, value, count);
   return cudaSuccess;
 }
 
@@ -256,7 +270,85 @@ cudaError_t bad_event(cudaEvent_t e, const char* api) {
               std::string(api) + ": event " + hex(e) + " was not created or was destroyed");
 }
 
+// ------------------------------ stream order -------------------------------
+// In order (the default), every call runs to completion before it returns,
+// so all streams are trivially ordered. SIMCUDA_STREAMS=adversarial (or
+// set_stream_order) is a test mode as unhelpful as a GPU may be: work issued
+// to a created stream is queued and runs only when something waits for it:
+//   * cudaStreamWaitEvent on an event recorded after it (run when the
+//     waiting stream reaches the wait), cudaEventSynchronize, a stream or
+//     device synchronize, cudaStreamDestroy;
+//   * legacy-stream work (kernels, blocking copies, cuBLAS, cuFFT on the
+//     default stream) waits for the created streams that were not made
+//     with cudaStreamNonBlocking, as CUDA's legacy stream does.
+// cudaEventQuery and cudaStreamQuery say cudaErrorNotReady while work is
+// queued. So a missing cudaStreamWaitEvent lets the reader run before the
+// writer: it reads what was there before (simcuda's NaN poison for new
+// memory). Ops are checked when issued and run later.
+std::atomic<int> g_stream_order{-1};  // -1: not yet read from SIMCUDA_STREAMS
+std::recursive_mutex g_queue_mutex;
+
+bool adversarial() {
+  int v = g_stream_order.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* e = std::getenv("SIMCUDA_STREAMS");
+    v = e && std::string(e) == "adversarial" ? 1 : 0;
+    g_stream_order.store(v);
+  }
+  return v == 1;
+}
+
+bool created(cudaStream_t s) {
+  return s != nullptr && s != cudaStreamLegacy && s != cudaStreamPerThread;
+}
+
+// Runs s's queued ops up to and including `ticket`.
+void drain(cudaStream_t s, uint64_t ticket = UINT64_MAX) {
+  std::lock_guard<std::recursive_mutex> lk(g_queue_mutex);
+  while (!s->pending.empty() && s->pending.front().first <= ticket) {
+    std::function<void()> op = std::move(s->pending.front().second);
+    s->pending.pop_front();
+    op();
+  }
+}
+
+void drain_all(bool blocking_only) {
+  std::vector<cudaStream_t> streams;
+  {
+    std::lock_guard<std::mutex> lk(handles().m);
+    for (const void* p : handles().streams) streams.push_back(static_cast<cudaStream_t>(const_cast<void*>(p)));
+  }
+  for (cudaStream_t s : streams)
+    if (!blocking_only || !(s->flags & cudaStreamNonBlocking)) drain(s);
+}
+
+// Issues `op` to stream s: queued on an adversarial created stream (true),
+// or, after the waits the legacy stream implies, left for the caller to run
+// now (false).
+bool queue(cudaStream_t s, std::function<void()> op) {
+  if (!adversarial()) return false;
+  if (!created(s)) {
+    drain_all(true);
+    return false;
+  }
+  std::lock_guard<std::recursive_mutex> lk(g_queue_mutex);
+  s->pending.emplace_back(++s->issued, std::move(op));
+  return true;
+}
+
 }  // namespace
+
+bool queue_launch(cudaStream_t s, std::function<void()> run) { return queue(s, std::move(run)); }
+
+void before_host_work(cudaStream_t s) {
+  if (!adversarial()) return;
+  if (created(s))
+    drain(s);
+  else
+    queue(s, nullptr);  // the legacy stream's waits
+}
+
+bool streams_adversarial() { return adversarial(); }
 
 void set_error(cudaError_t e, std::string detail) {
   t_error.last = e;
@@ -273,6 +365,15 @@ void set_error_detail(cudaError_t e, std::string detail) {
 
 std::string error_detail(cudaError_t e) {
   return detail::t_error.detail_code == e ? detail::t_error.detail : std::string();
+}
+
+StreamOrder stream_order() {
+  return detail::adversarial() ? StreamOrder::adversarial : StreamOrder::in_order;
+}
+
+void set_stream_order(StreamOrder o) {
+  if (detail::adversarial()) detail::drain_all(false);  // nothing left queued
+  detail::g_stream_order.store(o == StreamOrder::adversarial ? 1 : 0);
 }
 
 }  // namespace simcuda
@@ -446,7 +547,10 @@ cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int dev
   return cudaSuccess;
 }
 
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }  // all work is done already
+cudaError_t cudaDeviceSynchronize(void) {
+  if (simcuda::detail::adversarial()) simcuda::detail::drain_all(false);
+  return cudaSuccess;  // (in order: all work is done already)
+}
 
 cudaError_t cudaDeviceReset(void) {
   // Releases the cache of freed blocks; live allocations stay valid (a GPU
@@ -517,20 +621,28 @@ cudaError_t cudaFreeHost(void* p) {
 }
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind) {
+  simcuda::detail::queue(nullptr, nullptr);  // the legacy stream's waits
   return simcuda::detail::copy(dst, src, count, kind, "cudaMemcpy");
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind,
                             cudaStream_t stream) {
   if (!simcuda::detail::valid_stream(stream))
     return simcuda::detail::bad_stream(stream, "cudaMemcpyAsync");
+  if (cudaError_t e = simcuda::detail::copy(dst, src, count, kind, "cudaMemcpyAsync", false))
+    return e;
+  if (simcuda::detail::queue(stream, [=] { std::memmove(dst, src, count); })) return cudaSuccess;
   return simcuda::detail::copy(dst, src, count, kind, "cudaMemcpyAsync");
 }
 cudaError_t cudaMemset(void* dst, int value, size_t count) {
+  simcuda::detail::queue(nullptr, nullptr);
   return simcuda::detail::set_bytes(dst, value, count, "cudaMemset");
 }
 cudaError_t cudaMemsetAsync(void* dst, int value, size_t count, cudaStream_t stream) {
   if (!simcuda::detail::valid_stream(stream))
     return simcuda::detail::bad_stream(stream, "cudaMemsetAsync");
+  if (cudaError_t e = simcuda::detail::set_bytes(dst, value, count, "cudaMemsetAsync", false))
+    return e;
+  if (simcuda::detail::queue(stream, [=] { std::memset(dst, value, count); })) return cudaSuccess;
   return simcuda::detail::set_bytes(dst, value, count, "cudaMemsetAsync");
 }
 
@@ -588,23 +700,38 @@ cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
   auto& H = simcuda::detail::handles();
   std::lock_guard<std::mutex> lk(H.m);
-  if (!H.streams.erase(s)) return simcuda::detail::bad_stream(s, "cudaStreamDestroy");
+  if (!H.streams.count(s)) return simcuda::detail::bad_stream(s, "cudaStreamDestroy");
+  simcuda::detail::drain(s);  // CUDA finishes a destroyed stream's work
+  H.streams.erase(s);
   delete s;
   return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   if (!simcuda::detail::valid_stream(s))
     return simcuda::detail::bad_stream(s, "cudaStreamSynchronize");
+  if (simcuda::detail::created(s))
+    simcuda::detail::drain(s);
+  else
+    simcuda::detail::queue(s, nullptr);  // the legacy stream's waits
   return cudaSuccess;
 }
 cudaError_t cudaStreamQuery(cudaStream_t s) {
   if (!simcuda::detail::valid_stream(s)) return simcuda::detail::bad_stream(s, "cudaStreamQuery");
-  return cudaSuccess;  // nothing is ever pending
+  std::lock_guard<std::recursive_mutex> lk(simcuda::detail::g_queue_mutex);
+  return simcuda::detail::created(s) && !s->pending.empty() ? cudaErrorNotReady : cudaSuccess;
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int /*flags*/) {
   if (!simcuda::detail::valid_stream(s))
     return simcuda::detail::bad_stream(s, "cudaStreamWaitEvent");
   if (!simcuda::detail::valid_event(e)) return simcuda::detail::bad_event(e, "cudaStreamWaitEvent");
+  std::lock_guard<std::recursive_mutex> lk(simcuda::detail::g_queue_mutex);
+  if (e->queued_on == nullptr) return cudaSuccess;  // its work is done
+  // The work before the record runs when s reaches this wait (now, for the
+  // legacy stream).
+  cudaStream_t on = e->queued_on;
+  const uint64_t ticket = e->ticket;
+  auto wait = [on, ticket] { simcuda::detail::drain(on, ticket); };
+  if (!simcuda::detail::queue(s, wait)) wait();
   return cudaSuccess;
 }
 
@@ -627,17 +754,34 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!simcuda::detail::valid_event(e)) return simcuda::detail::bad_event(e, "cudaEventRecord");
   if (!simcuda::detail::valid_stream(s)) return simcuda::detail::bad_stream(s, "cudaEventRecord");
-  e->recorded = true;
-  e->when = std::chrono::steady_clock::now();  // work before it on s is already done
+  std::lock_guard<std::recursive_mutex> lk(simcuda::detail::g_queue_mutex);
+  auto reach = [e] {
+    e->recorded = true;
+    e->when = std::chrono::steady_clock::now();
+    e->queued_on = nullptr;
+  };
+  if (simcuda::detail::adversarial() && simcuda::detail::created(s)) {
+    e->queued_on = s;
+    e->ticket = s->issued + 1;  // the ticket queue() gives the op below
+    const uint64_t mine = e->ticket;
+    simcuda::detail::queue(s, [e, mine, reach] {
+      if (e->queued_on && e->ticket == mine) reach();  // not re-recorded since
+    });
+    return cudaSuccess;
+  }
+  reach();  // in order: work before it on s is already done
   return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   if (!simcuda::detail::valid_event(e)) return simcuda::detail::bad_event(e, "cudaEventSynchronize");
+  std::lock_guard<std::recursive_mutex> lk(simcuda::detail::g_queue_mutex);
+  if (e->queued_on) simcuda::detail::drain(e->queued_on, e->ticket);
   return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) {
   if (!simcuda::detail::valid_event(e)) return simcuda::detail::bad_event(e, "cudaEventQuery");
-  return cudaSuccess;
+  std::lock_guard<std::recursive_mutex> lk(simcuda::detail::g_queue_mutex);
+  return e->queued_on ? cudaErrorNotReady : cudaSuccess;  // not an error: no last error set
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   if (!ms) return fail(cudaErrorInvalidValue, "cudaEventElapsedTime: null pointer");

@@ -28,6 +28,8 @@
 #include <cstdint>
 #include <utility>
 
+#include "kernels/sim/launch_hook.h"
+
 #if defined(__CUDACC__)
 // =============================== nvcc ======================================
 #include <cuda_runtime.h>
@@ -39,8 +41,11 @@ namespace simcuda {
 template <auto Kernel, class... Args>
 inline cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                           Args&&... args) {
+  if (launch_hook) launch_hook(__PRETTY_FUNCTION__, stream, false);
   Kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
-  return cudaGetLastError();
+  const cudaError_t e = cudaGetLastError();
+  if (launch_hook) launch_hook(__PRETTY_FUNCTION__, stream, true);
+  return e;
 }
 
 // Dynamic shared memory, typed. One idiom for both compilers:
@@ -71,6 +76,8 @@ __device__ __forceinline__ T* dynamic_shared() {
 
 #include <cmath>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <tuple>
 #include <type_traits>
 
@@ -130,6 +137,11 @@ struct KernelThunks {
 };
 cudaError_t launch(const KernelThunks& k, void* args, dim3 grid, dim3 block, size_t smem,
                    cudaStream_t stream);
+// SIMCUDA_STREAMS=adversarial (kernels/sim/control.h): whether launches go
+// through queue_launch, which keeps `run` queued on a created stream (true)
+// or leaves it to the caller to run now (false). runtime.cpp.
+bool streams_adversarial();
+bool queue_launch(cudaStream_t stream, std::function<void()> run);
 
 // Index of the i-th thread in thread order `order` (threads 1..n-1 of the
 // fast path); random orders use a per-block permutation.
@@ -219,7 +231,19 @@ inline cudaError_t launch_as(void (*)(P...), dim3 grid, dim3 block, size_t smem,
   static const KernelThunks thunks{&run_one<Kernel, Tuple>, &run_rest<Kernel, Tuple>,
                                    reinterpret_cast<const void*>(Kernel),
                                    kernel_name<Kernel>()};
-  return launch(thunks, &params, grid, block, smem, stream);
+  if (launch_hook) launch_hook(thunks.name, stream, false);
+  cudaError_t e = cudaSuccess;
+  if (streams_adversarial()) {  // a test mode: the launch may wait in its stream's queue
+    auto kept = std::make_shared<Tuple>(std::move(params));
+    if (!queue_launch(stream, [kept, grid, block, smem, stream] {
+          launch(thunks, kept.get(), grid, block, smem, stream);
+        }))
+      e = launch(thunks, kept.get(), grid, block, smem, stream);
+  } else {
+    e = launch(thunks, &params, grid, block, smem, stream);
+  }
+  if (launch_hook) launch_hook(thunks.name, stream, true);
+  return e;
 }
 }  // namespace detail
 

@@ -581,4 +581,35 @@ TEST(OptimCost, Formulas) {
   EXPECT_DOUBLE_EQ(k::sgd_step_cost(SgdConfig{0.1, 0.9, 0, true}, 10).flops, 70);
 }
 
+// The finite check fused into Adam (AdamCheck): the smallest tag + index of
+// a NaN or infinite gradient element is recorded, across blocks and grid-
+// stride trips (n spans several blocks of 64); finite gradients leave the
+// flag as set and the update the same bits as without the check.
+TEST(AdamCheck, RecordsTheFirstNonFiniteGradientElement) {
+  const long long n = 1000;
+  const auto p0 = random_nonzero<float>(size_t(n), 5), g0 = random_nonzero<float>(size_t(n), 6);
+  for (bool bad : {false, true}) {
+    std::vector<float> g = g0;
+    if (bad) {
+      g[977] = std::nanf("");
+      g[403] = std::numeric_limits<float>::infinity();
+      g[650] = -std::numeric_limits<float>::infinity();
+    }
+    DeviceBuffer<float> d_p(p0), d_g(g), d_m(std::vector<float>(size_t(n), 0.f)),
+        d_v(std::vector<float>(size_t(n), 0.f));
+    DeviceBuffer<float> d_p2(p0), d_m2(std::vector<float>(size_t(n), 0.f)),
+        d_v2(std::vector<float>(size_t(n), 0.f));
+    DeviceBuffer<unsigned long long> flag(std::vector<unsigned long long>{~0ull});
+    const unsigned long long tag = 7ull << 40;
+    k::adam_step<float>(d_p.get(), d_g.get(), d_m.get(), d_v.get(), n, k::keras_adam(), 3, nullptr,
+                        64, k::AdamCheck{flag.get(), tag});
+    EXPECT_EQ(flag.to_host()[0], bad ? tag + 403 : ~0ull);
+    if (!bad) {  // the check changes nothing else
+      k::adam_step<float>(d_p2.get(), d_g.get(), d_m2.get(), d_v2.get(), n, k::keras_adam(), 3,
+                          nullptr, 64);
+      EXPECT_TRUE(same_bits(d_p.to_host(), d_p2.to_host()));
+    }
+  }
+}
+
 }  // namespace

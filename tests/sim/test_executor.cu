@@ -628,4 +628,85 @@ TEST_P(Executor, EveryThreadRunsOnce) {
   EXPECT_EQ(hits.to_host(), std::vector<int>(total, 1));
 }
 
+// ------------------------------ stream order --------------------------------
+
+__global__ void double_into(const float* in, float* out, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = 2 * in[i];
+}
+
+// SIMCUDA_STREAMS=adversarial (control.h): an upload on a non-blocking copy
+// stream is read by a kernel on the legacy stream, as the trainer's batches
+// are (tools/train_step.h). With cudaStreamWaitEvent the kernel reads the
+// upload; without it, the kernel runs first and reads the old contents
+// (stale data, not a crash). In order, simcuda cannot tell the two apart,
+// which is why the mode exists: CI runs the engine, models and tools suites
+// under it.
+TEST(AdversarialStreams, AMissingEventWaitReadsStaleData) {
+  const int n = 1000;
+  cudaStream_t copy;
+  cudaEvent_t copied;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&copy, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaEventCreateWithFlags(&copied, cudaEventDisableTiming), cudaSuccess);
+  float* host = nullptr;
+  ASSERT_EQ(cudaMallocHost(&host, n * sizeof(float)), cudaSuccess);
+  DeviceBuffer<float> in{size_t(n)}, out{size_t(n)};
+  // The kernel's output at element 10: 2 for the old contents (1s), 21 for
+  // the upload (i + 0.5).
+  auto run = [&](simcuda::StreamOrder order, bool wait) {
+    simcuda::set_stream_order(order);
+    in.copy_from_host(std::vector<float>(size_t(n), 1.f));
+    for (int i = 0; i < n; ++i) host[i] = float(i) + 0.5f;
+    EXPECT_EQ(cudaMemcpyAsync(in.get(), host, n * sizeof(float), cudaMemcpyHostToDevice, copy),
+              cudaSuccess);
+    EXPECT_EQ(cudaEventRecord(copied, copy), cudaSuccess);
+    if (order == simcuda::StreamOrder::adversarial) {
+      EXPECT_EQ(cudaEventQuery(copied), cudaErrorNotReady);
+    }
+    if (wait) EXPECT_EQ(cudaStreamWaitEvent(nullptr, copied, 0), cudaSuccess);
+    LAUNCH(double_into, (n + 255) / 256, 256, 0, nullptr, in.get(), out.get(), n);
+    const float got = out.to_host()[10];
+    EXPECT_EQ(cudaStreamSynchronize(copy), cudaSuccess);
+    EXPECT_EQ(cudaEventQuery(copied), cudaSuccess);
+    simcuda::set_stream_order(simcuda::StreamOrder::in_order);
+    return got;
+  };
+  EXPECT_EQ(run(simcuda::StreamOrder::adversarial, true), 21.f);
+  EXPECT_EQ(run(simcuda::StreamOrder::adversarial, false), 2.f)
+      << "without the wait, the kernel must run before the upload";
+  EXPECT_EQ(run(simcuda::StreamOrder::in_order, false), 21.f) << "in order hides the bug";
+  // A blocking stream is waited for by the legacy stream without an event.
+  cudaStream_t blocking;
+  ASSERT_EQ(cudaStreamCreate(&blocking), cudaSuccess);
+  simcuda::set_stream_order(simcuda::StreamOrder::adversarial);
+  in.copy_from_host(std::vector<float>(size_t(n), 1.f));
+  EXPECT_EQ(cudaMemcpyAsync(in.get(), host, n * sizeof(float), cudaMemcpyHostToDevice, blocking),
+            cudaSuccess);
+  EXPECT_EQ(cudaStreamQuery(blocking), cudaErrorNotReady);
+  LAUNCH(double_into, (n + 255) / 256, 256, 0, nullptr, in.get(), out.get(), n);
+  EXPECT_EQ(out.to_host()[10], 21.f);
+  simcuda::set_stream_order(simcuda::StreamOrder::in_order);
+  EXPECT_EQ(cudaStreamDestroy(blocking), cudaSuccess);
+  EXPECT_EQ(cudaStreamDestroy(copy), cudaSuccess);
+  EXPECT_EQ(cudaEventDestroy(copied), cudaSuccess);
+  EXPECT_EQ(cudaFreeHost(host), cudaSuccess);
+}
+
+// Launch names for messages and the profiler (kernels/sim/launch_hook.h),
+// as g++ and nvcc's front end spell the launch's __PRETTY_FUNCTION__.
+TEST(KernelNames, ReadableFromThePrettyFunction) {
+  EXPECT_EQ(simcuda::readable_kernel_name("const char* simcuda::detail::kernel_name() [with auto "
+                                          "Kernel = saxpy]"),
+            "saxpy");
+  EXPECT_EQ(simcuda::readable_kernel_name("cudaError_t simcuda::launch(dim3, dim3, size_t, "
+                                          "cudaStream_t, Args&& ...) [with auto Kernel = &(void "
+                                          "ns::k<16>(int, float*)); Args = {int&, float*&}]"),
+            "ns::k<16>");
+  EXPECT_EQ(simcuda::readable_kernel_name(
+                "[with auto Kernel = timbre::kernels::{anonymous}::adam_kernel<float, "
+                "timbre::kernels::AdamForm::keras>]"),
+            "timbre::kernels::{anonymous}::adam_kernel<float, timbre::kernels::AdamForm::keras>");
+  EXPECT_EQ(simcuda::readable_kernel_name("cublasSgemm"), "cublasSgemm");
+}
+
 }  // namespace

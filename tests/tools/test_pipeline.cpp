@@ -485,6 +485,44 @@ TEST_F(Pipeline, ANonFiniteLossStopsTheRunNamingTheStep) {
   }
 }
 
+// --profile counts a few steps and writes only profile.json: a step queues
+// its kernels and one upload, and waits for the device nowhere (the loss,
+// accuracy and finite checks stay on the device until the log is read).
+TEST_F(Pipeline, ProfileCountsAStepWithoutHostSynchronisations) {
+  TempDir run;
+  tt::TrainOptions o = options(run / "p");
+  o.profile = true;
+  o.profile_steps = 3;
+  ::testing::internal::CaptureStdout();
+  const tt::TrainResult r = tt::run_train(o);
+  const std::string table = ::testing::internal::GetCapturedStdout();
+  ASSERT_EQ(r.profile_path, run / "p" + "/profile.json");
+  std::ifstream in(r.profile_path);
+  const auto p = nlohmann::json::parse(in);
+  EXPECT_EQ(p.at("host_syncs_per_step"), 0.0);
+  EXPECT_EQ(p.at("d2h_bytes_per_step"), 0.0);
+  // One upload of 8 samples of 16 x 16 floats and their 8 labels.
+  EXPECT_EQ(p.at("h2d_copies_per_step"), 1.0);
+  EXPECT_EQ(p.at("h2d_bytes_per_step"), 8.0 * (16 * 16 * 4 + 4));
+  EXPECT_EQ(p.at("graph_replays_per_step"), 0.0);
+  const double kernels = p.at("kernels_per_step");
+  EXPECT_GT(kernels, 10);
+  EXPECT_EQ(kernels, double(p.at("kernel_launches_per_step")) + double(p.at("library_calls_per_step")));
+  double calls = 0;
+  bool adam = false;
+  for (const auto& k : p.at("kernels")) {
+    calls += double(k.at("calls_per_step"));
+    adam |= k.at("name").get<std::string>().find("adam_kernel") != std::string::npos;
+    if (k.at("name").get<std::string>().find("adam_kernel") != std::string::npos)
+      EXPECT_EQ(k.at("calls_per_step"), 1.0) << "Adam is one launch over the flat parameters";
+  }
+  EXPECT_TRUE(adam);
+  EXPECT_DOUBLE_EQ(calls, kernels);
+  EXPECT_NE(table.find("adam_kernel"), std::string::npos) << table;
+  for (const char* f : {"run.json", "last.ckpt", "best.ckpt", "log.csv", "config.toml"})
+    EXPECT_FALSE(std::filesystem::exists(run / "p" + "/" + f)) << f;
+}
+
 TEST_F(Pipeline, EvalWritesTheReportAndPredictSkipsBadFiles) {
   TempDir run;
   tt::TrainOptions o = options(run / "r");

@@ -1,0 +1,44 @@
+// metrics: a training step's loss and accuracy summed on the device, so the
+// host reads them once per log interval instead of once per step.
+//
+// One block. Thread r takes rows r, r + blockDim.x, ...: the argmax of its
+// row of logits (the first largest, as std::max_element) against the label;
+// the block sums its counts with warp shuffles, then one shared-memory pass
+// over the warps' sums; thread 0 adds the counts and loss * rows to the
+// accumulators. Launches on one stream run in order, so the plain adds of
+// thread 0 need no atomics and the sums are the same bits on every run: the
+// loss sum is the host's old sequential sum, step after step, in double.
+// A batch is at most a few hundred rows of a few classes: one block is the
+// right size (the launch, not the arithmetic, is the cost).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace timbre::kernels {
+
+// Device accumulators; the caller sets them (zeros, or the sums so far when a
+// run resumes) and reads them back.
+struct StepMetrics {
+  double loss_sum = 0;                         // sum over steps of mean loss * rows
+  unsigned long long correct = 0;              // rows whose argmax is their label
+  unsigned long long samples = 0;              // rows seen
+  unsigned long long first_nonfinite = ~0ull;  // smallest tag of a step with a non-finite loss
+};
+
+// Adds one step: logits (rows x cols, row-major), labels (rows, each in
+// [0, cols): the caller checked them), the step's mean loss (one T on the
+// device) and its tag (recorded in first_nonfinite when the loss is NaN or
+// infinite). rows >= 1, cols >= 1.
+template <class T>
+void accumulate_step_metrics(const T* d_logits, const int32_t* d_labels, const T* d_loss,
+                             int rows, int cols, unsigned long long tag, StepMetrics* d_acc,
+                             cudaStream_t s);
+
+// The CPU reference: the same sums in the same order.
+template <class T>
+void accumulate_step_metrics_cpu(const T* logits, const int32_t* labels, const T* loss, int rows,
+                                 int cols, unsigned long long tag, StepMetrics* acc);
+
+}  // namespace timbre::kernels

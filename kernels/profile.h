@@ -1,0 +1,97 @@
+// profile.h: what the host asks of the device, counted where it asks.
+//
+// A training step's cost on a GPU is not only its kernels' time: every
+// launch costs the host 3-5 us, every host synchronisation drains the
+// device's queue, and every pageable copy stalls both. A Recorder counts,
+// while it lives:
+//   * kernel launches (every simcuda::launch, in both flavours, through
+//     simcuda::launch_hook) and library calls (the cuBLAS GEMMs of
+//     kernels/blas.h), each timed between two CUDA events on its stream;
+//   * copies by direction and bytes, and host synchronisations: any call
+//     that waits for the device (a blocking cudaMemcpy, a stream, event or
+//     device synchronize). Code that copies or waits says so through
+//     record_copy and record_sync (engine/tensor.cpp, the trainer);
+//   * CUDA graph launches.
+// With no Recorder alive, the hooks are one branch each.
+//
+// Events time the device on a GPU. Under simcuda every call completes before
+// it returns and an event records the host's clock, so the same code times
+// the CPU's execution.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <string>
+#include <vector>
+
+namespace timbre::kernels::profile {
+
+enum class Copy { h2d, d2h, d2d };
+
+// A copy of `bytes` in direction `kind`; host_waits: the call returns only
+// when the device has finished it (cudaMemcpy, as opposed to
+// cudaMemcpyAsync). A waiting copy also counts as a host synchronisation.
+void record_copy(Copy kind, size_t bytes, bool host_waits);
+// A call that waits for the device: cudaStreamSynchronize,
+// cudaEventSynchronize, cudaDeviceSynchronize.
+void record_sync();
+// One cudaGraphLaunch.
+void record_graph_launch();
+
+// Brackets one library call (a cuBLAS GEMM) the way launches are bracketed:
+// counted, timed, and charged `flops` and `bytes` (its minimum traffic).
+class LibraryCall {
+ public:
+  LibraryCall(const char* name, cudaStream_t s, double flops, double bytes);
+  ~LibraryCall();
+  LibraryCall(const LibraryCall&) = delete;
+  LibraryCall& operator=(const LibraryCall&) = delete;
+
+ private:
+  const char* name_;
+  cudaStream_t stream_;
+  double flops_, bytes_;
+  bool active_;
+};
+
+struct KernelRow {
+  std::string name;   // the kernel ("timbre::kernels::relu_forward<float>") or library call
+  bool library = false;
+  long long calls = 0;
+  double ms = 0;      // device time, all calls
+  double flops = 0;   // from the cost formulas where the launch site gives them (GEMMs)
+  double bytes = 0;
+};
+
+struct Totals {
+  long long kernel_launches = 0;
+  long long library_calls = 0;
+  long long graph_launches = 0;
+  long long host_syncs = 0;
+  long long h2d_copies = 0, d2h_copies = 0, d2d_copies = 0;
+  long long h2d_bytes = 0, d2h_bytes = 0, d2d_bytes = 0;
+  std::vector<KernelRow> rows;  // by device time, longest first
+  double device_ms = 0;         // sum over rows
+};
+
+// Records from construction to stop(); one at a time per process (a second
+// throws std::logic_error). stop() synchronises the device once to read the
+// events, after the counted window has closed.
+class Recorder {
+ public:
+  Recorder();
+  ~Recorder();
+  Recorder(const Recorder&) = delete;
+  Recorder& operator=(const Recorder&) = delete;
+  Totals stop();
+
+ private:
+  bool stopped_ = false;
+};
+
+// The readable part of a kernel's name: the compiler's __PRETTY_FUNCTION__
+// of a launch ("... [with auto Kernel = &(void ns::k<16>(int))]") becomes
+// "ns::k<16>"; anything else is returned as it is.
+std::string kernel_name(const std::string& pretty);
+
+}  // namespace timbre::kernels::profile

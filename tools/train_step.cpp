@@ -1,0 +1,206 @@
+#include "tools/train_step.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "engine/context.h"
+#include "engine/ops.h"
+#include "kernels/batchnorm.cuh"
+#include "kernels/cuda_check.h"
+#include "kernels/profile.h"
+#include "tools/train.h"
+
+namespace timbre::tools {
+
+namespace prof = kernels::profile;
+
+// ------------------------------- normaliser --------------------------------
+BandNormaliser::BandNormaliser(const std::vector<float>& mean, const std::vector<float>& stddev) {
+  const int64_t r = int64_t(mean.size());
+  std::vector<float> var(mean.size());
+  for (size_t i = 0; i < var.size(); ++i)
+    var[i] = std::max(stddev[i] * stddev[i], 1e-12f);  // a constant band: no division by 0
+  mean_ = Tensor::from_host(Shape{r}, mean);
+  var_ = Tensor::from_host(Shape{r}, var);
+  ones_ = Tensor::full(Shape{r}, 1.0);
+  zeros_ = Tensor::zeros(Shape{r});
+}
+
+Tensor BandNormaliser::operator()(const float* x, int64_t n, int rows, int frames) const {
+  std::vector<float> h(x, x + n * rows * frames);
+  return (*this)(Tensor::from_host(Shape{n, 1, rows, frames}, h));
+}
+
+Tensor BandNormaliser::operator()(const Tensor& raw) const {
+  const int64_t n = raw.size(0);
+  const int rows = int(raw.size(2)), frames = int(raw.size(3));
+  Tensor t = Tensor::empty(raw.shape());
+  kernels::batchnorm_forward_eval<float>({raw.data<float>(), ones_.data<float>(),
+                                          zeros_.data<float>(), mean_.data<float>(),
+                                          var_.data<float>(), t.data<float>()},
+                                         {int(n), rows, frames, 1}, 0.0, stream());
+  return t;
+}
+
+// --------------------------------- uploads ---------------------------------
+BatchUploads::~BatchUploads() {
+  for (Slot& s : slots_) {
+    // The device may still read the pinned buffer: wait for the copies.
+    if (s.copied) CUDA_CHECK_LOG(cudaEventSynchronize(s.copied));
+    if (s.host) CUDA_CHECK_LOG(cudaFreeHost(s.host));
+    if (s.copied) CUDA_CHECK_LOG(cudaEventDestroy(s.copied));
+    if (s.used) CUDA_CHECK_LOG(cudaEventDestroy(s.used));
+  }
+}
+
+DeviceBatch BatchUploads::upload(const HostBatch& b, int rows, int frames) {
+  const size_t x_bytes = b.x.size() * sizeof(float), y_bytes = b.y.size() * sizeof(int32_t);
+  // A free slot: its copy done (the pinned buffer may be rewritten) and its
+  // step's kernels done (the device buffers may be rewritten). Asked, never
+  // waited for: a busy ring grows by one slot.
+  size_t pick = slots_.size();
+  for (size_t k = 0; k < slots_.size(); ++k) {
+    const size_t i = (last_ + 1 + k) % slots_.size();
+    Slot& s = slots_[i];
+    const bool free = !s.in_flight || (cudaEventQuery(s.copied) == cudaSuccess &&
+                                       cudaEventQuery(s.used) == cudaSuccess);
+    if (free && s.capacity >= x_bytes + y_bytes) {
+      pick = i;
+      break;
+    }
+  }
+  if (pick == slots_.size()) {
+    Slot s;
+    s.capacity = x_bytes + y_bytes;
+    CUDA_CHECK(cudaMallocHost(&s.host, s.capacity));
+    CUDA_CHECK(cudaEventCreateWithFlags(&s.copied, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&s.used, cudaEventDisableTiming));
+    slots_.push_back(std::move(s));
+  }
+  Slot& s = slots_[pick];
+  last_ = pick;
+  const int64_t n = b.n();
+  if (!s.device.defined() || s.device.numel() < int64_t(x_bytes + y_bytes) / 4)
+    s.device = Tensor::empty(Shape{int64_t((s.capacity + 3) / 4)}, DType::i32);
+  std::memcpy(s.host, b.x.data(), x_bytes);
+  std::memcpy(static_cast<char*>(s.host) + x_bytes, b.y.data(), y_bytes);
+  // The slot's device bytes are free once the compute stream has passed
+  // the step that used them.
+  cudaStream_t cs = copy_stream();
+  if (s.in_flight) CUDA_CHECK(cudaStreamWaitEvent(cs, s.used, 0));
+  prof::record_copy(prof::Copy::h2d, x_bytes + y_bytes, false);
+  CUDA_CHECK(cudaMemcpyAsync(s.device.raw(), s.host, x_bytes + y_bytes, cudaMemcpyHostToDevice,
+                             cs));
+  CUDA_CHECK(cudaEventRecord(s.copied, cs));
+  CUDA_CHECK(cudaStreamWaitEvent(stream(), s.copied, 0));
+  s.in_flight = true;
+  // Views: the labels' bytes follow the features'.
+  DeviceBatch d;
+  const Tensor all = s.device;
+  d.labels = all.slice(int64_t(x_bytes / 4), Shape{n});
+  d.x = all.slice(0, Shape{n, 1, rows, frames}).bitcast(DType::f32);
+  return d;
+}
+
+void BatchUploads::consumed() {
+  if (slots_.empty()) return;
+  CUDA_CHECK(cudaEventRecord(slots_[last_].used, stream()));
+}
+
+// --------------------------------- the log ---------------------------------
+std::string StepPlace::str() const {
+  std::string idx;
+  for (size_t i = 0; i < samples.size() && i < 8; ++i)
+    idx += (i ? "," : "") + std::to_string(samples[i]);
+  if (samples.size() > 8) idx += ",...";
+  return "epoch " + std::to_string(epoch + 1) + ", step " + std::to_string(step + 1) +
+         " (global step " + std::to_string(global + 1) + "), batch of train samples [" + idx +
+         "]";
+}
+
+namespace {
+constexpr int kElementBits = 40;  // the Adam check's tag: pending step << 40 | element
+}
+
+StepLog::StepLog() {
+  state_ = Tensor::empty(Shape{int64_t(sizeof(DeviceState) / 4)}, DType::i32);
+  void* h = nullptr;
+  CUDA_CHECK(cudaMallocHost(&h, sizeof(DeviceState)));
+  host_ = static_cast<DeviceState*>(h);
+  start({});
+}
+
+StepLog::~StepLog() {
+  if (host_) {
+    CUDA_CHECK_LOG(cudaStreamSynchronize(stream()));  // a queued copy may still write it
+    CUDA_CHECK_LOG(cudaFreeHost(host_));
+  }
+}
+
+void StepLog::start(const StepTotals& t) {
+  // The copy reads the pinned mirror when the stream reaches it: wait for
+  // the queue first (an epoch boundary, where the host has waited anyway).
+  CUDA_CHECK(cudaStreamSynchronize(stream()));
+  prof::record_sync();
+  *host_ = DeviceState{};
+  host_->metrics.loss_sum = t.loss_sum;
+  host_->metrics.correct = (unsigned long long)t.correct;
+  host_->metrics.samples = (unsigned long long)t.seen;
+  host_->first_bad_gradient = ~0ull;
+  prof::record_copy(prof::Copy::h2d, sizeof(DeviceState), false);
+  CUDA_CHECK(cudaMemcpyAsync(state_.raw(), host_, sizeof(DeviceState), cudaMemcpyHostToDevice,
+                             stream()));
+  pending_.clear();
+}
+
+kernels::AdamCheck StepLog::add(const Tensor& logits, const Tensor& labels, const Tensor& loss,
+                                StepPlace place) {
+  const unsigned long long tag = pending_.size();
+  pending_.push_back(std::move(place));
+  auto* dev = static_cast<DeviceState*>(state_.raw());
+  kernels::accumulate_step_metrics<float>(logits.data<float>(), labels.data<int32_t>(),
+                                          loss.data<float>(), int(logits.size(0)),
+                                          int(logits.size(1)), tag, &dev->metrics, stream());
+  return kernels::AdamCheck{&dev->first_bad_gradient, tag << kElementBits};
+}
+
+StepTotals StepLog::read(const Adam& adam, const std::vector<std::string>& names) {
+  prof::record_copy(prof::Copy::d2h, sizeof(DeviceState), false);
+  CUDA_CHECK(cudaMemcpyAsync(host_, state_.raw(), sizeof(DeviceState), cudaMemcpyDeviceToHost,
+                             stream()));
+  prof::record_sync();
+  CUDA_CHECK(cudaStreamSynchronize(stream()));
+  const DeviceState s = *host_;
+  const unsigned long long bad_loss = s.metrics.first_nonfinite;
+  const unsigned long long bad_grad_step = s.first_bad_gradient >> kElementBits;
+  if (bad_loss != ~0ull && bad_loss < pending_.size() && bad_loss <= bad_grad_step)
+    throw TrainError("non-finite loss (NaN or infinite) at " + pending_[bad_loss].str());
+  if (s.first_bad_gradient != ~0ull && bad_grad_step < pending_.size()) {
+    const int64_t element = int64_t(s.first_bad_gradient & ((1ull << kElementBits) - 1));
+    const int i = adam.parameter_at(element);
+    const std::string name = i >= 0 && size_t(i) < names.size() ? names[size_t(i)] : "a parameter";
+    throw TrainError("non-finite gradient of " + name + " at " + pending_[bad_grad_step].str());
+  }
+  pending_.clear();
+  StepTotals t;
+  t.loss_sum = s.metrics.loss_sum;
+  t.correct = int64_t(s.metrics.correct);
+  t.seen = int64_t(s.metrics.samples);
+  return t;
+}
+
+void TrainStep::run(const HostBatch& b, StepPlace place) const {
+  const DeviceBatch d = uploads.upload(b, rows, frames);
+  Variable logits = model.forward(Variable(norm(d.x)), gen);
+  Variable loss = ops::cross_entropy(logits, d.labels, ops::Labels::checked);
+  const kernels::AdamCheck check =
+      log.add(logits.value(), d.labels, loss.value(), std::move(place));
+  model.zero_grad();
+  loss.backward();
+  adam.step(check);
+  uploads.consumed();
+}
+
+}  // namespace timbre::tools

@@ -1,0 +1,148 @@
+// train_step.h: one training step as the GPU wants it, queued without
+// waiting.
+//
+// The host's part of a step is to queue work; it waits for the device only
+// when it must show or check something. So:
+//   * BatchUploads: the batch goes from a pinned host buffer to the device on
+//     a copy stream (cudaMemcpyAsync, no host wait), ordered against the
+//     compute stream by events, while earlier steps still compute. Its
+//     slots are reused once their copy is done and their step has consumed
+//     them; a slot still busy makes a new one instead of a wait.
+//   * Labels are checked on the host when read (a bad label throws before
+//     anything is queued), so the loss needs no read-back.
+//   * StepLog: loss, accuracy and the finite checks accumulate on the device
+//     (kernels/metrics.cuh, and the check fused into Adam's one launch) and
+//     are read in one copy at most once a second (the progress refresh) and
+//     at the end of an epoch. A non-finite loss or gradient is still named
+//     exactly: the log keeps each pending step's epoch, step and samples.
+// Between reads a step makes no host synchronisation; `timbre train
+// --profile` counts them (kernels/profile.h).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/optim.h"
+#include "engine/random.h"
+#include "kernels/metrics.cuh"
+#include "models/registry.h"
+#include "tools/batches.h"
+
+namespace timbre::tools {
+
+// Per-band normalisation on the device, x <- (x - mean[r]) / std[r] for
+// every row r of every (rows x frames) sample: the batch-norm evaluation
+// kernel with gamma 1, beta 0, running mean = band mean and running var =
+// std^2, viewing (N, 1, R, F) as NCHW (N, R, F, 1).
+class BandNormaliser {
+ public:
+  BandNormaliser(const std::vector<float>& mean, const std::vector<float>& stddev);
+  // host (n x rows x frames) -> device (n, 1, rows, frames), normalised
+  // (a blocking upload: evaluation and statistics passes).
+  Tensor operator()(const float* x, int64_t n, int rows, int frames) const;
+  // device raw (n, 1, rows, frames) -> a new normalised tensor; no upload.
+  Tensor operator()(const Tensor& raw) const;
+
+ private:
+  Tensor mean_, var_, ones_, zeros_;
+};
+
+// A batch on the device: raw features (n, 1, rows, frames) and labels (n),
+// views of one upload slot.
+struct DeviceBatch {
+  Tensor x, labels;
+};
+
+class BatchUploads {
+ public:
+  BatchUploads() = default;
+  ~BatchUploads();
+  BatchUploads(const BatchUploads&) = delete;
+  BatchUploads& operator=(const BatchUploads&) = delete;
+
+  // Queues b's copy on the copy stream and makes the compute stream wait for
+  // it. Valid until the next upload's consumed() call... i.e. until
+  // consumed() is called for it.
+  DeviceBatch upload(const HostBatch& b, int rows, int frames);
+  // The compute stream's work on the last upload is queued: its slot may be
+  // overwritten once the device has done it.
+  void consumed();
+  size_t slots() const { return slots_.size(); }
+
+ private:
+  struct Slot {
+    size_t capacity = 0;    // bytes
+    void* host = nullptr;   // pinned
+    Tensor device;          // i32 view of the same bytes
+    cudaEvent_t copied = nullptr, used = nullptr;
+    bool in_flight = false;
+  };
+  std::vector<Slot> slots_;
+  size_t last_ = 0;
+};
+
+// Where a step was, for error messages.
+struct StepPlace {
+  int epoch = 0, step = 0;  // 0-based
+  long long global = 0;     // 0-based
+  std::vector<int64_t> samples;
+  std::string str() const;  // "epoch 2, step 1 (global step 5), batch of train samples [...]"
+};
+
+// What the device summed since the epoch began (or since the resumed run's
+// saved sums).
+struct StepTotals {
+  double loss_sum = 0;
+  int64_t correct = 0, seen = 0;
+};
+
+class StepLog {
+ public:
+  StepLog();
+  ~StepLog();
+  StepLog(const StepLog&) = delete;
+  StepLog& operator=(const StepLog&) = delete;
+
+  // Sets the device sums (queued on the compute stream).
+  void start(const StepTotals& t);
+  // Queues one step's sums and returns the finite check for its Adam step.
+  kernels::AdamCheck add(const Tensor& logits, const Tensor& labels, const Tensor& loss,
+                         StepPlace place);
+  // One copy back and one host wait: the sums so far. Throws TrainError
+  // naming the first step since the last read whose loss or gradient was
+  // NaN or infinite (a gradient by the parameter's name from `names`).
+  StepTotals read(const Adam& adam, const std::vector<std::string>& names);
+  // Steps queued since the last read.
+  size_t pending() const { return pending_.size(); }
+
+ private:
+  struct DeviceState {
+    kernels::StepMetrics metrics;
+    unsigned long long first_bad_gradient;
+  };
+  Tensor state_;                   // one DeviceState, as bytes
+  DeviceState* host_ = nullptr;    // pinned mirror
+  std::vector<StepPlace> pending_;
+};
+
+// One training step from its parts: the trainer's loop and --profile run
+// the same code.
+struct TrainStep {
+  models::Model& model;
+  Adam& adam;
+  const BandNormaliser& norm;
+  BatchUploads& uploads;
+  StepLog& log;
+  Generator& gen;
+  int rows, frames;
+  // Queues the step on batch b (upload, forward, loss, backward, Adam with
+  // the finite check) and returns without waiting for the device.
+  // b's labels must be in [0, classes): the feature store checks every
+  // label when it opens a file.
+  void run(const HostBatch& b, StepPlace place) const;
+};
+
+}  // namespace timbre::tools
