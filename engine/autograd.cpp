@@ -2,6 +2,8 @@
 
 #include <unordered_set>
 
+#include "kernels/profile.h"
+
 namespace timbre {
 
 struct Variable::Node {
@@ -34,7 +36,21 @@ Variable::Node::~Node() {
 
 namespace {
 thread_local bool t_grad_enabled = true;
+
+// A trace group's label (kernels/profile.h), built only while tracing:
+//   "forward conv2d (32, 1, 128, 128), (16, 1, 3, 3) -> (32, 16, 128, 128)"
+//   "backward conv2d (32, 16, 128, 128) -> (32, 1, 128, 128), (16, 1, 3, 3)"
+// (the gradient flows from the output's shape to the inputs').
+std::string trace_label(bool backward, const char* op, const Inputs& inputs,
+                        const Tensor& out) {
+  std::string ins;
+  for (const Variable& in : inputs)
+    if (in.defined()) ins += (ins.empty() ? "" : ", ") + in.value().shape().str();
+  const std::string o = out.shape().str();
+  return std::string(backward ? "backward " : "forward ") + op + " " +
+         (backward ? o + " -> " + ins : ins + " -> " + o);
 }
+}  // namespace
 
 bool grad_enabled() { return t_grad_enabled; }
 NoGradGuard::NoGradGuard() : saved_(t_grad_enabled) { t_grad_enabled = false; }
@@ -47,6 +63,9 @@ Variable::Variable(Tensor value, bool requires_grad) : node_(std::make_shared<No
 }
 
 Variable Variable::from_op(const char* op, Tensor value, Inputs inputs, BackwardFn backward) {
+  // The kernels the op launched before recording itself are its forward.
+  if (kernels::profile::tracing())
+    kernels::profile::mark(trace_label(false, op, inputs, value));
   Variable v(std::move(value));
   v.node_->op = op;
   bool any = false;
@@ -135,10 +154,15 @@ void Variable::backward(const Tensor& seed) {
 
   // Seed, then outputs before inputs.
   node_->grad = seed.clone();
+  if (kernels::profile::tracing()) kernels::profile::mark("backward seed " + seed.shape().str());
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     Node* n = it->get();
     if (!n->backward) continue;  // a leaf
-    if (n->grad.defined()) n->backward(n->grad, n->inputs);
+    if (n->grad.defined()) {
+      n->backward(n->grad, n->inputs);
+      if (kernels::profile::tracing())
+        kernels::profile::mark(trace_label(true, n->op, n->inputs, n->grad));
+    }
     // Release the graph as we go: activations and non-leaf gradients are
     // freed as soon as their gradients have been passed on.
     n->inputs.clear();

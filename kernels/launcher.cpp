@@ -53,8 +53,13 @@ static profile::LibraryCall profiled_gemm(const char* name, cublasHandle_t h, co
   cudaStream_t s = nullptr;
   CUBLAS_CHECK(cublasGetStream(h, &s));
   const double m = g.m, n = g.n, k = g.k;
+  std::string shape;
+  if (profile::tracing())
+    shape = "m=" + std::to_string(g.m) + " n=" + std::to_string(g.n) + " k=" +
+            std::to_string(g.k) + (count > 1 ? " batch=" + std::to_string(count) : "");
   return profile::LibraryCall(name, s, 2 * m * n * k * count,
-                              double(elem) * count * (m * k + k * n + m * n * (reads_c ? 2 : 1)));
+                              double(elem) * count * (m * k + k * n + m * n * (reads_c ? 2 : 1)),
+                              std::move(shape));
 }
 
 void gemm(cublasHandle_t h, const GemmShape& g, float alpha, const float* A, const float* B,

@@ -20,6 +20,8 @@ struct Timed {
   bool library;
   cudaEvent_t begin, end;
   double flops, bytes;
+  std::string shape;  // when tracing
+  size_t group = 0;   // when tracing: the index of the mark that closes it
 };
 
 struct State {
@@ -28,9 +30,11 @@ struct State {
   std::vector<Timed> timed;
   std::vector<cudaEvent_t> spare;  // events from earlier recorders, reused
   std::vector<cudaEvent_t> open;   // begin events of launches in flight (nested never)
+  std::vector<std::string> labels; // tracing: the marks so far
 };
 
 std::atomic<bool> g_on{false};
+std::atomic<bool> g_trace{false};
 State& state() {
   static State* s = new State;  // live for the process: hooks may run during exit
   return *s;
@@ -56,23 +60,34 @@ void begin(const char* key, cudaStream_t stream) {
   (void)key;
 }
 
-void end(const char* key, bool library, cudaStream_t stream, double flops, double bytes) {
+void end(const char* key, bool library, cudaStream_t stream, double flops, double bytes,
+         std::string shape) {
   State& s = state();
   std::lock_guard<std::mutex> lk(s.m);
   if (s.open.empty()) return;  // the recorder started between begin and end
   cudaEvent_t e = take_event(s);
   CUDA_CHECK(cudaEventRecord(e, stream));
-  s.timed.push_back({key, library, s.open.back(), e, flops, bytes});
+  s.timed.push_back({key, library, s.open.back(), e, flops, bytes, std::move(shape),
+                     s.labels.size()});
   s.open.pop_back();
   (library ? s.totals.library_calls : s.totals.kernel_launches)++;
 }
 
-void on_launch(const char* kernel, cudaStream_t stream, bool after) {
+std::string dims(const unsigned (&d)[3]) {
+  return "(" + std::to_string(d[0]) + "," + std::to_string(d[1]) + "," + std::to_string(d[2]) + ")";
+}
+
+void on_launch(const char* kernel, CUstream_st* stream, bool after,
+               const simcuda::LaunchShape& shape) {
   if (!g_on.load(std::memory_order_relaxed)) return;
-  if (after)
-    end(kernel, false, stream, 0, 0);
-  else
+  if (!after) {
     begin(kernel, stream);
+    return;
+  }
+  end(kernel, false, stream, 0, 0,
+      g_trace.load(std::memory_order_relaxed)
+          ? "grid " + dims(shape.grid) + " block " + dims(shape.block)
+          : std::string());
 }
 
 }  // namespace
@@ -106,18 +121,28 @@ void record_graph_launch() {
   s.totals.graph_launches++;
 }
 
-LibraryCall::LibraryCall(const char* name, cudaStream_t s, double flops, double bytes)
-    : name_(name), stream_(s), flops_(flops), bytes_(bytes),
+LibraryCall::LibraryCall(const char* name, cudaStream_t s, double flops, double bytes,
+                         std::string shape)
+    : name_(name), stream_(s), flops_(flops), bytes_(bytes), shape_(std::move(shape)),
       active_(g_on.load(std::memory_order_relaxed)) {
   if (active_) begin(name, s);
 }
 
 LibraryCall::~LibraryCall() {
   if (active_ && g_on.load(std::memory_order_relaxed))
-    end(name_, true, stream_, flops_, bytes_);
+    end(name_, true, stream_, flops_, bytes_, std::move(shape_));
 }
 
-Recorder::Recorder() {
+bool tracing() { return g_trace.load(std::memory_order_relaxed); }
+
+void mark(const std::string& label) {
+  if (!tracing()) return;
+  State& s = state();
+  std::lock_guard<std::mutex> lk(s.m);
+  s.labels.push_back(label);
+}
+
+Recorder::Recorder(bool trace) {
   bool expected = false;
   if (!g_on.compare_exchange_strong(expected, true))
     throw std::logic_error("profile::Recorder: another recorder is running");
@@ -127,7 +152,9 @@ Recorder::Recorder() {
     s.totals = Totals{};
     s.timed.clear();
     s.open.clear();
+    s.labels.clear();
   }
+  g_trace.store(trace);
   simcuda::launch_hook = &on_launch;
 }
 
@@ -145,6 +172,7 @@ Totals Recorder::stop() {
   stopped_ = true;
   simcuda::launch_hook = nullptr;
   g_on.store(false);
+  const bool traced = g_trace.exchange(false);
   State& s = state();
   std::lock_guard<std::mutex> lk(s.m);
   if (!s.timed.empty()) CUDA_CHECK(cudaDeviceSynchronize());
@@ -152,6 +180,11 @@ Totals Recorder::stop() {
   // nvcc, one per kernel under simcuda).
   std::unordered_map<const char*, std::string> names;
   std::map<std::string, KernelRow> rows;
+  Totals out = s.totals;
+  if (traced) {
+    out.trace.resize(s.labels.size());
+    for (size_t i = 0; i < s.labels.size(); ++i) out.trace[i].label = s.labels[i];
+  }
   for (const Timed& t : s.timed) {
     auto it = names.find(t.key);
     if (it == names.end()) it = names.emplace(t.key, kernel_name(t.key)).first;
@@ -162,13 +195,17 @@ Totals Recorder::stop() {
     float ms = 0;
     CUDA_CHECK(cudaEventElapsedTime(&ms, t.begin, t.end));
     r.ms += ms;
+    if (traced) {
+      if (t.group == out.trace.size()) out.trace.push_back({"(after the last op)", {}});
+      out.trace[t.group].kernels.push_back({it->second, t.shape, ms});
+    }
     r.flops += t.flops;
     r.bytes += t.bytes;
     s.spare.push_back(t.begin);
     s.spare.push_back(t.end);
   }
   s.timed.clear();
-  Totals out = s.totals;
+  s.labels.clear();
   for (auto& [name, r] : rows) {
     out.device_ms += r.ms;
     out.rows.push_back(std::move(r));

@@ -39,10 +39,12 @@ void record_sync();
 void record_graph_launch();
 
 // Brackets one library call (a cuBLAS GEMM) the way launches are bracketed:
-// counted, timed, and charged `flops` and `bytes` (its minimum traffic).
+// counted, timed, and charged `flops` and `bytes` (its minimum traffic);
+// `shape` describes it in a trace ("m=16384 n=16 k=9").
 class LibraryCall {
  public:
-  LibraryCall(const char* name, cudaStream_t s, double flops, double bytes);
+  LibraryCall(const char* name, cudaStream_t s, double flops, double bytes,
+              std::string shape = {});
   ~LibraryCall();
   LibraryCall(const LibraryCall&) = delete;
   LibraryCall& operator=(const LibraryCall&) = delete;
@@ -51,7 +53,27 @@ class LibraryCall {
   const char* name_;
   cudaStream_t stream_;
   double flops_, bytes_;
+  std::string shape_;
   bool active_;
+};
+
+// The trace of a step, for students: while a Recorder made with trace =
+// true lives, every launch and library call is also kept in issue order
+// with its shape (grid and block; a GEMM's m, n, k), and mark(label) closes
+// a group: the work issued since the previous mark was issued by `label`.
+// engine/autograd.cpp marks each op's forward (when the op records itself,
+// after its kernels) and each backward rule; the trainer marks its own
+// parts. Build labels only when tracing() says so.
+bool tracing();
+void mark(const std::string& label);
+
+struct TraceKernel {
+  std::string name, shape;
+  double ms = 0;
+};
+struct TraceOp {
+  std::string label;  // "forward conv2d (32, 1, 128, 128) -> (32, 16, 128, 128)"
+  std::vector<TraceKernel> kernels;
 };
 
 struct KernelRow {
@@ -72,6 +94,7 @@ struct Totals {
   long long h2d_bytes = 0, d2h_bytes = 0, d2d_bytes = 0;
   std::vector<KernelRow> rows;  // by device time, longest first
   double device_ms = 0;         // sum over rows
+  std::vector<TraceOp> trace;   // with trace = true: the groups in order
 };
 
 // Records from construction to stop(); one at a time per process (a second
@@ -79,7 +102,7 @@ struct Totals {
 // events, after the counted window has closed.
 class Recorder {
  public:
-  Recorder();
+  explicit Recorder(bool trace = false);
   ~Recorder();
   Recorder(const Recorder&) = delete;
   Recorder& operator=(const Recorder&) = delete;

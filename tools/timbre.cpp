@@ -244,13 +244,17 @@ int main(int argc, char** argv) {
   trn->add_flag("--resume", tr.resume, "Continue the run in --out from last.ckpt, with the "
                                        "options in its run.json (--epochs and --patience may "
                                        "change)");
-  trn->add_flag("--profile", tr.profile, "Count and time a few training steps instead of "
+  auto* profile_flag = trn->add_flag("--profile", tr.profile, "Count and time a few training steps instead of "
                                          "training: a per-kernel table, and launches, host "
                                          "synchronisations and copies per step in "
                                          "OUT/profile.json");
   trn->add_option("--profile-steps", tr.profile_steps, "Steps --profile measures, after 2 "
                                                        "warm-up steps")
       ->check(CLI::Range(1, 1000))->capture_default_str();
+  trn->add_flag("--trace", tr.trace, "With --profile: print one more step as a trace, op by op "
+                                     "(forward, backward, Adam) with each op's shapes and the "
+                                     "kernels it launched (grid, block, time)")
+      ->needs(profile_flag);
   trn->add_option("--debug-inject-nan-step", tr.inject_nan_step)->group("");  // tests only
 
   // eval ---------------------------------------------------------------------

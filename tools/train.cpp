@@ -289,7 +289,7 @@ std::string profile_training(const TrainOptions& o, models::Model& model, BatchL
   const TrainStep step{model, adam, norm, uploads, log, gen, st.rows(), st.frames()};
   std::vector<int64_t> order = epoch_order(st.size(Split::train), o.seed, 0);
   // Full batches only, cycling through the split when it is short.
-  const size_t want = size_t(kWarmup + steps) * size_t(o.batch_size);
+  const size_t want = size_t(kWarmup + steps + (o.trace ? 1 : 0)) * size_t(o.batch_size);
   std::vector<int64_t> cycled;
   while (cycled.size() < want) cycled.insert(cycled.end(), order.begin(), order.end());
   cycled.resize(want);
@@ -310,6 +310,14 @@ std::string profile_training(const TrainOptions& o, models::Model& model, BatchL
   const prof::Totals t = rec->stop();
   rec.reset();
   log.read(adam, names);  // the log point after the window (not counted)
+  // --trace: one more step, op by op (kernels/profile.h's marks).
+  std::vector<prof::TraceOp> trace;
+  if (o.trace && loader.next(b)) {
+    prof::Recorder tr(true);
+    step.run(b, StepPlace{0, done, done, b.indices});
+    trace = tr.stop().trace;
+    log.read(adam, names);
+  }
 
   const double n = steps;
   json kernels_json = json::array();
@@ -336,7 +344,7 @@ std::string profile_training(const TrainOptions& o, models::Model& model, BatchL
       table += line;
     }
   }
-  const json p = {
+  json p = {
       {"model", o.model},
       {"batch_size", o.batch_size},
       {"steps", steps},
@@ -359,6 +367,23 @@ std::string profile_training(const TrainOptions& o, models::Model& model, BatchL
       {"d2d_copies_per_step", t.d2d_copies / n},
       {"d2d_bytes_per_step", t.d2d_bytes / n},
       {"kernels", kernels_json}};
+  std::string trace_text;
+  if (!trace.empty()) {
+    json tj = json::array();
+    trace_text = "\ntrace of one step: each op, then the kernels it launched in order\n";
+    for (const prof::TraceOp& op : trace) {
+      json ks = json::array();
+      trace_text += op.label + "\n";
+      for (const prof::TraceKernel& k : op.kernels) {
+        ks.push_back({{"name", k.name}, {"shape", k.shape}, {"ms", k.ms}});
+        std::snprintf(line, sizeof line, "    %9.3f ms  %-40s %s\n", k.ms, k.shape.c_str(),
+                      k.name.c_str());
+        trace_text += line;
+      }
+      tj.push_back({{"op", op.label}, {"kernels", ks}});
+    }
+    p["trace"] = tj;
+  }
   std::filesystem::create_directories(o.out);
   const std::string path = o.out + "/profile.json";
   write_text_atomically(path, p.dump(2) + "\n");
@@ -377,6 +402,7 @@ std::string profile_training(const TrainOptions& o, models::Model& model, BatchL
                 double(p["h2d_bytes_per_step"]), double(p["d2h_bytes_per_step"]));
   out += line + table;
   if (t.rows.size() > 25) out += "  ... " + std::to_string(t.rows.size() - 25) + " more in " + path + "\n";
+  out += trace_text;
   std::fputs(out.c_str(), stdout);
   std::fflush(stdout);
   return path;

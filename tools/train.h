@@ -55,6 +55,7 @@ struct TrainOptions {
   std::string commit;          // the build's commit, recorded in run.json (tools/timbre.cpp)
   bool profile = false;         // count and time a few steps; write out/profile.json
   int profile_steps = 5;        // steps --profile measures (after 2 warm-up steps)
+  bool trace = false;           // with --profile: print one step op by op, kernel by kernel
   long long inject_nan_step = -1;  // tests: a NaN in the input at this global step
   int debug_signal_in_validation = 0;  // tests: as if this signal came during the first
                                        // validation pass of this invocation

@@ -192,14 +192,22 @@ StepTotals StepLog::read(const Adam& adam, const std::vector<std::string>& names
 }
 
 void TrainStep::run(const HostBatch& b, StepPlace place) const {
+  // The marks name the trainer's own parts in a --trace (kernels/profile.h);
+  // the ops mark themselves.
   const DeviceBatch d = uploads.upload(b, rows, frames);
-  Variable logits = model.forward(Variable(norm(d.x)), gen);
+  const Tensor x = norm(d.x);
+  prof::mark("upload " + d.x.shape().str() + " (copy stream), normalise the bands");
+  Variable logits = model.forward(Variable(x), gen);
   Variable loss = ops::cross_entropy(logits, d.labels, ops::Labels::checked);
   const kernels::AdamCheck check =
       log.add(logits.value(), d.labels, loss.value(), std::move(place));
+  prof::mark("step metrics: loss and accuracy summed on the device");
   model.zero_grad();
   loss.backward();
   adam.step(check);
+  if (prof::tracing())
+    prof::mark("Adam over " + std::to_string(adam.parameters().size()) +
+               " parameter tensors, the finite check fused");
   uploads.consumed();
 }
 

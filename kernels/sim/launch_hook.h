@@ -3,7 +3,8 @@
 // When set (timbre's kernels/profile.cpp sets it while a Recorder lives),
 // simcuda::launch calls it before (after = false) and after (after = true)
 // every launch, with the kernel's name or, under nvcc, the launch's
-// __PRETTY_FUNCTION__ that names it. Unset, it costs one branch per launch.
+// __PRETTY_FUNCTION__ that names it, and the grid and block. Unset, it
+// costs one branch per launch.
 // The stream is CUDA's cudaStream_t (struct CUstream_st* in the toolkit and
 // in simcuda's own headers), spelled so that this header needs neither.
 #pragma once
@@ -14,7 +15,11 @@ struct CUstream_st;
 
 namespace simcuda {
 
-using LaunchHook = void (*)(const char* kernel, CUstream_st* stream, bool after);
+struct LaunchShape {
+  unsigned grid[3], block[3];
+};
+using LaunchHook = void (*)(const char* kernel, CUstream_st* stream, bool after,
+                            const LaunchShape& shape);
 inline LaunchHook launch_hook = nullptr;
 
 // The readable part of a launch's __PRETTY_FUNCTION__: the compilers spell

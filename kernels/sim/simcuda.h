@@ -41,10 +41,11 @@ namespace simcuda {
 template <auto Kernel, class... Args>
 inline cudaError_t launch(dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                           Args&&... args) {
-  if (launch_hook) launch_hook(__PRETTY_FUNCTION__, stream, false);
+  const LaunchShape shape{{grid.x, grid.y, grid.z}, {block.x, block.y, block.z}};
+  if (launch_hook) launch_hook(__PRETTY_FUNCTION__, stream, false, shape);
   Kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
   const cudaError_t e = cudaGetLastError();
-  if (launch_hook) launch_hook(__PRETTY_FUNCTION__, stream, true);
+  if (launch_hook) launch_hook(__PRETTY_FUNCTION__, stream, true, shape);
   return e;
 }
 
@@ -231,7 +232,8 @@ inline cudaError_t launch_as(void (*)(P...), dim3 grid, dim3 block, size_t smem,
   static const KernelThunks thunks{&run_one<Kernel, Tuple>, &run_rest<Kernel, Tuple>,
                                    reinterpret_cast<const void*>(Kernel),
                                    kernel_name<Kernel>()};
-  if (launch_hook) launch_hook(thunks.name, stream, false);
+  const LaunchShape shape{{grid.x, grid.y, grid.z}, {block.x, block.y, block.z}};
+  if (launch_hook) launch_hook(thunks.name, stream, false, shape);
   cudaError_t e = cudaSuccess;
   if (streams_adversarial()) {  // a test mode: the launch may wait in its stream's queue
     auto kept = std::make_shared<Tuple>(std::move(params));
@@ -242,7 +244,7 @@ inline cudaError_t launch_as(void (*)(P...), dim3 grid, dim3 block, size_t smem,
   } else {
     e = launch(thunks, &params, grid, block, smem, stream);
   }
-  if (launch_hook) launch_hook(thunks.name, stream, true);
+  if (launch_hook) launch_hook(thunks.name, stream, true, shape);
   return e;
 }
 }  // namespace detail

@@ -523,6 +523,43 @@ TEST_F(Pipeline, ProfileCountsAStepWithoutHostSynchronisations) {
     EXPECT_FALSE(std::filesystem::exists(run / "p" + "/" + f)) << f;
 }
 
+// --trace: one more step, op by op, each op with the kernels it launched;
+// the same kernels as a profiled step, every one inside an op's group.
+TEST_F(Pipeline, TraceListsEveryKernelUnderTheOpThatLaunchedIt) {
+  TempDir run;
+  tt::TrainOptions o = options(run / "t");
+  o.profile = true;
+  o.profile_steps = 2;
+  o.trace = true;
+  ::testing::internal::CaptureStdout();
+  const tt::TrainResult r = tt::run_train(o);
+  const std::string printed = ::testing::internal::GetCapturedStdout();
+  std::ifstream in(r.profile_path);
+  const auto p = nlohmann::json::parse(in);
+  const auto& trace = p.at("trace");
+  ASSERT_GT(trace.size(), 5u);
+  EXPECT_EQ(trace.front().at("op").get<std::string>().rfind("upload (8, 1, 16, 16)", 0), 0u)
+      << trace.front().at("op");
+  EXPECT_EQ(trace.back().at("op").get<std::string>().rfind("Adam over", 0), 0u)
+      << trace.back().at("op");
+  double kernels = 0;
+  bool conv_forward = false, conv_backward = false;
+  for (const auto& op : trace) {
+    const std::string label = op.at("op");
+    EXPECT_EQ(label.find("after the last op"), std::string::npos);
+    conv_forward |= label.rfind("forward conv2d (8, 1, 16, 16), (4, 1, 3, 3)", 0) == 0;
+    conv_backward |= label.rfind("backward conv2d (8, 4, 16, 16) -> (8, 1, 16, 16)", 0) == 0;
+    for (const auto& k : op.at("kernels")) {
+      ++kernels;
+      EXPECT_FALSE(k.at("shape").get<std::string>().empty()) << k.at("name");
+    }
+  }
+  EXPECT_TRUE(conv_forward);
+  EXPECT_TRUE(conv_backward);
+  EXPECT_EQ(kernels, double(p.at("kernels_per_step")));
+  EXPECT_NE(printed.find("trace of one step"), std::string::npos);
+}
+
 TEST_F(Pipeline, EvalWritesTheReportAndPredictSkipsBadFiles) {
   TempDir run;
   tt::TrainOptions o = options(run / "r");
