@@ -322,13 +322,18 @@ void drain_all(bool blocking_only) {
     if (!blocking_only || !(s->flags & cudaStreamNonBlocking)) drain(s);
 }
 
+// Work on the legacy stream starts after the blocking streams' work.
+void legacy_stream_waits() {
+  if (adversarial()) drain_all(true);
+}
+
 // Issues `op` to stream s: queued on an adversarial created stream (true),
 // or, after the waits the legacy stream implies, left for the caller to run
 // now (false).
 bool queue(cudaStream_t s, std::function<void()> op) {
   if (!adversarial()) return false;
   if (!created(s)) {
-    drain_all(true);
+    legacy_stream_waits();
     return false;
   }
   std::lock_guard<std::recursive_mutex> lk(g_queue_mutex);
@@ -345,7 +350,7 @@ void before_host_work(cudaStream_t s) {
   if (created(s))
     drain(s);
   else
-    queue(s, nullptr);  // the legacy stream's waits
+    legacy_stream_waits();
 }
 
 bool streams_adversarial() { return adversarial(); }
@@ -621,7 +626,7 @@ cudaError_t cudaFreeHost(void* p) {
 }
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind) {
-  simcuda::detail::queue(nullptr, nullptr);  // the legacy stream's waits
+  simcuda::detail::legacy_stream_waits();
   return simcuda::detail::copy(dst, src, count, kind, "cudaMemcpy");
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind,
@@ -634,7 +639,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaM
   return simcuda::detail::copy(dst, src, count, kind, "cudaMemcpyAsync");
 }
 cudaError_t cudaMemset(void* dst, int value, size_t count) {
-  simcuda::detail::queue(nullptr, nullptr);
+  simcuda::detail::legacy_stream_waits();
   return simcuda::detail::set_bytes(dst, value, count, "cudaMemset");
 }
 cudaError_t cudaMemsetAsync(void* dst, int value, size_t count, cudaStream_t stream) {
@@ -698,11 +703,12 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
 }
 cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, 0); }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  if (!simcuda::detail::created(s) || !simcuda::detail::valid_stream(s))
+    return simcuda::detail::bad_stream(s, "cudaStreamDestroy");
+  simcuda::detail::drain(s);  // CUDA finishes a destroyed stream's work
   auto& H = simcuda::detail::handles();
   std::lock_guard<std::mutex> lk(H.m);
-  if (!H.streams.count(s)) return simcuda::detail::bad_stream(s, "cudaStreamDestroy");
-  simcuda::detail::drain(s);  // CUDA finishes a destroyed stream's work
-  H.streams.erase(s);
+  if (!H.streams.erase(s)) return simcuda::detail::bad_stream(s, "cudaStreamDestroy");
   delete s;
   return cudaSuccess;
 }
@@ -712,7 +718,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   if (simcuda::detail::created(s))
     simcuda::detail::drain(s);
   else
-    simcuda::detail::queue(s, nullptr);  // the legacy stream's waits
+    simcuda::detail::legacy_stream_waits();
   return cudaSuccess;
 }
 cudaError_t cudaStreamQuery(cudaStream_t s) {
