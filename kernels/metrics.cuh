@@ -16,6 +16,8 @@
 
 #include <cstdint>
 
+#include "kernels/cost.h"
+
 namespace timbre::kernels {
 
 // Device accumulators; the caller sets them (zeros, or the sums so far when a
@@ -40,5 +42,12 @@ void accumulate_step_metrics(const T* d_logits, const int32_t* d_labels, const T
 template <class T>
 void accumulate_step_metrics_cpu(const T* logits, const int32_t* labels, const T* loss, int rows,
                                  int cols, unsigned long long tag, StepMetrics* acc);
+
+// Work of one launch: each logit compared once, the logits, labels and the
+// loss read, the 32-byte accumulators read and written.
+inline Cost step_metrics_cost(long long rows, long long cols, int elem = 4) {
+  return Cost{double(rows) * double(cols),
+              double(elem) * double(rows * cols + 1) + 4.0 * double(rows) + 64.0};
+}
 
 }  // namespace timbre::kernels
