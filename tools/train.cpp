@@ -279,6 +279,7 @@ std::string profile_training(const TrainOptions& o, models::Model& model, BatchL
   const features::FeatureStore& st = loader.store();
   const int steps = o.profile_steps;
   if (steps < 1) throw UsageError("--profile-steps must be at least 1");
+  make_run_folder(o.out);  // before the steps: a bad --out fails at once
   const kernels::AdamConfig cfg = o.adam == "keras" ? kernels::keras_adam(lr) : kernels::pytorch_adam(lr);
   Adam adam(model.parameters(), cfg, o.decay);
   std::vector<std::string> names;
@@ -384,7 +385,6 @@ std::string profile_training(const TrainOptions& o, models::Model& model, BatchL
     }
     p["trace"] = tj;
   }
-  std::filesystem::create_directories(o.out);
   const std::string path = o.out + "/profile.json";
   write_text_atomically(path, p.dump(2) + "\n");
   std::snprintf(line, sizeof line,
