@@ -64,19 +64,18 @@ class BatchUploads {
   BatchUploads& operator=(const BatchUploads&) = delete;
 
   // Queues b's copy on the copy stream and makes the compute stream wait for
-  // it. Valid until the next upload's consumed() call... i.e. until
-  // consumed() is called for it.
+  // it. The views stay valid for the work the caller queues before it calls
+  // consumed().
   DeviceBatch upload(const HostBatch& b, int rows, int frames);
   // The compute stream's work on the last upload is queued: its slot may be
   // overwritten once the device has done it.
   void consumed();
-  size_t slots() const { return slots_.size(); }
 
  private:
   struct Slot {
     size_t capacity = 0;    // bytes
     void* host = nullptr;   // pinned
-    Tensor device;          // i32 view of the same bytes
+    Tensor device;          // the device copy: features, then labels (i32 elements)
     cudaEvent_t copied = nullptr, used = nullptr;
     bool in_flight = false;
   };
