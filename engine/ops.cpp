@@ -146,11 +146,12 @@ Variable linear(const Variable& x, const Variable& w, const Variable& b) {
 
 namespace {
 
-// Column workspace for im2col: whole chunks of images, at most ~64 MiB
-// (one image's columns at least).
-Tensor conv_workspace(const kernels::Conv2dShape& cs, DType d) {
-  if (cs.pointwise()) return Tensor();
-  const size_t per_image = size_t(kernels::conv2d_col_elements(cs)) * dtype_size(d);
+// Workspace for im2col's columns and the filter gradient's partial sums:
+// whole chunks of images, at most ~64 MiB (one image's share at least).
+// Pointwise convolutions need it only for the filter gradient.
+Tensor conv_workspace(const kernels::Conv2dShape& cs, DType d, bool filter) {
+  if (cs.pointwise() && !filter) return Tensor();
+  const size_t per_image = size_t(kernels::conv2d_workspace_elements(cs)) * dtype_size(d);
   const int64_t images = std::max<int64_t>(1, std::min<int64_t>(cs.N, (64 << 20) / per_image));
   return Tensor::empty(Shape{images * int64_t(per_image / dtype_size(d))}, d);
 }
@@ -176,7 +177,7 @@ Variable conv2d(const Variable& x, const Variable& w, const Variable& b, Conv2dO
     throw ShapeError(std::string(e.what()) + " (input " + X.str() + ", weight " + Wt.str() + ")");
   }
   Tensor Y = Tensor::empty(Shape{cs.N, cs.K, cs.P(), cs.Q()}, X.dtype());
-  Tensor ws = conv_workspace(cs, X.dtype());
+  Tensor ws = conv_workspace(cs, X.dtype(), false);
   dispatch(X.dtype(), [&](auto t) {
     using T = decltype(t);
     kernels::conv2d_forward_v2_im2col<T>(cs, X.data<T>(), Wt.data<T>(),
@@ -186,7 +187,7 @@ Variable conv2d(const Variable& x, const Variable& w, const Variable& b, Conv2dO
   });
   // dx = col2im(W^T dy), dW = sum_n dy_n col_n^T, db = sum of dy over N, P, Q.
   return Variable::from_op("conv2d", Y, {x, w, b}, [cs, X, Wt](const Tensor& dY, Inputs& v) {
-    Tensor ws = conv_workspace(cs, X.dtype());
+    Tensor ws = conv_workspace(cs, X.dtype(), v[1].requires_grad());
     dispatch(X.dtype(), [&](auto t) {
       using T = decltype(t);
       bool acc_x = false, acc_w = false, acc_b = false;

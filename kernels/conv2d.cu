@@ -69,6 +69,10 @@ long long conv2d_col_elements(const Conv2dShape& shape) {
   return shape.pointwise() ? 0 : shape.col_rows() * shape.col_cols();
 }
 
+long long conv2d_workspace_elements(const Conv2dShape& shape) {
+  return conv2d_col_elements(shape) + shape.w_size();
+}
+
 // ===========================================================================
 // CPU references: plain loops, double accumulation.
 
@@ -510,21 +514,43 @@ __global__ void bias_grad_kernel(Dims d, const T* __restrict__ dy, T* __restrict
   }
 }
 
+// dw[e] (=, or +=) sum over slots i < slots of partial[i * n + e], in the
+// order i = 0, 1, ...: the last step of the filter gradient, which sums the
+// per-slot partial filter gradients of the batched GEMM. One thread per
+// element e in a grid-stride loop; in each of its `slots` reads the
+// consecutive threads of a warp read consecutive addresses (coalesced). No
+// barrier, no atomics: every element has one fixed order of additions.
+template <class T>
+__global__ void sum_slots_kernel(long long n, int slots, const T* __restrict__ partial,
+                                 T* __restrict__ dw, bool accumulate) {
+  const long long step = (long long)blockDim.x * gridDim.x;
+  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += step) {
+    T acc = partial[e];
+    for (int i = 1; i < slots; ++i) acc += partial[i * n + e];
+    dw[e] = accumulate ? dw[e] + acc : acc;
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Argument checks (the common ones: kernels/launcher.h, kernels/blas.h).
 
-// Images per chunk that the workspace holds (N for pointwise convolutions,
-// which need no workspace). Throws if it holds less than one image.
+// Images per chunk that the workspace holds: workspace_bytes over one
+// image's share, conv2d_workspace_elements (its column matrix and its slot
+// of filter-gradient partials). Pointwise forward and backward-data passes
+// need no workspace (filter = false): the whole batch is one chunk. Throws
+// if the workspace holds less than one image's share.
 template <class T>
 int chunk_images(const char* op, const Conv2dShape& sh, const T* d_workspace,
-                 size_t workspace_bytes) {
-  if (sh.pointwise()) return sh.N;
-  const size_t per_image = size_t(conv2d_col_elements(sh)) * sizeof(T);
+                 size_t workspace_bytes, bool filter) {
+  if (sh.pointwise() && !filter) return sh.N;
+  const size_t per_image = size_t(conv2d_workspace_elements(sh)) * sizeof(T);
   if (workspace_bytes < per_image)
     fail(op, "workspace of " + std::to_string(workspace_bytes) +
-                 " bytes is smaller than one image's column matrix (C*R*S x P*Q = " +
-                 std::to_string(sh.col_rows()) + " x " + std::to_string(sh.col_cols()) +
-                 " values, " + std::to_string(per_image) + " bytes); see conv2d_workspace_bytes");
+                 " bytes is smaller than one image's share (column matrix C*R*S x P*Q = " +
+                 std::to_string(conv2d_col_elements(sh) ? sh.col_rows() : 0) + " x " +
+                 std::to_string(conv2d_col_elements(sh) ? sh.col_cols() : 0) +
+                 " plus a filter gradient K*C*R*S = " + std::to_string(sh.w_size()) + ": " +
+                 std::to_string(per_image) + " bytes); see conv2d_workspace_bytes");
   check_pointer(op, d_workspace, "d_workspace");
   return int(std::min<size_t>(size_t(sh.N), workspace_bytes / per_image));
 }
@@ -602,9 +628,11 @@ void conv2d_backward_bias_v1_direct(const Conv2dShape& shape, const T* d_dy, T* 
 //   dw        dw += dy_n col_n^T   <=>  dWc += Cc^T dYc  gemm(T, N, CRS, K, PQ, Cc, dYc)
 // (gemm(ta, tb, m, n, k, A, B): C (m x n) = op(A) op(B) + beta C.) A chunk of
 // images is one strided-batched GEMM: Cc, Yc, dYc step by one image's matrix,
-// Wc by 0 (shared). dw sums over images into one matrix, so it is one GEMM
-// per image, in order, beta = 1 after the first (batched GEMMs writing one C
-// would race). For pointwise convolutions Cc is x_n itself (CRS = C, PQ = H*W)
+// Wc by 0 (shared). dw sums over images into one matrix, which batched GEMMs
+// writing one C would race on: so each GEMM of the batch writes its own slot
+// of partial sums in the workspace (beta = 0 in the first chunk, 1 after,
+// so slot i collects images i, i + chunk, ...), and one kernel then sums
+// the slots in order into dw. For pointwise convolutions Cc is x_n itself (CRS = C, PQ = H*W)
 // and dCc is dx_n.
 
 template <class T>
@@ -618,7 +646,7 @@ void conv2d_forward_v2_im2col(const Conv2dShape& shape, const T* d_x, const T* d
   check_pointer(op, d_w, "d_w");
   check_pointer(op, d_y, "d_y");
   check_handle(op, handle, stream);
-  const int images = chunk_images(op, shape, d_workspace, workspace_bytes);
+  const int images = chunk_images(op, shape, d_workspace, workspace_bytes, false);
   const Dims d = dims_of(shape);
   const int CRS = int(shape.col_rows()), PQ = int(shape.col_cols());
   const long long image_x = (long long)d.C * d.H * d.W, image_y = (long long)d.K * PQ;
@@ -660,7 +688,7 @@ void conv2d_backward_data_v2_im2col(const Conv2dShape& shape, const T* d_w, cons
   check_pointer(op, d_dy, "d_dy");
   check_pointer(op, d_dx, "d_dx");
   check_handle(op, handle, stream);
-  const int images = chunk_images(op, shape, d_workspace, workspace_bytes);
+  const int images = chunk_images(op, shape, d_workspace, workspace_bytes, false);
   const Dims d = dims_of(shape);
   const int CRS = int(shape.col_rows()), PQ = int(shape.col_cols());
   const long long image_x = (long long)d.C * d.H * d.W, image_y = (long long)d.K * PQ;
@@ -699,10 +727,14 @@ void conv2d_backward_filter_v2_im2col(const Conv2dShape& shape, const T* d_x, co
   check_pointer(op, d_dy, "d_dy");
   check_pointer(op, d_dw, "d_dw");
   check_handle(op, handle, stream);
-  const int images = chunk_images(op, shape, d_workspace, workspace_bytes);
+  const int images = chunk_images(op, shape, d_workspace, workspace_bytes, true);
   const Dims d = dims_of(shape);
   const int CRS = int(shape.col_rows()), PQ = int(shape.col_cols());
   const long long image_x = (long long)d.C * d.H * d.W, image_y = (long long)d.K * PQ;
+  // Slot i of the partials (K x CRS, after the chunk's column matrices)
+  // sums the filter gradients of images i, i + images, i + 2 images, ...
+  const long long w_size = shape.w_size();
+  T* partial = d_workspace + images * conv2d_col_elements(shape);
   for (int n0 = 0; n0 < d.N; n0 += images) {
     const int count = std::min(images, d.N - n0);
     const T* col = d_x + n0 * image_x;
@@ -714,13 +746,11 @@ void conv2d_backward_filter_v2_im2col(const Conv2dShape& shape, const T* d_x, co
       col = d_workspace;
       col_step = (long long)CRS * PQ;
     }
-    for (int i = 0; i < count; ++i) {
-      const int n = n0 + i;
-      const T beta = (n == 0 && !accumulate) ? T(0) : T(1);
-      gemm(handle, {kT, kN, CRS, d.K, PQ, PQ, PQ, CRS}, T(1),
-           col + i * col_step, d_dy + n * image_y, beta, d_dw);
-    }
+    gemm_batched(handle, {kT, kN, CRS, d.K, PQ, PQ, PQ, CRS}, {col_step, image_y, w_size, count},
+                 T(1), col, d_dy + n0 * image_y, n0 == 0 ? T(0) : T(1), partial);
   }
+  LAUNCH(sum_slots_kernel<T>, blocks_for(w_size, block), block, 0, stream, w_size, images,
+         partial, d_dw, accumulate);
 }
 
 template <class T>
@@ -749,7 +779,7 @@ void conv2d_backward_v2_im2col(const Conv2dShape& shape, const Conv2dGradTensors
   if (t.dw) check_pointer(op, t.x, "d_x (needed for d_dw)");
   if (t.dx || t.dw) {
     check_handle(op, handle, stream);
-    chunk_images(op, shape, d_workspace, workspace_bytes);
+    chunk_images(op, shape, d_workspace, workspace_bytes, t.dw != nullptr);
   }
   if (t.dw)
     conv2d_backward_filter_v2_im2col(shape, t.x, t.dy, t.dw, acc.dw, d_workspace,

@@ -27,13 +27,15 @@
 //               of (C*R*S) x (P*Q), so that the convolution is a GEMM:
 //                 forward      y_n  = w * col_n                 (K x PQ)
 //                 backward dx  dcol = w^T * dy_n, then col2im    (CRS x PQ -> C x H x W)
-//                 backward dw  dw  += dy_n * col_n^T, n = 0..N-1 (K x CRS)
+//                 backward dw  dw  = sum_n dy_n * col_n^T       (K x CRS)
 //               with w seen as a (K x CRS) matrix and y_n, dy_n as (K x PQ).
 //               The GEMMs are cuBLAS (column-major; the mapping is in
 //               conv2d.cu). col2im is a gather: each input pixel sums the
 //               column entries that came from it, so no two threads write one
 //               address and there are no atomics. db is a block reduction per
-//               channel. 1x1 convolutions with stride 1 and no padding
+//               channel. dw's sum over images is a batched GEMM into
+//               per-image slots of partial sums, then one kernel adding the
+//               slots in order (no GEMM per image). 1x1 convolutions with stride 1 and no padding
 //               ("pointwise") skip im2col: col_n is x_n itself.
 //
 // Determinism: no atomics anywhere; every sum has a fixed order. The same
@@ -128,16 +130,20 @@ void conv2d_backward_bias_v1_direct(const Conv2dShape& shape, const T* d_dy, T* 
 // v2_im2col: im2col + cuBLAS GEMM (the engine's version).
 //
 // Workspace. The v2 launchers take a caller-owned device workspace
-// (d_workspace, workspace_bytes) for column matrices: one image's matrix is
-// conv2d_col_elements(shape) values of T. A launcher processes the batch in
-// chunks of
-//   images = min(N, workspace_bytes / (conv2d_col_elements(shape) * sizeof(T)))
-// images: im2col of the chunk, then one strided-batched GEMM over the chunk
-// (forward, dx), or one GEMM per image (dw, in image order). A workspace
-// smaller than one image's matrix is an error, except for pointwise
-// convolutions, which need none (d_workspace may then be null). Larger
-// chunks mean fewer, larger GEMMs; the results agree up to rounding (under
-// simcuda they are the same bits).
+// (d_workspace, workspace_bytes). One image's share is
+// conv2d_workspace_elements(shape) values of T: its column matrix
+// (conv2d_col_elements) and a slot of filter-gradient partial sums (K*C*R*S
+// values). A launcher processes the batch in chunks of
+//   images = min(N, workspace_bytes / (conv2d_workspace_elements(shape) * sizeof(T)))
+// images: im2col of the chunk, then one strided-batched GEMM over the chunk.
+// The workspace holds the chunk's column matrices first, then its slots.
+// A workspace smaller than one image's share is an error, except for the
+// forward and backward-data passes of pointwise convolutions, which need
+// none (d_workspace may then be null). Larger chunks mean fewer, larger
+// GEMMs. Forward and dx have the same bits for any chunk size under
+// simcuda; dw's sum over images is grouped by slot (slot i holds images i,
+// i + chunk, ...), so another chunk size changes its rounding, never its
+// determinism.
 //
 // cuBLAS: `handle` must be set to `stream` (cublasSetStream) and to
 // CUBLAS_POINTER_MODE_HOST (the default); the launchers check both. GEMMs
@@ -145,13 +151,16 @@ void conv2d_backward_bias_v1_direct(const Conv2dShape& shape, const T* d_dy, T* 
 
 // Values of T in one image's column matrix: C*R*S*P*Q, or 0 when pointwise.
 long long conv2d_col_elements(const Conv2dShape& shape);
+// Values of T in one image's share of the workspace: the column matrix plus
+// one slot of filter-gradient partials, conv2d_col_elements + K*C*R*S.
+long long conv2d_workspace_elements(const Conv2dShape& shape);
 
 // Bytes of workspace for chunks of `images` images (1 <= images; more than
-// N counts as N). 0 for pointwise convolutions.
+// N counts as N).
 template <class T>
 size_t conv2d_workspace_bytes(const Conv2dShape& shape, int images = 1) {
   const long long n = images < shape.N ? images : shape.N;
-  return size_t(n > 0 ? n : 0) * size_t(conv2d_col_elements(shape)) * sizeof(T);
+  return size_t(n > 0 ? n : 0) * size_t(conv2d_workspace_elements(shape)) * sizeof(T);
 }
 
 // y = w * x + b. d_b may be null (no bias). With a bias, y is first filled
@@ -170,9 +179,11 @@ void conv2d_backward_data_v2_im2col(const Conv2dShape& shape, const T* d_w, cons
                                     size_t workspace_bytes, cublasHandle_t handle,
                                     cudaStream_t stream, int block = 256);
 
-// dw (=, or += when accumulate) = sum_n dy_n col_n^T: im2col of each chunk,
-// then one GEMM per image in order n = 0..N-1, each adding into dw (beta =
-// 1), except the first when assigning (beta = 0).
+// dw (=, or += when accumulate) = sum_n dy_n col_n^T: per chunk, im2col and
+// one strided-batched GEMM in which image i of the chunk writes (first
+// chunk) or adds to (later chunks) slot i of the workspace's partials; then
+// one kernel sums the slots, in slot order, into dw. 2 launches per chunk
+// plus 1 (pointwise: 1 per chunk plus 1), whatever N.
 template <class T>
 void conv2d_backward_filter_v2_im2col(const Conv2dShape& shape, const T* d_x, const T* d_dy,
                                       T* d_dw, bool accumulate, T* d_workspace,

@@ -65,10 +65,9 @@ struct Conv2dRun : Run {
     out = DeviceBuffer<float>(n_out);
     if (v2) {
       // As the engine (engine/ops.cpp, conv_workspace): up to 64 MiB of
-      // column matrices, at least one image.
-      const size_t per_image = size_t(k::conv2d_col_elements(s)) * sizeof(float);
-      const size_t images =
-          per_image ? std::max<size_t>(1, std::min<size_t>(s.N, (64u << 20) / per_image)) : 0;
+      // column matrices and filter-gradient slots, at least one image.
+      const size_t per_image = size_t(k::conv2d_workspace_elements(s)) * sizeof(float);
+      const size_t images = std::max<size_t>(1, std::min<size_t>(s.N, (64u << 20) / per_image));
       ws_bytes = images * per_image;
       if (ws_bytes) ws = DeviceBuffer<float>(ws_bytes / sizeof(float));
       CUBLAS_CHECK(cublasCreate(&h));

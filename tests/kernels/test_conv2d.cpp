@@ -514,8 +514,16 @@ TEST(Conv2dDeterminism, SameBitsEveryRun) {
       }
     }
   });
+  // Another chunk size: y, dx and db have the same bits (each chunk's GEMMs
+  // and kernels see the same per-image sums); dw's sum over images is
+  // grouped by slot, so only its rounding may differ.
   const auto one_image = run_v2(k::conv2d_workspace_bytes<float>(sh, 1));
-  EXPECT_TRUE(same_bits(one_image[2], first_v2[2])) << "dw with one image per chunk";
+  for (int i : {0, 1, 3}) EXPECT_TRUE(same_bits(one_image[i], first_v2[i])) << names[i];
+  {
+    const auto dw_a = widen(one_image[2]), dw_b = widen(first_v2[2]);
+    for (size_t e = 0; e < dw_a.size(); ++e)
+      EXPECT_NEAR(dw_a[e], dw_b[e], 1e-4 * (1 + std::abs(dw_b[e]))) << "dw element " << e;
+  }
   // The GPU's launch shape (one column per thread) and a span of 5 give the
   // same bits as the backend's choice: each pixel sums its taps in one order.
   for (int span : {1, 5}) {
@@ -603,19 +611,25 @@ TEST(Conv2dShapeTest, OutputSizesAndDescription) {
 
 TEST(Conv2dShapeTest, WorkspaceBytes) {
   const Conv2dShape sh{3, 5, 7, 9, 4, 3, 3, 2, 2, 1, 1};  // P = 4, Q = 5
+  // Per image: the column matrix (C*R*S x P*Q) and a slot of filter-gradient
+  // partials (K*C*R*S).
   EXPECT_EQ(k::conv2d_col_elements(sh), 5LL * 9 * 4 * 5);
-  EXPECT_EQ(k::conv2d_workspace_bytes<float>(sh), size_t(5 * 9 * 4 * 5 * 4));
-  EXPECT_EQ(k::conv2d_workspace_bytes<double>(sh, 2), size_t(2 * 5 * 9 * 4 * 5 * 8));
+  EXPECT_EQ(k::conv2d_workspace_elements(sh), 5LL * 9 * 4 * 5 + 4 * 5 * 9);
+  EXPECT_EQ(k::conv2d_workspace_bytes<float>(sh), size_t((5 * 9 * 4 * 5 + 4 * 5 * 9) * 4));
+  EXPECT_EQ(k::conv2d_workspace_bytes<double>(sh, 2), size_t(2 * (5 * 9 * 4 * 5 + 4 * 5 * 9) * 8));
   EXPECT_EQ(k::conv2d_workspace_bytes<float>(sh, 10), k::conv2d_workspace_bytes<float>(sh, 3));
-  // Pointwise: none, and the launchers accept a null workspace.
+  // Pointwise: no column matrix, only the partials (which the forward and
+  // backward-data launchers do not need: they accept a null workspace).
   const Conv2dShape pw{3, 5, 7, 9, 4, 1, 1};
   EXPECT_TRUE(pw.pointwise());
-  EXPECT_EQ(k::conv2d_workspace_bytes<float>(pw, 3), 0u);
+  EXPECT_EQ(k::conv2d_col_elements(pw), 0);
+  EXPECT_EQ(k::conv2d_workspace_bytes<float>(pw, 3), size_t(3 * 4 * 5 * 4));
   EXPECT_FALSE((Conv2dShape{3, 5, 7, 9, 4, 1, 1, 1, 1, 1, 0}.pointwise()));
   EXPECT_FALSE((Conv2dShape{3, 5, 7, 9, 4, 1, 1, 2, 1, 0, 0}.pointwise()));
-  // The model's largest layer: 128 channels 3x3 on 128x128, one image = 72 MiB.
+  // The model's largest layer: 128 channels 3x3 on 128x128, one image = 72 MiB
+  // of columns and 576 KiB of partials.
   const Conv2dShape model{32, 128, 128, 128, 128, 3, 3, 1, 1, 1, 1};
-  EXPECT_EQ(k::conv2d_workspace_bytes<float>(model), size_t(1152) * 16384 * 4);
+  EXPECT_EQ(k::conv2d_workspace_bytes<float>(model), (size_t(1152) * 16384 + 128 * 1152) * 4);
 }
 
 TEST(Conv2dCost, CountsFlopsAndBytes) {
@@ -759,8 +773,9 @@ TEST(Conv2dArguments, BadPointersBlocksWorkspacesAndHandles) {
   // Workspace: too small, or null.
   expect_invalid([&] {
     k::conv2d_forward_v2_im2col<float>(sh, p, p, p, p, w, ws - 1, h, nullptr);
-  }, "conv2d_forward_v2_im2col: workspace of 11339 bytes is smaller than one image's column "
-     "matrix (C*R*S x P*Q = 45 x 63 values, 11340 bytes); see conv2d_workspace_bytes");
+  }, "conv2d_forward_v2_im2col: workspace of 12059 bytes is smaller than one image's share "
+     "(column matrix C*R*S x P*Q = 45 x 63 plus a filter gradient K*C*R*S = 180: 12060 bytes); "
+     "see conv2d_workspace_bytes");
   expect_invalid([&] {
     k::conv2d_backward_data_v2_im2col<float>(sh, p, p, p, false, nullptr, ws, h, nullptr);
   }, "d_workspace is null");
@@ -803,11 +818,19 @@ TEST(Conv2dArguments, BadPointersBlocksWorkspacesAndHandles) {
   CUDA_CHECK(cudaStreamSynchronize(other));
   CUBLAS_CHECK(cublasDestroy(device_mode));
   CUDA_CHECK(cudaStreamDestroy(other));
-  // Pointwise convolutions need no workspace.
+  // Pointwise convolutions need no workspace forward and for dx; for dw,
+  // they need the partials' slots.
   const Conv2dShape pw{3, 5, 7, 9, 4, 1, 1};
   EXPECT_NO_THROW(k::conv2d_forward_v2_im2col<float>(pw, p, p + pw.x_size(), nullptr,
                                                      p + pw.x_size() + pw.w_size(), nullptr, 0, h,
                                                      nullptr));
+  EXPECT_NO_THROW(k::conv2d_backward_data_v2_im2col<float>(pw, p, p + pw.w_size(),
+                                                           p + pw.w_size() + pw.y_size(), false,
+                                                           nullptr, 0, h, nullptr));
+  expect_invalid([&] {
+    k::conv2d_backward_filter_v2_im2col<float>(pw, p, p, p, false, nullptr, 0, h, nullptr);
+  }, "conv2d_backward_filter_v2_im2col: workspace of 0 bytes is smaller than one image's share "
+     "(column matrix C*R*S x P*Q = 0 x 0 plus a filter gradient K*C*R*S = 20: 80 bytes)");
 }
 
 }  // namespace
