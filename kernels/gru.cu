@@ -10,6 +10,7 @@
 #include "kernels/activation.cuh"
 #include "kernels/blas.h"
 #include "kernels/common.cuh"
+#include "kernels/copy_rows.cuh"
 #include "kernels/device_math.cuh"
 #include "kernels/launcher.h"
 #include "kernels/profile.h"
@@ -22,16 +23,76 @@ namespace timbre::kernels {
 namespace {
 
 // ===========================================================================
-// GRU gate kernels. Thread i of the grid-stride loop handles (b, j) =
-// (i / H, i % H); the three gates of unit j sit at columns j, H + j, 2H + j
-// of the (3H)-wide rows. No barrier, no shared memory, no atomics.
+// The cell's arithmetic for one hidden unit j, shared by the per-step gate
+// kernels and the whole-sequence kernels below.
 //
-// Forward, for one (b, j), with a_* the gate pre-activations:
+// Forward, with a_* the gate pre-activations:
 //   a_r = (gx_r + b_ir) + (gh_r + b_hr)      r = sigmoid(a_r)
 //   a_z = (gx_z + b_iz) + (gh_z + b_hz)      z = sigmoid(a_z)
 //   hn  = gh_n + b_hn
 //   a_n = (gx_n + b_in) + r * hn             n = tanh(a_n)
 //   h   = n + z * (h_prev - n)               (= (1 - z) n + z h_prev)
+// x_row: the (3H) row W_ih x_t [r z n]; gh_*: W_hh h_prev without bias.
+// Returns h; writes the saved values of unit j into s_row (5H) when not null.
+template <class T>
+__device__ __forceinline__ T gru_cell_forward(const T* x_row, const T* b_ih, const T* b_hh, int H,
+                                              int j, T gh_r, T gh_z, T gh_n, T hp, T* s_row) {
+  const T r = sigmoid_of((x_row[j] + b_ih[j]) + (gh_r + b_hh[j]));
+  const T z = sigmoid_of((x_row[H + j] + b_ih[H + j]) + (gh_z + b_hh[H + j]));
+  const T hn = gh_n + b_hh[2 * H + j];
+  const T n = tanh_of((x_row[2 * H + j] + b_ih[2 * H + j]) + r * hn);
+  if (s_row) {
+    s_row[kGruSavedR * H + j] = r;
+    s_row[kGruSavedZ * H + j] = z;
+    s_row[kGruSavedN * H + j] = n;
+    s_row[kGruSavedHn * H + j] = hn;
+    s_row[kGruSavedHPrev * H + j] = hp;
+  }
+  return n + z * (hp - n);
+}
+
+// Backward, for one unit j, from dh = dL/dh_t (both contributions):
+//   h = n + z (h_prev - n)  gives  dn = dh (1 - z),  dz = dh (h_prev - n),
+//                                  dh_prev (direct) = dh z;
+//   n = tanh(a_n)            gives  da_n = dn (1 - n)(1 + n);
+//   z = sigmoid(a_z)         gives  da_z = dz z (1 - z);
+//   a_n = ... + r hn         gives  dr = da_n hn,  dhn = da_n r;
+//   r = sigmoid(a_r)         gives  da_r = dr r (1 - r).
+// gx_* enter a_* with slope 1, so dGx = [da_r, da_z, da_n]; gh_r, gh_z
+// likewise, gh_n through hn = gh_n + b_hn: dGh = [da_r, da_z, da_n r].
+// Writes unit j's columns of the dGx and dGh rows (and of dgh_copy, a
+// second dGh row, when not null); returns dh z.
+template <class T>
+__device__ __forceinline__ T gru_cell_backward(const T* s_row, int H, int j, T dh, T* dgx_row,
+                                               T* dgh_row, T* dgh_copy = nullptr) {
+  const T r = s_row[kGruSavedR * H + j];
+  const T z = s_row[kGruSavedZ * H + j];
+  const T n = s_row[kGruSavedN * H + j];
+  const T hn = s_row[kGruSavedHn * H + j];
+  const T hp = s_row[kGruSavedHPrev * H + j];
+  // (1 - n)(1 + n) rather than 1 - n*n: exact where n is near +-1.
+  const T da_n = dh * (T(1) - z) * ((T(1) - n) * (T(1) + n));
+  const T da_z = dh * (hp - n) * (z * (T(1) - z));
+  const T da_r = da_n * hn * (r * (T(1) - r));
+  dgx_row[j] = da_r;
+  dgx_row[H + j] = da_z;
+  dgx_row[2 * H + j] = da_n;
+  dgh_row[j] = da_r;
+  dgh_row[H + j] = da_z;
+  dgh_row[2 * H + j] = da_n * r;
+  if (dgh_copy) {
+    dgh_copy[j] = da_r;
+    dgh_copy[H + j] = da_z;
+    dgh_copy[2 * H + j] = da_n * r;
+  }
+  return dh * z;
+}
+
+// ===========================================================================
+// GRU gate kernels, one time step. Thread i of the grid-stride loop handles
+// (b, j) = (i / H, i % H); the three gates of unit j sit at columns j,
+// H + j, 2H + j of the (3H)-wide rows. No barrier, no shared memory, no
+// atomics.
 template <class T>
 __global__ void gru_gates_forward_kernel(int batch, int hidden, const T* gx, long long gx_stride,
                                          const T* gh, const T* b_ih, const T* b_hh,
@@ -54,34 +115,16 @@ __global__ void gru_gates_forward_kernel(int batch, int hidden, const T* gx, lon
       gh_n = h_row[2 * H + j];
     }
     const T hp = h_prev ? h_prev[b * h_prev_stride + j] : T(0);
-    const T r = sigmoid_of((x_row[j] + b_ih[j]) + (gh_r + b_hh[j]));
-    const T z = sigmoid_of((x_row[H + j] + b_ih[H + j]) + (gh_z + b_hh[H + j]));
-    const T hn = gh_n + b_hh[2 * H + j];
-    const T n = tanh_of((x_row[2 * H + j] + b_ih[2 * H + j]) + r * hn);
-    const T hv = n + z * (hp - n);
+    const T hv = gru_cell_forward(x_row, b_ih, b_hh, H, j, gh_r, gh_z, gh_n, hp,
+                                  saved ? saved + b * saved_stride : nullptr);
     h[b * h_stride + j] = hv;
     if (h_copy) h_copy[b * H + j] = hv;
-    if (saved) {
-      T* s_row = saved + b * saved_stride;
-      s_row[kGruSavedR * H + j] = r;
-      s_row[kGruSavedZ * H + j] = z;
-      s_row[kGruSavedN * H + j] = n;
-      s_row[kGruSavedHn * H + j] = hn;
-      s_row[kGruSavedHPrev * H + j] = hp;
-    }
   }
 }
 
-// Backward, for one (b, j), from dh = dL/dh_t (both contributions):
-//   h = n + z (h_prev - n)  gives  dn = dh (1 - z),  dz = dh (h_prev - n),
-//                                  dh_prev (direct) = dh z;
-//   n = tanh(a_n)            gives  da_n = dn (1 - n)(1 + n);
-//   z = sigmoid(a_z)         gives  da_z = dz z (1 - z);
-//   a_n = ... + r hn         gives  dr = da_n hn,  dhn = da_n r;
-//   r = sigmoid(a_r)         gives  da_r = dr r (1 - r).
-// gx_* enter a_* with slope 1, so dGx = [da_r, da_z, da_n]; gh_r, gh_z
-// likewise, gh_n through hn = gh_n + b_hn: dGh = [da_r, da_z, da_n r].
-// dh_in is read before dh_out is written, by the same thread: they may alias.
+// Backward, for one (b, j): the cell's backward (above) from dh = dh_seq +
+// dh_in. dh_in is read before dh_out is written, by the same thread: they
+// may alias.
 template <class T>
 __global__ void gru_gates_backward_kernel(int batch, int hidden, const T* saved,
                                           long long saved_stride, const T* dh_seq,
@@ -98,26 +141,126 @@ __global__ void gru_gates_backward_kernel(int batch, int hidden, const T* saved,
     T dh = T(0);
     if (dh_seq) dh += dh_seq[b * dh_seq_stride + j];
     if (dh_in) dh += dh_in[b * H + j];
-    const T* s_row = saved + b * saved_stride;
-    const T r = s_row[kGruSavedR * H + j];
-    const T z = s_row[kGruSavedZ * H + j];
-    const T n = s_row[kGruSavedN * H + j];
-    const T hn = s_row[kGruSavedHn * H + j];
-    const T hp = s_row[kGruSavedHPrev * H + j];
-    // (1 - n)(1 + n) rather than 1 - n*n: exact where n is near +-1.
-    const T da_n = dh * (T(1) - z) * ((T(1) - n) * (T(1) + n));
-    const T da_z = dh * (hp - n) * (z * (T(1) - z));
-    const T da_r = da_n * hn * (r * (T(1) - r));
-    T* x_row = dgx + b * dgx_stride;
-    x_row[j] = da_r;
-    x_row[H + j] = da_z;
-    x_row[2 * H + j] = da_n;
-    T* h_row = dgh + b * dgh_stride;
-    h_row[j] = da_r;
-    h_row[H + j] = da_z;
-    h_row[2 * H + j] = da_n * r;
-    if (dh_out) dh_out[b * H + j] = dh * z;
+    const T direct = gru_cell_backward(saved + b * saved_stride, H, j, dh, dgx + b * dgx_stride,
+                                       dgh + b * dgh_stride);
+    if (dh_out) dh_out[b * H + j] = direct;
   }
+}
+
+// ===========================================================================
+// Whole-sequence kernels: the recurrence of one layer in one launch.
+//
+// Each sequence b of the batch is independent of the others through time,
+// so one block owns one sequence and walks all S steps itself, keeping the
+// state in shared memory: no grid-wide barrier, no launch per step. Thread
+// j (and j + blockDim, ... when H > blockDim) owns hidden unit j.
+//
+// Forward step: thread j computes its three recurrent dot products
+//   gh_g = sum_k W_hh[gH + j][k] h_prev[k],  g in {r, z, n},
+// reading h_prev from shared memory (every lane the same address: a
+// broadcast) and W_hh from the transposed copy w_hh_t (H x 3H), where lanes
+// j, j+1, ... read consecutive addresses (coalesced; W_hh itself would put
+// the lanes H values apart). The 3H x H weights stay in L1/L2 across the
+// steps. Then the cell, whose h_t goes to the other half of a two-buffer
+// state, so one __syncthreads per step orders the writes before the next
+// step's reads.
+template <class T>
+struct GruForwardSteps {
+  const T* gx;      // (B*S, 3H), row b*S + t: W_ih x_t without bias
+  const T* w_hh_t;  // (H, 3H): W_hh transposed
+  const T* b_ih;    // (3H)
+  const T* b_hh;    // (3H)
+  const T* h0;      // (B, H) or null (zeros)
+  T* hseq;          // (B, S, H)
+  T* h_last;        // (B, H) or null
+  T* saved;         // (B*S, 5H) or null
+  int steps, hidden;
+  bool reverse;
+};
+
+template <class T>
+__global__ void gru_forward_steps_kernel(GruForwardSteps<T> p) {
+  T* state = simcuda::dynamic_shared<T>();  // two buffers of H values
+  const int H = p.hidden, G = 3 * H, S = p.steps;
+  const long long b = blockIdx.x;
+  for (int j = threadIdx.x; j < H; j += blockDim.x) state[j] = p.h0 ? p.h0[b * H + j] : T(0);
+  __syncthreads();
+  for (int step = 0; step < S; ++step) {
+    const int t = p.reverse ? S - 1 - step : step;
+    const long long row = b * S + t;
+    const T* h_prev = state + (step & 1) * H;
+    T* h_next = state + ((step + 1) & 1) * H;
+    for (int j = threadIdx.x; j < H; j += blockDim.x) {
+      T gh_r = T(0), gh_z = T(0), gh_n = T(0);
+      for (int k = 0; k < H; ++k) {
+        const T hk = h_prev[k];
+        const T* w = p.w_hh_t + (long long)k * G;
+        gh_r += w[j] * hk;
+        gh_z += w[H + j] * hk;
+        gh_n += w[2 * H + j] * hk;
+      }
+      const T hv = gru_cell_forward(p.gx + row * G, p.b_ih, p.b_hh, H, j, gh_r, gh_z, gh_n,
+                                    h_prev[j], p.saved ? p.saved + row * kGruSavedWidth * H
+                                                       : nullptr);
+      h_next[j] = hv;
+      p.hseq[row * H + j] = hv;
+      if (p.h_last && step == S - 1) p.h_last[b * H + j] = hv;
+    }
+    __syncthreads();
+  }
+}
+
+// Backward step, in the reverse of the forward's order: thread j runs the
+// cell's backward for unit j (writing the dGx and dGh rows to global memory
+// for the weight GEMMs, and dGh to shared memory), then, after a barrier,
+//   dh_prev[j] = dh_t[j] z_j + sum_{g < 3H} dGh[g] W_hh[g][j],
+// where lanes j, j+1, ... read consecutive addresses of row g of W_hh
+// (coalesced, no transpose needed) and dGh is a shared-memory broadcast. A
+// second barrier keeps the next step from overwriting dGh while it is read.
+// At the end dh holds dL/dh0.
+template <class T>
+struct GruBackwardSteps {
+  const T* saved;    // (B*S, 5H) what the forward saved
+  const T* w_hh;     // (3H, H)
+  const T* dhseq;    // (B, S, H) or null (zeros)
+  const T* dh_last;  // (B, H) or null (zeros)
+  T* dgx;            // (B*S, 3H)
+  T* dgh;            // (B*S, 3H)
+  T* dh0;            // (B, H) or null
+  bool dh0_accumulate;
+  int steps, hidden;
+  bool reverse;
+};
+
+template <class T>
+__global__ void gru_backward_steps_kernel(GruBackwardSteps<T> p) {
+  T* dh = simcuda::dynamic_shared<T>();  // H values: dL/dh of the step being processed
+  T* dgh = dh + p.hidden;                // 3H values: this step's dGh row
+  const int H = p.hidden, G = 3 * H, S = p.steps;
+  const long long b = blockIdx.x;
+  for (int j = threadIdx.x; j < H; j += blockDim.x)
+    dh[j] = p.dh_last ? p.dh_last[b * H + j] : T(0);
+  for (int step = S - 1; step >= 0; --step) {
+    const int t = p.reverse ? S - 1 - step : step;
+    const long long row = b * S + t;
+    for (int j = threadIdx.x; j < H; j += blockDim.x) {
+      const T d = p.dhseq ? dh[j] + p.dhseq[row * H + j] : dh[j];
+      dh[j] = gru_cell_backward(p.saved + row * kGruSavedWidth * H, H, j, d, p.dgx + row * G,
+                                p.dgh + row * G, dgh);
+    }
+    __syncthreads();
+    if (step > 0 || p.dh0) {
+      for (int j = threadIdx.x; j < H; j += blockDim.x) {
+        T acc = T(0);
+        for (int g = 0; g < G; ++g) acc += dgh[g] * p.w_hh[(long long)g * H + j];
+        dh[j] += acc;
+      }
+    }
+    __syncthreads();
+  }
+  if (p.dh0)
+    for (int j = threadIdx.x; j < H; j += blockDim.x)
+      p.dh0[b * H + j] = p.dh0_accumulate ? p.dh0[b * H + j] + dh[j] : dh[j];
 }
 
 void check_gru_shape(const char* op, const GruShape& shape, int block) {
@@ -128,6 +271,20 @@ void check_gru_shape(const char* op, const GruShape& shape, int block) {
   check_block(op, block);
   check_fits_int(op, "batch*steps", (long long)shape.batch * shape.steps);
   check_fits_int(op, "steps*5*hidden", (long long)shape.steps * kGruSavedWidth * shape.hidden);
+}
+
+// Threads per block of the whole-sequence kernels: one per hidden unit up
+// to `block` (rounded up to whole warps), each thread looping over units j,
+// j + blockDim, ... beyond that. Their state lives in shared memory
+// (shared_bytes per block), which must fit in the 48 KiB every GPU gives a
+// block without opting in.
+unsigned recurrence_threads(const char* op, int hidden, size_t shared_bytes, int block) {
+  constexpr size_t kMaxShared = 48 * 1024;
+  if (shared_bytes > kMaxShared)
+    fail(op, "hidden = " + std::to_string(hidden) + " needs " + std::to_string(shared_bytes) +
+                 " bytes of shared memory per block, more than the " +
+                 std::to_string(kMaxShared) + " a block may use");
+  return unsigned(std::min(block, (hidden + 31) / 32 * 32));
 }
 
 }  // namespace
@@ -198,7 +355,7 @@ void gru_gates_backward(int batch, int hidden, const GruGatesBackwardIn<T>& in,
 
 size_t gru_forward_workspace_size(const GruShape& shape) {
   const size_t B = size_t(shape.batch), S = size_t(shape.steps), H = size_t(shape.hidden);
-  return B * S * 3 * H + B * 3 * H;
+  return B * S * 3 * H + 3 * H * H;
 }
 
 size_t gru_reserve_size(const GruShape& shape) {
@@ -207,7 +364,7 @@ size_t gru_reserve_size(const GruShape& shape) {
 
 size_t gru_backward_workspace_size(const GruShape& shape) {
   const size_t rows = size_t(shape.batch) * shape.steps;
-  return 2 * rows * 3 * shape.hidden + size_t(shape.batch) * shape.hidden + rows;
+  return 2 * rows * 3 * shape.hidden + rows;
 }
 
 template <class T>
@@ -228,31 +385,16 @@ void gru_forward(cublasHandle_t handle, const GruShape& shape, const GruWeights<
 
   const int B = shape.batch, S = shape.steps, I = shape.input, H = shape.hidden, G = 3 * H,
             R = B * S;
-  const int W = kGruSavedWidth * H;
   T* gx = d_workspace;
-  T* gh = gx + size_t(R) * G;
+  T* w_hh_t = gx + size_t(R) * G;
+  const unsigned threads = recurrence_threads(op, H, 2 * H * sizeof(T), block);
 
   gemm(handle, {kT, kN, G, R, I, I, I, G}, T(1), weights.w_ih, data.x, T(0), gx);
-  for (int step = 0; step < S; ++step) {
-    const int t = reverse ? S - 1 - step : step;
-    // h_prev: h0 (maybe null) first, then the row the previous step wrote.
-    const T* h_prev = data.h0;
-    long long h_prev_stride = H;
-    if (step > 0) {
-      h_prev = data.hseq + size_t(reverse ? t + 1 : t - 1) * H;
-      h_prev_stride = (long long)S * H;
-    }
-    if (h_prev)
-      gemm(handle, {kT, kN, G, B, H, H, int(h_prev_stride), G}, T(1), weights.w_hh, h_prev, T(0),
-           gh);
-    const GruGatesForwardIn<T> in{gx + size_t(t) * G, (long long)S * G, h_prev ? gh : nullptr,
-                                  weights.b_ih,       weights.b_hh,     h_prev,
-                                  h_prev_stride};
-    const GruGatesForwardOut<T> out{
-        data.hseq + size_t(t) * H, (long long)S * H, step == S - 1 ? data.h_last : nullptr,
-        d_reserve ? d_reserve + size_t(t) * W : nullptr, (long long)S * W};
-    gru_gates_forward<T>(B, H, in, out, s, block);
-  }
+  transpose_last2<T>(weights.w_hh, w_hh_t, 1, G, H, false, s, block);
+  const GruForwardSteps<T> p{gx,        w_hh_t,      weights.b_ih, weights.b_hh,
+                             data.h0,   data.hseq,   data.h_last,  d_reserve,
+                             S,         H,           reverse};
+  LAUNCH(gru_forward_steps_kernel<T>, unsigned(B), threads, 2 * H * sizeof(T), s, p);
 }
 
 template <class T>
@@ -275,35 +417,13 @@ void gru_backward(cublasHandle_t handle, const GruShape& shape, const GruWeights
   const GruAccumulate& acc = grads.accumulate;
   T* dgx = d_workspace;
   T* dgh = dgx + size_t(R) * G;
-  T* dh = dgh + size_t(R) * G;  // dL/dh of the step being processed, (B, H)
-  T* ones = dh + size_t(B) * H;
+  T* ones = dgh + size_t(R) * G;
+  const unsigned threads = recurrence_threads(op, H, 4 * H * sizeof(T), block);
 
-  // Steps in the reverse of the forward's order. The first one processed
-  // (the forward's last) starts from dh_last; later ones from dh, which the
-  // step before left as dL/dh_prev. The last one needs dh_prev only for dh0.
-  for (int step = S - 1; step >= 0; --step) {
-    const int t = reverse ? S - 1 - step : step;
-    const bool need_dh_prev = step > 0 || grads.dh0 != nullptr;
-    const GruGatesBackwardIn<T> in{d_reserve + size_t(t) * W, (long long)S * W,
-                                   data.dhseq ? data.dhseq + size_t(t) * H : nullptr,
-                                   (long long)S * H, step == S - 1 ? data.dh_last : dh};
-    const GruGatesBackwardOut<T> out{dgx + size_t(t) * G, (long long)S * G, dgh + size_t(t) * G,
-                                     (long long)S * G, need_dh_prev ? dh : nullptr};
-    gru_gates_backward<T>(B, H, in, out, s, block);
-    if (need_dh_prev)
-      gemm(handle, {kN, kN, H, B, G, H, S * G, H}, T(1), weights.w_hh, dgh + size_t(t) * G, T(1),
-           dh);
-  }
+  const GruBackwardSteps<T> p{d_reserve, weights.w_hh, data.dhseq, data.dh_last, dgx, dgh,
+                              grads.dh0, acc.dh0,      S,          H,            reverse};
+  LAUNCH(gru_backward_steps_kernel<T>, unsigned(B), threads, 4 * H * sizeof(T), s, p);
 
-  if (grads.dh0) {
-    if (acc.dh0)
-      add<T>(grads.dh0, dh, grads.dh0, (long long)B * H, T(1), T(1), s, block);
-    else {
-      profile::record_copy(profile::Copy::d2d, size_t(B) * H * sizeof(T), false);
-      CUDA_CHECK(
-          cudaMemcpyAsync(grads.dh0, dh, size_t(B) * H * sizeof(T), cudaMemcpyDeviceToDevice, s));
-    }
-  }
   if (grads.dx)
     gemm(handle, {kN, kN, I, R, G, I, G, I}, T(1), weights.w_ih, dgx, beta_for<T>(acc.dx),
          grads.dx);

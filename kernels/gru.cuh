@@ -17,17 +17,24 @@
 // bidirectional layer, as PyTorch: hseq[:, t] is still the state after
 // reading x_t, and h_last = hseq[:, 0]).
 //
-// Parallel strategy (whole layer):
-//   forward : Gx = x W_ih^T for all B*S rows, one GEMM; then per step one
-//             GEMM Gh = h_prev W_hh^T (B x 3H) and one fused gate kernel that
-//             adds the biases, applies the gates, writes h_t and saves
+// Parallel strategy (whole layer), 3 launches forward and at most 7
+// backward whatever S:
+//   forward : Gx = x W_ih^T for all B*S rows, one GEMM; W_hh transposed
+//             once (coalesced reads below); then ONE launch for the whole
+//             recurrence: block b owns sequence b (sequences are independent
+//             through time) and walks the S steps, its state h in shared
+//             memory; per step thread j computes unit j's three dot products
+//             with h_prev, the gates (biases added), h_t, and saves
 //             [r, z, n, W_hn h_prev + b_hn, h_prev] for backward ("reserve").
-//   backward: per step, in reverse, one fused gate-backward kernel giving the
-//             pre-activation gradients dGx (input side) and dGh (hidden side)
-//             and dh_prev's direct part dh*z, then one GEMM dh_prev += dGh W_hh;
-//             at the end one GEMM each for dx, dW_ih, dW_hh, and the biases as
-//             GEMMs with a ones vector. No atomics: every output has the same
-//             bits on every run.
+//   backward: ONE launch for the recurrence in reverse: per step thread j
+//             gives the pre-activation gradients dGx (input side) and dGh
+//             (hidden side) of unit j, then after a barrier
+//             dh_prev[j] = dh[j] z_j + sum_g dGh[g] W_hh[g][j]; at the end one
+//             GEMM each for dx, dW_ih, dW_hh over all B*S rows, and the
+//             biases as GEMMs with a ones vector. No atomics: every output
+//             has the same bits on every run.
+// The gate kernels below are the same cell arithmetic for one step as
+// separate launches (the per-step building blocks, tested on their own).
 //
 // Gradients: each output of a backward function has its own accumulate flag
 // (false: assign, true: add into it), so that the engine can pass what
@@ -180,11 +187,11 @@ struct GruForwardData {
 };
 
 // Sizes, in elements of T (none depends on shape.input).
-// Forward workspace: Gx (B*S*3H) and Gh (B*3H).
+// Forward workspace: Gx (B*S*3H) and W_hh transposed (3H*H).
 size_t gru_forward_workspace_size(const GruShape& shape);
 // Reserve: the saved rows, B*S*5H, written by forward, read by backward.
 size_t gru_reserve_size(const GruShape& shape);
-// Backward workspace: dGx and dGh (B*S*3H each), dh (B*H), ones (B*S).
+// Backward workspace: dGx and dGh (B*S*3H each), ones (B*S).
 size_t gru_backward_workspace_size(const GruShape& shape);
 
 // Forward: writes data.hseq and, when not null, data.h_last. Every weight

@@ -527,9 +527,12 @@ TYPED_TEST(Gru, OptionalGradients) {
 // arithmetic does not depend on the launch shape; the GEMMs are the same
 // calls).
 
+// H = 45: with 32 threads per block a thread owns two units (j, j + 32) of
+// the whole-sequence kernels; every block size gives the same bits, since a
+// unit's arithmetic does not depend on which thread runs it.
 TEST(GruDeterminism, SameBitsEveryRun) {
   using T = float;
-  const GruProblem<T> p({32, 16, 128, 32}, true, true, 1000, 1.0);
+  const GruProblem<T> p({32, 16, 128, 45}, true, true, 1000, 1.0);
   Cublas cublas;
   GruDevice<T> gru(p);
   const auto run = [&](int block) {
@@ -619,6 +622,15 @@ TEST(GruArgs, RejectsBadSizesBlocksAndPointers) {
   EXPECT_NO_THROW(bwd({w.w_ih, w.w_hh, nullptr, nullptr}, d.x.get(), d.reserve.get(), 256));
   expect_invalid([&] { bwd(w, d.x.get(), d.reserve.get(), 64 + 1); },
                  "gru_backward: block must be a multiple of 32 in [32, 1024], not 65");
+  // The whole-sequence kernels keep their state in shared memory: backward
+  // 4H values per block, which must fit in 48 KiB (H <= 3072 in float).
+  // The launcher says so before it reads anything.
+  const GruShape wide{1, 1, 1, 3073};
+  expect_invalid([&] {
+    k::gru_backward<float>(cublas.h, wide, w, {d.x.get(), nullptr, nullptr}, false,
+                           d.reserve.get(), {}, d.ws_backward.get(), nullptr);
+  }, "gru_backward: hidden = 3073 needs 49168 bytes of shared memory per block, more than the "
+     "49152 a block may use");
 }
 TEST(GruArgs, GateLaunchersCheckStridesAndPointers) {
   DeviceBuffer<float> a(256), b(256), c(256), e(256);
@@ -690,9 +702,11 @@ TEST(GruArgs, ZeroBatchIsANoOp) {
 
 TEST(GruSizes, WorkspaceAndReserve) {
   const GruShape s{3, 5, 7, 4};
-  EXPECT_EQ(k::gru_forward_workspace_size(s), size_t(3 * 5 * 12 + 3 * 12));
+  // Forward: Gx (B*S*3H) and W_hh transposed (3H*H); backward: dGx, dGh
+  // (B*S*3H each) and a ones vector (B*S).
+  EXPECT_EQ(k::gru_forward_workspace_size(s), size_t(3 * 5 * 12 + 12 * 4));
   EXPECT_EQ(k::gru_reserve_size(s), size_t(3 * 5 * 20));
-  EXPECT_EQ(k::gru_backward_workspace_size(s), size_t(2 * 3 * 5 * 12 + 3 * 4 + 15));
+  EXPECT_EQ(k::gru_backward_workspace_size(s), size_t(2 * 3 * 5 * 12 + 15));
 }
 
 // The cost formulas: a sanity check of their scaling, for benchmarks.
