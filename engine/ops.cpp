@@ -147,12 +147,16 @@ Variable linear(const Variable& x, const Variable& w, const Variable& b) {
 namespace {
 
 // Workspace for im2col's columns and the filter gradient's partial sums:
-// whole chunks of images, at most ~64 MiB (one image's share at least).
+// whole chunks of images, at most 512 MiB (one image's share at least):
+// the whole batch of 32 for every layer of the three models, so each
+// convolution pass is one im2col and one batched GEMM (a GPU has the
+// memory; under simcuda it is host memory, ~1.5 GB peak for a training run).
 // Pointwise convolutions need it only for the filter gradient.
 Tensor conv_workspace(const kernels::Conv2dShape& cs, DType d, bool filter) {
   if (cs.pointwise() && !filter) return Tensor();
   const size_t per_image = size_t(kernels::conv2d_workspace_elements(cs)) * dtype_size(d);
-  const int64_t images = std::max<int64_t>(1, std::min<int64_t>(cs.N, (64 << 20) / per_image));
+  constexpr int64_t kBudget = int64_t(512) << 20;
+  const int64_t images = std::max<int64_t>(1, std::min<int64_t>(cs.N, kBudget / int64_t(per_image)));
   return Tensor::empty(Shape{images * int64_t(per_image / dtype_size(d))}, d);
 }
 

@@ -241,10 +241,14 @@ struct GradSums {
 
 // Block path: block (ch, k) sums chunk k of channel ch (each thread its
 // values in order, then block_sum2) into partial_of(ch, k).
+// When `constants` is not null, block (ch, 0) also stores the channel's
+// constant there (the statistics' shift K, which an in-place
+// normalisation would otherwise overwrite before the next pass reads it).
 template <class Sums>
-__global__ void sums_by_block_kernel(Sums sums, Geometry g, double* partial) {
+__global__ void sums_by_block_kernel(Sums sums, Geometry g, double* partial, double* constants) {
   const int ch = blockIdx.x;
   const double k = sums.per_channel(g, ch);
+  if (constants && blockIdx.y == 0 && threadIdx.x == 0) constants[ch] = k;
   double a = 0, b = 0;
   for_my_values(g, [&](long long o) { sums.add(o, k, a, b); });
   block_sum2(a, b);
@@ -255,33 +259,22 @@ __global__ void sums_by_block_kernel(Sums sums, Geometry g, double* partial) {
   }
 }
 
-// Statistics, pass 2: one thread per channel adds the chunk partials in
-// chunk order; mean = K + s1/M, var = (s2 - s1^2/M)/M (clamped at 0 against
-// rounding; a NaN stays NaN), inv_std, the running statistics. No barrier.
-template <class T>
-__global__ void stats_finalize_kernel(const T* x, const double* partial, Geometry g, int channels,
-                                      double eps, T* save_mean, T* save_inv_std, T* running_mean,
-                                      T* running_var, BatchNormRunning running) {
-  const int stride = blockDim.x * gridDim.x;
-  for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < channels; ch += stride) {
-    const double* p = partial + 2 * (long long)ch * g.chunks;
-    double s1 = 0, s2 = 0;
-    for (int k = 0; k < g.chunks; ++k) {
-      s1 += p[2 * k];
-      s2 += p[2 * k + 1];
-    }
-    const double m = double(g.m), d = s1 / m;
-    const double mean = double(x[ch * g.hw]) + d;
-    double var = (s2 - s1 * d) / m;
-    var = var < 0 ? 0 : var;
-    save_mean[ch] = T(mean);
-    save_inv_std[ch] = T(1.0 / sqrt(var + eps));
-    if (running_mean) {
-      const double k = running.keep, v = running.unbiased_var ? var * m / (m - 1) : var;
-      running_mean[ch] = T(k * double(running_mean[ch]) + (1 - k) * mean);
-      running_var[ch] = T(k * double(running_var[ch]) + (1 - k) * v);
-    }
+// Statistics, from the reduce pass's partials of channel ch (its `chunks`
+// partials added in chunk order) and its shift K: mean = K + s1/M, var =
+// (s2 - s1^2/M)/M (biased; clamped at 0 against rounding, a NaN stays NaN).
+__device__ __forceinline__ void channel_stats(const double* partial, const double* shift,
+                                              int chunks, const Geometry& g, int ch,
+                                              double& mean, double& var) {
+  const double* p = partial + 2 * (long long)ch * chunks;
+  double s1 = 0, s2 = 0;
+  for (int k = 0; k < chunks; ++k) {
+    s1 += p[2 * k];
+    s2 += p[2 * k + 1];
   }
+  const double m = double(g.m), d = s1 / m;
+  mean = shift[ch] + d;
+  var = (s2 - s1 * d) / m;
+  var = var < 0 ? 0 : var;
 }
 
 // inv_std of channel ch: saved by the training forward (FromVar = false), or
@@ -292,7 +285,9 @@ __device__ __forceinline__ double inv_std_of(const T* second, int ch, double eps
 }
 
 // y = (x - mean) * scale + beta with scale = gamma * inv_std, per channel
-// constants computed once per thread. One pass, no barrier. y may alias x: each value is read, then written, by one thread.
+// constants computed once per thread. One pass, no barrier. y may alias x:
+// each value is read, then written, by one thread. Evaluation: mean and
+// the running variance (FromVar = true).
 template <class T, bool FromVar>
 __global__ void normalize_kernel(const T* x, const T* gamma, const T* beta, const T* mean,
                                  const T* second, double eps, T* y, Geometry g) {
@@ -302,48 +297,127 @@ __global__ void normalize_kernel(const T* x, const T* gamma, const T* beta, cons
   for_my_values(g, [&](long long o) { y[o] = (x[o] - mu) * scale + b; });
 }
 
+// Training forward, pass 2: the statistics and the normalisation in one
+// launch. Every thread of every block of channel ch adds the channel's
+// reduce partials itself (at most kBatchNormMaxChunks pairs, the same
+// addresses in every thread: broadcast loads, cached), so no block waits
+// for another and there is no barrier; all of them get the same bits.
+// Block (ch, 0)'s thread 0 also stores save_mean, save_inv_std and the
+// running statistics. Then the normalisation as normalize_kernel, from the
+// saved (rounded to T) values.
+template <class T>
+struct NormalizeTrain {
+  const T* x;
+  const T* gamma;
+  const T* beta;
+  const double* partial;  // the reduce pass's partials
+  const double* shift;    // the reduce pass's shifts K, one per channel
+  int chunks;             // partials per channel
+  double eps;
+  T* y;
+  T* save_mean;
+  T* save_inv_std;
+  T* running_mean;  // null: not tracked
+  T* running_var;
+  BatchNormRunning running;
+};
+
+template <class T>
+__global__ void normalize_train_kernel(NormalizeTrain<T> p, Geometry g) {
+  const int ch = blockIdx.x;
+  double mean, var;
+  channel_stats(p.partial, p.shift, p.chunks, g, ch, mean, var);
+  const T saved_mean = T(mean), saved_inv_std = T(1.0 / sqrt(var + p.eps));
+  if (blockIdx.y == 0 && threadIdx.x == 0) {
+    p.save_mean[ch] = saved_mean;
+    p.save_inv_std[ch] = saved_inv_std;
+    if (p.running_mean) {
+      const double m = double(g.m), k = p.running.keep;
+      const double v = p.running.unbiased_var ? var * m / (m - 1) : var;
+      p.running_mean[ch] = T(k * double(p.running_mean[ch]) + (1 - k) * mean);
+      p.running_var[ch] = T(k * double(p.running_var[ch]) + (1 - k) * v);
+    }
+  }
+  const T b = p.beta[ch], scale = T(double(p.gamma[ch]) * double(saved_inv_std));
+  const T* x = p.x;
+  T* y = p.y;
+  for_my_values(g, [&](long long o) { y[o] = (x[o] - saved_mean) * scale + b; });
+}
+
 template <class T>
 __device__ __forceinline__ void store_param_grad(T* dst, double v, bool accumulate) {
   *dst = accumulate ? T(double(*dst) + v) : T(v);
 }
 
-// Backward, pass 2: one thread per channel adds the partials in chunk order:
-// dbeta = sum dy, dgamma = inv_std * sum dy (x - mean); when coef is not
-// null, the per-channel constants of dx for the training formula
-//   dx = a * ((dy - b) - (x - mean) * k),
-//   a = gamma inv_std, b = sum dy / M, k = inv_std^2 sum dy (x - mean) / M
-// (= gamma inv_std / M (M dy - dbeta - xhat dgamma) rearranged).
-template <class T, bool FromVar>
-__global__ void grad_finalize_kernel(const double* partial, const T* gamma, const T* second,
-                                     double eps, Geometry g, int channels, T* dgamma, T* dbeta,
-                                     BatchNormAccumulate acc, double* coef) {
-  const int stride = blockDim.x * gridDim.x;
-  for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < channels; ch += stride) {
-    const double* p = partial + 2 * (long long)ch * g.chunks;
-    double sum_dy = 0, sum_dy_xc = 0;
-    for (int k = 0; k < g.chunks; ++k) {
-      sum_dy += p[2 * k];
-      sum_dy_xc += p[2 * k + 1];
-    }
-    const double inv_std = inv_std_of<FromVar>(second, ch, eps);
-    if (dbeta) store_param_grad(dbeta + ch, sum_dy, acc.dbeta);
-    if (dgamma) store_param_grad(dgamma + ch, sum_dy_xc * inv_std, acc.dgamma);
-    if (coef) {
-      const double m = double(g.m);
-      coef[3 * ch] = double(gamma[ch]) * inv_std;
-      coef[3 * ch + 1] = sum_dy / m;
-      coef[3 * ch + 2] = sum_dy_xc * inv_std * inv_std / m;
-    }
+// The backward's sums of channel ch from the reduce pass's partials, added
+// in chunk order: sum dy and sum dy (x - mean).
+__device__ __forceinline__ void channel_grad_sums(const double* partial, int chunks, int ch,
+                                                  double& sum_dy, double& sum_dy_xc) {
+  const double* p = partial + 2 * (long long)ch * chunks;
+  sum_dy = 0;
+  sum_dy_xc = 0;
+  for (int k = 0; k < chunks; ++k) {
+    sum_dy += p[2 * k];
+    sum_dy_xc += p[2 * k + 1];
   }
 }
 
-// Backward, pass 3 (training): dx = a * ((dy - b) - (x - mean) * k). No
-// barrier. dx may alias dy when assigning.
+// Evaluation backward with parameter gradients, pass 2: one thread per
+// channel: dbeta = sum dy, dgamma = inv_std * sum dy (x - mean), with the
+// running statistics' inv_std.
 template <class T>
-__global__ void dx_train_kernel(const T* x, const T* dy, const T* mean, const double* coef,
-                                Geometry g, T* dx, bool accumulate) {
+__global__ void grad_finalize_eval_kernel(const double* partial, const T* running_var,
+                                          double eps, int chunks, int channels, T* dgamma,
+                                          T* dbeta, BatchNormAccumulate acc) {
+  const int stride = blockDim.x * gridDim.x;
+  for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < channels; ch += stride) {
+    double sum_dy, sum_dy_xc;
+    channel_grad_sums(partial, chunks, ch, sum_dy, sum_dy_xc);
+    const double inv_std = inv_std_of<true>(running_var, ch, eps);
+    if (dbeta) store_param_grad(dbeta + ch, sum_dy, acc.dbeta);
+    if (dgamma) store_param_grad(dgamma + ch, sum_dy_xc * inv_std, acc.dgamma);
+  }
+}
+
+// Training backward, pass 2: the parameter gradients and dx in one launch.
+// Like normalize_train_kernel, every thread adds its channel's partials
+// itself (no barrier); block (ch, 0)'s thread 0 stores dbeta = sum dy and
+// dgamma = inv_std * sum dy (x - mean). Then
+//   dx = a * ((dy - b) - (x - mean) * k),
+//   a = gamma inv_std, b = sum dy / M, k = inv_std^2 sum dy (x - mean) / M
+// (= gamma inv_std / M (M dy - dbeta - xhat dgamma) rearranged). dx may
+// alias dy when assigning.
+template <class T>
+struct DxTrain {
+  const T* x;
+  const T* dy;
+  const T* gamma;
+  const T* save_mean;
+  const T* save_inv_std;
+  const double* partial;  // the reduce pass's partials
+  int chunks;             // partials per channel
+  T* dx;
+  T* dgamma;  // null: not computed
+  T* dbeta;   // null: not computed
+  BatchNormAccumulate acc;
+};
+
+template <class T>
+__global__ void dx_train_kernel(DxTrain<T> p, Geometry g) {
   const int ch = blockIdx.x;
-  const T a = T(coef[3 * ch]), b = T(coef[3 * ch + 1]), k = T(coef[3 * ch + 2]), mu = mean[ch];
+  double sum_dy, sum_dy_xc;
+  channel_grad_sums(p.partial, p.chunks, ch, sum_dy, sum_dy_xc);
+  const double inv_std = double(p.save_inv_std[ch]), m = double(g.m);
+  if (blockIdx.y == 0 && threadIdx.x == 0) {
+    if (p.dbeta) store_param_grad(p.dbeta + ch, sum_dy, p.acc.dbeta);
+    if (p.dgamma) store_param_grad(p.dgamma + ch, sum_dy_xc * inv_std, p.acc.dgamma);
+  }
+  const T a = T(double(p.gamma[ch]) * inv_std), b = T(sum_dy / m),
+          k = T(sum_dy_xc * inv_std * inv_std / m), mu = p.save_mean[ch];
+  const T* x = p.x;
+  const T* dy = p.dy;
+  T* dx = p.dx;
+  const bool accumulate = p.acc.dx;
   for_my_values(g, [&](long long o) {
     const T v = a * ((dy[o] - b) - (x[o] - mu) * k);
     dx[o] = accumulate ? dx[o] + v : v;
@@ -410,9 +484,13 @@ unsigned finalize_blocks(int c) { return unsigned(ceil_div(c, kFinalizeThreads))
 // Pass 1 of a reduction: a block per (channel, chunk), for channels of any
 // size (a small channel is one chunk of a 32-thread block).
 template <class Sums>
-void launch_sums(const Sums& sums, const Plan& r, double* partial, cudaStream_t s) {
-  LAUNCH(sums_by_block_kernel<Sums>, r.grid, r.threads, 0, s, sums, r.g, partial);
+void launch_sums(const Sums& sums, const Plan& r, double* partial, cudaStream_t s,
+                 double* constants = nullptr) {
+  LAUNCH(sums_by_block_kernel<Sums>, r.grid, r.threads, 0, s, sums, r.g, partial, constants);
 }
+
+// Where the statistics' shifts live in the workspace: after the partials.
+double* shifts_of(double* d_workspace, int c) { return d_workspace + 2LL * c * kBatchNormMaxChunks; }
 
 std::string str(double v) {
   char buf[32];
@@ -481,11 +559,13 @@ void batchnorm_forward_train(const BatchNormTrainForward<T>& t, BatchNormShape s
                                 ": running_mean and running_var must be both null (no "
                                 "running statistics) or both set");
   const Plan r = reduce_plan(n, c, h, w, block), p = pass_plan(n, c, h, w, block);
-  launch_sums(StatsSums<T>{t.x}, r, d_workspace, s);
-  LAUNCH(stats_finalize_kernel<T>, finalize_blocks(c), kFinalizeThreads, 0, s, t.x, d_workspace,
-         r.g, c, eps, t.save_mean, t.save_inv_std, t.running_mean, t.running_var, running);
-  LAUNCH((normalize_kernel<T, false>), p.grid, p.threads, 0, s, t.x, t.gamma, t.beta,
-         t.save_mean, t.save_inv_std, eps, t.y, p.g);
+  double* shift = shifts_of(d_workspace, c);
+  launch_sums(StatsSums<T>{t.x}, r, d_workspace, s, shift);
+  const NormalizeTrain<T> pass{t.x,         t.gamma,        t.beta,        d_workspace,
+                               shift,       r.g.chunks,     eps,           t.y,
+                               t.save_mean, t.save_inv_std, t.running_mean, t.running_var,
+                               running};
+  LAUNCH(normalize_train_kernel<T>, p.grid, p.threads, 0, s, pass, p.g);
 }
 
 template <class T>
@@ -523,12 +603,10 @@ void batchnorm_backward_train(const BatchNormTrainBackward<T>& t, BatchNormShape
   check_pointer(op, t.dx, "dx");
   check_pointer(op, d_workspace, "d_workspace");
   const Plan r = reduce_plan(n, c, h, w, block), p = pass_plan(n, c, h, w, block);
-  double* coef = d_workspace + 2LL * c * kBatchNormMaxChunks;
   launch_sums(GradSums<T>{t.x, t.dy, t.save_mean}, r, d_workspace, s);
-  LAUNCH((grad_finalize_kernel<T, false>), finalize_blocks(c), kFinalizeThreads, 0, s,
-         d_workspace, t.gamma, t.save_inv_std, 0.0, r.g, c, t.dgamma, t.dbeta, acc, coef);
-  LAUNCH(dx_train_kernel<T>, p.grid, p.threads, 0, s, t.x, t.dy, t.save_mean, coef, p.g, t.dx,
-         acc.dx);
+  const DxTrain<T> pass{t.x,         t.dy, t.gamma, t.save_mean, t.save_inv_std, d_workspace,
+                        r.g.chunks,  t.dx, t.dgamma, t.dbeta,    acc};
+  LAUNCH(dx_train_kernel<T>, p.grid, p.threads, 0, s, pass, p.g);
 }
 
 template <class T>
@@ -551,9 +629,8 @@ void batchnorm_backward_eval(const BatchNormEvalBackward<T>& t, BatchNormShape s
     check_pointer(op, d_workspace, "d_workspace");
     const Plan r = reduce_plan(n, c, h, w, block);
     launch_sums(GradSums<T>{t.x, t.dy, t.running_mean}, r, d_workspace, s);
-    LAUNCH((grad_finalize_kernel<T, true>), finalize_blocks(c), kFinalizeThreads, 0, s,
-           d_workspace, t.gamma, t.running_var, eps, r.g, c, t.dgamma, t.dbeta, acc,
-           static_cast<double*>(nullptr));
+    LAUNCH(grad_finalize_eval_kernel<T>, finalize_blocks(c), kFinalizeThreads, 0, s,
+           d_workspace, t.running_var, eps, r.g.chunks, c, t.dgamma, t.dbeta, acc);
   }
   const Plan p = pass_plan(n, c, h, w, block);
   if (n > 0)

@@ -38,14 +38,17 @@
 //     fixed order: each thread sums its values in double, the block folds
 //     its threads' sums (one __syncthreads, one __syncwarp), the chunk
 //     partials (at most kBatchNormMaxChunks per channel, about
-//     kBatchNormElemsPerThread values per thread) go to a workspace, and one
-//     thread per channel adds them in chunk order. No atomics: the same
-//     inputs and `block` give the same bits on every run.
+//     kBatchNormElemsPerThread values per thread) go to a workspace, and
+//     every thread of the pass that follows (normalisation, dx) adds its
+//     channel's partials in chunk order itself, so the finishing step needs
+//     no launch of its own. No atomics: the same inputs and `block` give the
+//     same bits on every run.
 //   * the statistics are shifted sums, sum (x - K) and sum (x - K)^2 with K
 //     the channel's first value, accumulated in double: no cancellation when
 //     |mean| >> std (see the docs).
 //   * normalisation and dx are barrier-free passes (about
-//     kBatchNormPassElemsPerThread values per thread).
+//     kBatchNormPassElemsPerThread values per thread). Training forward and
+//     backward are 2 launches each.
 //
 // Gradients: each of dx, dgamma and dbeta is assigned (false) or added to
 // (true) according to BatchNormAccumulate. The parameter gradients are added
@@ -104,9 +107,9 @@ constexpr int kBatchNormPassElemsPerThread = 32;
 constexpr int kBatchNormMaxChunks = 32;
 
 // Doubles of workspace the training forward and both backward launchers
-// need for c channels: chunk partials and per-channel coefficients.
+// need for c channels: chunk partials and the statistics' shifts.
 constexpr long long batchnorm_workspace_size(int c) {
-  return (long long)c * (2 * kBatchNormMaxChunks + 3);
+  return (long long)c * (2 * kBatchNormMaxChunks + 1);
 }
 
 // ---------------------------------------------------------------------------

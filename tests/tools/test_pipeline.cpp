@@ -513,8 +513,9 @@ TEST_F(Pipeline, ProfileCountsAStepWithoutHostSynchronisations) {
   for (const auto& k : p.at("kernels")) {
     calls += double(k.at("calls_per_step"));
     adam |= k.at("name").get<std::string>().find("adam_kernel") != std::string::npos;
-    if (k.at("name").get<std::string>().find("adam_kernel") != std::string::npos)
+    if (k.at("name").get<std::string>().find("adam_kernel") != std::string::npos) {
       EXPECT_EQ(k.at("calls_per_step"), 1.0) << "Adam is one launch over the flat parameters";
+    }
   }
   EXPECT_TRUE(adam);
   EXPECT_DOUBLE_EQ(calls, kernels);
