@@ -267,6 +267,10 @@ std::string fmt_number(double x) {
   return b;
 }
 
+kernels::AdamConfig adam_config(const TrainOptions& o, double lr) {
+  return o.adam == "keras" ? kernels::keras_adam(lr) : kernels::pytorch_adam(lr);
+}
+
 // --profile: o.profile_steps training steps on the first batches of the
 // training split, after two warm-up steps (allocations, cuBLAS's set-up),
 // counted and timed by kernels::profile::Recorder; the log is read after
@@ -280,14 +284,8 @@ std::string profile_training(const TrainOptions& o, models::Model& model, BatchL
   const int steps = o.profile_steps;
   if (steps < 1) throw UsageError("--profile-steps must be at least 1");
   make_run_folder(o.out);  // before the steps: a bad --out fails at once
-  const kernels::AdamConfig cfg = o.adam == "keras" ? kernels::keras_adam(lr) : kernels::pytorch_adam(lr);
-  Adam adam(model.parameters(), cfg, o.decay);
-  std::vector<std::string> names;
-  for (const auto& [name, v] : model.named_parameters()) names.push_back(name);
-  BandNormaliser norm(st.band_mean(), st.band_std());
-  BatchUploads uploads;
-  StepLog log;
-  const TrainStep step{model, adam, norm, uploads, log, gen, st.rows(), st.frames()};
+  StepParts parts(model, adam_config(o, lr), o.decay, st, gen);
+  const TrainStep& step = parts.step;
   std::vector<int64_t> order = epoch_order(st.size(Split::train), o.seed, 0);
   // Full batches only, cycling through the split when it is short.
   const size_t want = size_t(kWarmup + steps + (o.trace ? 1 : 0)) * size_t(o.batch_size);
@@ -298,7 +296,7 @@ std::string profile_training(const TrainOptions& o, models::Model& model, BatchL
   HostBatch b;
   int done = 0;
   for (; done < kWarmup && loader.next(b); ++done) step.run(b, StepPlace{0, done, done, b.indices});
-  log.read(adam, names);
+  parts.read();
   std::optional<prof::Recorder> rec(std::in_place);
   const auto t0 = std::chrono::steady_clock::now();
   for (; done < kWarmup + steps && loader.next(b); ++done)
@@ -310,14 +308,14 @@ std::string profile_training(const TrainOptions& o, models::Model& model, BatchL
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   const prof::Totals t = rec->stop();
   rec.reset();
-  log.read(adam, names);  // the log point after the window (not counted)
+  parts.read();  // the log point after the window (not counted)
   // --trace: one more step, op by op (kernels/profile.h's marks).
   std::vector<prof::TraceOp> trace;
   if (o.trace && loader.next(b)) {
     prof::Recorder tr(true);
     step.run(b, StepPlace{0, done, done, b.indices});
     trace = tr.stop().trace;
-    log.read(adam, names);
+    parts.read();
   }
 
   const double n = steps;
@@ -497,15 +495,10 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
                                                 : ""));
   }
   const double lr = o.lr > 0 ? o.lr : default_lr(o.model);
-  const kernels::AdamConfig adam_cfg =
-      o.adam == "keras" ? kernels::keras_adam(lr) : kernels::pytorch_adam(lr);
-  Adam adam(model->parameters(), adam_cfg, o.decay);
-  std::vector<std::string> param_names;
-  for (const auto& [name, v] : model->named_parameters()) param_names.push_back(name);
-  BandNormaliser norm(st.band_mean(), st.band_std());
-  BatchUploads uploads;
-  StepLog step_log;
-  const TrainStep train_step{*model, adam, norm, uploads, step_log, gen, st.rows(), st.frames()};
+  const kernels::AdamConfig adam_cfg = adam_config(o, lr);
+  StepParts parts(*model, adam_cfg, o.decay, st, gen);
+  Adam& adam = parts.adam;
+  const BandNormaliser& norm = parts.norm;
   auto last_read = std::chrono::steady_clock::now();
 
   TrainingState state;
@@ -652,10 +645,10 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
     // The epoch's sums live on the device (StepLog) from the values saved
     // at the last stop on: the same sequential sum of a run that never
     // stopped.
-    step_log.start({double(progress["loss_sum"]), int64_t(progress["correct"]),
+    parts.log.start({double(progress["loss_sum"]), int64_t(progress["correct"]),
                     int64_t(progress["seen"])});
     auto refresh = [&] {  // one read: the progress line and the finite checks
-      const StepTotals t = step_log.read(adam, param_names);
+      const StepTotals t = parts.read();
       progress["loss_sum"] = t.loss_sum;
       progress["correct"] = t.correct;
       progress["seen"] = t.seen;
@@ -674,7 +667,7 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
       if (global == o.inject_nan_step) b.x[b.x.size() / 2] = NAN;
       // Queued, not waited for: the upload on the copy stream, the step on
       // the compute stream.
-      train_step.run(b, StepPlace{epoch, step, global, b.indices});
+      parts.step.run(b, StepPlace{epoch, step, global, b.indices});
       progress["global_step"] = global + 1;
       progress["step_in_epoch"] = ++step;
       if (std::chrono::steady_clock::now() - last_read >= std::chrono::seconds(1)) refresh();

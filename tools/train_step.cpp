@@ -211,4 +211,19 @@ void TrainStep::run(const HostBatch& b, StepPlace place) const {
   uploads.consumed();
 }
 
+namespace {
+std::vector<std::string> parameter_names(const models::Model& model) {
+  std::vector<std::string> names;
+  for (const auto& [name, v] : model.named_parameters()) names.push_back(name);
+  return names;
+}
+}  // namespace
+
+StepParts::StepParts(models::Model& model, const kernels::AdamConfig& config, double decay,
+                     const features::FeatureStore& store, Generator& gen)
+    : adam(model.parameters(), config, decay),
+      names(parameter_names(model)),
+      norm(store.band_mean(), store.band_std()),
+      step{model, adam, norm, uploads, log, gen, store.rows(), store.frames()} {}
+
 }  // namespace timbre::tools

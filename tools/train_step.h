@@ -144,4 +144,24 @@ struct TrainStep {
   void run(const HostBatch& b, StepPlace place) const;
 };
 
+// A training step with the parts it owns: the optimiser, the parameters'
+// names (for StepLog's errors), the band normaliser of the store, the
+// upload slots and the step log. The trainer and --profile build it the
+// same way. Holds references to its own members: neither copied nor moved.
+struct StepParts {
+  Adam adam;
+  std::vector<std::string> names;
+  BandNormaliser norm;
+  BatchUploads uploads;
+  StepLog log;
+  TrainStep step;
+
+  StepParts(models::Model& model, const kernels::AdamConfig& config, double decay,
+            const features::FeatureStore& store, Generator& gen);
+  StepParts(const StepParts&) = delete;
+  StepParts& operator=(const StepParts&) = delete;
+  // The log's totals since start(), read at a log point (StepLog::read).
+  StepTotals read() { return log.read(adam, names); }
+};
+
 }  // namespace timbre::tools
