@@ -150,8 +150,10 @@ cublasStatus_t gemm_call(cublasHandle_t handle, cublasOperation_t transa,
                          const T* A, int lda, const T* B, int ldb, const T* beta, T* C, int ldc) {
   const cublasStatus_t s = check_gemm(handle, transa, transb, m, n, k, alpha, lda, ldb, beta, ldc);
   if (s != CUBLAS_STATUS_SUCCESS) return s;
-  simcuda::detail::before_host_work(handle->stream);
-  gemm(transa, transb, m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc);
+  const T a = *alpha, b = *beta;  // host scalars, read at the call (as cuBLAS does)
+  simcuda::detail::host_work(handle->stream, [=] {
+    gemm(transa, transb, m, n, k, a, A, lda, B, ldb, b, C, ldc);
+  });
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -166,20 +168,21 @@ cublasStatus_t gemm_strided_batched_call(cublasHandle_t handle, cublasOperation_
   const cublasStatus_t s = check_gemm(handle, transa, transb, m, n, k, alpha, lda, ldb, beta, ldc);
   if (s != CUBLAS_STATUS_SUCCESS) return s;
   if (batchCount < 0) return CUBLAS_STATUS_INVALID_VALUE;
-  simcuda::detail::before_host_work(handle->stream);
-  const T a = *alpha, b = *beta;
-  single_threaded_openblas();
-  if (batchCount >= 2 && (long long)m * n * k * batchCount >= (1LL << 22)) {
-    // Batches in parallel, each one serial call (batches never share C).
-    simcuda::detail::parallel_host(unsigned(batchCount), [&](unsigned i) {
-      gemm_serial(transa, transb, m, n, k, a, A + i * strideA, lda, B + i * strideB, ldb, b,
-                  C + i * strideC, ldc);
-    });
-  } else {
-    for (int i = 0; i < batchCount; ++i)
-      gemm(transa, transb, m, n, k, a, A + i * strideA, lda, B + i * strideB, ldb, b,
-           C + i * strideC, ldc);
-  }
+  const T a = *alpha, b = *beta;  // host scalars, read at the call (as cuBLAS does)
+  simcuda::detail::host_work(handle->stream, [=] {
+    single_threaded_openblas();
+    if (batchCount >= 2 && (long long)m * n * k * batchCount >= (1LL << 22)) {
+      // Batches in parallel, each one serial call (batches never share C).
+      simcuda::detail::parallel_host(unsigned(batchCount), [&](unsigned i) {
+        gemm_serial(transa, transb, m, n, k, a, A + i * strideA, lda, B + i * strideB, ldb, b,
+                    C + i * strideC, ldc);
+      });
+    } else {
+      for (int i = 0; i < batchCount; ++i)
+        gemm(transa, transb, m, n, k, a, A + i * strideA, lda, B + i * strideB, ldb, b,
+             C + i * strideC, ldc);
+    }
+  });
   return CUBLAS_STATUS_SUCCESS;
 }
 

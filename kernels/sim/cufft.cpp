@@ -266,6 +266,10 @@ cufftResult exec(cufftHandle handle, cufftType type, void* in, void* out, int si
   if (p == nullptr) return CUFFT_INVALID_PLAN;
   if (p->type != type || in == nullptr || out == nullptr) return CUFFT_INVALID_VALUE;
   if (sign != CUFFT_FORWARD && sign != CUFFT_INVERSE) return CUFFT_INVALID_VALUE;
+  if (simcuda::detail::capturing(p->stream)) {
+    simcuda::detail::mark_capture_broken(p->stream, "a cuFFT transform (not captured by simcuda)");
+    return CUFFT_NOT_SUPPORTED;
+  }
   simcuda::detail::before_host_work(p->stream);
 
   const bool in_place = in == out;

@@ -41,4 +41,16 @@ void parallel_host(unsigned n, const std::function<void(unsigned)>& task);
 // called, after the work queued before them on their stream).
 void before_host_work(cudaStream_t s);
 
+// A library call's host work (cuBLAS's GEMMs, cuFFT's transforms) issued
+// on stream s: recorded when s is being captured (cudaStreamBeginCapture),
+// otherwise run now, after before_host_work(s). `work` must capture its
+// arguments by value: a graph replays it later.
+void host_work(cudaStream_t s, std::function<void()> work);
+
+// Whether s is being captured. cuFFT's transforms are not captured by
+// simcuda: a transform on a capturing stream fails and invalidates the
+// capture (mark_capture_broken) rather than run out of order.
+bool capturing(cudaStream_t s);
+void mark_capture_broken(cudaStream_t s, const char* why);
+
 }  // namespace simcuda::detail

@@ -26,6 +26,8 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "kernels/sim/control.h"
 #include "kernels/sim/internal.h"
@@ -34,10 +36,24 @@
 // (`pending`, oldest first, each op with its ticket) until something waits
 // for it; an event recorded on it is complete when the op with its ticket
 // has run.
+//
+// Stream capture (cudaStreamBeginCapture): while `capture` is set, the
+// stream's work is appended to that graph instead of running; a captured
+// graph replays its ops in order (cudaGraphLaunch).
+struct CUgraph_st {
+  std::vector<std::function<void()>> ops;
+};
+struct CUgraphExec_st {
+  std::shared_ptr<const std::vector<std::function<void()>>> ops;
+};
 struct CUstream_st {
   unsigned flags = 0;
   uint64_t issued = 0;  // tickets handed out
   std::deque<std::pair<uint64_t, std::function<void()>>> pending;
+  CUgraph_st* capture = nullptr;  // capturing into this graph
+  cudaStreamCaptureMode capture_mode = cudaStreamCaptureModeGlobal;
+  std::thread::id capture_thread;
+  std::string capture_broken;  // why the capture is invalidated ("" while valid)
 };
 struct CUevent_st {
   unsigned flags = 0;
@@ -246,7 +262,7 @@ cudaError_t set_bytes(void* dst, int value, size_t count, const char* api, bool 
 // ----------------------------- streams, events -----------------------------
 struct Handles {
   std::mutex m;
-  std::set<const void*> streams, events;
+  std::set<const void*> streams, events, graphs, execs;
 };
 Handles& handles() {
   static Handles* h = new Handles;
@@ -302,6 +318,65 @@ bool created(cudaStream_t s) {
   return s != nullptr && s != cudaStreamLegacy && s != cudaStreamPerThread;
 }
 
+// ------------------------------ stream capture ------------------------------
+std::atomic<int> g_captures{0};  // streams capturing now
+thread_local cudaStreamCaptureMode t_capture_mode = cudaStreamCaptureModeGlobal;
+
+std::vector<cudaStream_t> capturing_streams() {
+  std::vector<cudaStream_t> out;
+  std::lock_guard<std::mutex> lk(handles().m);
+  for (const void* p : handles().streams) {
+    auto s = static_cast<cudaStream_t>(const_cast<void*>(p));
+    if (s->capture) out.push_back(s);
+  }
+  return out;
+}
+
+// A call CUDA calls unsafe during capture (it may synchronise or allocate):
+// with a capture in global mode, or thread-local mode from this thread,
+// active, and this thread not in relaxed mode, CUDA fails it and
+// invalidates those captures.
+cudaError_t capture_forbids(const char* api) {
+  if (g_captures.load(std::memory_order_relaxed) == 0 ||
+      t_capture_mode == cudaStreamCaptureModeRelaxed)
+    return cudaSuccess;
+  bool hit = false;
+  for (cudaStream_t s : capturing_streams())
+    if (s->capture_mode == cudaStreamCaptureModeGlobal ||
+        (s->capture_mode == cudaStreamCaptureModeThreadLocal &&
+         s->capture_thread == std::this_thread::get_id())) {
+      if (s->capture_broken.empty()) s->capture_broken = std::string(api) + " during the capture";
+      hit = true;
+    }
+  if (!hit) return cudaSuccess;
+  return fail(cudaErrorStreamCaptureUnsupported,
+              std::string(api) + ": not allowed while a stream is being captured "
+                                 "(cudaStreamBeginCapture); the capture is invalidated");
+}
+
+// simcuda captures one stream at a time: events recorded on, or waited on
+// by, a capturing stream (CUDA's fork and join of several streams into one
+// graph) are not simulated, and say so.
+cudaError_t single_stream_capture(cudaStream_t s, const char* api) {
+  if (g_captures.load(std::memory_order_relaxed) == 0 || !created(s) || !s->capture)
+    return cudaSuccess;
+  if (s->capture_broken.empty()) s->capture_broken = std::string(api) + " during the capture";
+  return fail(cudaErrorStreamCaptureUnsupported,
+              std::string(api) + " on a stream being captured: simcuda captures a single stream "
+                                 "(no fork or join through events); the capture is invalidated");
+}
+
+// Legacy-stream work while a blocking stream is captured: CUDA would make
+// the capture wait for the legacy stream, which a graph cannot; the capture
+// is invalidated (cudaErrorStreamCaptureImplicit).
+void legacy_during_capture() {
+  if (g_captures.load(std::memory_order_relaxed) == 0) return;
+  for (cudaStream_t s : capturing_streams())
+    if (!(s->flags & cudaStreamNonBlocking) && s->capture_broken.empty())
+      s->capture_broken = "work on the legacy default stream during the capture of a blocking "
+                          "stream (cudaErrorStreamCaptureImplicit)";
+}
+
 // Runs s's queued ops up to and including `ticket`.
 void drain(cudaStream_t s, uint64_t ticket = UINT64_MAX) {
   std::lock_guard<std::recursive_mutex> lk(g_queue_mutex);
@@ -331,6 +406,13 @@ void legacy_stream_waits() {
 // or, after the waits the legacy stream implies, left for the caller to run
 // now (false).
 bool queue(cudaStream_t s, std::function<void()> op) {
+  if (g_captures.load(std::memory_order_relaxed) > 0) {
+    if (created(s) && s->capture) {
+      if (s->capture_broken.empty()) s->capture->ops.push_back(std::move(op));
+      return true;  // recorded, not run (an invalidated capture drops it)
+    }
+    if (!created(s)) legacy_during_capture();
+  }
   if (!adversarial()) return false;
   if (!created(s)) {
     legacy_stream_waits();
@@ -345,6 +427,28 @@ bool queue(cudaStream_t s, std::function<void()> op) {
 
 bool queue_launch(cudaStream_t s, std::function<void()> run) { return queue(s, std::move(run)); }
 
+bool streams_deferred() {
+  return adversarial() || g_captures.load(std::memory_order_relaxed) > 0;
+}
+
+void host_work(cudaStream_t s, std::function<void()> work) {
+  if (g_captures.load(std::memory_order_relaxed) > 0 && created(s) && s->capture) {
+    queue(s, std::move(work));
+    return;
+  }
+  if (!created(s)) legacy_during_capture();
+  before_host_work(s);
+  work();
+}
+
+bool capturing(cudaStream_t s) {
+  return g_captures.load(std::memory_order_relaxed) > 0 && created(s) && s->capture;
+}
+
+void mark_capture_broken(cudaStream_t s, const char* why) {
+  if (capturing(s) && s->capture_broken.empty()) s->capture_broken = why;
+}
+
 void before_host_work(cudaStream_t s) {
   if (!adversarial()) return;
   if (created(s))
@@ -353,7 +457,6 @@ void before_host_work(cudaStream_t s) {
     legacy_stream_waits();
 }
 
-bool streams_adversarial() { return adversarial(); }
 
 void set_error(cudaError_t e, std::string detail) {
   t_error.last = e;
@@ -417,6 +520,9 @@ const char* cudaGetErrorName(cudaError_t e) {
     SIMCUDA_NAME(cudaErrorLaunchOutOfResources)
     SIMCUDA_NAME(cudaErrorLaunchFailure)
     SIMCUDA_NAME(cudaErrorNotSupported)
+    SIMCUDA_NAME(cudaErrorStreamCaptureUnsupported)
+    SIMCUDA_NAME(cudaErrorStreamCaptureInvalidated)
+    SIMCUDA_NAME(cudaErrorIllegalState)
     SIMCUDA_NAME(cudaErrorUnknown)
 #undef SIMCUDA_NAME
     default: return "cudaErrorUnrecognized";
@@ -442,6 +548,10 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
     case cudaErrorNotSupported: return "operation not supported";
+    case cudaErrorIllegalState: return "the operation cannot be performed in the present state";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated:
+      return "operation failed due to a previous error during capture";
     case cudaErrorUnknown: return "unknown error";
     default: return "unrecognized error code";
   }
@@ -553,6 +663,7 @@ cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int dev
 }
 
 cudaError_t cudaDeviceSynchronize(void) {
+  if (cudaError_t e = simcuda::detail::capture_forbids("cudaDeviceSynchronize")) return e;
   if (simcuda::detail::adversarial()) simcuda::detail::drain_all(false);
   return cudaSuccess;  // (in order: all work is done already)
 }
@@ -610,9 +721,11 @@ cudaError_t cudaFuncSetAttribute(const void* func, enum cudaFuncAttribute attr, 
 
 // ------------------------------- memory ------------------------------------
 cudaError_t cudaMalloc(void** p, size_t size) {
+  if (cudaError_t e = simcuda::detail::capture_forbids("cudaMalloc")) return e;
   return simcuda::detail::allocate(p, size, simcuda::detail::Kind::device, "cudaMalloc");
 }
 cudaError_t cudaFree(void* p) {
+  if (cudaError_t e = simcuda::detail::capture_forbids("cudaFree")) return e;
   return simcuda::detail::release(p, simcuda::detail::Kind::device, "cudaFree");
 }
 cudaError_t cudaMallocHost(void** p, size_t size) {
@@ -626,6 +739,7 @@ cudaError_t cudaFreeHost(void* p) {
 }
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind) {
+  if (cudaError_t e = simcuda::detail::capture_forbids("cudaMemcpy")) return e;
   simcuda::detail::legacy_stream_waits();
   return simcuda::detail::copy(dst, src, count, kind, "cudaMemcpy");
 }
@@ -639,6 +753,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaM
   return simcuda::detail::copy(dst, src, count, kind, "cudaMemcpyAsync");
 }
 cudaError_t cudaMemset(void* dst, int value, size_t count) {
+  if (cudaError_t e = simcuda::detail::capture_forbids("cudaMemset")) return e;
   simcuda::detail::legacy_stream_waits();
   return simcuda::detail::set_bytes(dst, value, count, "cudaMemset");
 }
@@ -696,7 +811,8 @@ cudaError_t cudaMemcpyFromSymbol(void* dst, const void* symbol, size_t count, si
 // ------------------------------- streams -----------------------------------
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
   if (!s) return fail(cudaErrorInvalidValue, "cudaStreamCreate: null pointer");
-  *s = new CUstream_st{flags};
+  *s = new CUstream_st;
+  (*s)->flags = flags;
   std::lock_guard<std::mutex> lk(simcuda::detail::handles().m);
   simcuda::detail::handles().streams.insert(*s);
   return cudaSuccess;
@@ -706,6 +822,11 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
   if (!simcuda::detail::created(s) || !simcuda::detail::valid_stream(s))
     return simcuda::detail::bad_stream(s, "cudaStreamDestroy");
   simcuda::detail::drain(s);  // CUDA finishes a destroyed stream's work
+  if (s->capture) {  // an unfinished capture ends with its stream
+    delete s->capture;
+    s->capture = nullptr;
+    --simcuda::detail::g_captures;
+  }
   auto& H = simcuda::detail::handles();
   std::lock_guard<std::mutex> lk(H.m);
   if (!H.streams.erase(s)) return simcuda::detail::bad_stream(s, "cudaStreamDestroy");
@@ -715,6 +836,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   if (!simcuda::detail::valid_stream(s))
     return simcuda::detail::bad_stream(s, "cudaStreamSynchronize");
+  if (cudaError_t e = simcuda::detail::capture_forbids("cudaStreamSynchronize")) return e;
   if (simcuda::detail::created(s))
     simcuda::detail::drain(s);
   else
@@ -730,6 +852,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int /*fl
   if (!simcuda::detail::valid_stream(s))
     return simcuda::detail::bad_stream(s, "cudaStreamWaitEvent");
   if (!simcuda::detail::valid_event(e)) return simcuda::detail::bad_event(e, "cudaStreamWaitEvent");
+  if (cudaError_t err = simcuda::detail::single_stream_capture(s, "cudaStreamWaitEvent")) return err;
   std::lock_guard<std::recursive_mutex> lk(simcuda::detail::g_queue_mutex);
   if (e->queued_on == nullptr) return cudaSuccess;  // its work is done
   // The work before the record runs when s reaches this wait (now, for the
@@ -760,6 +883,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!simcuda::detail::valid_event(e)) return simcuda::detail::bad_event(e, "cudaEventRecord");
   if (!simcuda::detail::valid_stream(s)) return simcuda::detail::bad_stream(s, "cudaEventRecord");
+  if (cudaError_t err = simcuda::detail::single_stream_capture(s, "cudaEventRecord")) return err;
   std::lock_guard<std::recursive_mutex> lk(simcuda::detail::g_queue_mutex);
   auto reach = [e] {
     e->recorded = true;
@@ -780,6 +904,7 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   if (!simcuda::detail::valid_event(e)) return simcuda::detail::bad_event(e, "cudaEventSynchronize");
+  if (cudaError_t err = simcuda::detail::capture_forbids("cudaEventSynchronize")) return err;
   std::lock_guard<std::recursive_mutex> lk(simcuda::detail::g_queue_mutex);
   if (e->queued_on) simcuda::detail::drain(e->queued_on, e->ticket);
   return cudaSuccess;
@@ -800,6 +925,117 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
     return fail(cudaErrorInvalidResourceHandle,
                 "cudaEventElapsedTime: an event has not been recorded");
   *ms = std::chrono::duration<float, std::milli>(end->when - start->when).count();
+  return cudaSuccess;
+}
+
+// --------------------------- capture and graphs ----------------------------
+// One stream at a time is captured into a graph of its ops in issue order
+// (kernels, async copies and memsets, cuBLAS and cuFFT calls); a launch of
+// the instantiated graph replays them, in order, on the stream it is
+// launched on. Kernel arguments, copy addresses and GEMM scalars are the
+// ones captured, as on a GPU.
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode mode) {
+  if (!simcuda::detail::valid_stream(s))
+    return simcuda::detail::bad_stream(s, "cudaStreamBeginCapture");
+  if (!simcuda::detail::created(s))
+    return fail(cudaErrorStreamCaptureUnsupported,
+                "cudaStreamBeginCapture: the legacy default stream cannot be captured; capture a "
+                "stream made with cudaStreamCreate");
+  if (s->capture)
+    return fail(cudaErrorIllegalState, "cudaStreamBeginCapture: the stream is already capturing");
+  s->capture = new CUgraph_st;
+  s->capture_mode = mode;
+  s->capture_thread = std::this_thread::get_id();
+  s->capture_broken.clear();
+  ++simcuda::detail::g_captures;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph) {
+  if (!graph) return fail(cudaErrorInvalidValue, "cudaStreamEndCapture: null pointer");
+  *graph = nullptr;
+  if (!simcuda::detail::valid_stream(s))
+    return simcuda::detail::bad_stream(s, "cudaStreamEndCapture");
+  if (!simcuda::detail::created(s) || !s->capture)
+    return fail(cudaErrorIllegalState, "cudaStreamEndCapture: the stream is not capturing");
+  CUgraph_st* g = s->capture;
+  s->capture = nullptr;
+  --simcuda::detail::g_captures;
+  if (!s->capture_broken.empty()) {
+    delete g;
+    return fail(cudaErrorStreamCaptureInvalidated,
+                "cudaStreamEndCapture: the capture was invalidated by " + s->capture_broken);
+  }
+  std::lock_guard<std::mutex> lk(simcuda::detail::handles().m);
+  simcuda::detail::handles().graphs.insert(g);
+  *graph = g;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, enum cudaStreamCaptureStatus* status) {
+  if (!status) return fail(cudaErrorInvalidValue, "cudaStreamIsCapturing: null pointer");
+  if (!simcuda::detail::valid_stream(s))
+    return simcuda::detail::bad_stream(s, "cudaStreamIsCapturing");
+  *status = !simcuda::detail::created(s) || !s->capture ? cudaStreamCaptureStatusNone
+            : s->capture_broken.empty()                 ? cudaStreamCaptureStatusActive
+                                                        : cudaStreamCaptureStatusInvalidated;
+  return cudaSuccess;
+}
+
+cudaError_t cudaThreadExchangeStreamCaptureMode(enum cudaStreamCaptureMode* mode) {
+  if (!mode) return fail(cudaErrorInvalidValue, "cudaThreadExchangeStreamCaptureMode: null pointer");
+  std::swap(*mode, simcuda::detail::t_capture_mode);
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph,
+                                 unsigned long long /*flags*/) {
+  if (!exec) return fail(cudaErrorInvalidValue, "cudaGraphInstantiate: null pointer");
+  auto& H = simcuda::detail::handles();
+  std::lock_guard<std::mutex> lk(H.m);
+  if (!graph || !H.graphs.count(graph))
+    return fail(cudaErrorInvalidValue, "cudaGraphInstantiate: not a graph from cudaStreamEndCapture");
+  *exec = new CUgraphExec_st{
+      std::make_shared<const std::vector<std::function<void()>>>(graph->ops)};
+  H.execs.insert(*exec);
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
+  if (!simcuda::detail::valid_stream(s)) return simcuda::detail::bad_stream(s, "cudaGraphLaunch");
+  std::shared_ptr<const std::vector<std::function<void()>>> ops;
+  {
+    std::lock_guard<std::mutex> lk(simcuda::detail::handles().m);
+    if (!exec || !simcuda::detail::handles().execs.count(exec))
+      return fail(cudaErrorInvalidResourceHandle,
+                  "cudaGraphLaunch: not an executable graph from cudaGraphInstantiate");
+    ops = exec->ops;
+  }
+  if (simcuda::detail::created(s) && s->capture)
+    return fail(cudaErrorStreamCaptureUnsupported,
+                "cudaGraphLaunch: launching a graph into a capture is not simulated");
+  auto replay = [ops] {
+    for (const auto& op : *ops) op();
+  };
+  if (!simcuda::detail::queue(s, replay)) replay();
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  auto& H = simcuda::detail::handles();
+  std::lock_guard<std::mutex> lk(H.m);
+  if (!H.execs.erase(exec))
+    return fail(cudaErrorInvalidResourceHandle, "cudaGraphExecDestroy: not an executable graph");
+  delete exec;  // a replay still queued holds its own reference to the ops
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  auto& H = simcuda::detail::handles();
+  std::lock_guard<std::mutex> lk(H.m);
+  if (!H.graphs.erase(graph))
+    return fail(cudaErrorInvalidValue, "cudaGraphDestroy: not a graph");
+  delete graph;
   return cudaSuccess;
 }
 

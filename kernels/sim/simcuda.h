@@ -138,10 +138,12 @@ struct KernelThunks {
 };
 cudaError_t launch(const KernelThunks& k, void* args, dim3 grid, dim3 block, size_t smem,
                    cudaStream_t stream);
-// SIMCUDA_STREAMS=adversarial (kernels/sim/control.h): whether launches go
-// through queue_launch, which keeps `run` queued on a created stream (true)
-// or leaves it to the caller to run now (false). runtime.cpp.
-bool streams_adversarial();
+// Whether launches go through queue_launch: under SIMCUDA_STREAMS=adversarial
+// (kernels/sim/control.h), or while a stream is being captured
+// (cudaStreamBeginCapture). queue_launch keeps `run` queued on a created
+// stream or records it into the stream's capture (true), or leaves it to
+// the caller to run now (false). runtime.cpp.
+bool streams_deferred();
 bool queue_launch(cudaStream_t stream, std::function<void()> run);
 
 // Index of the i-th thread in thread order `order` (threads 1..n-1 of the
@@ -235,7 +237,7 @@ inline cudaError_t launch_as(void (*)(P...), dim3 grid, dim3 block, size_t smem,
   const LaunchShape shape{{grid.x, grid.y, grid.z}, {block.x, block.y, block.z}};
   if (launch_hook) launch_hook(thunks.name, stream, false, shape);
   cudaError_t e = cudaSuccess;
-  if (streams_adversarial()) {  // a test mode: the launch may wait in its stream's queue
+  if (streams_deferred()) {  // queued (a test mode) or captured: the launch runs later
     auto kept = std::make_shared<Tuple>(std::move(params));
     if (!queue_launch(stream, [kept, grid, block, smem, stream] {
           launch(thunks, kept.get(), grid, block, smem, stream);

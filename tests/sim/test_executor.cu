@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <cublas_v2.h>
+
 #include "kernels/common.cuh"
 #include "kernels/device_buffer.h"
 #include "kernels/sim/control.h"
@@ -663,7 +665,9 @@ TEST(AdversarialStreams, AMissingEventWaitReadsStaleData) {
     if (order == simcuda::StreamOrder::adversarial) {
       EXPECT_EQ(cudaEventQuery(copied), cudaErrorNotReady);
     }
-    if (wait) EXPECT_EQ(cudaStreamWaitEvent(nullptr, copied, 0), cudaSuccess);
+    if (wait) {
+      EXPECT_EQ(cudaStreamWaitEvent(nullptr, copied, 0), cudaSuccess);
+    }
     LAUNCH(double_into, (n + 255) / 256, 256, 0, nullptr, in.get(), out.get(), n);
     const float got = out.to_host()[10];
     EXPECT_EQ(cudaStreamSynchronize(copy), cudaSuccess);
@@ -690,6 +694,178 @@ TEST(AdversarialStreams, AMissingEventWaitReadsStaleData) {
   EXPECT_EQ(cudaStreamDestroy(copy), cudaSuccess);
   EXPECT_EQ(cudaEventDestroy(copied), cudaSuccess);
   EXPECT_EQ(cudaFreeHost(host), cudaSuccess);
+}
+
+// ------------------------------ stream capture ------------------------------
+
+__global__ void scale_add(float* x, float a, float b, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) x[i] = x[i] * a + b;
+}
+
+// The work of one "step" on stream s: a kernel, a device-to-device copy, a
+// memset and a cuBLAS GEMM that reads what the copy wrote (c += y y, the
+// first 16 values of y as a 4 x 4 matrix). Every op depends on the one
+// before, so a replay out of order would show.
+struct StepBuffers {
+  static constexpr int n = 1000;
+  DeviceBuffer<float> x{size_t(n)}, y{size_t(n)}, c{16};
+  StepBuffers() {
+    x.copy_from_host(random_floats(size_t(n), 91));
+    y.copy_from_host(random_floats(size_t(n), 92));
+    c.copy_from_host(random_floats(16, 93));
+  }
+  void issue(cudaStream_t s, cublasHandle_t h) {
+    LAUNCH(scale_add, (n + 255) / 256, 256, 0, s, x.get(), 0.75f, 0.25f, n);
+    EXPECT_EQ(cudaMemcpyAsync(y.get(), x.get(), n * sizeof(float), cudaMemcpyDeviceToDevice, s),
+              cudaSuccess);
+    EXPECT_EQ(cudaMemsetAsync(y.get() + 16, 0, (n - 16) * sizeof(float), s), cudaSuccess);
+    const float one = 1.f;
+    EXPECT_EQ(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, y.get(), 4, y.get(), 4, &one,
+                          c.get(), 4),
+              CUBLAS_STATUS_SUCCESS);
+  }
+  std::vector<std::vector<float>> read() { return {x.to_host(), y.to_host(), c.to_host()}; }
+};
+
+// A captured step runs nothing when captured, and each replay of its graph
+// does what issuing the step again would: three replays give the same bits
+// as three eager steps (kernel arguments, copy addresses and the GEMM's
+// scalars are the captured ones).
+TEST(StreamCapture, RecordsWithoutRunningAndReplaysInOrder) {
+  cudaStream_t s;
+  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  cublasHandle_t h;
+  ASSERT_EQ(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(cublasSetStream(h, s), CUBLAS_STATUS_SUCCESS);
+  StepBuffers eager, captured;
+  for (int i = 0; i < 3; ++i) eager.issue(s, h);
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+
+  const auto before = captured.read();
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+  cudaStreamCaptureStatus status;
+  ASSERT_EQ(cudaStreamIsCapturing(s, &status), cudaSuccess);
+  EXPECT_EQ(status, cudaStreamCaptureStatusActive);
+  captured.issue(s, h);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  ASSERT_NE(graph, nullptr);
+  ASSERT_EQ(cudaStreamIsCapturing(s, &status), cudaSuccess);
+  EXPECT_EQ(status, cudaStreamCaptureStatusNone);
+  EXPECT_EQ(captured.read(), before) << "capturing must not run the work";
+
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  const auto want = eager.read(), got = captured.read();
+  for (size_t i = 0; i < want.size(); ++i)
+    EXPECT_TRUE(timbre::testing::same_bits(got[i], want[i])) << "buffer " << i;
+  EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
+  EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  EXPECT_EQ(cudaGraphLaunch(exec, s), cudaErrorInvalidResourceHandle);
+  cudaGetLastError();
+  EXPECT_EQ(cublasDestroy(h), CUBLAS_STATUS_SUCCESS);
+  EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
+}
+
+// What CUDA forbids during a capture in global mode fails and invalidates
+// it, so that a training step that would wait for the device, allocate or
+// use the legacy stream cannot be captured by mistake.
+TEST(StreamCapture, UnsafeCallsInvalidateTheCapture) {
+  cudaStream_t s, nonblocking;
+  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreateWithFlags(&nonblocking, cudaStreamNonBlocking), cudaSuccess);
+  DeviceBuffer<float> x{256};
+  x.fill_zero();
+  std::vector<float> host(256);
+  cudaGraph_t graph = nullptr;
+  // The legacy stream cannot be captured.
+  EXPECT_EQ(cudaStreamBeginCapture(nullptr, cudaStreamCaptureModeGlobal),
+            cudaErrorStreamCaptureUnsupported);
+  cudaGetLastError();
+  // A blocking read-back.
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+  LAUNCH(scale_add, 1, 256, 0, s, x.get(), 1.f, 1.f, 256);
+  EXPECT_EQ(cudaMemcpy(host.data(), x.get(), 256 * sizeof(float), cudaMemcpyDeviceToHost),
+            cudaErrorStreamCaptureUnsupported);
+  cudaGetLastError();
+  cudaStreamCaptureStatus status;
+  ASSERT_EQ(cudaStreamIsCapturing(s, &status), cudaSuccess);
+  EXPECT_EQ(status, cudaStreamCaptureStatusInvalidated);
+  EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaErrorStreamCaptureInvalidated);
+  EXPECT_NE(simcuda::error_detail(cudaErrorStreamCaptureInvalidated).find("cudaMemcpy during the capture"),
+            std::string::npos)
+      << simcuda::error_detail(cudaErrorStreamCaptureInvalidated);
+  cudaGetLastError();
+  EXPECT_EQ(graph, nullptr);
+  EXPECT_EQ(x.to_host(), std::vector<float>(256, 0.f)) << "an invalidated capture runs nothing";
+  // An allocation: forbidden in global mode, allowed once this thread is in
+  // relaxed mode (what a caching allocator does around cudaMalloc).
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+  void* p = nullptr;
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  ASSERT_EQ(cudaThreadExchangeStreamCaptureMode(&mode), cudaSuccess);
+  EXPECT_EQ(mode, cudaStreamCaptureModeGlobal);
+  EXPECT_EQ(cudaMalloc(&p, 1024), cudaSuccess);
+  ASSERT_EQ(cudaThreadExchangeStreamCaptureMode(&mode), cudaSuccess);
+  EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess) << "a relaxed allocation keeps it valid";
+  EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+  EXPECT_EQ(cudaFree(p), cudaErrorStreamCaptureUnsupported);
+  cudaGetLastError();
+  EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaErrorStreamCaptureInvalidated);
+  cudaGetLastError();
+  EXPECT_EQ(cudaFree(p), cudaSuccess);
+  // An event on the capturing stream (simcuda captures one stream).
+  cudaEvent_t e;
+  ASSERT_EQ(cudaEventCreate(&e), cudaSuccess);
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+  EXPECT_EQ(cudaEventRecord(e, s), cudaErrorStreamCaptureUnsupported);
+  cudaGetLastError();
+  EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaErrorStreamCaptureInvalidated);
+  cudaGetLastError();
+  // Legacy-stream work while a blocking stream is captured; a non-blocking
+  // stream does not wait for the legacy stream, so its capture stays valid.
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+  LAUNCH(scale_add, 1, 256, 0, nullptr, x.get(), 1.f, 1.f, 256);
+  EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaErrorStreamCaptureInvalidated);
+  EXPECT_NE(simcuda::error_detail(cudaErrorStreamCaptureInvalidated).find("legacy default stream"),
+            std::string::npos);
+  cudaGetLastError();
+  ASSERT_EQ(cudaStreamBeginCapture(nonblocking, cudaStreamCaptureModeGlobal), cudaSuccess);
+  LAUNCH(scale_add, 1, 256, 0, nullptr, x.get(), 1.f, 1.f, 256);
+  EXPECT_EQ(cudaStreamEndCapture(nonblocking, &graph), cudaSuccess);
+  EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  EXPECT_EQ(cudaEventDestroy(e), cudaSuccess);
+  EXPECT_EQ(cudaStreamDestroy(nonblocking), cudaSuccess);
+  EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
+}
+
+// Under SIMCUDA_STREAMS=adversarial a graph launched on a created stream
+// waits in its queue like any other work, until something waits for it.
+TEST(StreamCapture, AGraphLaunchIsQueuedUnderAdversarialStreams) {
+  cudaStream_t s;
+  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  DeviceBuffer<float> x{256};
+  x.fill_zero();
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+  LAUNCH(scale_add, 1, 256, 0, s, x.get(), 1.f, 2.f, 256);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  simcuda::set_stream_order(simcuda::StreamOrder::adversarial);
+  ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+  EXPECT_EQ(cudaStreamQuery(s), cudaErrorNotReady);
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  simcuda::set_stream_order(simcuda::StreamOrder::in_order);
+  EXPECT_EQ(x.to_host(), std::vector<float>(256, 4.f));
+  EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
+  EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
 }
 
 // Launch names for messages and the profiler (kernels/sim/launch_hook.h),
