@@ -13,7 +13,6 @@
 #include "kernels/copy_rows.cuh"
 #include "kernels/device_math.cuh"
 #include "kernels/launcher.h"
-#include "kernels/profile.h"
 #include "kernels/reference.h"
 
 namespace timbre::kernels {
