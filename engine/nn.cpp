@@ -86,14 +86,21 @@ BatchNorm::BatchNorm(int channels, BatchNormConvention c) : c_(channels), conv_(
   running_var = register_buffer("running_var", Tensor::full(Shape{c_}, 1.0));
 }
 
-Variable BatchNorm::forward(const Variable& x) {
+Variable BatchNorm::forward(const Variable& x) { return run(x, Variable(), false); }
+
+Variable BatchNorm::forward_relu(const Variable& x, const Variable& residual) {
+  return run(x, residual, true);
+}
+
+Variable BatchNorm::run(const Variable& x, const Variable& residual, bool relu) {
   ops::BatchNormOptions o = batchnorm_options(conv_);
+  o.relu = relu;
   if (counting_) {  // running = the mean of this pass's batch statistics
     o.running.keep = double(counted_) / double(counted_ + 1);
     ++counted_;
-    return ops::batch_norm(x, weight, bias, running_mean, running_var, true, o);
+    return ops::batch_norm(x, weight, bias, running_mean, running_var, true, o, residual);
   }
-  return ops::batch_norm(x, weight, bias, running_mean, running_var, training(), o);
+  return ops::batch_norm(x, weight, bias, running_mean, running_var, training(), o, residual);
 }
 
 std::vector<BatchNorm*> batch_norms(Module& m) {

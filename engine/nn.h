@@ -81,6 +81,10 @@ class BatchNorm : public Module {
  public:
   BatchNorm(int channels, BatchNormConvention c = BatchNormConvention::keras);
   Variable forward(const Variable& x);
+  // relu(forward(x) + residual) in one pass (residual may be undefined):
+  // the models' batch norm -> ReLU and batch norm -> add -> ReLU
+  // (ops::batch_norm with relu and a residual).
+  Variable forward_relu(const Variable& x, const Variable& residual = Variable());
   int channels() const { return c_; }
   BatchNormConvention convention() const { return conv_; }
   // The weight of the old running value in each training step's update
@@ -100,6 +104,7 @@ class BatchNorm : public Module {
   Tensor running_mean, running_var;
 
  private:
+  Variable run(const Variable& x, const Variable& residual, bool relu);
   int c_;
   BatchNormConvention conv_;
   bool counting_ = false;

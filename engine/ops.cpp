@@ -245,7 +245,8 @@ std::array<int, 4> nchw(const char* op, const Tensor& x, bool allow_2d) {
 }  // namespace
 
 Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& beta,
-                    Tensor& running_mean, Tensor& running_var, bool training, BatchNormOptions o) {
+                    Tensor& running_mean, Tensor& running_var, bool training, BatchNormOptions o,
+                    const Variable& residual) {
   const Tensor& X = x.value();
   // Named, not a structured binding: lambdas below capture them, which C++17
   // allows for variables only (clang refuses bindings; the fuzz build uses it).
@@ -257,22 +258,29 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
                        std::string(dtype_name(X.dtype())) + "(" + std::to_string(c) +
                        ") for input " + X.str() + ", got " + t->str());
   const DType d = X.dtype();
+  const bool has_residual = residual.defined();
+  if (has_residual && (residual.value().shape() != X.shape() || residual.value().dtype() != d))
+    throw ShapeError("batch_norm: residual " + residual.value().str() + " must match input " +
+                     X.str());
+  const Tensor R = has_residual ? residual.value() : Tensor();
+  const bool relu = o.relu;
   Tensor Y = Tensor::empty(X.shape(), d);
   Tensor ws = Tensor::empty(Shape{kernels::batchnorm_workspace_size(c)}, DType::f64);
   Tensor mean, inv_std;
   dispatch(d, [&](auto t) {
     using T = decltype(t);
+    const kernels::BatchNormEpilogue<T> epi{has_residual ? R.data<T>() : nullptr, relu};
     if (training) {
       mean = Tensor::empty(Shape{c}, d);
       inv_std = Tensor::empty(Shape{c}, d);
       kernels::batchnorm_forward_train<T>(
           {X.data<T>(), gamma.value().data<T>(), beta.value().data<T>(), Y.data<T>(),
-           mean.data<T>(), inv_std.data<T>(), running_mean.data<T>(), running_var.data<T>()},
+           mean.data<T>(), inv_std.data<T>(), running_mean.data<T>(), running_var.data<T>(), epi},
           {n, c, h, w}, o.eps, o.running, ws.data<double>(), stream());
     } else {
       kernels::batchnorm_forward_eval<T>(
           {X.data<T>(), gamma.value().data<T>(), beta.value().data<T>(), running_mean.data<T>(),
-           running_var.data<T>(), Y.data<T>()},
+           running_var.data<T>(), Y.data<T>(), epi},
           {n, c, h, w}, o.eps, stream());
     }
   });
@@ -280,8 +288,12 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
   // dgamma = sum dy xhat, dbeta = sum dy. Evaluation: dx = gamma inv_std_run dy.
   // (Evaluation captures the running statistics as they are now.)
   Tensor rm = training ? Tensor() : running_mean.clone(), rv = training ? Tensor() : running_var.clone();
+  std::vector<Variable> inputs{x, gamma, beta};
+  if (has_residual) inputs.push_back(residual);
   return Variable::from_op(
-      "batch_norm", Y, {x, gamma, beta},
+      relu ? (has_residual ? "batch_norm_add_relu" : "batch_norm_relu")
+           : (has_residual ? "batch_norm_add" : "batch_norm"),
+      Y, inputs,
       [=](const Tensor& dY, Inputs& v) {
         Tensor ws2 = Tensor::empty(Shape{kernels::batchnorm_workspace_size(c)}, DType::f64);
         dispatch(d, [&](auto t) {
@@ -290,13 +302,24 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
           T* dx = v[0].requires_grad() ? v[0].grad_for_update(&acc.dx).template data<T>() : nullptr;
           T* dg = v[1].requires_grad() ? v[1].grad_for_update(&acc.dgamma).template data<T>() : nullptr;
           T* db = v[2].requires_grad() ? v[2].grad_for_update(&acc.dbeta).template data<T>() : nullptr;
+          T* dr = has_residual && v[3].requires_grad()
+                      ? v[3].grad_for_update(&acc.dresidual).template data<T>()
+                      : nullptr;
+          // dx is always computed; a scratch buffer when x needs no gradient.
+          Tensor scratch;
+          if (!dx) {
+            scratch = Tensor::empty(X.shape(), d);
+            dx = scratch.template data<T>();
+          }
+          const kernels::BatchNormEpilogueGrad<T> epi{relu ? Y.data<T>() : nullptr, dr};
           if (training)
             kernels::batchnorm_backward_train<T>({X.data<T>(), dY.data<T>(), v[1].value().data<T>(),
-                                                  mean.data<T>(), inv_std.data<T>(), dx, dg, db},
+                                                  mean.data<T>(), inv_std.data<T>(), dx, dg, db,
+                                                  epi},
                                                  {n, c, h, w}, acc, ws2.data<double>(), stream());
           else
             kernels::batchnorm_backward_eval<T>({X.data<T>(), dY.data<T>(), v[1].value().data<T>(),
-                                                 rm.data<T>(), rv.data<T>(), dx, dg, db},
+                                                 rm.data<T>(), rv.data<T>(), dx, dg, db, epi},
                                                 {n, c, h, w}, o.eps, acc, ws2.data<double>(),
                                                 stream());
         });

@@ -71,13 +71,20 @@ Variable dropout(const Variable& x, double p, bool training, Generator& g);
 // with the batch's statistics and updates running_mean / running_var in place
 // (running = keep * running + (1 - keep) * batch, see BatchNormRunning for
 // the Keras and PyTorch conventions); evaluation uses the running statistics.
+// With relu or a residual, the same pass applies what would follow it:
+//   y = relu(batch_norm(x) + residual)
+// (residual undefined: none; relu false: no ReLU), one pass over the data
+// forward and backward where batch_norm, add and relu are three each way
+// (kernels/batchnorm.cuh, BatchNormEpilogue). The residual gets its
+// gradient like add's input; ReLU's derivative is read from y.
 struct BatchNormOptions {
   double eps = 1e-3;                                              // Keras's default
   kernels::BatchNormRunning running = kernels::keras_running();  // momentum 0.99
+  bool relu = false;
 };
 Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& beta,
                     Tensor& running_mean, Tensor& running_var, bool training,
-                    BatchNormOptions o = {});
+                    BatchNormOptions o = {}, const Variable& residual = Variable());
 
 // Pooling over (N, C, H, W) with a (kh, kw) window moved by (sh, sw), no
 // padding, floor output size (kernels/pooling.cuh). Max pooling remembers its

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "kernels/common.cuh"
 #include "kernels/launcher.h"
@@ -21,6 +22,23 @@ template <class F>
 void for_channel_cpu(int n, int c, long long hw, int ch, F&& f) {
   for (long long b = 0; b < n; ++b)
     for (long long i = 0; i < hw; ++i) f((b * c + ch) * hw + i);
+}
+
+// The epilogue of the normalised value v at offset o, in double.
+template <class T>
+double epilogue_cpu(double v, const BatchNormEpilogue<T>& e, long long o) {
+  if (e.residual) v += double(e.residual[o]);
+  return e.relu && v < 0 ? 0.0 : v;
+}
+
+// dy at offset o as the normalisation sees it (ReLU's mask applied), and
+// the residual's gradient written.
+template <class T>
+double epilogue_grad_cpu(const T* dy, const BatchNormEpilogueGrad<T>& e, bool acc_residual,
+                         long long o) {
+  const double g = e.relu_out && !(double(e.relu_out[o]) > 0) ? 0.0 : double(dy[o]);
+  if (e.dresidual) store_cpu(e.dresidual + o, g, acc_residual);
+  return g;
 }
 
 }  // namespace
@@ -49,8 +67,9 @@ void batchnorm_forward_train_cpu(const BatchNormTrainForward<T>& t, BatchNormSha
       t.running_var[ch] = T(running.keep * t.running_var[ch] + (1 - running.keep) * v);
     }
     const double g = t.gamma[ch], b = t.beta[ch];
-    for_channel_cpu(n, c, hw, ch,
-                    [&](long long o) { t.y[o] = T(g * (double(t.x[o]) - mean) * inv_std + b); });
+    for_channel_cpu(n, c, hw, ch, [&](long long o) {
+      t.y[o] = T(epilogue_cpu(g * (double(t.x[o]) - mean) * inv_std + b, t.epilogue, o));
+    });
   }
 }
 
@@ -62,8 +81,9 @@ void batchnorm_forward_eval_cpu(const BatchNormEvalForward<T>& t, BatchNormShape
   for (int ch = 0; ch < c; ++ch) {
     const double mean = t.running_mean[ch], inv_std = 1.0 / std::sqrt(t.running_var[ch] + eps);
     const double g = t.gamma[ch], b = t.beta[ch];
-    for_channel_cpu(n, c, hw, ch,
-                    [&](long long o) { t.y[o] = T(g * (double(t.x[o]) - mean) * inv_std + b); });
+    for_channel_cpu(n, c, hw, ch, [&](long long o) {
+      t.y[o] = T(epilogue_cpu(g * (double(t.x[o]) - mean) * inv_std + b, t.epilogue, o));
+    });
   }
 }
 
@@ -75,16 +95,23 @@ void batchnorm_backward_train_cpu(const BatchNormTrainBackward<T>& t, BatchNormS
   const double m = double(n * hw);
   for (int ch = 0; ch < c; ++ch) {
     const double mean = t.save_mean[ch], inv_std = t.save_inv_std[ch], g = t.gamma[ch];
-    double sum_dy = 0, sum_dy_xhat = 0;
+    // dy through the epilogue first (it may alias dx, which is written below).
+    std::vector<double> gy;
     for_channel_cpu(n, c, hw, ch, [&](long long o) {
-      sum_dy += t.dy[o];
-      sum_dy_xhat += double(t.dy[o]) * (double(t.x[o]) - mean) * inv_std;
+      gy.push_back(epilogue_grad_cpu(t.dy, t.epilogue, acc.dresidual, o));
+    });
+    double sum_dy = 0, sum_dy_xhat = 0;
+    size_t k = 0;
+    for_channel_cpu(n, c, hw, ch, [&](long long o) {
+      sum_dy += gy[k];
+      sum_dy_xhat += gy[k++] * (double(t.x[o]) - mean) * inv_std;
     });
     if (t.dbeta) store_cpu(t.dbeta + ch, sum_dy, acc.dbeta);
     if (t.dgamma) store_cpu(t.dgamma + ch, sum_dy_xhat, acc.dgamma);
+    k = 0;
     for_channel_cpu(n, c, hw, ch, [&](long long o) {
       const double xhat = (double(t.x[o]) - mean) * inv_std;
-      store_cpu(t.dx + o, g * inv_std / m * (m * t.dy[o] - sum_dy - xhat * sum_dy_xhat), acc.dx);
+      store_cpu(t.dx + o, g * inv_std / m * (m * gy[k++] - sum_dy - xhat * sum_dy_xhat), acc.dx);
     });
   }
 }
@@ -99,9 +126,12 @@ void batchnorm_backward_eval_cpu(const BatchNormEvalBackward<T>& t, BatchNormSha
     const double g = t.gamma[ch];
     double sum_dy = 0, sum_dy_xhat = 0;
     for_channel_cpu(n, c, hw, ch, [&](long long o) {
-      sum_dy += t.dy[o];
-      sum_dy_xhat += double(t.dy[o]) * (double(t.x[o]) - mean) * inv_std;
-      store_cpu(t.dx + o, g * inv_std * t.dy[o], acc.dx);
+      const double gy = epilogue_grad_cpu(t.dy, t.epilogue, acc.dresidual, o);
+      if (t.dgamma || t.dbeta) {  // x and running_mean are read only for these
+        sum_dy += gy;
+        sum_dy_xhat += gy * (double(t.x[o]) - mean) * inv_std;
+      }
+      store_cpu(t.dx + o, g * inv_std * gy, acc.dx);
     });
     if (t.dbeta) store_cpu(t.dbeta + ch, sum_dy, acc.dbeta);
     if (t.dgamma) store_cpu(t.dgamma + ch, sum_dy_xhat, acc.dgamma);
@@ -225,15 +255,24 @@ struct StatsSums {
   }
 };
 
-// Backward: a = sum dy, b = sum dy (x - mean), mean per channel.
+// dy at offset o through a fused ReLU: dy where the fused output y > 0, else
+// 0 (relu_out null: no ReLU).
+template <class T>
+__device__ __forceinline__ T masked_dy(const T* dy, const T* relu_out, long long o) {
+  return relu_out && !(relu_out[o] > T(0)) ? T(0) : dy[o];
+}
+
+// Backward: a = sum dy, b = sum dy (x - mean), mean per channel; dy masked
+// by a fused ReLU's output when relu_out is set.
 template <class T>
 struct GradSums {
   const T* x;
   const T* dy;
   const T* mean;
+  const T* relu_out;
   __device__ double per_channel(const Geometry&, int ch) const { return mean[ch]; }
   __device__ void add(long long o, double mu, double& a, double& b) const {
-    const double gv = dy[o];
+    const double gv = masked_dy(dy, relu_out, o);
     a += gv;
     b += gv * (double(x[o]) - mu);
   }
@@ -288,13 +327,21 @@ __device__ __forceinline__ double inv_std_of(const T* second, int ch, double eps
 // constants computed once per thread. One pass, no barrier. y may alias x:
 // each value is read, then written, by one thread. Evaluation: mean and
 // the running variance (FromVar = true).
+// The forward epilogue (BatchNormEpilogue) of the normalised value v at o.
+template <class T>
+__device__ __forceinline__ T epilogue_of(T v, const BatchNormEpilogue<T>& e, long long o) {
+  if (e.residual) v += e.residual[o];
+  return e.relu && v < T(0) ? T(0) : v;  // a NaN is not < 0: it passes through
+}
+
 template <class T, bool FromVar>
 __global__ void normalize_kernel(const T* x, const T* gamma, const T* beta, const T* mean,
-                                 const T* second, double eps, T* y, Geometry g) {
+                                 const T* second, double eps, T* y, Geometry g,
+                                 BatchNormEpilogue<T> e) {
   const int ch = blockIdx.x;
   const T mu = mean[ch], b = beta[ch];
   const T scale = T(double(gamma[ch]) * inv_std_of<FromVar>(second, ch, eps));
-  for_my_values(g, [&](long long o) { y[o] = (x[o] - mu) * scale + b; });
+  for_my_values(g, [&](long long o) { y[o] = epilogue_of((x[o] - mu) * scale + b, e, o); });
 }
 
 // Training forward, pass 2: the statistics and the normalisation in one
@@ -320,6 +367,7 @@ struct NormalizeTrain {
   T* running_mean;  // null: not tracked
   T* running_var;
   BatchNormRunning running;
+  BatchNormEpilogue<T> epilogue;
 };
 
 template <class T>
@@ -341,7 +389,8 @@ __global__ void normalize_train_kernel(NormalizeTrain<T> p, Geometry g) {
   const T b = p.beta[ch], scale = T(double(p.gamma[ch]) * double(saved_inv_std));
   const T* x = p.x;
   T* y = p.y;
-  for_my_values(g, [&](long long o) { y[o] = (x[o] - saved_mean) * scale + b; });
+  const BatchNormEpilogue<T> e = p.epilogue;
+  for_my_values(g, [&](long long o) { y[o] = epilogue_of((x[o] - saved_mean) * scale + b, e, o); });
 }
 
 template <class T>
@@ -400,6 +449,7 @@ struct DxTrain {
   T* dgamma;  // null: not computed
   T* dbeta;   // null: not computed
   BatchNormAccumulate acc;
+  BatchNormEpilogueGrad<T> epilogue;
 };
 
 template <class T>
@@ -417,9 +467,13 @@ __global__ void dx_train_kernel(DxTrain<T> p, Geometry g) {
   const T* x = p.x;
   const T* dy = p.dy;
   T* dx = p.dx;
-  const bool accumulate = p.acc.dx;
+  const bool accumulate = p.acc.dx, acc_res = p.acc.dresidual;
+  const T* relu_out = p.epilogue.relu_out;
+  T* dres = p.epilogue.dresidual;
   for_my_values(g, [&](long long o) {
-    const T v = a * ((dy[o] - b) - (x[o] - mu) * k);
+    const T gy = masked_dy(dy, relu_out, o);  // read before dx (which may alias dy) is written
+    if (dres) dres[o] = acc_res ? dres[o] + gy : gy;
+    const T v = a * ((gy - b) - (x[o] - mu) * k);
     dx[o] = accumulate ? dx[o] + v : v;
   });
 }
@@ -428,12 +482,15 @@ __global__ void dx_train_kernel(DxTrain<T> p, Geometry g) {
 // Does not read x. No barrier.
 template <class T>
 __global__ void dx_eval_kernel(const T* dy, const T* gamma, const T* running_var, double eps,
-                               Geometry g, T* dx, bool accumulate) {
+                               Geometry g, T* dx, BatchNormAccumulate acc,
+                               BatchNormEpilogueGrad<T> e) {
   const int ch = blockIdx.x;
   const T a = T(double(gamma[ch]) * inv_std_of<true>(running_var, ch, eps));
   for_my_values(g, [&](long long o) {
-    const T v = a * dy[o];
-    dx[o] = accumulate ? dx[o] + v : v;
+    const T gy = masked_dy(dy, e.relu_out, o);
+    if (e.dresidual) e.dresidual[o] = acc.dresidual ? e.dresidual[o] + gy : gy;
+    const T v = a * gy;
+    dx[o] = acc.dx ? dx[o] + v : v;
   });
 }
 
@@ -561,10 +618,10 @@ void batchnorm_forward_train(const BatchNormTrainForward<T>& t, BatchNormShape s
   const Plan r = reduce_plan(n, c, h, w, block), p = pass_plan(n, c, h, w, block);
   double* shift = shifts_of(d_workspace, c);
   launch_sums(StatsSums<T>{t.x}, r, d_workspace, s, shift);
-  const NormalizeTrain<T> pass{t.x,         t.gamma,        t.beta,        d_workspace,
-                               shift,       r.g.chunks,     eps,           t.y,
+  const NormalizeTrain<T> pass{t.x,         t.gamma,        t.beta,         d_workspace,
+                               shift,       r.g.chunks,     eps,            t.y,
                                t.save_mean, t.save_inv_std, t.running_mean, t.running_var,
-                               running};
+                               running,     t.epilogue};
   LAUNCH(normalize_train_kernel<T>, p.grid, p.threads, 0, s, pass, p.g);
 }
 
@@ -584,7 +641,7 @@ void batchnorm_forward_eval(const BatchNormEvalForward<T>& t, BatchNormShape sha
   check_pointer(op, t.y, "y");
   const Plan p = pass_plan(n, c, h, w, block);
   LAUNCH((normalize_kernel<T, true>), p.grid, p.threads, 0, s, t.x, t.gamma, t.beta,
-         t.running_mean, t.running_var, eps, t.y, p.g);
+         t.running_mean, t.running_var, eps, t.y, p.g, t.epilogue);
 }
 
 template <class T>
@@ -603,9 +660,9 @@ void batchnorm_backward_train(const BatchNormTrainBackward<T>& t, BatchNormShape
   check_pointer(op, t.dx, "dx");
   check_pointer(op, d_workspace, "d_workspace");
   const Plan r = reduce_plan(n, c, h, w, block), p = pass_plan(n, c, h, w, block);
-  launch_sums(GradSums<T>{t.x, t.dy, t.save_mean}, r, d_workspace, s);
-  const DxTrain<T> pass{t.x,         t.dy, t.gamma, t.save_mean, t.save_inv_std, d_workspace,
-                        r.g.chunks,  t.dx, t.dgamma, t.dbeta,    acc};
+  launch_sums(GradSums<T>{t.x, t.dy, t.save_mean, t.epilogue.relu_out}, r, d_workspace, s);
+  const DxTrain<T> pass{t.x,        t.dy, t.gamma,  t.save_mean, t.save_inv_std, d_workspace,
+                        r.g.chunks, t.dx, t.dgamma, t.dbeta,     acc,            t.epilogue};
   LAUNCH(dx_train_kernel<T>, p.grid, p.threads, 0, s, pass, p.g);
 }
 
@@ -628,14 +685,14 @@ void batchnorm_backward_eval(const BatchNormEvalBackward<T>& t, BatchNormShape s
     check_pointer(op, t.running_mean, "running_mean");
     check_pointer(op, d_workspace, "d_workspace");
     const Plan r = reduce_plan(n, c, h, w, block);
-    launch_sums(GradSums<T>{t.x, t.dy, t.running_mean}, r, d_workspace, s);
+    launch_sums(GradSums<T>{t.x, t.dy, t.running_mean, t.epilogue.relu_out}, r, d_workspace, s);
     LAUNCH(grad_finalize_eval_kernel<T>, finalize_blocks(c), kFinalizeThreads, 0, s,
            d_workspace, t.running_var, eps, r.g.chunks, c, t.dgamma, t.dbeta, acc);
   }
   const Plan p = pass_plan(n, c, h, w, block);
   if (n > 0)
     LAUNCH(dx_eval_kernel<T>, p.grid, p.threads, 0, s, t.dy, t.gamma, t.running_var, eps, p.g,
-           t.dx, acc.dx);
+           t.dx, acc, t.epilogue);
 }
 
 // ===========================================================================

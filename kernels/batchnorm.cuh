@@ -97,6 +97,7 @@ struct BatchNormAccumulate {
   bool dx = false;
   bool dgamma = false;
   bool dbeta = false;
+  bool dresidual = false;  // the fused residual's gradient (BatchNormEpilogue)
 };
 
 // Launch geometry (see the parallel strategy above): values per thread in
@@ -122,6 +123,20 @@ struct BatchNormShape {
   int n, c, h, w;
 };
 
+// What the forward pass applies after the normalisation, in the same pass
+// over the data (the models' conv -> batch norm -> ReLU, and a residual
+// block's batch norm -> add -> ReLU):
+//   y = act(gamma xhat + beta + residual),  act = ReLU or the identity.
+// The default is plain batch normalisation. Backward needs the fused
+// output y to apply ReLU's derivative (y > 0: the gradient passes; relu'(0)
+// = 0 and a NaN passes no gradient, as ops::relu) and gives the residual's
+// gradient, the masked dy. residual must not alias y.
+template <class T>
+struct BatchNormEpilogue {
+  const T* residual = nullptr;  // (n, c, h, w) added before the activation; null: none
+  bool relu = false;
+};
+
 // Training forward: reads x, gamma, beta; writes y and the batch statistics
 // it normalised with (saved for the backward); updates the running
 // statistics when running_mean and running_var are set (both or neither).
@@ -135,10 +150,11 @@ struct BatchNormTrainForward {
   T* save_inv_std;  // 1 / sqrt(batch variance + eps)
   T* running_mean = nullptr;
   T* running_var = nullptr;
+  BatchNormEpilogue<T> epilogue{};
 };
 
 // Evaluation forward: y = gamma (x - running_mean) / sqrt(running_var + eps)
-// + beta.
+// + beta, then the epilogue.
 template <class T>
 struct BatchNormEvalForward {
   const T* x;
@@ -147,6 +163,17 @@ struct BatchNormEvalForward {
   const T* running_mean;
   const T* running_var;
   T* y;  // may alias x
+  BatchNormEpilogue<T> epilogue{};
+};
+
+// The backward side of a fused epilogue. relu_out: the fused forward's
+// output y when it applied ReLU (dy then counts only where y > 0); null:
+// no ReLU. dresidual: where the residual's gradient (dy, masked) goes
+// (assigned or added, acc.dresidual); null: not wanted. Must not alias dy.
+template <class T>
+struct BatchNormEpilogueGrad {
+  const T* relu_out = nullptr;
+  T* dresidual = nullptr;
 };
 
 // Training backward, from what the training forward saved. dgamma and dbeta
@@ -161,6 +188,7 @@ struct BatchNormTrainBackward {
   T* dx;  // may alias dy when acc.dx is false
   T* dgamma;
   T* dbeta;
+  BatchNormEpilogueGrad<T> epilogue{};
 };
 
 // Evaluation backward: dx = gamma dy / sqrt(running_var + eps); dgamma and
@@ -175,6 +203,7 @@ struct BatchNormEvalBackward {
   T* dx;
   T* dgamma;
   T* dbeta;
+  BatchNormEpilogueGrad<T> epilogue{};
 };
 
 // ---------------------------------------------------------------------------

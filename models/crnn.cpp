@@ -57,7 +57,7 @@ Variable CRNN::forward(const Variable& x, Generator& g) {
     const Pool p = pools_[i];
     h = blocks_[i].conv->forward(h);
     h = ops::max_pool2d(h, {p[0], p[1], p[0], p[1]});
-    h = ops::relu(blocks_[i].bn->forward(h));
+    h = blocks_[i].bn->forward_relu(h);  // batch norm and ReLU in one pass
     h = dropout_->forward(h, g);
   }
   // (N, C, H', W') -> (N, C*H', W') -> (N, W', C*H'): a sequence over time.

@@ -58,10 +58,12 @@ ResidualBlock::ResidualBlock(int in_channels, int out_channels, Pool pool,
 }
 
 Variable ResidualBlock::forward(const Variable& x) {
-  Variable y = ops::relu(bn1_->forward(conv1_->forward(x)));
-  y = bn2_->forward(conv2_->forward(y));
+  // relu(bn1(conv1(x))), then relu(bn2(conv2(y)) + s): each batch norm with
+  // its ReLU (and the residual add) in one pass (nn::BatchNorm::forward_relu).
+  const Variable y = bn1_->forward_relu(conv1_->forward(x));
   const Variable s = shortcut_ ? shortcut_->forward(x) : x;
-  return ops::max_pool2d(ops::relu(ops::add(y, s)), {pool_[0], pool_[1], pool_[0], pool_[1]});
+  return ops::max_pool2d(bn2_->forward_relu(conv2_->forward(y), s),
+                         {pool_[0], pool_[1], pool_[0], pool_[1]});
 }
 
 void ResidualBlock::describe(const std::string& p, int h, int w, std::vector<LayerInfo>* out) const {

@@ -163,6 +163,66 @@ TEST(Ops, BatchNormGradients) {
                ShapeError);  // 3 running statistics for 4 channels
 }
 
+// The fused epilogue, relu(batch_norm(x) + residual) as one op: its
+// gradients against finite differences (for x, gamma, beta and the
+// residual), and its values and gradients against the three ops it
+// replaces, to the bit (the same roundings in the same order).
+TEST(Ops, BatchNormReluResidualGradients) {
+  const Shape shape{3, 4, 5, 7};
+  const Tensor x = random_f64(shape, 111), gamma = random_f64(Shape{4}, 112),
+               beta = random_f64(Shape{4}, 113), r = random_f64(shape, 114);
+  for (bool training : {true, false}) {
+    SCOPED_TRACE(training ? "training" : "evaluation");
+    auto stats = [] {
+      return std::make_pair(Tensor::full(Shape{4}, 0.25, DType::f64),
+                            Tensor::full(Shape{4}, 1.5, DType::f64));
+    };
+    for (const bool relu : {true, false})
+      for (const bool residual : {true, false}) {
+        if (!relu && !residual) continue;
+        SCOPED_TRACE(std::string(relu ? "relu" : "") + (residual ? " residual" : ""));
+        ops::BatchNormOptions o;
+        o.relu = relu;
+        auto [rm, rv] = stats();
+        auto fused = [&](auto& in) {
+          return ops::batch_norm(in[0], in[1], in[2], rm, rv, training, o,
+                                 residual ? in[3] : Variable());
+        };
+        EXPECT_TRUE(gradcheck(fused, residual ? std::vector<Tensor>{x, gamma, beta, r}
+                                              : std::vector<Tensor>{x, gamma, beta}));
+        // Against batch_norm, add and relu, same running statistics.
+        auto [rm1, rv1] = stats();
+        auto [rm2, rv2] = stats();
+        std::vector<Variable> a, b;
+        for (const Tensor& t : {x, gamma, beta, r}) {
+          a.emplace_back(t.clone(), true);
+          b.emplace_back(t.clone(), true);
+        }
+        ops::BatchNormOptions plain;
+        Variable ya = ops::batch_norm(a[0], a[1], a[2], rm1, rv1, training, o,
+                                      residual ? a[3] : Variable());
+        Variable yb = ops::batch_norm(b[0], b[1], b[2], rm2, rv2, training, plain);
+        if (residual) yb = ops::add(yb, b[3]);
+        if (relu) yb = ops::relu(yb);
+        EXPECT_TRUE(timbre::testing::same_bits(ya.value().to_host<double>(),
+                                               yb.value().to_host<double>()));
+        std::vector<double> w(size_t(shape.numel()));
+        for (size_t i = 0; i < w.size(); ++i) w[i] = 0.5 + double((i * 7) % 11) / 10;
+        timbre::testing::weighted_sum(ya, w).backward();
+        timbre::testing::weighted_sum(yb, w).backward();
+        for (size_t i = 0; i < (residual ? 4u : 3u); ++i)
+          EXPECT_TRUE(timbre::testing::same_bits(a[i].grad().to_host<double>(),
+                                                 b[i].grad().to_host<double>()))
+              << "gradient of input " << i;
+        EXPECT_TRUE(timbre::testing::same_bits(rm1.to_host<double>(), rm2.to_host<double>()));
+      }
+  }
+  Tensor rm = Tensor::zeros(Shape{4}, DType::f64), rv = Tensor::full(Shape{4}, 1.0, DType::f64);
+  EXPECT_THROW(ops::batch_norm(Variable(x), Variable(gamma), Variable(beta), rm, rv, true, {},
+                               Variable(random_f64(Shape{3, 4, 5, 6}, 115))),
+               ShapeError);  // a residual of another shape
+}
+
 TEST(Ops, PoolingGradients) {
   // Distinct values 0.01 apart so that no max-pool window has a near-tie.
   std::vector<double> v(2 * 3 * 8 * 6);

@@ -800,6 +800,104 @@ OP_CASES(batchnorm) {
   batchnorm_rows<double>(table);
 }
 
+// The fused epilogue (BatchNormEpilogue): y = relu(bn(x) + residual) and
+// its backward give, to the bit, what the plain kernels give followed by the
+// add and the ReLU (backward: preceded by ReLU's mask, and the residual's
+// gradient is the masked dy), in training and in evaluation, at an odd
+// shape, two block sizes and every thread order.
+TYPED_TEST(BatchNorm, FusedEpilogueIsTheComposition) {
+  using T = TypeParam;
+  const Shape s{3, 5, 7, 9};
+  const size_t n = s.size(), c = size_t(s.c);
+  const auto x = make_input<T>(s, 131);
+  const auto r = uniform<T>(n, 132);
+  const auto dy = uniform<T>(n, 133);
+  const auto p = make_params<T>(s.c, 134);
+  const Convention& cv = kConventions[0];
+  const auto epilogue = [&](const std::vector<T>& y) {  // on the host, in T
+    std::vector<T> out(n);
+    for (size_t i = 0; i < n; ++i) {
+      const T v = T(y[i] + r[i]);
+      out[i] = v < T(0) ? T(0) : v;
+    }
+    return out;
+  };
+  const auto mask = [&](const std::vector<T>& y) {
+    std::vector<T> out(n);
+    for (size_t i = 0; i < n; ++i) out[i] = y[i] > T(0) ? dy[i] : T(0);
+    return out;
+  };
+  timbre::testing::for_each_thread_order([&] {
+    for (int block : {64, 256}) {
+      SCOPED_TRACE(block);
+      for (bool training : {true, false}) {
+        SCOPED_TRACE(training ? "training" : "evaluation");
+        DeviceBuffer<T> d_x(x), d_r(r), d_g(p.gamma), d_b(p.beta), d_rm(p.running_mean),
+            d_rv(p.running_var), d_y(n), d_y2(n), d_m(c), d_i(c);
+        DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
+        if (training) {
+          k::batchnorm_forward_train<T>({d_x.get(), d_g.get(), d_b.get(), d_y.get(), d_m.get(),
+                                         d_i.get(), nullptr, nullptr, {d_r.get(), true}},
+                                        s, cv.eps, cv.running, d_ws.get(), nullptr, block);
+          k::batchnorm_forward_train<T>({d_x.get(), d_g.get(), d_b.get(), d_y2.get(), d_m.get(),
+                                         d_i.get()},
+                                        s, cv.eps, cv.running, d_ws.get(), nullptr, block);
+        } else {
+          k::batchnorm_forward_eval<T>({d_x.get(), d_g.get(), d_b.get(), d_rm.get(), d_rv.get(),
+                                        d_y.get(), {d_r.get(), true}},
+                                       s, cv.eps, nullptr, block);
+          k::batchnorm_forward_eval<T>({d_x.get(), d_g.get(), d_b.get(), d_rm.get(), d_rv.get(),
+                                        d_y2.get()},
+                                       s, cv.eps, nullptr, block);
+        }
+        const std::vector<T> y = d_y.to_host();
+        EXPECT_TRUE(timbre::testing::same_bits(y, epilogue(d_y2.to_host()))) << "forward";
+        // Backward: fused (mask from y, the residual's gradient written) and
+        // plain on the masked dy; all gradients assigned.
+        const std::vector<T> masked = mask(y);
+        DeviceBuffer<T> d_dy(dy), d_dy2(masked), d_dx(n), d_dx2(n), d_dg(c), d_dg2(c), d_db(c),
+            d_db2(c), d_dres(n);
+        if (training) {
+          k::batchnorm_backward_train<T>({d_x.get(), d_dy.get(), d_g.get(), d_m.get(), d_i.get(),
+                                          d_dx.get(), d_dg.get(), d_db.get(),
+                                          {d_y.get(), d_dres.get()}},
+                                         s, {}, d_ws.get(), nullptr, block);
+          k::batchnorm_backward_train<T>({d_x.get(), d_dy2.get(), d_g.get(), d_m.get(), d_i.get(),
+                                          d_dx2.get(), d_dg2.get(), d_db2.get()},
+                                         s, {}, d_ws.get(), nullptr, block);
+        } else {
+          k::batchnorm_backward_eval<T>({d_x.get(), d_dy.get(), d_g.get(), d_rm.get(), d_rv.get(),
+                                         d_dx.get(), d_dg.get(), d_db.get(),
+                                         {d_y.get(), d_dres.get()}},
+                                        s, cv.eps, {}, d_ws.get(), nullptr, block);
+          k::batchnorm_backward_eval<T>({d_x.get(), d_dy2.get(), d_g.get(), d_rm.get(),
+                                         d_rv.get(), d_dx2.get(), d_dg2.get(), d_db2.get()},
+                                        s, cv.eps, {}, d_ws.get(), nullptr, block);
+        }
+        EXPECT_TRUE(timbre::testing::same_bits(d_dx.to_host(), d_dx2.to_host())) << "dx";
+        EXPECT_TRUE(timbre::testing::same_bits(d_dg.to_host(), d_dg2.to_host())) << "dgamma";
+        EXPECT_TRUE(timbre::testing::same_bits(d_db.to_host(), d_db2.to_host())) << "dbeta";
+        EXPECT_TRUE(timbre::testing::same_bits(d_dres.to_host(), masked)) << "dresidual";
+        // And the CPU reference's epilogue agrees with the device's within
+        // the forward's usual tolerance (the reference adds in double).
+        if (training) {
+          std::vector<T> want(n), m(c), is(c);
+          k::batchnorm_forward_train_cpu<T>({x.data(), p.gamma.data(), p.beta.data(), want.data(),
+                                             m.data(), is.data(), nullptr, nullptr,
+                                             {r.data(), true}},
+                                            s, cv.eps, cv.running);
+          // y's usual tolerance plus the residual's add: one more rounding
+          // of a value up to |y| + |r| (ReLU only moves values to 0 on
+          // both sides).
+          const Tolerance tol = y_tol(p, batch_info(s, x, cv.eps), acc_err(s.m()), max_abs(x));
+          EXPECT_TRUE(all_close(widen(y), widen(want),
+                                Tolerance{tol.atol + 2 * max_abs(r) * unit_roundoff<T>, tol.rtol}));
+        }
+      }
+    }
+  });
+}
+
 // Null parameter gradients: dx alone (a frozen layer), the same values. dx
 // may alias dy when assigning.
 TYPED_TEST(BatchNorm, BackwardTrainDxOnlyAndInPlace) {
