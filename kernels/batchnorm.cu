@@ -257,9 +257,14 @@ struct StatsSums {
 
 // dy at offset o through a fused ReLU: dy where the fused output y > 0, else
 // 0 (relu_out null: no ReLU).
+// Written as selects, not short-circuit branches: half the values of a
+// normalised activation are negative, so a branch on each would be
+// unpredictable (on a CPU; a GPU predicates either form).
 template <class T>
 __device__ __forceinline__ T masked_dy(const T* dy, const T* relu_out, long long o) {
-  return relu_out && !(relu_out[o] > T(0)) ? T(0) : dy[o];
+  const T y = relu_out ? relu_out[o] : T(1);
+  const T g = dy[o];
+  return y > T(0) ? g : T(0);
 }
 
 // Backward: a = sum dy, b = sum dy (x - mean), mean per channel; dy masked
@@ -328,10 +333,12 @@ __device__ __forceinline__ double inv_std_of(const T* second, int ch, double eps
 // each value is read, then written, by one thread. Evaluation: mean and
 // the running variance (FromVar = true).
 // The forward epilogue (BatchNormEpilogue) of the normalised value v at o.
+// (Selects, as masked_dy.)
 template <class T>
 __device__ __forceinline__ T epilogue_of(T v, const BatchNormEpilogue<T>& e, long long o) {
   if (e.residual) v += e.residual[o];
-  return e.relu && v < T(0) ? T(0) : v;  // a NaN is not < 0: it passes through
+  const T clamped = v < T(0) ? T(0) : v;  // a NaN is not < 0: it passes through
+  return e.relu ? clamped : v;
 }
 
 template <class T, bool FromVar>
