@@ -303,18 +303,27 @@ __global__ void sums_by_block_kernel(Sums sums, Geometry g, double* partial, dou
   }
 }
 
-// Statistics, from the reduce pass's partials of channel ch (its `chunks`
-// partials added in chunk order) and its shift K: mean = K + s1/M, var =
-// (s2 - s1^2/M)/M (biased; clamped at 0 against rounding, a NaN stays NaN).
+// The two sums of channel ch: its `chunks` partial pairs from the reduce
+// pass, added in chunk order.
+__device__ __forceinline__ void channel_sums(const double* partial, int chunks, int ch,
+                                             double& a, double& b) {
+  const double* p = partial + 2 * (long long)ch * chunks;
+  a = 0;
+  b = 0;
+  for (int k = 0; k < chunks; ++k) {
+    a += p[2 * k];
+    b += p[2 * k + 1];
+  }
+}
+
+// Statistics, from the reduce pass's sums of channel ch and its shift K:
+// mean = K + s1/M, var = (s2 - s1^2/M)/M (biased; clamped at 0 against
+// rounding, a NaN stays NaN).
 __device__ __forceinline__ void channel_stats(const double* partial, const double* shift,
                                               int chunks, const Geometry& g, int ch,
                                               double& mean, double& var) {
-  const double* p = partial + 2 * (long long)ch * chunks;
-  double s1 = 0, s2 = 0;
-  for (int k = 0; k < chunks; ++k) {
-    s1 += p[2 * k];
-    s2 += p[2 * k + 1];
-  }
+  double s1, s2;
+  channel_sums(partial, chunks, ch, s1, s2);
   const double m = double(g.m), d = s1 / m;
   mean = shift[ch] + d;
   var = (s2 - s1 * d) / m;
@@ -405,19 +414,6 @@ __device__ __forceinline__ void store_param_grad(T* dst, double v, bool accumula
   *dst = accumulate ? T(double(*dst) + v) : T(v);
 }
 
-// The backward's sums of channel ch from the reduce pass's partials, added
-// in chunk order: sum dy and sum dy (x - mean).
-__device__ __forceinline__ void channel_grad_sums(const double* partial, int chunks, int ch,
-                                                  double& sum_dy, double& sum_dy_xc) {
-  const double* p = partial + 2 * (long long)ch * chunks;
-  sum_dy = 0;
-  sum_dy_xc = 0;
-  for (int k = 0; k < chunks; ++k) {
-    sum_dy += p[2 * k];
-    sum_dy_xc += p[2 * k + 1];
-  }
-}
-
 // Evaluation backward with parameter gradients, pass 2: one thread per
 // channel: dbeta = sum dy, dgamma = inv_std * sum dy (x - mean), with the
 // running statistics' inv_std.
@@ -428,7 +424,7 @@ __global__ void grad_finalize_eval_kernel(const double* partial, const T* runnin
   const int stride = blockDim.x * gridDim.x;
   for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < channels; ch += stride) {
     double sum_dy, sum_dy_xc;
-    channel_grad_sums(partial, chunks, ch, sum_dy, sum_dy_xc);
+    channel_sums(partial, chunks, ch, sum_dy, sum_dy_xc);
     const double inv_std = inv_std_of<true>(running_var, ch, eps);
     if (dbeta) store_param_grad(dbeta + ch, sum_dy, acc.dbeta);
     if (dgamma) store_param_grad(dgamma + ch, sum_dy_xc * inv_std, acc.dgamma);
@@ -463,7 +459,7 @@ template <class T>
 __global__ void dx_train_kernel(DxTrain<T> p, Geometry g) {
   const int ch = blockIdx.x;
   double sum_dy, sum_dy_xc;
-  channel_grad_sums(p.partial, p.chunks, ch, sum_dy, sum_dy_xc);
+  channel_sums(p.partial, p.chunks, ch, sum_dy, sum_dy_xc);
   const double inv_std = double(p.save_inv_std[ch]), m = double(g.m);
   if (blockIdx.y == 0 && threadIdx.x == 0) {
     if (p.dbeta) store_param_grad(p.dbeta + ch, sum_dy, p.acc.dbeta);
