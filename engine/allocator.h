@@ -11,6 +11,20 @@
 //     the cache and tries once more.
 // All work runs on one stream, so a block released by one op can be reused
 // by the next without an event.
+//
+// CUDA graphs (tools/train_step.h): a graph replays its kernels on the
+// addresses they had when the step was captured, so every block the step
+// touched must stay the graph's for as long as the graph lives. Between
+// begin_capture() and end_capture(), every block allocated, and every block
+// released, joins a private pool: the capture's requests are served from
+// the pool's free blocks first (the graph runs its work in capture order,
+// so a block freed by one op is free for the next), then from the general
+// cache (the block moves to the pool), then from cudaMalloc (in relaxed
+// capture mode: an allocation is not stream work). After end_capture() the
+// pool's blocks are still the graph's: a pool block released later (a
+// tensor that outlived the capture) goes back to the pool, never to the
+// general cache. release_pool() gives them all back once the graph is
+// destroyed and its replays are done.
 #pragma once
 
 #include <cstddef>
@@ -39,15 +53,32 @@ class Allocator {
 
   Stats stats() const;
   void reset_peak();
-  void empty_cache();  // gives every cached block back to cudaFree
+  void empty_cache();  // gives every cached block outside pools back to cudaFree
+
+  // A private pool for one graph's capture (see above); one capture at a
+  // time. Returns the pool's id.
+  int begin_capture();
+  void end_capture();
+  void release_pool(int pool);
+  size_t pool_bytes(int pool) const;  // blocks the pool holds, live or free
 
   static size_t rounded(size_t bytes) { return (bytes + 511) / 512 * 512; }
 
  private:
+  struct Block {
+    size_t size;
+    int pool;  // -1: general
+    bool live;
+  };
   Allocator() = default;
+  // Takes the smallest block of `from` that fits and wastes at most a
+  // quarter of it; nullptr if none. Under m_.
+  void* take_free(std::multimap<size_t, void*>& from, size_t size);
   mutable std::mutex m_;
-  std::multimap<size_t, void*> free_;       // size -> cached block
-  std::unordered_map<void*, size_t> live_;  // block -> size
+  std::multimap<size_t, void*> free_;                  // general cache: size -> block
+  std::map<int, std::multimap<size_t, void*>> pools_;  // pool -> its free blocks
+  std::unordered_map<void*, Block> blocks_;            // every block from cudaMalloc
+  int capturing_ = -1, next_pool_ = 0;
   Stats stats_;
 };
 

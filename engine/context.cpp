@@ -4,7 +4,18 @@
 
 namespace timbre {
 
-cudaStream_t stream() { return nullptr; }  // the default stream
+cudaStream_t stream() {
+  // A created stream, not the legacy default one: a CUDA graph can only be
+  // captured from a created stream. Blocking (the default flags), so it still
+  // orders against the legacy stream's work (blocking cudaMemcpy, code that
+  // passes stream 0) as the legacy stream did.
+  static cudaStream_t s = [] {
+    cudaStream_t c;
+    CUDA_CHECK(cudaStreamCreate(&c));
+    return c;
+  }();
+  return s;
+}
 
 cublasHandle_t cublas() {
   static cublasHandle_t h = [] {

@@ -1,7 +1,9 @@
 // context.h: the device state every op uses: the stream work is issued on
 // and the cuBLAS handle. One of each per process for now; every op runs on
 // the same stream, so ops are ordered and the allocator can reuse a block
-// as soon as its tensor is gone.
+// as soon as its tensor is gone. stream() is a created, blocking stream (it
+// orders against the legacy default stream), so that the trainer can
+// capture a step from it as a CUDA graph (tools/train_step.h).
 #pragma once
 
 #include <cublas_v2.h>

@@ -215,20 +215,22 @@ Variable dropout(const Variable& x, double p, bool training, Generator& g) {
     throw ShapeError("dropout: probability " + std::to_string(p) + " is not in [0, 1)");
   if (!training || p == 0) return x;
   const Tensor& in = x.value();
-  const uint64_t seed = g.seed(), offset = g.take(in.numel());
+  const PhiloxDraw d = g.draw(in.numel());
   Tensor out = Tensor::empty(in.shape(), in.dtype());
   dispatch(in.dtype(), [&](auto t) {
     using T = decltype(t);
-    kernels::dropout_forward<T>(in.data<T>(), out.data<T>(), in.numel(), p, seed, offset, stream());
+    kernels::dropout_forward<T>(in.data<T>(), out.data<T>(), in.numel(), p, d.seed, d.offset,
+                                stream(), 256, d.base);
   });
-  // dx = dy * mask / (1 - p), the same mask regenerated from (seed, offset).
-  return Variable::from_op("dropout", out, {x}, [p, seed, offset](const Tensor& dy, Inputs& v) {
+  // dx = dy * mask / (1 - p), the same mask regenerated from the same draw
+  // (within a step, the device word has not moved on before the step ends).
+  return Variable::from_op("dropout", out, {x}, [p, d](const Tensor& dy, Inputs& v) {
     bool acc;
     Tensor& dx = v[0].grad_for_update(&acc);
     dispatch(dy.dtype(), [&](auto t) {
       using T = decltype(t);
-      kernels::dropout_backward<T>(dy.data<T>(), dx.data<T>(), dy.numel(), p, seed, offset, acc,
-                                   stream());
+      kernels::dropout_backward<T>(dy.data<T>(), dx.data<T>(), dy.numel(), p, d.seed, d.offset,
+                                   acc, stream(), 256, d.base);
     });
   });
 }

@@ -3,6 +3,8 @@
 #include <algorithm>
 
 #include "engine/context.h"
+#include "kernels/cuda_check.h"
+#include "kernels/profile.h"
 
 namespace timbre {
 namespace {
@@ -16,6 +18,8 @@ void check_params(const char* who, const std::vector<Variable>& params) {
 Adam::Adam(std::vector<Variable> params, kernels::AdamConfig config, double decay)
     : params_(std::move(params)), config_(config), decay_(decay) {
   check_params("Adam", params_);
+  device_step_ = Tensor::empty(Shape{int64_t(sizeof(kernels::AdamDeviceStep) / 4)}, DType::i32);
+  set_steps(0);
   constexpr int64_t kAlign = 64;  // elements: 256 bytes of float
   bool all_f32 = !params_.empty();
   offsets_.push_back(0);
@@ -54,10 +58,19 @@ double Adam::current_lr() const {
   return kernels::keras_decayed_lr(config_.lr, decay_, step_);
 }
 
+void Adam::set_steps(long long s) {
+  step_ = s;
+  kernels::AdamDeviceStep h;
+  h.t = s;
+  kernels::profile::record_copy(kernels::profile::Copy::h2d, sizeof h, true);
+  CUDA_CHECK(cudaMemcpy(device_step_.raw(), &h, sizeof h, cudaMemcpyHostToDevice));
+}
+
 void Adam::step(kernels::AdamCheck check) {
   ++step_;
-  kernels::AdamConfig c = config_;
-  c.lr = kernels::keras_decayed_lr(config_.lr, decay_, step_ - 1);
+  const kernels::AdamConfig& c = config_;
+  auto* st = static_cast<kernels::AdamDeviceStep*>(device_step_.raw());
+  kernels::adam_advance(st, c, decay_, stream());
   // One launch over the flat buffers when every parameter has its gradient
   // in its bound slice (and another Adam has not re-laid them out since).
   bool whole = is_flat();
@@ -69,7 +82,7 @@ void Adam::step(kernels::AdamCheck check) {
   if (whole) {
     kernels::adam_step<float>(flat_values_.data<float>(), flat_grads_.data<float>(),
                               flat_m_.data<float>(), flat_v_.data<float>(), flat_values_.numel(),
-                              c, step_, stream(), 256, check);
+                              c, st, stream(), 256, check);
     return;
   }
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -80,10 +93,10 @@ void Adam::step(kernels::AdamCheck check) {
     ci.tag += (unsigned long long)offsets_[i];
     if (p.dtype() == DType::f32)
       kernels::adam_step<float>(p.data<float>(), g.data<float>(), m_[i].data<float>(),
-                                v_[i].data<float>(), p.numel(), c, step_, stream(), 256, ci);
+                                v_[i].data<float>(), p.numel(), c, st, stream(), 256, ci);
     else
       kernels::adam_step<double>(p.data<double>(), g.data<double>(), m_[i].data<double>(),
-                                 v_[i].data<double>(), p.numel(), c, step_, stream(), 256, ci);
+                                 v_[i].data<double>(), p.numel(), c, st, stream(), 256, ci);
   }
 }
 

@@ -19,6 +19,12 @@
 // step(check) fuses the finite check into the same launch: see
 // kernels::AdamCheck; the element index it records is the parameter's
 // flat_offset() plus the index within it.
+//
+// The step count lives on the device too (kernels::AdamDeviceStep): step()
+// queues adam_advance (one thread: t += 1, the bias corrections and the
+// decayed lr of step t), and the update reads them there. So a step captured
+// once in a CUDA graph is right at every replay; the host's count (steps())
+// follows by replayed(), and set_steps() writes both.
 #pragma once
 
 #include <vector>
@@ -35,7 +41,10 @@ class Adam {
   Adam(std::vector<Variable> params, kernels::AdamConfig config, double decay = 0);
   void step(kernels::AdamCheck check = {});
   long long steps() const { return step_; }
-  void set_steps(long long s) { step_ = s; }
+  void set_steps(long long s);  // a blocking upload (a resume, not a step)
+  // A step queued by replaying a graph that captured step(): counted on
+  // the host (the device counts it itself).
+  void replayed() { ++step_; }
   // Element offset of parameter i in the flat layout (cumulative, padded
   // to 64 elements, also when the parameters are not laid out flat), and
   // the parameter holding flat element e (its index; -1 if none).
@@ -52,6 +61,7 @@ class Adam {
   std::vector<Tensor> m_, v_;  // slices of flat_m_, flat_v_ when flat
   std::vector<int64_t> offsets_;  // one per parameter, then the total
   Tensor flat_values_, flat_grads_, flat_m_, flat_v_;  // undefined unless every parameter is f32
+  Tensor device_step_;  // one kernels::AdamDeviceStep, as bytes
   kernels::AdamConfig config_;
   double decay_;
   long long step_ = 0;

@@ -1,6 +1,9 @@
 #include "engine/random.h"
 
+#include <stdexcept>
+
 #include "engine/context.h"
+#include "kernels/cuda_check.h"
 #include "kernels/philox.cuh"
 
 namespace timbre {
@@ -30,6 +33,38 @@ uint64_t Generator::take(int64_t n) {
   const uint64_t first = offset_;
   offset_ += uint64_t(kernels::philox_counters(n));
   return first;
+}
+
+PhiloxDraw Generator::draw(int64_t n) {
+  const uint64_t first = take(n);
+  if (!in_step_) return {seed_, first, nullptr};
+  return {seed_, first - step_first_, static_cast<const unsigned long long*>(word_.raw())};
+}
+
+void Generator::begin_step() {
+  if (in_step_) throw std::logic_error("Generator::begin_step: a step is already open");
+  if (word_value_ != offset_) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    CUDA_CHECK(cudaStreamIsCapturing(stream(), &capture));
+    if (capture != cudaStreamCaptureStatusNone)
+      throw std::logic_error("Generator::begin_step: counters were drawn outside a step since "
+                             "the last one; a captured step would reset them at every replay "
+                             "(run a step uncaptured first)");
+    if (!word_.defined()) word_ = Tensor::empty(Shape{2}, DType::i32);
+    kernels::philox_base_set(static_cast<unsigned long long*>(word_.raw()), offset_, stream());
+    word_value_ = offset_;
+  }
+  in_step_ = true;
+  step_first_ = offset_;
+}
+
+uint64_t Generator::end_step() {
+  if (!in_step_) throw std::logic_error("Generator::end_step: no step is open");
+  in_step_ = false;
+  const uint64_t k = offset_ - step_first_;
+  if (k > 0) kernels::philox_base_add(static_cast<unsigned long long*>(word_.raw()), k, stream());
+  word_value_ += k;
+  return k;
 }
 
 void Generator::uniform(Tensor& t, double lo, double hi) {

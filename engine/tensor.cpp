@@ -84,7 +84,8 @@ Tensor Tensor::empty(const Shape& s, DType d) {
 
 Tensor Tensor::zeros(const Shape& s, DType d) {
   Tensor t = empty(s, d);
-  if (t.bytes()) CUDA_CHECK(cudaMemset(t.raw(), 0, t.bytes()));
+  // Stream-ordered (the host does not wait; a captured step may hold it).
+  if (t.bytes()) CUDA_CHECK(cudaMemsetAsync(t.raw(), 0, t.bytes(), stream()));
   return t;
 }
 

@@ -23,8 +23,7 @@ __device__ inline int argmax_first(const T* row, int cols) {
 
 template <class T>
 __global__ void step_metrics_kernel(const T* logits, const int32_t* labels, const T* loss,
-                                    int rows, int cols, unsigned long long tag,
-                                    StepMetrics* acc) {
+                                    int rows, int cols, StepMetrics* acc) {
   __shared__ unsigned warp_sums[kThreads / 32];
   unsigned correct = 0;
   for (int r = threadIdx.x; r < rows; r += blockDim.x)
@@ -37,10 +36,12 @@ __global__ void step_metrics_kernel(const T* logits, const int32_t* labels, cons
     unsigned long long total = 0;
     for (int w = 0; w < kThreads / 32; ++w) total += warp_sums[w];
     const T l = *loss;
+    const unsigned long long step = acc->steps;
     acc->correct += total;
     acc->samples += (unsigned long long)rows;
     acc->loss_sum += double(l) * double(rows);
-    if (!(l - l == T(0)) && tag < acc->first_nonfinite) acc->first_nonfinite = tag;
+    if (!(l - l == T(0)) && step < acc->first_nonfinite) acc->first_nonfinite = step;
+    acc->steps = step + 1;
   }
 }
 
@@ -48,8 +49,7 @@ __global__ void step_metrics_kernel(const T* logits, const int32_t* labels, cons
 
 template <class T>
 void accumulate_step_metrics(const T* d_logits, const int32_t* d_labels, const T* d_loss,
-                             int rows, int cols, unsigned long long tag, StepMetrics* d_acc,
-                             cudaStream_t s) {
+                             int rows, int cols, StepMetrics* d_acc, cudaStream_t s) {
   const char* op = "accumulate_step_metrics";
   check_at_least(op, "rows", rows, 1);
   check_at_least(op, "cols", cols, 1);
@@ -57,27 +57,28 @@ void accumulate_step_metrics(const T* d_logits, const int32_t* d_labels, const T
   check_pointer(op, d_labels, "d_labels");
   check_pointer(op, d_loss, "d_loss");
   check_pointer(op, d_acc, "d_acc");
-  LAUNCH(step_metrics_kernel<T>, 1, kThreads, 0, s, d_logits, d_labels, d_loss, rows, cols, tag,
-         d_acc);
+  LAUNCH(step_metrics_kernel<T>, 1, kThreads, 0, s, d_logits, d_labels, d_loss, rows, cols, d_acc);
 }
 
 template <class T>
 void accumulate_step_metrics_cpu(const T* logits, const int32_t* labels, const T* loss, int rows,
-                                 int cols, unsigned long long tag, StepMetrics* acc) {
+                                 int cols, StepMetrics* acc) {
   for (int r = 0; r < rows; ++r) {
     const T* row = logits + (long long)r * cols;
     acc->correct += std::max_element(row, row + cols) - row == labels[r] ? 1 : 0;
   }
   acc->samples += (unsigned long long)rows;
   acc->loss_sum += double(*loss) * double(rows);
-  if (!std::isfinite(double(*loss)) && tag < acc->first_nonfinite) acc->first_nonfinite = tag;
+  if (!std::isfinite(double(*loss)) && acc->steps < acc->first_nonfinite)
+    acc->first_nonfinite = acc->steps;
+  acc->steps++;
 }
 
 #define TIMBRE_METRICS_INSTANTIATE(T)                                                       \
   template void accumulate_step_metrics<T>(const T*, const int32_t*, const T*, int, int,   \
-                                           unsigned long long, StepMetrics*, cudaStream_t); \
+                                           StepMetrics*, cudaStream_t);                     \
   template void accumulate_step_metrics_cpu<T>(const T*, const int32_t*, const T*, int, int, \
-                                               unsigned long long, StepMetrics*);
+                                               StepMetrics*);
 TIMBRE_METRICS_INSTANTIATE(float)
 TIMBRE_METRICS_INSTANTIATE(double)
 

@@ -24,14 +24,20 @@ namespace {
 // lr / (1 - b1^t); keras: lr_t); c: sqrt(1 - b2^t) (pytorch only).
 // check: the fused finite check (AdamCheck); gi - gi is 0 for every finite
 // gi and NaN for NaN and infinities.
+// st: the step's scalars on the device (AdamDeviceStep), read once per
+// thread instead of a and c; the check's step count likewise.
 template <class T, AdamForm F>
 __global__ void adam_kernel(T* p, const T* g, T* m, T* v, long long n, T b1, T omb1, T b2,
-                            T omb2, T a, T c, T eps, AdamCheck check) {
+                            T omb2, T a, T c, T eps, const AdamDeviceStep* st,
+                            AdamCheck check) {
+  if (st != nullptr) a = T(st->a), c = T(st->c);
+  const unsigned long long tag =
+      check.tag + (check.counted != nullptr ? (*check.counted - 1) << check.counted_shift : 0ull);
   const long long stride = (long long)blockDim.x * gridDim.x;
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
     const T gi = g[i];
     if (check.first_nonfinite != nullptr && !(gi - gi == T(0)))
-      atomicMin(check.first_nonfinite, check.tag + (unsigned long long)i);
+      atomicMin(check.first_nonfinite, tag + (unsigned long long)i);
     const T mi = b1 * m[i] + omb1 * gi;
     const T vi = b2 * v[i] + omb2 * gi * gi;
     m[i] = mi;
@@ -63,14 +69,39 @@ __global__ void sgd_kernel(T* p, const T* g, T* buf, long long n, T lr, T moment
   }
 }
 
-// ---------------------------------------------------------------------------
-// Host scalars and argument checks.
-
-// The per-step scalars of Adam, in double.
+// The per-step scalars of Adam, in double: the host's and the device's
+// (adam_advance_kernel) are this one function.
 struct AdamScalars {
   double a;  // pytorch: lr / (1 - b1^t); keras: lr sqrt(1 - b2^t) / (1 - b1^t)
   double c;  // pytorch: sqrt(1 - b2^t); keras: 1 (unused)
 };
+
+__host__ __device__ inline AdamScalars adam_scalars_of(double lr, double beta1, double beta2,
+                                                       bool pytorch, long long step) {
+  const double t = double(step);
+  const double bias1 = 1 - pow(beta1, t);
+  const double bias2_sqrt = sqrt(1 - pow(beta2, t));
+  if (pytorch) return {lr / bias1, bias2_sqrt};
+  return {lr * bias2_sqrt / bias1, 1.0};
+}
+
+// Keras's decay as keras_decayed_lr computes it.
+__host__ __device__ inline double decayed_lr_of(double lr, double decay, long long iterations) {
+  return lr * (1.0 / (1.0 + decay * double(iterations)));
+}
+
+// One thread: the next step's count and scalars (AdamDeviceStep).
+__global__ void adam_advance_kernel(AdamDeviceStep* st, double lr, double decay, double beta1,
+                                    double beta2, bool pytorch) {
+  const long long t = st->t + 1;
+  const AdamScalars k = adam_scalars_of(decayed_lr_of(lr, decay, t - 1), beta1, beta2, pytorch, t);
+  st->t = t;
+  st->a = k.a;
+  st->c = k.c;
+}
+
+// ---------------------------------------------------------------------------
+// Host scalars and argument checks.
 
 void check_step(const char* op, long long step) {
   if (step < 1)
@@ -109,11 +140,7 @@ void check_sgd(const char* op, const SgdConfig& c) {
 }
 
 AdamScalars adam_scalars(const AdamConfig& c, long long step) {
-  const double t = double(step);
-  const double bias1 = 1 - std::pow(c.beta1, t);
-  const double bias2_sqrt = std::sqrt(1 - std::pow(c.beta2, t));
-  if (c.form == AdamForm::pytorch) return {c.lr / bias1, bias2_sqrt};
-  return {c.lr * bias2_sqrt / bias1, 1.0};
+  return adam_scalars_of(c.lr, c.beta1, c.beta2, c.form == AdamForm::pytorch, step);
 }
 
 }  // namespace
@@ -133,11 +160,34 @@ double keras_decayed_lr(double lr, double decay, long long iterations) {
   if (iterations < 0)
     throw std::invalid_argument(std::string(op) + ": iterations must be >= 0, not " +
                                 std::to_string(iterations));
-  return lr * (1.0 / (1.0 + decay * double(iterations)));
+  return decayed_lr_of(lr, decay, iterations);
 }
 
 // ---------------------------------------------------------------------------
 // Launchers.
+namespace {
+// Both adam_step overloads: the scalars k, or those of *d_step when set.
+template <class T>
+void launch_adam(T* d_param, const T* d_grad, T* d_m, T* d_v, long long n, const AdamConfig& c,
+                 AdamScalars k, const AdamDeviceStep* d_step, cudaStream_t s, int block,
+                 AdamCheck check) {
+  const char* op = "adam_step";
+  check_pointer(op, d_param, "d_param");
+  check_pointer(op, d_grad, "d_grad");
+  check_pointer(op, d_m, "d_m");
+  check_pointer(op, d_v, "d_v");
+  const unsigned grid = blocks_for(n, block);
+  if (c.form == AdamForm::pytorch)
+    LAUNCH((adam_kernel<T, AdamForm::pytorch>), grid, block, 0, s, d_param, d_grad, d_m, d_v,
+           n, T(c.beta1), T(1 - c.beta1), T(c.beta2), T(1 - c.beta2), T(k.a), T(k.c),
+           T(c.eps), d_step, check);
+  else
+    LAUNCH((adam_kernel<T, AdamForm::keras>), grid, block, 0, s, d_param, d_grad, d_m, d_v, n,
+           T(c.beta1), T(1 - c.beta1), T(c.beta2), T(1 - c.beta2), T(k.a), T(k.c), T(c.eps),
+           d_step, check);
+}
+}  // namespace
+
 template <class T>
 void adam_step(T* d_param, const T* d_grad, T* d_m, T* d_v, long long n, const AdamConfig& c,
                long long step, cudaStream_t s, int block, AdamCheck check) {
@@ -146,20 +196,27 @@ void adam_step(T* d_param, const T* d_grad, T* d_m, T* d_v, long long n, const A
   check_adam(op, c);
   check_step(op, step);
   if (n == 0) return;
-  check_pointer(op, d_param, "d_param");
-  check_pointer(op, d_grad, "d_grad");
-  check_pointer(op, d_m, "d_m");
-  check_pointer(op, d_v, "d_v");
-  const AdamScalars k = adam_scalars(c, step);
-  const unsigned grid = blocks_for(n, block);
-  if (c.form == AdamForm::pytorch)
-    LAUNCH((adam_kernel<T, AdamForm::pytorch>), grid, block, 0, s, d_param, d_grad, d_m, d_v,
-           n, T(c.beta1), T(1 - c.beta1), T(c.beta2), T(1 - c.beta2), T(k.a), T(k.c),
-           T(c.eps), check);
-  else
-    LAUNCH((adam_kernel<T, AdamForm::keras>), grid, block, 0, s, d_param, d_grad, d_m, d_v, n,
-           T(c.beta1), T(1 - c.beta1), T(c.beta2), T(1 - c.beta2), T(k.a), T(k.c), T(c.eps),
-           check);
+  launch_adam(d_param, d_grad, d_m, d_v, n, c, adam_scalars(c, step), nullptr, s, block, check);
+}
+
+template <class T>
+void adam_step(T* d_param, const T* d_grad, T* d_m, T* d_v, long long n, const AdamConfig& c,
+               const AdamDeviceStep* d_step, cudaStream_t s, int block, AdamCheck check) {
+  const char* op = "adam_step";
+  check_size_and_block(op, n, block);
+  check_adam(op, c);
+  if (n == 0) return;
+  check_pointer(op, d_step, "d_step");
+  launch_adam(d_param, d_grad, d_m, d_v, n, c, AdamScalars{0, 1}, d_step, s, block, check);
+}
+
+void adam_advance(AdamDeviceStep* d_step, const AdamConfig& c, double decay, cudaStream_t s) {
+  const char* op = "adam_advance";
+  check_adam(op, c);
+  check_nonnegative(op, "decay", decay);
+  check_pointer(op, d_step, "d_step");
+  LAUNCH(adam_advance_kernel, 1, 1, 0, s, d_step, c.lr, decay, c.beta1, c.beta2,
+         c.form == AdamForm::pytorch);
 }
 
 template <class T>
@@ -237,6 +294,8 @@ Cost sgd_step_cost(const SgdConfig& c, long long n, int elem) {
 #define TIMBRE_OPTIM_INSTANTIATE(T)                                                          \
   template void adam_step<T>(T*, const T*, T*, T*, long long, const AdamConfig&, long long,  \
                              cudaStream_t, int, AdamCheck);                                  \
+  template void adam_step<T>(T*, const T*, T*, T*, long long, const AdamConfig&,             \
+                             const AdamDeviceStep*, cudaStream_t, int, AdamCheck);           \
   template void sgd_step<T>(T*, const T*, T*, long long, const SgdConfig&, long long,        \
                             cudaStream_t, int);                                              \
   template void adam_step_cpu<T>(T*, const T*, T*, T*, long long, const AdamConfig&,         \

@@ -31,8 +31,9 @@
 // v = -lr b when lr is constant and tau = 0, so the two agree then; they
 // differ when lr changes (Keras's velocity remembers past learning rates).
 //
-// The bias corrections and step sizes are computed on the host in double,
-// rounded once to T. Every kernel is elementwise: one thread per element
+// The bias corrections and step sizes are computed in double, rounded once
+// to T: on the host, or on the device by adam_advance (AdamDeviceStep, for
+// steps replayed from a CUDA graph) with the same function. Every kernel is elementwise: one thread per element
 // in a grid-stride loop, no barrier, no atomics, so the result is the same
 // bits on every run and for every launch configuration. Weight decay,
 // AMSGrad and gradient clipping are not here (the engine can add an L2
@@ -90,9 +91,16 @@ struct SgdConfig {
 // what the caller set it to. The trainer puts the step (within its log
 // interval) in tag's high bits and the element's offset in the model's
 // parameters in its low bits. Aggregate: AdamCheck{first_nonfinite, tag}.
+// A step captured once in a CUDA graph and replayed keeps its arguments, so
+// the step's index must be read from device memory: with `counted` set,
+// the tag is tag + ((*counted - 1) << counted_shift) when the kernel runs,
+// where *counted is a count of steps that includes this one
+// (kernels::StepMetrics::steps, which the step's metrics launch advanced).
 struct AdamCheck {
   unsigned long long* first_nonfinite = nullptr;  // device; null: no check
   unsigned long long tag = 0;                     // added to the element index
+  const unsigned long long* counted = nullptr;    // device; null: none
+  int counted_shift = 0;
 };
 
 // Adam: updates d_param, d_m, d_v in place from d_grad. The update is
@@ -101,6 +109,25 @@ struct AdamCheck {
 template <class T>
 void adam_step(T* d_param, const T* d_grad, T* d_m, T* d_v, long long n, const AdamConfig& c,
                long long step, cudaStream_t s, int block = 256, AdamCheck check = {});
+
+// The step count on the device, for steps the host does not see one by one
+// (a CUDA graph replays the same launches with the same arguments, so the
+// step t and the scalars that follow from it cannot be arguments):
+// adam_advance queues one thread that does t += 1 and computes, in double,
+// the scalars of step t (the same formulas as the host's, with Keras's decay
+// applied to lr with iterations = t - 1); the adam_step overload taking a
+// d_step reads them when it runs. t starts at the steps already taken (0,
+// or a checkpoint's count: the caller writes it).
+struct AdamDeviceStep {
+  long long t = 0;
+  double a = 0;  // pytorch: lr / (1 - b1^t); keras: lr sqrt(1 - b2^t) / (1 - b1^t)
+  double c = 1;  // pytorch: sqrt(1 - b2^t); keras: 1
+};
+void adam_advance(AdamDeviceStep* d_step, const AdamConfig& c, double decay, cudaStream_t s);
+template <class T>
+void adam_step(T* d_param, const T* d_grad, T* d_m, T* d_v, long long n, const AdamConfig& c,
+               const AdamDeviceStep* d_step, cudaStream_t s, int block = 256,
+               AdamCheck check = {});
 
 // SGD: updates d_param and, with momentum, d_buf (null when momentum = 0).
 // At step 1 the buffer is written, not read (it may hold anything).

@@ -89,7 +89,9 @@ __global__ void fill_normal_kernel(T* x, long long n, T mean, T std, uint64_t se
 // one thread. out is read only when accumulating.
 template <class T>
 __global__ void dropout_kernel(const T* in, T* out, long long n, uint32_t threshold, T scale,
-                               uint64_t seed, uint64_t offset, bool accumulate) {
+                               uint64_t seed, uint64_t offset, const unsigned long long* base,
+                               bool accumulate) {
+  if (base != nullptr) offset += *base;  // PhiloxBase: a step replayed from a graph
   const long long groups = philox_counters(n);
   const long long stride = (long long)blockDim.x * gridDim.x;
   for (long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x; g < groups;
@@ -105,6 +107,11 @@ __global__ void dropout_kernel(const T* in, T* out, long long n, uint32_t thresh
       }
     }
   }
+}
+
+// One thread: *word = value, or *word += value (PhiloxBase).
+__global__ void offset_word_kernel(unsigned long long* word, unsigned long long value, bool add) {
+  *word = add ? *word + value : value;
 }
 
 // ---------------------------------------------------------------------------
@@ -245,7 +252,7 @@ void fill_normal(T* d_x, long long n, T mean, T std, uint64_t seed, uint64_t off
 
 template <class T>
 void dropout_forward(const T* d_x, T* d_y, long long n, double p, uint64_t seed,
-                     uint64_t offset, cudaStream_t s, int block) {
+                     uint64_t offset, cudaStream_t s, int block, const unsigned long long* d_base) {
   const char* op = "dropout_forward";
   check_size_and_block(op, n, block);
   check_probability(op, p);
@@ -253,12 +260,13 @@ void dropout_forward(const T* d_x, T* d_y, long long n, double p, uint64_t seed,
   check_pointer(op, d_x, "d_x");
   check_pointer(op, d_y, "d_y");
   LAUNCH(dropout_kernel<T>, counter_blocks(n, block), block, 0, s, d_x, d_y, n,
-         dropout_threshold(p), dropout_scale<T>(p), seed, offset, false);
+         dropout_threshold(p), dropout_scale<T>(p), seed, offset, d_base, false);
 }
 
 template <class T>
 void dropout_backward(const T* d_dy, T* d_dx, long long n, double p, uint64_t seed,
-                      uint64_t offset, bool accumulate, cudaStream_t s, int block) {
+                      uint64_t offset, bool accumulate, cudaStream_t s, int block,
+                      const unsigned long long* d_base) {
   const char* op = "dropout_backward";
   check_size_and_block(op, n, block);
   check_probability(op, p);
@@ -266,7 +274,17 @@ void dropout_backward(const T* d_dy, T* d_dx, long long n, double p, uint64_t se
   check_pointer(op, d_dy, "d_dy");
   check_pointer(op, d_dx, "d_dx");
   LAUNCH(dropout_kernel<T>, counter_blocks(n, block), block, 0, s, d_dy, d_dx, n,
-         dropout_threshold(p), dropout_scale<T>(p), seed, offset, accumulate);
+         dropout_threshold(p), dropout_scale<T>(p), seed, offset, d_base, accumulate);
+}
+
+void philox_base_set(unsigned long long* d_word, unsigned long long value, cudaStream_t s) {
+  check_pointer("philox_base_set", d_word, "d_word");
+  LAUNCH(offset_word_kernel, 1, 1, 0, s, d_word, value, false);
+}
+
+void philox_base_add(unsigned long long* d_word, unsigned long long k, cudaStream_t s) {
+  check_pointer("philox_base_add", d_word, "d_word");
+  LAUNCH(offset_word_kernel, 1, 1, 0, s, d_word, k, true);
 }
 
 // ---------------------------------------------------------------------------
@@ -405,9 +423,9 @@ Cost dropout_backward_cost(long long n, bool accumulate, int elem) {
   template void fill_uniform<T>(T*, long long, T, T, uint64_t, uint64_t, cudaStream_t, int);  \
   template void fill_normal<T>(T*, long long, T, T, uint64_t, uint64_t, cudaStream_t, int);   \
   template void dropout_forward<T>(const T*, T*, long long, double, uint64_t, uint64_t,       \
-                                   cudaStream_t, int);                                        \
+                                   cudaStream_t, int, const unsigned long long*);             \
   template void dropout_backward<T>(const T*, T*, long long, double, uint64_t, uint64_t,      \
-                                    bool, cudaStream_t, int);                                 \
+                                    bool, cudaStream_t, int, const unsigned long long*);      \
   template void glorot_uniform<T>(T*, long long, long long, long long, uint64_t, uint64_t,    \
                                   cudaStream_t);                                              \
   template void he_uniform<T>(T*, long long, long long, uint64_t, uint64_t, cudaStream_t);    \

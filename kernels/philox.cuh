@@ -196,15 +196,25 @@ void fill_normal(T* d_x, long long n, T mean, T std, uint64_t seed, uint64_t off
                  cudaStream_t s, int block = 256);
 
 // y = x * mask / (1 - p); y may be x. p in [0, 1).
+// d_base: null, or a device word added to offset when the kernel runs (a
+// PhiloxBase: a step captured once as a CUDA graph draws new masks at every
+// replay because the word moves on, not the argument).
 template <class T>
 void dropout_forward(const T* d_x, T* d_y, long long n, double p, uint64_t seed,
-                     uint64_t offset, cudaStream_t s, int block = 256);
+                     uint64_t offset, cudaStream_t s, int block = 256,
+                     const unsigned long long* d_base = nullptr);
 
 // dx = dy * mask / (1 - p) (accumulate: dx += ...), with the mask of the
-// forward call that had the same (n, p, seed, offset). dx may be dy.
+// forward call that had the same (n, p, seed, offset, *d_base). dx may be dy.
 template <class T>
 void dropout_backward(const T* d_dy, T* d_dx, long long n, double p, uint64_t seed,
-                      uint64_t offset, bool accumulate, cudaStream_t s, int block = 256);
+                      uint64_t offset, bool accumulate, cudaStream_t s, int block = 256,
+                      const unsigned long long* d_base = nullptr);
+
+// The device word of a PhiloxBase (engine/random.h): one thread sets it to
+// value, or adds k to it, in stream order.
+void philox_base_set(unsigned long long* d_word, unsigned long long value, cudaStream_t s);
+void philox_base_add(unsigned long long* d_word, unsigned long long k, cudaStream_t s);
 
 // ---------------------------------------------------------------------------
 // Initialisers: n weights from counters offset .. offset + philox_counters(n)

@@ -31,13 +31,13 @@ struct MetricsRun : Run {
   void run(int) override {
     ++runs;
     k::accumulate_step_metrics<float>(d_logits.get(), d_labels.get(), d_loss.get(), rows,
-                                      kClasses, 0, d_acc.get(), nullptr);
+                                      kClasses, d_acc.get(), nullptr);
   }
   std::string check() override {
     k::StepMetrics want;
     for (int i = 0; i < runs; ++i)
       k::accumulate_step_metrics_cpu<float>(logits.data(), labels.data(), loss.data(), rows,
-                                            kClasses, 0, &want);
+                                            kClasses, &want);
     const k::StepMetrics got = d_acc.to_host()[0];
     if (got.correct != want.correct || got.samples != want.samples ||
         got.loss_sum != want.loss_sum)

@@ -23,9 +23,10 @@ using timbre::testing::once;
 
 constexpr int kSteps = 3;
 
-// The sums as doubles: loss_sum, correct, samples, first_nonfinite.
+// The sums as doubles: loss_sum, correct, samples, first_nonfinite, steps.
 std::vector<double> as_vector(const k::StepMetrics& m) {
-  return {m.loss_sum, double(m.correct), double(m.samples), double(m.first_nonfinite)};
+  return {m.loss_sum, double(m.correct), double(m.samples), double(m.first_nonfinite),
+          double(m.steps)};
 }
 
 k::StepMetrics resumed_start() {
@@ -63,7 +64,7 @@ std::vector<double> run_device(const Steps& s, int rows, int cols) {
     DeviceBuffer<float> d_logits(s.logits[size_t(t)]), d_loss(std::vector<float>{s.losses[size_t(t)]});
     DeviceBuffer<int32_t> d_labels(s.labels[size_t(t)]);
     k::accumulate_step_metrics<float>(d_logits.get(), d_labels.get(), d_loss.get(), rows, cols,
-                                      (unsigned long long)t, acc.get(), nullptr);
+                                      acc.get(), nullptr);
   }
   return as_vector(acc.to_host()[0]);
 }
@@ -72,8 +73,7 @@ std::vector<double> run_reference(const Steps& s, int rows, int cols) {
   k::StepMetrics acc = resumed_start();
   for (int t = 0; t < kSteps; ++t)
     k::accumulate_step_metrics_cpu<float>(s.logits[size_t(t)].data(), s.labels[size_t(t)].data(),
-                                          &s.losses[size_t(t)], rows, cols, (unsigned long long)t,
-                                          &acc);
+                                          &s.losses[size_t(t)], rows, cols, &acc);
   return as_vector(acc);
 }
 
@@ -106,7 +106,8 @@ TEST(StepMetrics, RecordsTheFirstNonFiniteLossStep) {
   s.losses[1] = std::numeric_limits<float>::infinity();
   s.losses[2] = std::nanf("");
   const std::vector<double> got = run_device(s, rows, cols);
-  EXPECT_EQ(got[3], 1.0);
+  EXPECT_EQ(got[3], 1.0);  // the step's index, counted on the device
+  EXPECT_EQ(got[4], 3.0);
   EXPECT_EQ(got[2], 96.0 + 3 * rows);
   EXPECT_TRUE(std::isnan(got[0]));
   EXPECT_EQ(run_reference(s, rows, cols)[3], 1.0);
@@ -116,10 +117,10 @@ TEST(StepMetrics, RefusesBadArguments) {
   DeviceBuffer<float> x(std::vector<float>(4, 1.f)), loss(std::vector<float>{1.f});
   DeviceBuffer<int32_t> y(std::vector<int32_t>(4, 0));
   DeviceBuffer<k::StepMetrics> acc(1);
-  EXPECT_THROW(k::accumulate_step_metrics<float>(x.get(), y.get(), loss.get(), 0, 4, 0, acc.get(),
+  EXPECT_THROW(k::accumulate_step_metrics<float>(x.get(), y.get(), loss.get(), 0, 4, acc.get(),
                                                  nullptr),
                std::invalid_argument);
-  EXPECT_THROW(k::accumulate_step_metrics<float>(x.get(), y.get(), loss.get(), 1, 4, 0, nullptr,
+  EXPECT_THROW(k::accumulate_step_metrics<float>(x.get(), y.get(), loss.get(), 1, 4, nullptr,
                                                  nullptr),
                std::invalid_argument);
 }

@@ -604,12 +604,55 @@ TEST(AdamCheck, RecordsTheFirstNonFiniteGradientElement) {
     k::adam_step<float>(d_p.get(), d_g.get(), d_m.get(), d_v.get(), n, k::keras_adam(), 3, nullptr,
                         64, k::AdamCheck{flag.get(), tag});
     EXPECT_EQ(flag.to_host()[0], bad ? tag + 403 : ~0ull);
+    // The step's index from a device count (a graph replay): count 8 is
+    // index 7, in the high bits.
+    DeviceBuffer<unsigned long long> flag2(std::vector<unsigned long long>{~0ull}),
+        counted(std::vector<unsigned long long>{8});
+    k::adam_step<float>(d_p2.get(), d_g.get(), d_m2.get(), d_v2.get(), n, k::keras_adam(), 3,
+                        nullptr, 64, k::AdamCheck{flag2.get(), 5, counted.get(), 40});
+    EXPECT_EQ(flag2.to_host()[0], bad ? tag + 5 + 403 : ~0ull);
+    d_p2 = DeviceBuffer<float>(p0);  // fresh state for the comparison below
+    d_m2 = DeviceBuffer<float>(std::vector<float>(size_t(n), 0.f));
+    d_v2 = DeviceBuffer<float>(std::vector<float>(size_t(n), 0.f));
     if (!bad) {  // the check changes nothing else
       k::adam_step<float>(d_p2.get(), d_g.get(), d_m2.get(), d_v2.get(), n, k::keras_adam(), 3,
                           nullptr, 64);
       EXPECT_TRUE(same_bits(d_p.to_host(), d_p2.to_host()));
     }
   }
+}
+
+// The step count on the device (a step replayed from a CUDA graph): after
+// adam_advance from a checkpoint's count, the update is the host's step with
+// the same t and Keras's decayed lr, to the bit, in both forms and types.
+template <class T>
+void expect_device_step_matches_host() {
+  const long long n = 333;
+  const auto p0 = random_nonzero<T>(size_t(n), 11);
+  const double decay = 0.01;
+  for (k::AdamConfig c : {k::pytorch_adam(3e-3), k::keras_adam(2e-4)}) {
+    DeviceBuffer<T> d_p(p0), d_m(std::vector<T>(size_t(n), T(0))), d_v(std::vector<T>(size_t(n), T(0)));
+    DeviceBuffer<T> h_p(p0), h_m(std::vector<T>(size_t(n), T(0))), h_v(std::vector<T>(size_t(n), T(0)));
+    k::AdamDeviceStep start;
+    start.t = 4;  // resumed after 4 steps
+    DeviceBuffer<k::AdamDeviceStep> st(std::vector<k::AdamDeviceStep>{start});
+    for (long long t = 5; t <= 8; ++t) {
+      DeviceBuffer<T> d_g(random_nonzero<T>(size_t(n), uint64_t(20 + t)));
+      k::adam_advance(st.get(), c, decay, nullptr);
+      k::adam_step<T>(d_p.get(), d_g.get(), d_m.get(), d_v.get(), n, c, st.get(), nullptr, 64);
+      k::AdamConfig ch = c;
+      ch.lr = k::keras_decayed_lr(c.lr, decay, t - 1);
+      k::adam_step<T>(h_p.get(), d_g.get(), h_m.get(), h_v.get(), n, ch, t, nullptr, 64);
+    }
+    EXPECT_EQ(st.to_host()[0].t, 8);
+    EXPECT_TRUE(same_bits(d_p.to_host(), h_p.to_host())) << k::adam_form_name(c.form);
+    EXPECT_TRUE(same_bits(d_v.to_host(), h_v.to_host())) << k::adam_form_name(c.form);
+  }
+}
+
+TEST(AdamDeviceStep, MatchesTheHostStepBitForBit) {
+  expect_device_step_matches_host<float>();
+  expect_device_step_matches_host<double>();
 }
 
 }  // namespace
