@@ -35,6 +35,22 @@ struct State {
 
 std::atomic<bool> g_on{false};
 std::atomic<bool> g_trace{false};
+std::atomic<bool> g_counting{false};  // a CaptureCounter is alive
+std::atomic<long long> g_captured_kernels{0}, g_captured_library{0};
+GraphCounts g_captured;  // the copies, under state().m
+
+bool is_capturing(cudaStream_t s) {
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  return cudaStreamIsCapturing(s, &st) == cudaSuccess && st != cudaStreamCaptureStatusNone;
+}
+
+// Counts a launch or library call being captured; true if `s` is
+// capturing (then no events may be recorded on it).
+bool captured(cudaStream_t s, bool library) {
+  if (!g_counting.load(std::memory_order_relaxed) || !is_capturing(s)) return false;
+  (library ? g_captured_library : g_captured_kernels)++;
+  return true;
+}
 State& state() {
   static State* s = new State;  // live for the process: hooks may run during exit
   return *s;
@@ -79,7 +95,8 @@ std::string dims(const unsigned (&d)[3]) {
 
 void on_launch(const char* kernel, CUstream_st* stream, bool after,
                const simcuda::LaunchShape& shape) {
-  if (!g_on.load(std::memory_order_relaxed)) return;
+  if (after && captured(stream, false)) return;
+  if (!g_on.load(std::memory_order_relaxed) || is_capturing(stream)) return;
   if (!after) {
     begin(kernel, stream);
     return;
@@ -95,6 +112,13 @@ void on_launch(const char* kernel, CUstream_st* stream, bool after,
 std::string kernel_name(const std::string& pretty) { return simcuda::readable_kernel_name(pretty); }
 
 void record_copy(Copy kind, size_t bytes, bool host_waits) {
+  if (g_counting.load(std::memory_order_relaxed)) {  // captured: counted at each replay
+    State& s = state();
+    std::lock_guard<std::mutex> lk(s.m);
+    g_captured.copies[int(kind)]++;
+    g_captured.bytes[int(kind)] += (long long)bytes;
+    return;
+  }
   if (!g_on.load(std::memory_order_relaxed)) return;
   State& s = state();
   std::lock_guard<std::mutex> lk(s.m);
@@ -114,17 +138,60 @@ void record_sync() {
   s.totals.host_syncs++;
 }
 
-void record_graph_launch() {
+void record_graph_launch(const GraphCounts& inside) {
   if (!g_on.load(std::memory_order_relaxed)) return;
   State& s = state();
   std::lock_guard<std::mutex> lk(s.m);
-  s.totals.graph_launches++;
+  Totals& t = s.totals;
+  t.graph_launches++;
+  t.graph_kernels += inside.kernels;
+  t.graph_library_calls += inside.library_calls;
+  t.h2d_copies += inside.copies[int(Copy::h2d)], t.h2d_bytes += inside.bytes[int(Copy::h2d)];
+  t.d2h_copies += inside.copies[int(Copy::d2h)], t.d2h_bytes += inside.bytes[int(Copy::d2h)];
+  t.d2d_copies += inside.copies[int(Copy::d2d)], t.d2d_bytes += inside.bytes[int(Copy::d2d)];
+}
+
+namespace {
+// The launch hook is installed while a Recorder or a CaptureCounter lives.
+void update_hook() { simcuda::launch_hook = g_on.load() || g_counting.load() ? &on_launch : nullptr; }
+}  // namespace
+
+CaptureCounter::CaptureCounter() {
+  bool expected = false;
+  if (!g_counting.compare_exchange_strong(expected, true))
+    throw std::logic_error("profile::CaptureCounter: another counter is running");
+  g_captured_kernels = 0;
+  g_captured_library = 0;
+  {
+    std::lock_guard<std::mutex> lk(state().m);
+    g_captured = GraphCounts{};
+  }
+  update_hook();
+}
+
+CaptureCounter::~CaptureCounter() {
+  if (!stopped_) stop();
+}
+
+GraphCounts CaptureCounter::stop() {
+  if (!stopped_) {
+    stopped_ = true;
+    g_counting.store(false);
+    update_hook();
+  }
+  std::lock_guard<std::mutex> lk(state().m);
+  GraphCounts c = g_captured;
+  c.kernels = g_captured_kernels.load();
+  c.library_calls = g_captured_library.load();
+  return c;
 }
 
 LibraryCall::LibraryCall(const char* name, cudaStream_t s, double flops, double bytes,
                          std::string shape)
     : name_(name), stream_(s), flops_(flops), bytes_(bytes), shape_(std::move(shape)),
-      active_(g_on.load(std::memory_order_relaxed)) {
+      active_(false) {
+  if (captured(s, true)) return;
+  active_ = g_on.load(std::memory_order_relaxed) && !is_capturing(s);
   if (active_) begin(name, s);
 }
 
@@ -155,7 +222,7 @@ Recorder::Recorder(bool trace) {
     s.labels.clear();
   }
   g_trace.store(trace);
-  simcuda::launch_hook = &on_launch;
+  update_hook();
 }
 
 Recorder::~Recorder() {
@@ -170,8 +237,8 @@ Recorder::~Recorder() {
 Totals Recorder::stop() {
   if (stopped_) throw std::logic_error("profile::Recorder: stopped twice");
   stopped_ = true;
-  simcuda::launch_hook = nullptr;
   g_on.store(false);
+  update_hook();
   const bool traced = g_trace.exchange(false);
   State& s = state();
   std::lock_guard<std::mutex> lk(s.m);

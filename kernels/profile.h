@@ -11,7 +11,9 @@
 //     that waits for the device (a blocking cudaMemcpy, a stream, event or
 //     device synchronize). Code that copies or waits says so through
 //     record_copy and record_sync (engine/tensor.cpp, the trainer);
-//   * CUDA graph launches.
+//   * CUDA graph launches, and the kernels and library calls they run (as
+//     counted when the graph was captured: CaptureCounter). A replay is
+//     timed as a whole by its caller, not kernel by kernel.
 // With no Recorder alive, the hooks are one branch each.
 //
 // Events time the device on a GPU. Under simcuda every call completes before
@@ -35,8 +37,31 @@ void record_copy(Copy kind, size_t bytes, bool host_waits);
 // A call that waits for the device: cudaStreamSynchronize,
 // cudaEventSynchronize, cudaDeviceSynchronize.
 void record_sync();
-// One cudaGraphLaunch.
-void record_graph_launch();
+
+// What a captured CUDA graph runs at each launch: the kernel launches,
+// library calls and copies issued while it was captured.
+struct GraphCounts {
+  long long kernels = 0, library_calls = 0;
+  long long copies[3] = {0, 0, 0}, bytes[3] = {0, 0, 0};  // by Copy
+};
+// Counts the launches, library calls and copies issued while it lives (a
+// stream capture: they are recorded into the graph, not run; record_copy
+// then counts into it, not into a Recorder). One at a time; no
+// events are recorded on a capturing stream (that would end the capture),
+// so a Recorder alive meanwhile counts those launches but does not time them.
+class CaptureCounter {
+ public:
+  CaptureCounter();
+  ~CaptureCounter();
+  CaptureCounter(const CaptureCounter&) = delete;
+  CaptureCounter& operator=(const CaptureCounter&) = delete;
+  GraphCounts stop();
+
+ private:
+  bool stopped_ = false;
+};
+// One cudaGraphLaunch of a graph holding `inside`.
+void record_graph_launch(const GraphCounts& inside = {});
 
 // Brackets one library call (a cuBLAS GEMM) the way launches are bracketed:
 // counted, timed, and charged `flops` and `bytes` (its minimum traffic);
@@ -89,6 +114,7 @@ struct Totals {
   long long kernel_launches = 0;
   long long library_calls = 0;
   long long graph_launches = 0;
+  long long graph_kernels = 0, graph_library_calls = 0;  // run by those launches
   long long host_syncs = 0;
   long long h2d_copies = 0, d2h_copies = 0, d2d_copies = 0;
   long long h2d_bytes = 0, d2h_bytes = 0, d2d_bytes = 0;

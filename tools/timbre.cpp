@@ -241,6 +241,11 @@ int main(int argc, char** argv) {
                   "each epoch: auto (when too few steps per epoch for them to follow the "
                   "weights), on or off")
       ->check(CLI::IsMember({"auto", "on", "off"}))->capture_default_str();
+  trn->add_option("--cuda-graph", tr.cuda_graph,
+                  "Capture the training step as a CUDA graph after a warm-up step and replay "
+                  "it (one launch per step instead of some 200): on or off; the weights are the "
+                  "same bits either way")
+      ->check(CLI::IsMember({"on", "off"}))->capture_default_str();
   trn->add_flag("--resume", tr.resume, "Continue the run in --out from last.ckpt, with the "
                                        "options in its run.json (--epochs and --patience may "
                                        "change)");

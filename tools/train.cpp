@@ -272,10 +272,13 @@ kernels::AdamConfig adam_config(const TrainOptions& o, double lr) {
 }
 
 // --profile: o.profile_steps training steps on the first batches of the
-// training split, after two warm-up steps (allocations, cuBLAS's set-up),
-// counted and timed by kernels::profile::Recorder; the log is read after
-// the window, as the progress refresh would. Prints the per-kernel table and
-// writes OUT/profile.json; trains nothing else and writes no checkpoint.
+// training split, after two warm-up steps (allocations, cuBLAS's set-up;
+// with --cuda-graph on, the second is the capture), counted by
+// kernels::profile::Recorder; the log is read after the window, as the
+// progress refresh would. A graph replay is timed as a whole, so with
+// graphs on the per-kernel table comes from as many more steps run launch
+// by launch (the same kernels). Prints the table and writes
+// OUT/profile.json; trains nothing else and writes no checkpoint.
 std::string profile_training(const TrainOptions& o, models::Model& model, BatchLoader& loader,
                              Generator& gen, double lr) {
   namespace prof = kernels::profile;
@@ -284,11 +287,16 @@ std::string profile_training(const TrainOptions& o, models::Model& model, BatchL
   const int steps = o.profile_steps;
   if (steps < 1) throw UsageError("--profile-steps must be at least 1");
   make_run_folder(o.out);  // before the steps: a bad --out fails at once
-  StepParts parts(model, adam_config(o, lr), o.decay, st, gen);
+  const bool graphs = o.cuda_graph == "on";
+  StepParts parts(model, adam_config(o, lr), o.decay, st, gen, graphs);
   const TrainStep& step = parts.step;
+  TrainStep eager = step;  // launch by launch: the per-kernel times and the trace
+  eager.graphs = nullptr;
   std::vector<int64_t> order = epoch_order(st.size(Split::train), o.seed, 0);
   // Full batches only, cycling through the split when it is short.
-  const size_t want = size_t(kWarmup + steps + (o.trace ? 1 : 0)) * size_t(o.batch_size);
+  const int eager_steps = graphs ? steps : 0;
+  const size_t want =
+      size_t(kWarmup + steps + eager_steps + (o.trace ? 1 : 0)) * size_t(o.batch_size);
   std::vector<int64_t> cycled;
   while (cycled.size() < want) cycled.insert(cycled.end(), order.begin(), order.end());
   cycled.resize(want);
@@ -297,28 +305,34 @@ std::string profile_training(const TrainOptions& o, models::Model& model, BatchL
   int done = 0;
   for (; done < kWarmup && loader.next(b); ++done) step.run(b, StepPlace{0, done, done, b.indices});
   parts.read();
-  std::optional<prof::Recorder> rec(std::in_place);
-  const auto t0 = std::chrono::steady_clock::now();
-  for (; done < kWarmup + steps && loader.next(b); ++done)
-    step.run(b, StepPlace{0, done, done, b.indices});
-  // The window ends when the device is done: a GPU would still be running
-  // the queued steps here.
-  CUDA_CHECK(cudaStreamSynchronize(stream()));
-  const double wall_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  const prof::Totals t = rec->stop();
-  rec.reset();
-  parts.read();  // the log point after the window (not counted)
+  // One window: `s` steps run by `how`; the device is done when it closes
+  // (a GPU would still be running the queued steps otherwise).
+  auto window = [&](const TrainStep& how, int s, double* wall_ms) {
+    std::optional<prof::Recorder> rec(std::in_place);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int k = 0; k < s && loader.next(b); ++k, ++done)
+      how.run(b, StepPlace{0, done, done, b.indices});
+    CUDA_CHECK(cudaStreamSynchronize(stream()));
+    *wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    prof::Totals t = rec->stop();
+    rec.reset();
+    parts.read();  // the log point after the window (not counted)
+    return t;
+  };
+  double wall_ms = 0, eager_wall_ms = 0;
+  const prof::Totals counted = window(step, steps, &wall_ms);
+  const prof::Totals t = graphs ? window(eager, eager_steps, &eager_wall_ms) : counted;
   // --trace: one more step, op by op (kernels/profile.h's marks).
   std::vector<prof::TraceOp> trace;
   if (o.trace && loader.next(b)) {
     prof::Recorder tr(true);
-    step.run(b, StepPlace{0, done, done, b.indices});
+    eager.run(b, StepPlace{0, done, done, b.indices});
     trace = tr.stop().trace;
     parts.read();
   }
 
   const double n = steps;
+  const prof::Totals& c = counted;  // what the host asked per step
   json kernels_json = json::array();
   std::string table;
   char line[512];
@@ -351,21 +365,30 @@ std::string profile_training(const TrainOptions& o, models::Model& model, BatchL
       {"backend", backend_description()},
       {"device", device_summary()},
       {"timbre_version", features::timbre_version()},
+      {"cuda_graph", o.cuda_graph},
       {"wall_ms_per_step", wall_ms / n},
       {"device_ms_per_step", t.device_ms / n},
-      {"kernels_per_step", double(t.kernel_launches + t.library_calls) / n},
-      {"kernel_launches_per_step", t.kernel_launches / n},
-      {"library_calls_per_step", t.library_calls / n},
-      {"launch_calls_per_step", double(t.kernel_launches + t.library_calls + t.graph_launches) / n},
-      {"graph_replays_per_step", t.graph_launches / n},
-      {"host_syncs_per_step", t.host_syncs / n},
-      {"h2d_copies_per_step", t.h2d_copies / n},
-      {"h2d_bytes_per_step", t.h2d_bytes / n},
-      {"d2h_copies_per_step", t.d2h_copies / n},
-      {"d2h_bytes_per_step", t.d2h_bytes / n},
-      {"d2d_copies_per_step", t.d2d_copies / n},
-      {"d2d_bytes_per_step", t.d2d_bytes / n},
+      {"kernels_per_step", double(c.kernel_launches + c.library_calls + c.graph_kernels +
+                                  c.graph_library_calls) / n},
+      {"kernel_launches_per_step", double(c.kernel_launches + c.graph_kernels) / n},
+      {"library_calls_per_step", double(c.library_calls + c.graph_library_calls) / n},
+      {"launch_calls_per_step", double(c.kernel_launches + c.library_calls + c.graph_launches) / n},
+      {"graph_replays_per_step", c.graph_launches / n},
+      {"host_syncs_per_step", c.host_syncs / n},
+      {"h2d_copies_per_step", c.h2d_copies / n},
+      {"h2d_bytes_per_step", c.h2d_bytes / n},
+      {"d2h_copies_per_step", c.d2h_copies / n},
+      {"d2h_bytes_per_step", c.d2h_bytes / n},
+      {"d2d_copies_per_step", c.d2d_copies / n},
+      {"d2d_bytes_per_step", c.d2d_bytes / n},
       {"kernels", kernels_json}};
+  if (graphs) {
+    // The per-kernel rows and device_ms come from the steps run launch by
+    // launch: a replay is one launch to the host and to the profiler.
+    p["kernel_times_from"] = "steps run launch by launch (a graph replay is timed as a whole)";
+    p["uncaptured_wall_ms_per_step"] = eager_wall_ms / n;
+    p["graph_pool_bytes"] = parts.graphs.pool_bytes();
+  }
   std::string trace_text;
   if (!trace.empty()) {
     json tj = json::array();
@@ -392,13 +415,23 @@ std::string profile_training(const TrainOptions& o, models::Model& model, BatchL
   std::string out = line;
   std::snprintf(line, sizeof line,
                 "  wall %.2f ms, device %.2f ms; kernels %.0f (launches %.0f, library calls "
-                "%.0f), graph launches %.0f, host synchronisations %.1f, host->device %.0f B, "
-                "device->host %.0f B\n\n",
+                "%.0f), launch calls %.0f, graph launches %.0f, host synchronisations %.1f, "
+                "host->device %.0f B, device->host %.0f B\n",
                 wall_ms / n, t.device_ms / n, double(p["kernels_per_step"]),
                 double(p["kernel_launches_per_step"]), double(p["library_calls_per_step"]),
-                double(p["graph_replays_per_step"]), double(p["host_syncs_per_step"]),
-                double(p["h2d_bytes_per_step"]), double(p["d2h_bytes_per_step"]));
-  out += line + table;
+                double(p["launch_calls_per_step"]), double(p["graph_replays_per_step"]),
+                double(p["host_syncs_per_step"]), double(p["h2d_bytes_per_step"]),
+                double(p["d2h_bytes_per_step"]));
+  out += line;
+  if (graphs) {
+    std::snprintf(line, sizeof line,
+                  "  CUDA graph: one replay per step, %.1f MiB of device memory held by the "
+                  "graphs; the table's times are from %d steps run launch by launch (wall "
+                  "%.2f ms per step)\n",
+                  double(parts.graphs.pool_bytes()) / (1 << 20), steps, eager_wall_ms / n);
+    out += line;
+  }
+  out += "\n" + table;
   if (t.rows.size() > 25) out += "  ... " + std::to_string(t.rows.size() - 25) + " more in " + path + "\n";
   out += trace_text;
   std::fputs(out.c_str(), stdout);
@@ -424,6 +457,8 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
     throw std::invalid_argument("adam must be 'keras' or 'pytorch', not '" + o.adam + "'");
   if (o.precise_bn != "auto" && o.precise_bn != "on" && o.precise_bn != "off")
     throw UsageError("--precise-bn must be auto, on or off, not '" + o.precise_bn + "'");
+  if (o.cuda_graph != "on" && o.cuda_graph != "off")
+    throw UsageError("--cuda-graph must be on or off, not '" + o.cuda_graph + "'");
   for (const auto& [flag, path] : {std::pair<const char*, const std::string&>{"--data", o.data},
                                    {"--out", o.out}})
     if (!features::is_valid_utf8(path))
@@ -496,7 +531,7 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
   }
   const double lr = o.lr > 0 ? o.lr : default_lr(o.model);
   const kernels::AdamConfig adam_cfg = adam_config(o, lr);
-  StepParts parts(*model, adam_cfg, o.decay, st, gen);
+  StepParts parts(*model, adam_cfg, o.decay, st, gen, o.cuda_graph == "on");
   Adam& adam = parts.adam;
   const BandNormaliser& norm = parts.norm;
   auto last_read = std::chrono::steady_clock::now();
@@ -549,6 +584,7 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
                 {"adam", o.adam},
                 {"max_steps", o.max_steps},
                 {"precise_bn", o.precise_bn},
+                {"cuda_graph", o.cuda_graph},
                 {"label_names", st.label_names()},
                 {"features", params_to_json(st.params())},
                 {"data_sizes", {st.size(Split::train), st.size(Split::validation),

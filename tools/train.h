@@ -51,6 +51,8 @@ struct TrainOptions {
   int max_steps = 0;           // cap on training steps per epoch (0: the whole split)
   std::string precise_bn = "auto";  // auto | on | off: batch-norm statistics recomputed
                                     // after each epoch (see run_train)
+  std::string cuda_graph = "on";    // on | off: each step replayed from a CUDA graph
+                                    // (tools/train_step.h); the same bits either way
   bool quiet = false;          // no epoch lines (tests)
   std::string commit;          // the build's commit, recorded in run.json (tools/timbre.cpp)
   bool profile = false;         // count and time a few steps; write out/profile.json

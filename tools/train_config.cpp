@@ -100,7 +100,8 @@ std::string train_config_toml(const TrainOptions& o, double lr) {
                       {"model-config", o.model_config.dump()},
                       {"adam", o.adam},
                       {"max-steps", o.max_steps},
-                      {"precise-bn", o.precise_bn}};
+                      {"precise-bn", o.precise_bn},
+                      {"cuda-graph", o.cuda_graph}};
   std::ostringstream s;
   s << "# the effective configuration of this run: timbre train --config config.toml\n"
     << t << "\n";

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
+#include "engine/allocator.h"
 #include "engine/context.h"
 #include "engine/ops.h"
 #include "kernels/batchnorm.cuh"
@@ -155,15 +157,17 @@ void StepLog::start(const StepTotals& t) {
   pending_.clear();
 }
 
-kernels::AdamCheck StepLog::add(const Tensor& logits, const Tensor& labels, const Tensor& loss,
-                                StepPlace place) {
-  const unsigned long long tag = pending_.size();
-  pending_.push_back(std::move(place));
+void StepLog::note(StepPlace place) { pending_.push_back(std::move(place)); }
+
+kernels::AdamCheck StepLog::add(const Tensor& logits, const Tensor& labels,
+                                const Tensor& loss) const {
   auto* dev = static_cast<DeviceState*>(state_.raw());
   kernels::accumulate_step_metrics<float>(logits.data<float>(), labels.data<int32_t>(),
                                           loss.data<float>(), int(logits.size(0)),
-                                          int(logits.size(1)), tag, &dev->metrics, stream());
-  return kernels::AdamCheck{&dev->first_bad_gradient, tag << kElementBits};
+                                          int(logits.size(1)), &dev->metrics, stream());
+  // The step's index is the device's count (the metrics launch just
+  // advanced it), in the tag's high bits.
+  return kernels::AdamCheck{&dev->first_bad_gradient, 0, &dev->metrics.steps, kElementBits};
 }
 
 StepTotals StepLog::read(const Adam& adam, const std::vector<std::string>& names) {
@@ -173,9 +177,11 @@ StepTotals StepLog::read(const Adam& adam, const std::vector<std::string>& names
   prof::record_sync();
   CUDA_CHECK(cudaStreamSynchronize(stream()));
   const DeviceState s = *host_;
-  const unsigned long long bad_loss = s.metrics.first_nonfinite;
-  const unsigned long long bad_grad_step = s.first_bad_gradient >> kElementBits;
-  if (bad_loss != ~0ull && bad_loss < pending_.size() && bad_loss <= bad_grad_step)
+  // The device numbers steps from start(); pending_ from the last read.
+  const unsigned long long first = s.metrics.steps - pending_.size();
+  const unsigned long long bad_loss = s.metrics.first_nonfinite - first;
+  const unsigned long long bad_grad_step = (s.first_bad_gradient >> kElementBits) - first;
+  if (s.metrics.first_nonfinite != ~0ull && bad_loss < pending_.size() && bad_loss <= bad_grad_step)
     throw TrainError("non-finite loss (NaN or infinite) at " + pending_[bad_loss].str());
   if (s.first_bad_gradient != ~0ull && bad_grad_step < pending_.size()) {
     const int64_t element = int64_t(s.first_bad_gradient & ((1ull << kElementBits) - 1));
@@ -191,24 +197,110 @@ StepTotals StepLog::read(const Adam& adam, const std::vector<std::string>& names
   return t;
 }
 
-void TrainStep::run(const HostBatch& b, StepPlace place) const {
+uint64_t TrainStep::queue(const DeviceBatch& d) const {
   // The marks name the trainer's own parts in a --trace (kernels/profile.h);
   // the ops mark themselves.
-  const DeviceBatch d = uploads.upload(b, rows, frames);
+  gen.begin_step();
   const Tensor x = norm(d.x);
-  prof::mark("upload " + d.x.shape().str() + " (copy stream), normalise the bands");
+  prof::mark("normalise the bands of " + d.x.shape().str());
   Variable logits = model.forward(Variable(x), gen);
   Variable loss = ops::cross_entropy(logits, d.labels, ops::Labels::checked);
-  const kernels::AdamCheck check =
-      log.add(logits.value(), d.labels, loss.value(), std::move(place));
+  const kernels::AdamCheck check = log.add(logits.value(), d.labels, loss.value());
   prof::mark("step metrics: loss and accuracy summed on the device");
   model.zero_grad();
   loss.backward();
   adam.step(check);
+  const uint64_t counters = gen.end_step();
   if (prof::tracing())
     prof::mark("Adam over " + std::to_string(adam.parameters().size()) +
                " parameter tensors, the finite check fused");
-  uploads.consumed();
+  return counters;
+}
+
+void TrainStep::run(const HostBatch& b, StepPlace place) const {
+  log.note(std::move(place));
+  const DeviceBatch d = uploads.upload(b, rows, frames);
+  prof::mark("upload " + d.x.shape().str() + " (copy stream)");
+  if (graphs != nullptr) {
+    graphs->run(*this, d);
+  } else {
+    queue(d);
+    uploads.consumed();
+  }
+}
+
+// --------------------------------- graphs ----------------------------------
+StepGraphs::~StepGraphs() {
+  if (by_batch_.empty()) return;
+  CUDA_CHECK_LOG(cudaStreamSynchronize(stream()));  // replays may be in flight
+  for (auto& [n, g] : by_batch_) {
+    if (g.exec) CUDA_CHECK_LOG(cudaGraphExecDestroy(g.exec));
+    if (g.pool >= 0) Allocator::instance().release_pool(g.pool);
+  }
+}
+
+size_t StepGraphs::graphs() const {
+  size_t k = 0;
+  for (const auto& [n, g] : by_batch_) k += g.exec != nullptr;
+  return k;
+}
+
+size_t StepGraphs::pool_bytes() const {
+  size_t bytes = 0;
+  for (const auto& [n, g] : by_batch_)
+    if (g.pool >= 0) bytes += Allocator::instance().pool_bytes(g.pool);
+  return bytes;
+}
+
+void StepGraphs::run(const TrainStep& step, const DeviceBatch& d) {
+  Graph& g = by_batch_[d.x.size(0)];
+  if (g.steps++ == 0) {  // the warm-up step of this batch size
+    step.queue(d);
+    step.uploads.consumed();
+    return;
+  }
+  // The graph reads the batch from its own buffer: the upload slot is
+  // free again once this copy has run.
+  const size_t x_bytes = d.x.bytes(), bytes = x_bytes + d.labels.bytes();
+  if (!g.input.defined())
+    g.input = Tensor::empty(Shape{int64_t(bytes / 4)}, DType::i32);
+  prof::record_copy(prof::Copy::d2d, x_bytes, false);
+  CUDA_CHECK(cudaMemcpyAsync(g.input.raw(), d.x.raw(), x_bytes, cudaMemcpyDeviceToDevice, stream()));
+  prof::record_copy(prof::Copy::d2d, d.labels.bytes(), false);
+  CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(g.input.raw()) + x_bytes, d.labels.raw(),
+                             d.labels.bytes(), cudaMemcpyDeviceToDevice, stream()));
+  step.uploads.consumed();
+  if (g.exec == nullptr) {
+    DeviceBatch fixed;
+    fixed.x = g.input.slice(0, d.x.shape()).bitcast(DType::f32);
+    fixed.labels = g.input.slice(int64_t(x_bytes / 4), d.labels.shape());
+    // Captured, not run: the host's counters (Adam's steps, the generator's
+    // offset) move on as for a step run, and the launch below runs it.
+    Allocator& alloc = Allocator::instance();
+    g.pool = alloc.begin_capture();
+    CUDA_CHECK(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeGlobal));
+    std::optional<prof::CaptureCounter> counter(std::in_place);
+    cudaGraph_t graph = nullptr;
+    try {
+      g.counters = step.queue(fixed);
+    } catch (...) {
+      cudaStreamEndCapture(stream(), &graph);  // ends the capture; the error is the one thrown
+      if (graph) cudaGraphDestroy(graph);
+      alloc.end_capture();
+      throw;
+    }
+    g.inside = counter->stop();
+    const cudaError_t e = cudaStreamEndCapture(stream(), &graph);
+    alloc.end_capture();
+    CUDA_CHECK(e);
+    CUDA_CHECK(cudaGraphInstantiate(&g.exec, graph, 0));
+    CUDA_CHECK(cudaGraphDestroy(graph));  // the executable graph keeps what it needs
+  } else {
+    step.adam.replayed();
+    step.gen.replayed(g.counters);
+  }
+  prof::record_graph_launch(g.inside);
+  CUDA_CHECK(cudaGraphLaunch(g.exec, stream()));
 }
 
 namespace {
@@ -220,10 +312,11 @@ std::vector<std::string> parameter_names(const models::Model& model) {
 }  // namespace
 
 StepParts::StepParts(models::Model& model, const kernels::AdamConfig& config, double decay,
-                     const features::FeatureStore& store, Generator& gen)
+                     const features::FeatureStore& store, Generator& gen, bool cuda_graph)
     : adam(model.parameters(), config, decay),
       names(parameter_names(model)),
       norm(store.band_mean(), store.band_std()),
-      step{model, adam, norm, uploads, log, gen, store.rows(), store.frames()} {}
+      step{model, adam, norm, uploads, log, gen, store.rows(), store.frames(),
+           cuda_graph ? &graphs : nullptr} {}
 
 }  // namespace timbre::tools

@@ -21,6 +21,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,7 @@
 #include "engine/optim.h"
 #include "engine/random.h"
 #include "kernels/metrics.cuh"
+#include "kernels/profile.h"
 #include "models/registry.h"
 #include "tools/batches.h"
 
@@ -107,9 +109,12 @@ class StepLog {
 
   // Sets the device sums (queued on the compute stream).
   void start(const StepTotals& t);
-  // Queues one step's sums and returns the finite check for its Adam step.
-  kernels::AdamCheck add(const Tensor& logits, const Tensor& labels, const Tensor& loss,
-                         StepPlace place);
+  // Where the next queued step is (for the errors read() throws): noted on
+  // the host for every step, also one a graph replays.
+  void note(StepPlace place);
+  // Queues one step's sums (the device counts the step itself, so a graph
+  // may capture this) and returns the finite check for its Adam step.
+  kernels::AdamCheck add(const Tensor& logits, const Tensor& labels, const Tensor& loss) const;
   // One copy back and one host wait: the sums so far. Throws TrainError
   // naming the first step since the last read whose loss or gradient was
   // NaN or infinite (a gradient by the parameter's name from `names`).
@@ -127,6 +132,8 @@ class StepLog {
   std::vector<StepPlace> pending_;
 };
 
+class StepGraphs;
+
 // One training step from its parts: the trainer's loop and --profile run
 // the same code.
 struct TrainStep {
@@ -137,11 +144,63 @@ struct TrainStep {
   StepLog& log;
   Generator& gen;
   int rows, frames;
+  StepGraphs* graphs = nullptr;  // null: every step queued launch by launch
   // Queues the step on batch b (upload, forward, loss, backward, Adam with
-  // the finite check) and returns without waiting for the device.
-  // b's labels must be in [0, classes): the feature store checks every
-  // label when it opens a file.
+  // the finite check) and returns without waiting for the device: through
+  // `graphs` when set (a warm-up step, then one capture per batch size,
+  // then replays), else launch by launch. b's labels must be in
+  // [0, classes): the feature store checks every label when it opens a file.
   void run(const HostBatch& b, StepPlace place) const;
+  // The device's part of a step on batch d, all on stream(): normalise,
+  // forward, loss, metrics, backward, Adam. What a graph captures. Returns
+  // the Philox counters it took (Generator::end_step).
+  uint64_t queue(const DeviceBatch& d) const;
+};
+
+// CUDA graphs of the training step (--cuda-graph on), one per batch size.
+//
+// A step launched kernel by kernel costs the host a few microseconds per
+// launch: some 200 of them per step. Captured once as a graph, the step is
+// one cudaGraphLaunch. What a graph needs, and where it is:
+//   * stream(), the engine's compute stream, is a created stream (the legacy
+//     one cannot be captured);
+//   * the batch is in a fixed buffer: each step copies its upload slot into
+//     the graph's input buffer (one device-to-device copy, stream-ordered);
+//   * what changes from step to step is read from device memory, never
+//     passed as an argument: Adam's step count and learning rate
+//     (kernels::AdamDeviceStep), the log's step index
+//     (kernels::StepMetrics::steps), dropout's Philox offset (PhiloxDraw);
+//     the host's copies of them move on by Adam::replayed and
+//     Generator::replayed;
+//   * the memory the graph's kernels use is a private pool of the caching
+//     allocator (Allocator::begin_capture), kept until the graph is gone;
+//   * the first step of a batch size runs uncaptured: it makes the
+//     workspaces, the cuBLAS handle and the generator's device word, which
+//     must not be made inside a capture.
+// A replayed step is the same arithmetic on the same addresses as one run
+// launch by launch: the weights are the same bits (tests/tools).
+class StepGraphs {
+ public:
+  StepGraphs() = default;
+  ~StepGraphs();  // waits for the stream, then frees the graphs and their pools
+  StepGraphs(const StepGraphs&) = delete;
+  StepGraphs& operator=(const StepGraphs&) = delete;
+
+  // Runs step on the uploaded batch d (see above).
+  void run(const TrainStep& step, const DeviceBatch& d);
+  size_t graphs() const;    // captured so far
+  size_t pool_bytes() const;  // device memory the graphs hold
+
+ private:
+  struct Graph {
+    int steps = 0;                       // run so far at this batch size
+    Tensor input;                        // fixed: features, then labels (i32 elements)
+    cudaGraphExec_t exec = nullptr;
+    int pool = -1;
+    uint64_t counters = 0;               // Philox counters one step takes
+    kernels::profile::GraphCounts inside;  // its launches, for --profile
+  };
+  std::map<int64_t, Graph> by_batch_;
 };
 
 // A training step with the parts it owns: the optimiser, the parameters'
@@ -154,10 +213,12 @@ struct StepParts {
   BandNormaliser norm;
   BatchUploads uploads;
   StepLog log;
+  StepGraphs graphs;  // destroyed first: it waits for the steps in flight
   TrainStep step;
 
+  // cuda_graph: whether step.run captures and replays (--cuda-graph).
   StepParts(models::Model& model, const kernels::AdamConfig& config, double decay,
-            const features::FeatureStore& store, Generator& gen);
+            const features::FeatureStore& store, Generator& gen, bool cuda_graph);
   StepParts(const StepParts&) = delete;
   StepParts& operator=(const StepParts&) = delete;
   // The log's totals since start(), read at a log point (StepLog::read).

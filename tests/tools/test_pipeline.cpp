@@ -407,6 +407,46 @@ TEST_F(Pipeline, ResumeIsBitIdentical) {
   EXPECT_TRUE(a == d) << "a signal in validation + resume differs from a straight run";
 }
 
+// --cuda-graph on (the default) runs each batch size's first step launch by
+// launch, captures the second as a CUDA graph and replays it from then on
+// (tools/train_step.h). The run is the same bits as one launched kernel by
+// kernel: weights, Adam's moments, batch-norm statistics, and through the
+// second epoch Adam's step count and the dropout masks (crnn), which a
+// replay reads from device memory. The training split's last batch is
+// smaller than the others: two batch sizes, two graphs.
+TEST_F(Pipeline, CudaGraphsGiveTheSameBits) {
+  for (const char* model : {"rescnn", "crnn"}) {
+    TempDir run;
+    tt::TrainOptions on = options(run / "on");
+    on.epochs = 2;
+    on.batch_size = 7;
+    if (std::string(model) == "crnn") {
+      on.model = "crnn";
+      on.model_config = {{"channels", {4, 8}}, {"pools", {{2, 2}, {2, 2}}}, {"gru_hidden", 5},
+                         {"dropout", 0.3}, {"input_height", 16}, {"input_width", 16}};
+    }
+    tt::TrainOptions off = on;
+    off.out = run / "off";
+    off.cuda_graph = "off";
+    tt::run_train(on);
+    tt::run_train(off);
+    std::ifstream run_json(run / "on/run.json");
+    const int64_t train = nlohmann::json::parse(run_json).at("data_sizes").at(0);
+    ASSERT_NE(train % on.batch_size, 0) << "the test needs a smaller last batch";
+    const auto a = checkpoint_values(run / "on/last.ckpt");
+    ASSERT_FALSE(a.empty());
+    EXPECT_TRUE(a == checkpoint_values(run / "off/last.ckpt")) << model;
+    // A resumed run with graphs, against one without.
+    on.out = run / "on2";
+    on.epochs = 1;
+    tt::run_train(on);
+    on.epochs = 2;
+    on.resume = true;
+    tt::run_train(on);
+    EXPECT_TRUE(a == checkpoint_values(run / "on2/last.ckpt")) << model << ", resumed";
+  }
+}
+
 // The statistics pass after each epoch (--precise-bn) changes the batch
 // norms' running statistics and nothing else: the weights, Adam's moments
 // and the random stream go on exactly as without it. "auto" turns it on
@@ -504,7 +544,9 @@ TEST_F(Pipeline, ProfileCountsAStepWithoutHostSynchronisations) {
   // One upload of 8 samples of 16 x 16 floats and their 8 labels.
   EXPECT_EQ(p.at("h2d_copies_per_step"), 1.0);
   EXPECT_EQ(p.at("h2d_bytes_per_step"), 8.0 * (16 * 16 * 4 + 4));
-  EXPECT_EQ(p.at("graph_replays_per_step"), 0.0);
+  EXPECT_EQ(p.at("graph_replays_per_step"), 1.0);
+  // The step is one graph launch: the kernels run inside it.
+  EXPECT_EQ(p.at("launch_calls_per_step"), 1.0);
   const double kernels = p.at("kernels_per_step");
   EXPECT_GT(kernels, 10);
   EXPECT_EQ(kernels, double(p.at("kernel_launches_per_step")) + double(p.at("library_calls_per_step")));
@@ -522,6 +564,22 @@ TEST_F(Pipeline, ProfileCountsAStepWithoutHostSynchronisations) {
   EXPECT_NE(table.find("adam_kernel"), std::string::npos) << table;
   for (const char* f : {"run.json", "last.ckpt", "best.ckpt", "log.csv", "config.toml"})
     EXPECT_FALSE(std::filesystem::exists(run / "p" + "/" + f)) << f;
+
+  // Without graphs: the same kernels, each its own launch call.
+  o.out = run / "q";
+  o.cuda_graph = "off";
+  ::testing::internal::CaptureStdout();
+  const tt::TrainResult r2 = tt::run_train(o);
+  ::testing::internal::GetCapturedStdout();
+  std::ifstream in2(r2.profile_path);
+  const auto q = nlohmann::json::parse(in2);
+  EXPECT_EQ(q.at("graph_replays_per_step"), 0.0);
+  EXPECT_EQ(q.at("kernels_per_step"), kernels);
+  EXPECT_EQ(q.at("launch_calls_per_step"), kernels);
+  EXPECT_EQ(q.at("host_syncs_per_step"), 0.0);
+  // The graph's step copies the batch into its input buffer (features,
+  // labels); the copies inside the graph count at each replay.
+  EXPECT_EQ(double(p.at("d2d_copies_per_step")), double(q.at("d2d_copies_per_step")) + 2);
 }
 
 // --trace: one more step, op by op, each op with the kernels it launched;
