@@ -66,11 +66,11 @@ void Conv2dShape::validate(const std::string& op) const {
 }
 
 long long conv2d_col_elements(const Conv2dShape& shape) {
-  return shape.pointwise() ? 0 : shape.col_rows() * shape.col_cols();
+  return shape.pointwise() ? 0 : (shape.col_rows() + 1) * shape.col_cols();
 }
 
 long long conv2d_workspace_elements(const Conv2dShape& shape) {
-  return conv2d_col_elements(shape) + shape.w_size();
+  return conv2d_col_elements(shape) + shape.K * (shape.col_rows() + 1);
 }
 
 // ===========================================================================
@@ -351,19 +351,25 @@ dim3 plane_grid(long long planes, long long rows, long long cols, dim3 block) {
 // falls left of the image, inside it, and right of it are three plain runs
 // (zeros, a strided copy, zeros). Every entry is written, zeros included.
 // No barrier.
+// ones_row (0 or 1): each image's matrix has one more row, all ones, after
+// its C*R*S rows (written by the threads of channel C - 1): the filter
+// gradient's GEMM then also sums dy over p, q, which is the bias gradient.
 template <class T>
-__global__ void im2col_kernel(Dims d, long long planes, int span, const T* __restrict__ x,
-                              T* __restrict__ col) {
+__global__ void im2col_kernel(Dims d, long long planes, int span, int ones_row,
+                              const T* __restrict__ x, T* __restrict__ col) {
   const long long PQ = (long long)d.P * d.Q, RS = (long long)d.R * d.S;
+  const long long image_rows = (long long)d.C * RS + ones_row;
   const long long qstep = (long long)gridDim.x * blockDim.x * span;
   for (long long plane = blockIdx.z; plane < planes; plane += gridDim.z) {
     const T* xp = x + plane * d.H * d.W;
+    const long long image = plane / d.C, c = plane - image * d.C;
+    const bool last_channel = ones_row != 0 && c == d.C - 1;
     for (long long p = (long long)blockIdx.y * blockDim.y + threadIdx.y; p < d.P;
          p += (long long)gridDim.y * blockDim.y)
       for (long long qa = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * span; qa < d.Q;
            qa += qstep) {
         const int q0 = int(qa), q1 = int(qa + span < d.Q ? qa + span : d.Q);
-        T* out = col + plane * RS * PQ + p * d.Q;
+        T* out = col + (image * image_rows + c * RS) * PQ + p * d.Q;
         const int h0 = int(p) * d.stride_h - d.pad_h;
         for (int r = 0; r < d.R; ++r) {
           const int ih = h0 + r;
@@ -386,6 +392,8 @@ __global__ void im2col_kernel(Dims d, long long planes, int span, const T* __res
             for (int q = hi > lo ? hi : lo; q < q1; ++q) out[q] = T(0);
           }
         }
+        if (last_channel)  // out is now the image's ones row
+          for (int q = q0; q < q1; ++q) out[q] = T(1);
       }
   }
 }
@@ -483,21 +491,27 @@ __global__ void bias_fill_kernel(Dims d, int span, const T* __restrict__ b, T* _
     }
 }
 
-// db[k] (=, or +=) sum over n, p, q of dy[n][k][p][q]. Block k owns channel
-// k. Thread t adds, in T, the entries j = t, t + blockDim, ... of each plane
-// dy[n][k] for n = 0..N-1 (coalesced); each warp then folds its 32 partial
-// sums with a __shfl_down_sync tree, lane 0 of each warp stores its result
-// in shared memory, one __syncthreads, and warp 0 folds those the same way.
-// Every addition has a fixed place in that order: the same bits on every
-// run, whatever the schedule. blockDim.x: a multiple of 32.
+// Sums of dy over (n, p, q) per channel, in slots: block (k, i) adds the
+// planes dy[n][k] of the images n = i, i + slots, i + 2 slots, ... and
+// writes (=, or += when accumulate) out[i * slot_stride + k * k_stride].
+// slots = 1, strides (0, 1): db itself (one block per channel). A
+// pointwise layer's filter gradient uses the slots: its bias partials go
+// where the GEMM of a layer with a column matrix writes them (see
+// sum_slots_kernel), so the same slot sum finishes both, and K x slots
+// blocks fill the device. Thread t adds, in T, the entries j = t, t +
+// blockDim, ... of each plane (coalesced); each warp then folds its 32
+// partial sums with a __shfl_down_sync tree, lane 0 of each warp stores its
+// result in shared memory, one __syncthreads, and warp 0 folds those the
+// same way. Every addition has a fixed place in that order: the same bits on
+// every run, whatever the schedule. blockDim.x: a multiple of 32.
 template <class T>
-__global__ void bias_grad_kernel(Dims d, const T* __restrict__ dy, T* __restrict__ db,
-                                 bool accumulate) {
+__global__ void bias_grad_kernel(Dims d, int slots, const T* __restrict__ dy, T* __restrict__ out,
+                                 long long slot_stride, long long k_stride, bool accumulate) {
   __shared__ T warp_sums[32];
   const int k = blockIdx.x;
   const long long PQ = (long long)d.P * d.Q;
   T acc = T(0);
-  for (int n = 0; n < d.N; ++n) {
+  for (int n = blockIdx.y; n < d.N; n += slots) {
     const T* plane = dy + ((long long)n * d.K + k) * PQ;
     for (long long j = threadIdx.x; j < PQ; j += blockDim.x) acc += plane[j];
   }
@@ -510,25 +524,35 @@ __global__ void bias_grad_kernel(Dims d, const T* __restrict__ dy, T* __restrict
     T v = lane < int(blockDim.x / 32) ? warp_sums[lane] : T(0);
     for (int offset = 16; offset > 0; offset >>= 1)
       v += __shfl_down_sync(0xffffffffu, v, offset);
-    if (lane == 0) db[k] = accumulate ? db[k] + v : v;
+    T* o = out + blockIdx.y * slot_stride + k * k_stride;
+    if (lane == 0) *o = accumulate ? *o + v : v;
   }
 }
 
-// dw[e] (=, or +=) sum over slots i < slots of partial[i * n + e], in the
-// order i = 0, 1, ...: the last step of the filter gradient, which sums the
-// per-slot partial filter gradients of the batched GEMM. One thread per
-// element e in a grid-stride loop; in each of its `slots` reads the
-// consecutive threads of a warp read consecutive addresses (coalesced). No
-// barrier, no atomics: every element has one fixed order of additions.
+// The last step of the filter (and bias) gradient: sums the per-slot
+// partials of the batched GEMM, in the order i = 0, 1, .... Slot i is a K x
+// row matrix (row-major, slot after slot): columns [0, crs) are the filter
+// gradient's row k, and when row = crs + 1 the last column is the bias
+// gradient's entry k (the column matrix's ones row). dw[k][r] (=, or +=
+// when accumulate_w) and db[k] (likewise) get the sums. Block row y takes
+// rows k = y, y + gridDim.y, ...; the x threads take consecutive columns:
+// in each of its `slots` reads a warp reads consecutive addresses
+// (coalesced). No barrier, no atomics: every element has one fixed order
+// of additions.
 template <class T>
-__global__ void sum_slots_kernel(long long n, int slots, const T* __restrict__ partial,
-                                 T* __restrict__ dw, bool accumulate) {
-  const long long step = (long long)blockDim.x * gridDim.x;
-  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += step) {
-    T acc = partial[e];
-    for (int i = 1; i < slots; ++i) acc += partial[i * n + e];
-    dw[e] = accumulate ? dw[e] + acc : acc;
-  }
+__global__ void sum_slots_kernel(int K, int row, int crs, int slots, const T* __restrict__ partial,
+                                 T* __restrict__ dw, T* __restrict__ db, bool accumulate_w,
+                                 bool accumulate_b) {
+  const long long n = (long long)K * row;
+  for (int k = blockIdx.y; k < K; k += gridDim.y)
+    for (int r = blockIdx.x * blockDim.x + threadIdx.x; r < row; r += gridDim.x * blockDim.x) {
+      const long long e = (long long)k * row + r;
+      T acc = partial[e];
+      for (int i = 1; i < slots; ++i) acc += partial[i * n + e];
+      T* o = r < crs ? dw + (long long)k * crs + r : db + k;
+      const bool accumulate = r < crs ? accumulate_w : accumulate_b;
+      *o = accumulate ? *o + acc : acc;
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -546,10 +570,11 @@ int chunk_images(const char* op, const Conv2dShape& sh, const T* d_workspace,
   const size_t per_image = size_t(conv2d_workspace_elements(sh)) * sizeof(T);
   if (workspace_bytes < per_image)
     fail(op, "workspace of " + std::to_string(workspace_bytes) +
-                 " bytes is smaller than one image's share (column matrix C*R*S x P*Q = " +
-                 std::to_string(conv2d_col_elements(sh) ? sh.col_rows() : 0) + " x " +
+                 " bytes is smaller than one image's share (column matrix (C*R*S + 1) x P*Q = " +
+                 std::to_string(conv2d_col_elements(sh) ? sh.col_rows() + 1 : 0) + " x " +
                  std::to_string(conv2d_col_elements(sh) ? sh.col_cols() : 0) +
-                 " plus a filter gradient K*C*R*S = " + std::to_string(sh.w_size()) + ": " +
+                 " plus a gradient slot K x (C*R*S + 1) = " +
+                 std::to_string(sh.K * (sh.col_rows() + 1)) + ": " +
                  std::to_string(per_image) + " bytes); see conv2d_workspace_bytes");
   check_pointer(op, d_workspace, "d_workspace");
   return int(std::min<size_t>(size_t(sh.N), workspace_bytes / per_image));
@@ -664,7 +689,7 @@ void conv2d_forward_v2_im2col(const Conv2dShape& shape, const T* d_x, const T* d
     if (!shape.pointwise()) {
       const long long planes = (long long)count * d.C;
       const RowLaunch l = row_launch(planes, d.P, d.Q, block);
-      LAUNCH(im2col_kernel<T>, l.grid, l.tile, 0, stream, d, planes, l.span, col, d_workspace);
+      LAUNCH(im2col_kernel<T>, l.grid, l.tile, 0, stream, d, planes, l.span, 0, col, d_workspace);
       col = d_workspace;
       col_step = (long long)CRS * PQ;
     }
@@ -715,6 +740,53 @@ void conv2d_backward_data_v2_im2col(const Conv2dShape& shape, const T* d_w, cons
   }
 }
 
+namespace {
+// dw and, when d_db is set, db, through the slots: per chunk, im2col (with
+// a ones row when db is wanted) and one strided-batched GEMM in which image
+// i of the chunk writes (first chunk) or adds to (later chunks) slot i, a K
+// x (CRS + 1) matrix whose last column is then the bias partial; then one
+// kernel sums the slots. A pointwise layer has no column matrix (the GEMM
+// reads x): its bias partials come from bias_grad_kernel over K x slots
+// blocks into the same column. Arguments checked by the callers.
+template <class T>
+void filter_and_bias(const Conv2dShape& shape, const T* d_x, const T* d_dy, T* d_dw,
+                     bool accumulate_w, T* d_db, bool accumulate_b, T* d_workspace,
+                     size_t workspace_bytes, cublasHandle_t handle, cudaStream_t stream,
+                     int block) {
+  const char* op = "conv2d_backward_filter_v2_im2col";
+  const int images = chunk_images(op, shape, d_workspace, workspace_bytes, true);
+  const Dims d = dims_of(shape);
+  const int CRS = int(shape.col_rows()), PQ = int(shape.col_cols());
+  const long long image_x = (long long)d.C * d.H * d.W, image_y = (long long)d.K * PQ;
+  const int row = CRS + (d_db ? 1 : 0);  // a slot's row: dw's, then db's entry
+  const int gemm_rows = shape.pointwise() ? CRS : row;
+  const long long slot = (long long)d.K * row;
+  T* partial = d_workspace + images * conv2d_col_elements(shape);
+  for (int n0 = 0; n0 < d.N; n0 += images) {
+    const int count = std::min(images, d.N - n0);
+    const T* col = d_x + n0 * image_x;
+    long long col_step = image_x;
+    if (!shape.pointwise()) {
+      const long long planes = (long long)count * d.C;
+      const RowLaunch l = row_launch(planes, d.P, d.Q, block);
+      LAUNCH(im2col_kernel<T>, l.grid, l.tile, 0, stream, d, planes, l.span, d_db ? 1 : 0, col,
+             d_workspace);
+      col = d_workspace;
+      col_step = (long long)row * PQ;
+    }
+    gemm_batched(handle, {kT, kN, gemm_rows, d.K, PQ, PQ, PQ, row}, {col_step, image_y, slot, count},
+                 T(1), col, d_dy + n0 * image_y, n0 == 0 ? T(0) : T(1), partial);
+  }
+  if (d_db && shape.pointwise())
+    LAUNCH(bias_grad_kernel<T>, dim3(unsigned(d.K), unsigned(images)), block, 0, stream, d, images,
+           d_dy, partial + CRS, slot, (long long)row, false);
+  const unsigned threads = unsigned(std::min(row, block));
+  const dim3 grid(unsigned(ceil_div(row, threads)), unsigned(std::min(d.K, 65535)));
+  LAUNCH(sum_slots_kernel<T>, grid, threads, 0, stream, d.K, row, CRS, images, partial, d_dw,
+         d_db, accumulate_w, accumulate_b);
+}
+}  // namespace
+
 template <class T>
 void conv2d_backward_filter_v2_im2col(const Conv2dShape& shape, const T* d_x, const T* d_dy,
                                       T* d_dw, bool accumulate, T* d_workspace,
@@ -727,30 +799,9 @@ void conv2d_backward_filter_v2_im2col(const Conv2dShape& shape, const T* d_x, co
   check_pointer(op, d_dy, "d_dy");
   check_pointer(op, d_dw, "d_dw");
   check_handle(op, handle, stream);
-  const int images = chunk_images(op, shape, d_workspace, workspace_bytes, true);
-  const Dims d = dims_of(shape);
-  const int CRS = int(shape.col_rows()), PQ = int(shape.col_cols());
-  const long long image_x = (long long)d.C * d.H * d.W, image_y = (long long)d.K * PQ;
-  // Slot i of the partials (K x CRS, after the chunk's column matrices)
-  // sums the filter gradients of images i, i + images, i + 2 images, ...
-  const long long w_size = shape.w_size();
-  T* partial = d_workspace + images * conv2d_col_elements(shape);
-  for (int n0 = 0; n0 < d.N; n0 += images) {
-    const int count = std::min(images, d.N - n0);
-    const T* col = d_x + n0 * image_x;
-    long long col_step = image_x;
-    if (!shape.pointwise()) {
-      const long long planes = (long long)count * d.C;
-      const RowLaunch l = row_launch(planes, d.P, d.Q, block);
-      LAUNCH(im2col_kernel<T>, l.grid, l.tile, 0, stream, d, planes, l.span, col, d_workspace);
-      col = d_workspace;
-      col_step = (long long)CRS * PQ;
-    }
-    gemm_batched(handle, {kT, kN, CRS, d.K, PQ, PQ, PQ, CRS}, {col_step, image_y, w_size, count},
-                 T(1), col, d_dy + n0 * image_y, n0 == 0 ? T(0) : T(1), partial);
-  }
-  LAUNCH(sum_slots_kernel<T>, blocks_for(w_size, block), block, 0, stream, w_size, images,
-         partial, d_dw, accumulate);
+  chunk_images(op, shape, d_workspace, workspace_bytes, true);
+  filter_and_bias(shape, d_x, d_dy, d_dw, accumulate, static_cast<T*>(nullptr), false, d_workspace,
+                  workspace_bytes, handle, stream, block);
 }
 
 template <class T>
@@ -761,8 +812,8 @@ void conv2d_backward_bias_v2_reduce(const Conv2dShape& shape, const T* d_dy, T* 
   check_block(op, block);
   check_pointer(op, d_dy, "d_dy");
   check_pointer(op, d_db, "d_db");
-  LAUNCH(bias_grad_kernel<T>, unsigned(shape.K), block, 0, stream, dims_of(shape), d_dy, d_db,
-         accumulate);
+  LAUNCH(bias_grad_kernel<T>, dim3(unsigned(shape.K), 1u), block, 0, stream, dims_of(shape), 1,
+         d_dy, d_db, 0LL, 1LL, accumulate);
 }
 
 template <class T>
@@ -781,13 +832,15 @@ void conv2d_backward_v2_im2col(const Conv2dShape& shape, const Conv2dGradTensors
     check_handle(op, handle, stream);
     chunk_images(op, shape, d_workspace, workspace_bytes, t.dw != nullptr);
   }
+  // With dw, db rides in its slots (filter_and_bias); alone, it is a
+  // reduction of its own.
   if (t.dw)
-    conv2d_backward_filter_v2_im2col(shape, t.x, t.dy, t.dw, acc.dw, d_workspace,
-                                     workspace_bytes, handle, stream, block);
+    filter_and_bias(shape, t.x, t.dy, t.dw, acc.dw, t.db, acc.db, d_workspace, workspace_bytes,
+                    handle, stream, block);
   if (t.dx)
     conv2d_backward_data_v2_im2col(shape, t.w, t.dy, t.dx, acc.dx, d_workspace, workspace_bytes,
                                    handle, stream, block);
-  if (t.db) conv2d_backward_bias_v2_reduce(shape, t.dy, t.db, acc.db, stream, block);
+  if (t.db && !t.dw) conv2d_backward_bias_v2_reduce(shape, t.dy, t.db, acc.db, stream, block);
 }
 
 // ===========================================================================
@@ -823,7 +876,9 @@ Cost conv2d_backward_bias_cost(const Conv2dShape& s, bool accumulate, int elem) 
 }
 
 Cost conv2d_im2col_cost(const Conv2dShape& s, int elem) {
-  return Cost{0, 2.0 * elem * double(s.N) * double(conv2d_col_elements(s))};
+  // The forward's column matrix (the filter gradient's adds a ones row).
+  const double col = s.pointwise() ? 0.0 : double(s.col_rows()) * double(s.col_cols());
+  return Cost{0, 2.0 * elem * double(s.N) * col};
 }
 
 // ===========================================================================

@@ -428,9 +428,9 @@ TYPED_TEST_SUITE(Conv2dTest, Types);
 // The combined backward: any subset of the gradients, each with its own
 // accumulate flag; a skipped gradient's buffer keeps its bits, and the
 // input it alone needs may be null.
-TYPED_TEST(Conv2dTest, CombinedBackwardComputesTheRequestedGradients) {
-  using T = TypeParam;
-  const Conv2dShape sh{3, 5, 7, 9, 4, 3, 3, 2, 1, 1, 1};
+template <class T>
+void combined_backward(const Conv2dShape& sh) {
+  SCOPED_TRACE(sh.str());
   const Problem<T> pr(sh, 500);
   const auto x = widen(pr.x), w = widen(pr.w), dy = widen(pr.dy);
   const auto dx0 = widen(pr.dx0), dw0 = widen(pr.dw0), db0 = widen(pr.db0);
@@ -470,6 +470,16 @@ TYPED_TEST(Conv2dTest, CombinedBackwardComputesTheRequestedGradients) {
     else
       EXPECT_TRUE(same_bits(d_db.to_host(), pr.db0));
   }
+}
+
+// A 3x3 layer (db from the column matrix's ones row in dw's GEMM) and a
+// pointwise one (db's partials from a reduction into the same slots), each
+// in chunks of 2 and 1 images.
+TYPED_TEST(Conv2dTest, CombinedBackwardComputesTheRequestedGradients) {
+  using T = TypeParam;
+  for (const Conv2dShape& sh : {Conv2dShape{3, 5, 7, 9, 4, 3, 3, 2, 1, 1, 1},
+                                Conv2dShape{3, 5, 7, 9, 4, 1, 1, 1, 1, 0, 0}})
+    combined_backward<T>(sh);
 }
 
 // ---------------------------------------------------------------------------
@@ -514,15 +524,18 @@ TEST(Conv2dDeterminism, SameBitsEveryRun) {
       }
     }
   });
-  // Another chunk size: y, dx and db have the same bits (each chunk's GEMMs
-  // and kernels see the same per-image sums); dw's sum over images is
-  // grouped by slot, so only its rounding may differ.
+  // Another chunk size: y and dx have the same bits (each chunk's GEMMs
+  // and kernels see the same per-image sums); dw's and db's sums over
+  // images are grouped by slot (db rides in dw's slots, the column
+  // matrix's ones row), so only their rounding may differ: 1e-4 relative
+  // is some 800 float ulps, far above the few ulps a regrouping of 4
+  // images moves a sum, far below any error in which terms are summed.
   const auto one_image = run_v2(k::conv2d_workspace_bytes<float>(sh, 1));
-  for (int i : {0, 1, 3}) EXPECT_TRUE(same_bits(one_image[i], first_v2[i])) << names[i];
-  {
-    const auto dw_a = widen(one_image[2]), dw_b = widen(first_v2[2]);
-    for (size_t e = 0; e < dw_a.size(); ++e)
-      EXPECT_NEAR(dw_a[e], dw_b[e], 1e-4 * (1 + std::abs(dw_b[e]))) << "dw element " << e;
+  for (int i : {0, 1}) EXPECT_TRUE(same_bits(one_image[i], first_v2[i])) << names[i];
+  for (int i : {2, 3}) {
+    const auto a = widen(one_image[size_t(i)]), b = widen(first_v2[size_t(i)]);
+    for (size_t e = 0; e < a.size(); ++e)
+      EXPECT_NEAR(a[e], b[e], 1e-4 * (1 + std::abs(b[e]))) << names[i] << " element " << e;
   }
   // The GPU's launch shape (one column per thread) and a span of 5 give the
   // same bits as the backend's choice: each pixel sums its taps in one order.
@@ -611,25 +624,27 @@ TEST(Conv2dShapeTest, OutputSizesAndDescription) {
 
 TEST(Conv2dShapeTest, WorkspaceBytes) {
   const Conv2dShape sh{3, 5, 7, 9, 4, 3, 3, 2, 2, 1, 1};  // P = 4, Q = 5
-  // Per image: the column matrix (C*R*S x P*Q) and a slot of filter-gradient
-  // partials (K*C*R*S).
-  EXPECT_EQ(k::conv2d_col_elements(sh), 5LL * 9 * 4 * 5);
-  EXPECT_EQ(k::conv2d_workspace_elements(sh), 5LL * 9 * 4 * 5 + 4 * 5 * 9);
-  EXPECT_EQ(k::conv2d_workspace_bytes<float>(sh), size_t((5 * 9 * 4 * 5 + 4 * 5 * 9) * 4));
-  EXPECT_EQ(k::conv2d_workspace_bytes<double>(sh, 2), size_t(2 * (5 * 9 * 4 * 5 + 4 * 5 * 9) * 8));
+  // Per image: the column matrix ((C*R*S + 1) x P*Q, with the ones row of
+  // the bias gradient) and a slot of filter- and bias-gradient partials
+  // (K x (C*R*S + 1)).
+  EXPECT_EQ(k::conv2d_col_elements(sh), (5LL * 9 + 1) * 4 * 5);
+  EXPECT_EQ(k::conv2d_workspace_elements(sh), (5LL * 9 + 1) * 4 * 5 + 4 * (5 * 9 + 1));
+  EXPECT_EQ(k::conv2d_workspace_bytes<float>(sh), size_t(((5 * 9 + 1) * 4 * 5 + 4 * (5 * 9 + 1)) * 4));
+  EXPECT_EQ(k::conv2d_workspace_bytes<double>(sh, 2),
+            size_t(2 * ((5 * 9 + 1) * 4 * 5 + 4 * (5 * 9 + 1)) * 8));
   EXPECT_EQ(k::conv2d_workspace_bytes<float>(sh, 10), k::conv2d_workspace_bytes<float>(sh, 3));
   // Pointwise: no column matrix, only the partials (which the forward and
   // backward-data launchers do not need: they accept a null workspace).
   const Conv2dShape pw{3, 5, 7, 9, 4, 1, 1};
   EXPECT_TRUE(pw.pointwise());
   EXPECT_EQ(k::conv2d_col_elements(pw), 0);
-  EXPECT_EQ(k::conv2d_workspace_bytes<float>(pw, 3), size_t(3 * 4 * 5 * 4));
+  EXPECT_EQ(k::conv2d_workspace_bytes<float>(pw, 3), size_t(3 * 4 * (5 + 1) * 4));
   EXPECT_FALSE((Conv2dShape{3, 5, 7, 9, 4, 1, 1, 1, 1, 1, 0}.pointwise()));
   EXPECT_FALSE((Conv2dShape{3, 5, 7, 9, 4, 1, 1, 2, 1, 0, 0}.pointwise()));
   // The model's largest layer: 128 channels 3x3 on 128x128, one image = 72 MiB
   // of columns and 576 KiB of partials.
   const Conv2dShape model{32, 128, 128, 128, 128, 3, 3, 1, 1, 1, 1};
-  EXPECT_EQ(k::conv2d_workspace_bytes<float>(model), (size_t(1152) * 16384 + 128 * 1152) * 4);
+  EXPECT_EQ(k::conv2d_workspace_bytes<float>(model), (size_t(1153) * 16384 + 128 * 1153) * 4);
 }
 
 TEST(Conv2dCost, CountsFlopsAndBytes) {
@@ -773,9 +788,9 @@ TEST(Conv2dArguments, BadPointersBlocksWorkspacesAndHandles) {
   // Workspace: too small, or null.
   expect_invalid([&] {
     k::conv2d_forward_v2_im2col<float>(sh, p, p, p, p, w, ws - 1, h, nullptr);
-  }, "conv2d_forward_v2_im2col: workspace of 12059 bytes is smaller than one image's share "
-     "(column matrix C*R*S x P*Q = 45 x 63 plus a filter gradient K*C*R*S = 180: 12060 bytes); "
-     "see conv2d_workspace_bytes");
+  }, "conv2d_forward_v2_im2col: workspace of 12327 bytes is smaller than one image's share "
+     "(column matrix (C*R*S + 1) x P*Q = 46 x 63 plus a gradient slot K x (C*R*S + 1) = 184: "
+     "12328 bytes); see conv2d_workspace_bytes");
   expect_invalid([&] {
     k::conv2d_backward_data_v2_im2col<float>(sh, p, p, p, false, nullptr, ws, h, nullptr);
   }, "d_workspace is null");
@@ -830,7 +845,8 @@ TEST(Conv2dArguments, BadPointersBlocksWorkspacesAndHandles) {
   expect_invalid([&] {
     k::conv2d_backward_filter_v2_im2col<float>(pw, p, p, p, false, nullptr, 0, h, nullptr);
   }, "conv2d_backward_filter_v2_im2col: workspace of 0 bytes is smaller than one image's share "
-     "(column matrix C*R*S x P*Q = 0 x 0 plus a filter gradient K*C*R*S = 20: 80 bytes)");
+     "(column matrix (C*R*S + 1) x P*Q = 0 x 0 plus a gradient slot K x (C*R*S + 1) = 24: 96 "
+     "bytes)");
 }
 
 }  // namespace
