@@ -4,7 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
-#include <optional>
+#include <stdexcept>
 
 #include "engine/allocator.h"
 #include "engine/context.h"
@@ -239,17 +239,40 @@ StepGraphs::~StepGraphs() {
   }
 }
 
-size_t StepGraphs::graphs() const {
-  size_t k = 0;
-  for (const auto& [n, g] : by_batch_) k += g.exec != nullptr;
-  return k;
-}
-
 size_t StepGraphs::pool_bytes() const {
   size_t bytes = 0;
   for (const auto& [n, g] : by_batch_)
     if (g.pool >= 0) bytes += Allocator::instance().pool_bytes(g.pool);
   return bytes;
+}
+
+void StepGraphs::capture(const TrainStep& step, Graph& g, const DeviceBatch& fixed) {
+  // Captured, not run: the host's counters (Adam's steps, the generator's
+  // offset) move on as for a step run, and the caller's launch runs it.
+  Allocator& alloc = Allocator::instance();
+  g.pool = alloc.begin_capture();
+  cudaGraph_t graph = nullptr;
+  try {
+    CUDA_CHECK(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeGlobal));
+    prof::CaptureCounter counter;
+    try {
+      g.counters = step.queue(fixed);
+    } catch (...) {
+      cudaStreamEndCapture(stream(), &graph);  // ends the capture; the error is the one thrown
+      if (graph) cudaGraphDestroy(graph);
+      throw;
+    }
+    g.inside = counter.stop();
+    CUDA_CHECK(cudaStreamEndCapture(stream(), &graph));
+    CUDA_CHECK(cudaGraphInstantiate(&g.exec, graph, 0));
+    CUDA_CHECK(cudaGraphDestroy(graph));  // the executable graph keeps what it needs
+  } catch (const std::exception& e) {
+    alloc.end_capture();
+    throw std::runtime_error(std::string("capturing the training step of batch size ") +
+                             std::to_string(fixed.x.size(0)) + " as a CUDA graph failed: " +
+                             e.what() + " (train with --cuda-graph off to run it launch by launch)");
+  }
+  alloc.end_capture();
 }
 
 void StepGraphs::run(const TrainStep& step, const DeviceBatch& d) {
@@ -259,42 +282,21 @@ void StepGraphs::run(const TrainStep& step, const DeviceBatch& d) {
     step.uploads.consumed();
     return;
   }
-  // The graph reads the batch from its own buffer: the upload slot is
-  // free again once this copy has run.
+  // The graph reads the batch from its own buffer, in one copy (the upload
+  // slot holds the labels right after the features); the slot is free
+  // again once the copy has run.
   const size_t x_bytes = d.x.bytes(), bytes = x_bytes + d.labels.bytes();
-  if (!g.input.defined())
-    g.input = Tensor::empty(Shape{int64_t(bytes / 4)}, DType::i32);
-  prof::record_copy(prof::Copy::d2d, x_bytes, false);
-  CUDA_CHECK(cudaMemcpyAsync(g.input.raw(), d.x.raw(), x_bytes, cudaMemcpyDeviceToDevice, stream()));
-  prof::record_copy(prof::Copy::d2d, d.labels.bytes(), false);
-  CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(g.input.raw()) + x_bytes, d.labels.raw(),
-                             d.labels.bytes(), cudaMemcpyDeviceToDevice, stream()));
+  if (static_cast<const char*>(d.x.raw()) + x_bytes != d.labels.raw())
+    throw std::logic_error("StepGraphs: the labels do not follow the features");
+  if (!g.input.defined()) g.input = Tensor::empty(Shape{int64_t(bytes / 4)}, DType::i32);
+  prof::record_copy(prof::Copy::d2d, bytes, false);
+  CUDA_CHECK(cudaMemcpyAsync(g.input.raw(), d.x.raw(), bytes, cudaMemcpyDeviceToDevice, stream()));
   step.uploads.consumed();
   if (g.exec == nullptr) {
     DeviceBatch fixed;
     fixed.x = g.input.slice(0, d.x.shape()).bitcast(DType::f32);
     fixed.labels = g.input.slice(int64_t(x_bytes / 4), d.labels.shape());
-    // Captured, not run: the host's counters (Adam's steps, the generator's
-    // offset) move on as for a step run, and the launch below runs it.
-    Allocator& alloc = Allocator::instance();
-    g.pool = alloc.begin_capture();
-    CUDA_CHECK(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeGlobal));
-    std::optional<prof::CaptureCounter> counter(std::in_place);
-    cudaGraph_t graph = nullptr;
-    try {
-      g.counters = step.queue(fixed);
-    } catch (...) {
-      cudaStreamEndCapture(stream(), &graph);  // ends the capture; the error is the one thrown
-      if (graph) cudaGraphDestroy(graph);
-      alloc.end_capture();
-      throw;
-    }
-    g.inside = counter->stop();
-    const cudaError_t e = cudaStreamEndCapture(stream(), &graph);
-    alloc.end_capture();
-    CUDA_CHECK(e);
-    CUDA_CHECK(cudaGraphInstantiate(&g.exec, graph, 0));
-    CUDA_CHECK(cudaGraphDestroy(graph));  // the executable graph keeps what it needs
+    capture(step, g, fixed);
   } else {
     step.adam.replayed();
     step.gen.replayed(g.counters);

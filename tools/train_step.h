@@ -186,9 +186,9 @@ class StepGraphs {
   StepGraphs(const StepGraphs&) = delete;
   StepGraphs& operator=(const StepGraphs&) = delete;
 
-  // Runs step on the uploaded batch d (see above).
+  // Runs step on the uploaded batch d (see above). A capture that fails
+  // throws std::runtime_error naming --cuda-graph off.
   void run(const TrainStep& step, const DeviceBatch& d);
-  size_t graphs() const;    // captured so far
   size_t pool_bytes() const;  // device memory the graphs hold
 
  private:
@@ -200,6 +200,7 @@ class StepGraphs {
     uint64_t counters = 0;               // Philox counters one step takes
     kernels::profile::GraphCounts inside;  // its launches, for --profile
   };
+  void capture(const TrainStep& step, Graph& g, const DeviceBatch& fixed);
   std::map<int64_t, Graph> by_batch_;
 };
 
