@@ -36,24 +36,34 @@ struct State {
 std::atomic<bool> g_on{false};
 std::atomic<bool> g_trace{false};
 std::atomic<bool> g_counting{false};  // a CaptureCounter is alive
-std::atomic<long long> g_captured_kernels{0}, g_captured_library{0};
-GraphCounts g_captured;  // the copies, under state().m
+GraphCounts g_captured;  // what the CaptureCounter counted, under state().m
 
 bool is_capturing(cudaStream_t s) {
   cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
   return cudaStreamIsCapturing(s, &st) == cudaSuccess && st != cudaStreamCaptureStatusNone;
 }
 
+State& state() {
+  static State* s = new State;  // live for the process: hooks may run during exit
+  return *s;
+}
+
 // Counts a launch or library call being captured; true if `s` is
 // capturing (then no events may be recorded on it).
 bool captured(cudaStream_t s, bool library) {
   if (!g_counting.load(std::memory_order_relaxed) || !is_capturing(s)) return false;
-  (library ? g_captured_library : g_captured_kernels)++;
+  std::lock_guard<std::mutex> lk(state().m);
+  (library ? g_captured.library_calls : g_captured.kernels)++;
   return true;
 }
-State& state() {
-  static State* s = new State;  // live for the process: hooks may run during exit
-  return *s;
+
+// Adds `copies` copies of `bytes` bytes in all, in direction `kind`.
+void add_copies(Totals& t, Copy kind, long long copies, long long bytes) {
+  switch (kind) {
+    case Copy::h2d: t.h2d_copies += copies, t.h2d_bytes += bytes; break;
+    case Copy::d2h: t.d2h_copies += copies, t.d2h_bytes += bytes; break;
+    case Copy::d2d: t.d2d_copies += copies, t.d2d_bytes += bytes; break;
+  }
 }
 
 cudaEvent_t take_event(State& s) {
@@ -123,11 +133,7 @@ void record_copy(Copy kind, size_t bytes, bool host_waits) {
   State& s = state();
   std::lock_guard<std::mutex> lk(s.m);
   Totals& t = s.totals;
-  switch (kind) {
-    case Copy::h2d: t.h2d_copies++, t.h2d_bytes += (long long)bytes; break;
-    case Copy::d2h: t.d2h_copies++, t.d2h_bytes += (long long)bytes; break;
-    case Copy::d2d: t.d2d_copies++, t.d2d_bytes += (long long)bytes; break;
-  }
+  add_copies(t, kind, 1, (long long)bytes);
   if (host_waits) t.host_syncs++;
 }
 
@@ -146,9 +152,8 @@ void record_graph_launch(const GraphCounts& inside) {
   t.graph_launches++;
   t.graph_kernels += inside.kernels;
   t.graph_library_calls += inside.library_calls;
-  t.h2d_copies += inside.copies[int(Copy::h2d)], t.h2d_bytes += inside.bytes[int(Copy::h2d)];
-  t.d2h_copies += inside.copies[int(Copy::d2h)], t.d2h_bytes += inside.bytes[int(Copy::d2h)];
-  t.d2d_copies += inside.copies[int(Copy::d2d)], t.d2d_bytes += inside.bytes[int(Copy::d2d)];
+  for (Copy kind : {Copy::h2d, Copy::d2h, Copy::d2d})
+    add_copies(t, kind, inside.copies[int(kind)], inside.bytes[int(kind)]);
 }
 
 namespace {
@@ -160,8 +165,6 @@ CaptureCounter::CaptureCounter() {
   bool expected = false;
   if (!g_counting.compare_exchange_strong(expected, true))
     throw std::logic_error("profile::CaptureCounter: another counter is running");
-  g_captured_kernels = 0;
-  g_captured_library = 0;
   {
     std::lock_guard<std::mutex> lk(state().m);
     g_captured = GraphCounts{};
@@ -180,10 +183,7 @@ GraphCounts CaptureCounter::stop() {
     update_hook();
   }
   std::lock_guard<std::mutex> lk(state().m);
-  GraphCounts c = g_captured;
-  c.kernels = g_captured_kernels.load();
-  c.library_calls = g_captured_library.load();
-  return c;
+  return g_captured;
 }
 
 LibraryCall::LibraryCall(const char* name, cudaStream_t s, double flops, double bytes,
