@@ -354,9 +354,21 @@ dim3 plane_grid(long long planes, long long rows, long long cols, dim3 block) {
 // ones_row (0 or 1): each image's matrix has one more row, all ones, after
 // its C*R*S rows (written by the threads of channel C - 1): the filter
 // gradient's GEMM then also sums dy over p, q, which is the bias gradient.
+// fill (the forward's bias, fused in: no launch of its own): the same
+// threads then write fill.planes = images*K output planes y[image][k] =
+// b[k], pixel (p, q) by the thread of (p, q), before the forward GEMM adds
+// w * col into them (beta = 1). The grid covers the larger of the two plane
+// counts (row_launch); each loop strides over its own.
+template <class T>
+struct BiasFill {
+  const T* b = nullptr;
+  T* y = nullptr;         // the chunk's first output plane
+  long long planes = 0;   // images * K; 0: no fill
+};
+
 template <class T>
 __global__ void im2col_kernel(Dims d, long long planes, int span, int ones_row,
-                              const T* __restrict__ x, T* __restrict__ col) {
+                              const T* __restrict__ x, T* __restrict__ col, BiasFill<T> fill) {
   const long long PQ = (long long)d.P * d.Q, RS = (long long)d.R * d.S;
   const long long image_rows = (long long)d.C * RS + ones_row;
   const long long qstep = (long long)gridDim.x * blockDim.x * span;
@@ -394,6 +406,17 @@ __global__ void im2col_kernel(Dims d, long long planes, int span, int ones_row,
         }
         if (last_channel)  // out is now the image's ones row
           for (int q = q0; q < q1; ++q) out[q] = T(1);
+      }
+  }
+  for (long long plane = blockIdx.z; plane < fill.planes; plane += gridDim.z) {
+    const T v = fill.b[plane % d.K];
+    for (long long p = (long long)blockIdx.y * blockDim.y + threadIdx.y; p < d.P;
+         p += (long long)gridDim.y * blockDim.y)
+      for (long long qa = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * span; qa < d.Q;
+           qa += qstep) {
+        const int q1 = int(qa + span < d.Q ? qa + span : d.Q);
+        T* out = fill.y + plane * PQ + p * d.Q;
+        for (int q = int(qa); q < q1; ++q) out[q] = v;
       }
   }
 }
@@ -471,8 +494,9 @@ __global__ void __launch_bounds__(kCol2imMaxBlock, 1)
   }
 }
 
-// y[n][k][j] = b[k] for every j < P*Q: the bias, written before the forward
-// GEMM adds w * col into y (beta = 1). x along j (span consecutive j per
+// y[n][k][j] = b[k] for every j < P*Q: the bias of a pointwise layer (which
+// has no im2col to carry the fill), written before the forward GEMM adds
+// w * x into y (beta = 1). x along j (span consecutive j per
 // thread: 1 on a GPU, the whole plane under simcuda, as for im2col), y over
 // channels k, z over images n. No barrier.
 template <class T>
@@ -675,7 +699,7 @@ void conv2d_forward_v2_im2col(const Conv2dShape& shape, const T* d_x, const T* d
   const Dims d = dims_of(shape);
   const int CRS = int(shape.col_rows()), PQ = int(shape.col_cols());
   const long long image_x = (long long)d.C * d.H * d.W, image_y = (long long)d.K * PQ;
-  if (d_b) {
+  if (d_b && shape.pointwise()) {
     const int span = columns_per_thread(PQ);
     const dim3 t(span == 1 ? unsigned(block) : 1u);
     LAUNCH(bias_fill_kernel<T>, plane_grid(d.N, d.K, ceil_div(PQ, span), t), t, 0, stream, d,
@@ -687,9 +711,13 @@ void conv2d_forward_v2_im2col(const Conv2dShape& shape, const T* d_x, const T* d
     const T* col = d_x + n0 * image_x;
     long long col_step = image_x;
     if (!shape.pointwise()) {
+      // im2col of the chunk's images, and the bias fill of their outputs.
       const long long planes = (long long)count * d.C;
-      const RowLaunch l = row_launch(planes, d.P, d.Q, block);
-      LAUNCH(im2col_kernel<T>, l.grid, l.tile, 0, stream, d, planes, l.span, 0, col, d_workspace);
+      BiasFill<T> fill;
+      if (d_b) fill = {d_b, d_y + n0 * image_y, (long long)count * d.K};
+      const RowLaunch l = row_launch(std::max(planes, fill.planes), d.P, d.Q, block);
+      LAUNCH(im2col_kernel<T>, l.grid, l.tile, 0, stream, d, planes, l.span, 0, col, d_workspace,
+             fill);
       col = d_workspace;
       col_step = (long long)CRS * PQ;
     }
@@ -770,16 +798,24 @@ void filter_and_bias(const Conv2dShape& shape, const T* d_x, const T* d_dy, T* d
       const long long planes = (long long)count * d.C;
       const RowLaunch l = row_launch(planes, d.P, d.Q, block);
       LAUNCH(im2col_kernel<T>, l.grid, l.tile, 0, stream, d, planes, l.span, d_db ? 1 : 0, col,
-             d_workspace);
+             d_workspace, BiasFill<T>{});
       col = d_workspace;
       col_step = (long long)row * PQ;
     }
     gemm_batched(handle, {kT, kN, gemm_rows, d.K, PQ, PQ, PQ, row}, {col_step, image_y, slot, count},
                  T(1), col, d_dy + n0 * image_y, n0 == 0 ? T(0) : T(1), partial);
   }
-  if (d_db && shape.pointwise())
-    LAUNCH(bias_grad_kernel<T>, dim3(unsigned(d.K), unsigned(images)), block, 0, stream, d, images,
-           d_dy, partial + CRS, slot, (long long)row, false);
+  if (d_db && shape.pointwise()) {
+    // Block (k, slot) sums about PQ * N / images values: a thread for every
+    // 8 or more of them (a multiple of 32, at most `block`), so that a small
+    // plane (16 x 16 in the models) does not leave most lanes idle through
+    // the block's reduction.
+    const long long per_block = (long long)PQ * ceil_div(d.N, images);
+    const long long want = ceil_div(ceil_div(per_block, 8), 32) * 32;
+    const unsigned threads = unsigned(std::clamp<long long>(want, 32, block));
+    LAUNCH(bias_grad_kernel<T>, dim3(unsigned(d.K), unsigned(images)), threads, 0, stream, d,
+           images, d_dy, partial + CRS, slot, (long long)row, false);
+  }
   const unsigned threads = unsigned(std::min(row, block));
   const dim3 grid(unsigned(ceil_div(row, threads)), unsigned(std::min(d.K, 65535)));
   LAUNCH(sum_slots_kernel<T>, grid, threads, 0, stream, d.K, row, CRS, images, partial, d_dw,

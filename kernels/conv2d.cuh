@@ -164,7 +164,10 @@ size_t conv2d_workspace_bytes(const Conv2dShape& shape, int images = 1) {
 }
 
 // y = w * x + b. d_b may be null (no bias). With a bias, y is first filled
-// with b[k] and the GEMM adds into it (beta = 1).
+// with b[k] and the GEMM adds into it (beta = 1); the fill rides in each
+// chunk's im2col launch (a pointwise layer, which has none, fills in a
+// launch of its own). Launches: im2col and one strided-batched GEMM per
+// chunk (pointwise: the GEMM per chunk, plus the fill with a bias).
 template <class T>
 void conv2d_forward_v2_im2col(const Conv2dShape& shape, const T* d_x, const T* d_w, const T* d_b,
                               T* d_y, T* d_workspace, size_t workspace_bytes,
