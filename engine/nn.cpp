@@ -88,13 +88,16 @@ BatchNorm::BatchNorm(int channels, BatchNormConvention c) : c_(channels), conv_(
 
 Variable BatchNorm::forward(const Variable& x) { return run(x, Variable(), false); }
 
-Variable BatchNorm::forward_relu(const Variable& x, const Variable& residual) {
-  return run(x, residual, true);
+Variable BatchNorm::forward_relu(const Variable& x, const Variable& residual,
+                                 kernels::BatchNormPool pool) {
+  return run(x, residual, true, pool);
 }
 
-Variable BatchNorm::run(const Variable& x, const Variable& residual, bool relu) {
+Variable BatchNorm::run(const Variable& x, const Variable& residual, bool relu,
+                        kernels::BatchNormPool pool) {
   ops::BatchNormOptions o = batchnorm_options(conv_);
   o.relu = relu;
+  o.pool = pool;
   if (counting_) {  // running = the mean of this pass's batch statistics
     o.running.keep = double(counted_) / double(counted_ + 1);
     ++counted_;

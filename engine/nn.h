@@ -81,10 +81,12 @@ class BatchNorm : public Module {
  public:
   BatchNorm(int channels, BatchNormConvention c = BatchNormConvention::keras);
   Variable forward(const Variable& x);
-  // relu(forward(x) + residual) in one pass (residual may be undefined):
-  // the models' batch norm -> ReLU and batch norm -> add -> ReLU
-  // (ops::batch_norm with relu and a residual).
-  Variable forward_relu(const Variable& x, const Variable& residual = Variable());
+  // relu(forward(x) + residual) in one pass (residual may be undefined),
+  // then max pooling with disjoint pool.h x pool.w windows when pool is set:
+  // the models' batch norm -> ReLU and batch norm -> add -> ReLU -> max pool
+  // (ops::batch_norm with relu, a residual and a pool).
+  Variable forward_relu(const Variable& x, const Variable& residual = Variable(),
+                        kernels::BatchNormPool pool = {});
   int channels() const { return c_; }
   BatchNormConvention convention() const { return conv_; }
   // The weight of the old running value in each training step's update
@@ -104,7 +106,8 @@ class BatchNorm : public Module {
   Tensor running_mean, running_var;
 
  private:
-  Variable run(const Variable& x, const Variable& residual, bool relu);
+  Variable run(const Variable& x, const Variable& residual, bool relu,
+               kernels::BatchNormPool pool = {});
   int c_;
   BatchNormConvention conv_;
   bool counting_ = false;

@@ -266,12 +266,23 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
                      X.str());
   const Tensor R = has_residual ? residual.value() : Tensor();
   const bool relu = o.relu;
-  Tensor Y = Tensor::empty(X.shape(), d);
+  const kernels::BatchNormPool pool = o.pool;
+  Tensor argmax;
+  Shape out_shape = X.shape();
+  if (pool.h != 0 || pool.w != 0) {
+    if (X.rank() != 4 || pool.h < 1 || pool.w < 1 || pool.h > h || pool.w > w)
+      throw ShapeError("batch_norm: the fused max pool " + std::to_string(pool.h) + "x" +
+                       std::to_string(pool.w) + " does not fit input " + X.str());
+    out_shape = Shape{n, c, h / pool.h, w / pool.w};
+    argmax = Tensor::empty(out_shape, DType::i32);
+  }
+  Tensor Y = Tensor::empty(out_shape, d);
   Tensor ws = Tensor::empty(Shape{kernels::batchnorm_workspace_size(c)}, DType::f64);
   Tensor mean, inv_std;
   dispatch(d, [&](auto t) {
     using T = decltype(t);
-    const kernels::BatchNormEpilogue<T> epi{has_residual ? R.data<T>() : nullptr, relu};
+    const kernels::BatchNormEpilogue<T> epi{has_residual ? R.data<T>() : nullptr, relu, pool,
+                                            pool.on() ? argmax.data<int32_t>() : nullptr};
     if (training) {
       mean = Tensor::empty(Shape{c}, d);
       inv_std = Tensor::empty(Shape{c}, d);
@@ -292,10 +303,13 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
   Tensor rm = training ? Tensor() : running_mean.clone(), rv = training ? Tensor() : running_var.clone();
   std::vector<Variable> inputs{x, gamma, beta};
   if (has_residual) inputs.push_back(residual);
+  // The op's name says what it fused: [add][relu][max_pool] bits index it.
+  static const char* const names[8] = {
+      "batch_norm",          "batch_norm_add",          "batch_norm_relu",
+      "batch_norm_add_relu", "batch_norm_max_pool",     "batch_norm_add_max_pool",
+      "batch_norm_relu_max_pool", "batch_norm_add_relu_max_pool"};
   return Variable::from_op(
-      relu ? (has_residual ? "batch_norm_add_relu" : "batch_norm_relu")
-           : (has_residual ? "batch_norm_add" : "batch_norm"),
-      Y, inputs,
+      names[(has_residual ? 1 : 0) + (relu ? 2 : 0) + (pool.on() ? 4 : 0)], Y, inputs,
       [=](const Tensor& dY, Inputs& v) {
         Tensor ws2 = Tensor::empty(Shape{kernels::batchnorm_workspace_size(c)}, DType::f64);
         dispatch(d, [&](auto t) {
@@ -313,7 +327,9 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
             scratch = Tensor::empty(X.shape(), d);
             dx = scratch.template data<T>();
           }
-          const kernels::BatchNormEpilogueGrad<T> epi{relu ? Y.data<T>() : nullptr, dr};
+          const kernels::BatchNormEpilogueGrad<T> epi{
+              relu ? Y.data<T>() : nullptr, dr, pool,
+              pool.on() ? argmax.data<int32_t>() : nullptr};
           if (training)
             kernels::batchnorm_backward_train<T>({X.data<T>(), dY.data<T>(), v[1].value().data<T>(),
                                                   mean.data<T>(), inv_std.data<T>(), dx, dg, db,

@@ -77,10 +77,15 @@ Variable dropout(const Variable& x, double p, bool training, Generator& g);
 // forward and backward where batch_norm, add and relu are three each way
 // (kernels/batchnorm.cuh, BatchNormEpilogue). The residual gets its
 // gradient like add's input; ReLU's derivative is read from y.
+// With pool {h, w}, max pooling with disjoint h x w windows follows in the
+// same pass: y = max_pool2d(relu(batch_norm(x) + residual), {h, w, h, w}),
+// (N, C, H/h, W/w), and the full-size activation is never written; the
+// backward passes read the pooled gradient and the argmax directly.
 struct BatchNormOptions {
   double eps = 1e-3;                                              // Keras's default
   kernels::BatchNormRunning running = kernels::keras_running();  // momentum 0.99
   bool relu = false;
+  kernels::BatchNormPool pool{};  // {0, 0}: none
 };
 Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& beta,
                     Tensor& running_mean, Tensor& running_var, bool training,

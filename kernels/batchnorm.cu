@@ -1,5 +1,6 @@
 #include "kernels/batchnorm.cuh"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
@@ -7,7 +8,9 @@
 #include <vector>
 
 #include "kernels/common.cuh"
+#include "kernels/device_math.cuh"
 #include "kernels/launcher.h"
+#include "kernels/pooling.cuh"
 #include "kernels/reference.h"
 
 namespace timbre::kernels {
@@ -41,6 +44,49 @@ double epilogue_grad_cpu(const T* dy, const BatchNormEpilogueGrad<T>& e, bool ac
   return g;
 }
 
+PoolWindow window_of(BatchNormPool p) { return {p.h, p.w, p.h, p.w}; }
+
+// A fused pooling in the forward references: the full-size output goes to
+// `full` (returned as where to write), then pool_output_cpu pools it into y
+// with max pooling's own reference.
+template <class T>
+T* output_cpu(T* y, const BatchNormEpilogue<T>& e, BatchNormShape s, std::vector<T>& full) {
+  if (!e.pool.on()) return y;
+  full.resize(size_t(s.n) * s.c * s.h * s.w);
+  return full.data();
+}
+template <class T>
+void pool_output_cpu(const std::vector<T>& full, T* y, const BatchNormEpilogue<T>& e,
+                     BatchNormShape s) {
+  if (e.pool.on())
+    max_pool2d_forward_cpu(full.data(), y, e.argmax, s.n, s.c, s.h, s.w, window_of(e.pool));
+}
+
+// A fused pooling in the backward references: the pooled dy, masked by the
+// pooled ReLU output, scattered to full size by max pooling's own backward
+// reference. The caller then runs the unpooled reference on it, with no
+// ReLU (already applied).
+template <class T>
+std::vector<T> unpool_grad_cpu(const T* dy, const BatchNormEpilogueGrad<T>& e, BatchNormShape s) {
+  const PoolWindow p = window_of(e.pool);
+  const size_t pooled = size_t(s.n) * s.c * pool_out_size(s.h, p.kh, p.sh) *
+                        pool_out_size(s.w, p.kw, p.sw);
+  std::vector<T> masked(pooled), full(size_t(s.n) * s.c * s.h * s.w);
+  for (size_t i = 0; i < pooled; ++i)
+    masked[i] = e.relu_out && !(e.relu_out[i] > T(0)) ? T(0) : dy[i];
+  max_pool2d_backward_cpu<T>({masked.data(), e.argmax, full.data()}, s.n, s.c, s.h, s.w, p,
+                             false);
+  return full;
+}
+template <class Backward>
+Backward without_pool(Backward t, const void* full_dy) {
+  t.dy = static_cast<decltype(t.dy)>(full_dy);
+  t.epilogue.relu_out = nullptr;
+  t.epilogue.pool = {};
+  t.epilogue.argmax = nullptr;
+  return t;
+}
+
 }  // namespace
 
 template <class T>
@@ -49,6 +95,8 @@ void batchnorm_forward_train_cpu(const BatchNormTrainForward<T>& t, BatchNormSha
   const int n = shape.n, c = shape.c, h = shape.h, w = shape.w;
   const long long hw = (long long)h * w;
   const double m = double(n * hw);
+  std::vector<T> full;
+  T* y = output_cpu(t.y, t.epilogue, shape, full);
   for (int ch = 0; ch < c; ++ch) {
     double sum = 0;
     for_channel_cpu(n, c, hw, ch, [&](long long o) { sum += t.x[o]; });
@@ -68,9 +116,10 @@ void batchnorm_forward_train_cpu(const BatchNormTrainForward<T>& t, BatchNormSha
     }
     const double g = t.gamma[ch], b = t.beta[ch];
     for_channel_cpu(n, c, hw, ch, [&](long long o) {
-      t.y[o] = T(epilogue_cpu(g * (double(t.x[o]) - mean) * inv_std + b, t.epilogue, o));
+      y[o] = T(epilogue_cpu(g * (double(t.x[o]) - mean) * inv_std + b, t.epilogue, o));
     });
   }
+  pool_output_cpu(full, t.y, t.epilogue, shape);
 }
 
 template <class T>
@@ -78,18 +127,25 @@ void batchnorm_forward_eval_cpu(const BatchNormEvalForward<T>& t, BatchNormShape
                                 double eps) {
   const int n = shape.n, c = shape.c, h = shape.h, w = shape.w;
   const long long hw = (long long)h * w;
+  std::vector<T> full;
+  T* y = output_cpu(t.y, t.epilogue, shape, full);
   for (int ch = 0; ch < c; ++ch) {
     const double mean = t.running_mean[ch], inv_std = 1.0 / std::sqrt(t.running_var[ch] + eps);
     const double g = t.gamma[ch], b = t.beta[ch];
     for_channel_cpu(n, c, hw, ch, [&](long long o) {
-      t.y[o] = T(epilogue_cpu(g * (double(t.x[o]) - mean) * inv_std + b, t.epilogue, o));
+      y[o] = T(epilogue_cpu(g * (double(t.x[o]) - mean) * inv_std + b, t.epilogue, o));
     });
   }
+  pool_output_cpu(full, t.y, t.epilogue, shape);
 }
 
 template <class T>
 void batchnorm_backward_train_cpu(const BatchNormTrainBackward<T>& t, BatchNormShape shape,
                                   BatchNormAccumulate acc) {
+  if (t.epilogue.pool.on()) {
+    const std::vector<T> full = unpool_grad_cpu(t.dy, t.epilogue, shape);
+    return batchnorm_backward_train_cpu(without_pool(t, full.data()), shape, acc);
+  }
   const int n = shape.n, c = shape.c, h = shape.h, w = shape.w;
   const long long hw = (long long)h * w;
   const double m = double(n * hw);
@@ -119,6 +175,10 @@ void batchnorm_backward_train_cpu(const BatchNormTrainBackward<T>& t, BatchNormS
 template <class T>
 void batchnorm_backward_eval_cpu(const BatchNormEvalBackward<T>& t, BatchNormShape shape,
                                  double eps, BatchNormAccumulate acc) {
+  if (t.epilogue.pool.on()) {
+    const std::vector<T> full = unpool_grad_cpu(t.dy, t.epilogue, shape);
+    return batchnorm_backward_eval_cpu(without_pool(t, full.data()), shape, eps, acc);
+  }
   const int n = shape.n, c = shape.c, h = shape.h, w = shape.w;
   const long long hw = (long long)h * w;
   for (int ch = 0; ch < c; ++ch) {
@@ -156,6 +216,7 @@ void batchnorm_backward_eval_cpu(const BatchNormEvalBackward<T>& t, BatchNormSha
 namespace {
 
 struct Geometry {
+  long long width;  // W
   long long hw;     // H*W
   long long plane;  // C*H*W: from (b, ch) to (b + 1, ch)
   long long m;      // N*H*W: values per channel
@@ -181,8 +242,8 @@ struct ChannelWalk {
   }
 };
 
-// f(offset) for each value this thread owns in its block's chunk, in
-// increasing m.
+// f(offset, walk) for each value this thread owns in its block's chunk, in
+// increasing m (walk: its batch b and position i in the plane).
 template <class F>
 __device__ __forceinline__ void for_my_values(const Geometry& g, F&& f) {
   const long long m0 = (long long)blockIdx.y * g.chunk;
@@ -194,7 +255,7 @@ __device__ __forceinline__ void for_my_values(const Geometry& g, F&& f) {
   const long long first = s0 + threadIdx.x % 32;
   if (first >= s1) return;
   ChannelWalk walk(g, int(blockIdx.x), first, 32);
-  for (long long m = first; m < s1; m += 32, walk.advance()) f(walk.offset());
+  for (long long m = first; m < s1; m += 32, walk.advance()) f(walk.offset(), walk);
 }
 
 // The block's sums of a and b, returned in thread 0 (other threads: their
@@ -248,7 +309,8 @@ template <class T>
 struct StatsSums {
   const T* x;
   __device__ double per_channel(const Geometry& g, int ch) const { return x[ch * g.hw]; }
-  __device__ void add(long long o, double shift, double& a, double& b) const {
+  __device__ void add(long long o, const ChannelWalk&, int, const Geometry&, double shift,
+                      double& a, double& b) const {
     const double d = double(x[o]) - shift;
     a += d;
     b += d * d;
@@ -267,17 +329,43 @@ __device__ __forceinline__ T masked_dy(const T* dy, const T* relu_out, long long
   return y > T(0) ? g : T(0);
 }
 
-// Backward: a = sum dy, b = sum dy (x - mean), mean per channel; dy masked
-// by a fused ReLU's output when relu_out is set.
+// The gradient the normalisation sees at offset o of channel ch (walk: its
+// batch b and plane position i; g: the full planes): dy masked by a fused
+// ReLU's output. With a fused pooling (argmax set), dy and relu_out are the
+// pooled planes: o's window's (masked) dy if the window chose o, else 0 (a
+// value outside every window too), which is what max pooling's backward
+// would have written at o. Three integer divisions find the window: the
+// passes are bound by memory, not by them.
+template <class T>
+struct GradIn {
+  const T* dy;
+  const T* relu_out;  // null: no ReLU
+  const int* argmax;  // null: no pooling
+  BatchNormPool pool;
+  long long pooled_h, pooled_w;
+  int channels;
+  __device__ __forceinline__ T at(long long o, const ChannelWalk& w, int ch,
+                                  const Geometry& g) const {
+    if (!argmax) return masked_dy(dy, relu_out, o);
+    const long long row = w.i / g.width, col = w.i - row * g.width;
+    const long long wr = row / pool.h, wc = col / pool.w;
+    if (wr >= pooled_h || wc >= pooled_w) return T(0);
+    const long long po = ((w.b * channels + ch) * pooled_h + wr) * pooled_w + wc;
+    return argmax[po] == w.i ? masked_dy(dy, relu_out, po) : T(0);
+  }
+};
+
+// Backward: a = sum dy, b = sum dy (x - mean), mean per channel; dy as the
+// normalisation sees it (GradIn).
 template <class T>
 struct GradSums {
   const T* x;
-  const T* dy;
+  GradIn<T> in;
   const T* mean;
-  const T* relu_out;
   __device__ double per_channel(const Geometry&, int ch) const { return mean[ch]; }
-  __device__ void add(long long o, double mu, double& a, double& b) const {
-    const double gv = masked_dy(dy, relu_out, o);
+  __device__ void add(long long o, const ChannelWalk& w, int ch, const Geometry& g, double mu,
+                      double& a, double& b) const {
+    const double gv = in.at(o, w, ch, g);
     a += gv;
     b += gv * (double(x[o]) - mu);
   }
@@ -294,7 +382,7 @@ __global__ void sums_by_block_kernel(Sums sums, Geometry g, double* partial, dou
   const double k = sums.per_channel(g, ch);
   if (constants && blockIdx.y == 0 && threadIdx.x == 0) constants[ch] = k;
   double a = 0, b = 0;
-  for_my_values(g, [&](long long o) { sums.add(o, k, a, b); });
+  for_my_values(g, [&](long long o, const ChannelWalk& w) { sums.add(o, w, ch, g, k, a, b); });
   block_sum2(a, b);
   if (threadIdx.x == 0) {
     double* p = partial_of(partial, g, ch, blockIdx.y);
@@ -350,14 +438,38 @@ __device__ __forceinline__ T epilogue_of(T v, const BatchNormEpilogue<T>& e, lon
   return e.relu ? clamped : v;
 }
 
+// The pass's outputs for channel ch, from v(o) = the epilogue of the
+// normalised x[o]. Without pooling y[o] = v(o), value by value over the
+// planes g. With pooling, window by window over the pooled planes pg: y and
+// argmax of each window as max pooling would choose them (window_max).
+template <class T, class V>
+__device__ __forceinline__ void write_outputs(const Geometry& g, const Geometry& pg, int ch,
+                                              const BatchNormEpilogue<T>& e, T* y, const V& v) {
+  if (!e.argmax) {
+    for_my_values(g, [&](long long o, const ChannelWalk&) { y[o] = v(o); });
+    return;
+  }
+  for_my_values(pg, [&](long long po, const ChannelWalk& w) {
+    const long long row = w.i / pg.width, col = w.i - row * pg.width;
+    const long long plane = w.b * g.plane + (long long)ch * g.hw;
+    T best;
+    int best_at;
+    window_max(int(row * e.pool.h * g.width + col * e.pool.w), int(g.width), e.pool.h, e.pool.w,
+               [&](int at) { return v(plane + at); }, best, best_at);
+    y[po] = best;
+    e.argmax[po] = best_at;
+  });
+}
+
 template <class T, bool FromVar>
 __global__ void normalize_kernel(const T* x, const T* gamma, const T* beta, const T* mean,
-                                 const T* second, double eps, T* y, Geometry g,
+                                 const T* second, double eps, T* y, Geometry g, Geometry pg,
                                  BatchNormEpilogue<T> e) {
   const int ch = blockIdx.x;
   const T mu = mean[ch], b = beta[ch];
   const T scale = T(double(gamma[ch]) * inv_std_of<FromVar>(second, ch, eps));
-  for_my_values(g, [&](long long o) { y[o] = epilogue_of((x[o] - mu) * scale + b, e, o); });
+  write_outputs(g, pg, ch, e, y,
+                [&](long long o) { return epilogue_of((x[o] - mu) * scale + b, e, o); });
 }
 
 // Training forward, pass 2: the statistics and the normalisation in one
@@ -387,7 +499,7 @@ struct NormalizeTrain {
 };
 
 template <class T>
-__global__ void normalize_train_kernel(NormalizeTrain<T> p, Geometry g) {
+__global__ void normalize_train_kernel(NormalizeTrain<T> p, Geometry g, Geometry pg) {
   const int ch = blockIdx.x;
   double mean, var;
   channel_stats(p.partial, p.shift, p.chunks, g, ch, mean, var);
@@ -404,9 +516,9 @@ __global__ void normalize_train_kernel(NormalizeTrain<T> p, Geometry g) {
   }
   const T b = p.beta[ch], scale = T(double(p.gamma[ch]) * double(saved_inv_std));
   const T* x = p.x;
-  T* y = p.y;
   const BatchNormEpilogue<T> e = p.epilogue;
-  for_my_values(g, [&](long long o) { y[o] = epilogue_of((x[o] - saved_mean) * scale + b, e, o); });
+  write_outputs(g, pg, ch, e, p.y,
+                [&](long long o) { return epilogue_of((x[o] - saved_mean) * scale + b, e, o); });
 }
 
 template <class T>
@@ -442,7 +554,7 @@ __global__ void grad_finalize_eval_kernel(const double* partial, const T* runnin
 template <class T>
 struct DxTrain {
   const T* x;
-  const T* dy;
+  GradIn<T> in;
   const T* gamma;
   const T* save_mean;
   const T* save_inv_std;
@@ -452,7 +564,7 @@ struct DxTrain {
   T* dgamma;  // null: not computed
   T* dbeta;   // null: not computed
   BatchNormAccumulate acc;
-  BatchNormEpilogueGrad<T> epilogue;
+  T* dresidual;  // null: not wanted
 };
 
 template <class T>
@@ -468,13 +580,11 @@ __global__ void dx_train_kernel(DxTrain<T> p, Geometry g) {
   const T a = T(double(p.gamma[ch]) * inv_std), b = T(sum_dy / m),
           k = T(sum_dy_xc * inv_std * inv_std / m), mu = p.save_mean[ch];
   const T* x = p.x;
-  const T* dy = p.dy;
   T* dx = p.dx;
   const bool accumulate = p.acc.dx, acc_res = p.acc.dresidual;
-  const T* relu_out = p.epilogue.relu_out;
-  T* dres = p.epilogue.dresidual;
-  for_my_values(g, [&](long long o) {
-    const T gy = masked_dy(dy, relu_out, o);  // read before dx (which may alias dy) is written
+  T* dres = p.dresidual;
+  for_my_values(g, [&](long long o, const ChannelWalk& w) {
+    const T gy = p.in.at(o, w, ch, g);  // read before dx (which may alias dy) is written
     if (dres) dres[o] = acc_res ? dres[o] + gy : gy;
     const T v = a * ((gy - b) - (x[o] - mu) * k);
     dx[o] = accumulate ? dx[o] + v : v;
@@ -484,14 +594,13 @@ __global__ void dx_train_kernel(DxTrain<T> p, Geometry g) {
 // Evaluation backward: dx = a * dy, a = gamma / sqrt(running_var + eps).
 // Does not read x. No barrier.
 template <class T>
-__global__ void dx_eval_kernel(const T* dy, const T* gamma, const T* running_var, double eps,
-                               Geometry g, T* dx, BatchNormAccumulate acc,
-                               BatchNormEpilogueGrad<T> e) {
+__global__ void dx_eval_kernel(GradIn<T> in, const T* gamma, const T* running_var, double eps,
+                               Geometry g, T* dx, BatchNormAccumulate acc, T* dres) {
   const int ch = blockIdx.x;
   const T a = T(double(gamma[ch]) * inv_std_of<true>(running_var, ch, eps));
-  for_my_values(g, [&](long long o) {
-    const T gy = masked_dy(dy, e.relu_out, o);
-    if (e.dresidual) e.dresidual[o] = acc.dresidual ? e.dresidual[o] + gy : gy;
+  for_my_values(g, [&](long long o, const ChannelWalk& w) {
+    const T gy = in.at(o, w, ch, g);
+    if (dres) dres[o] = acc.dresidual ? dres[o] + gy : gy;
     const T v = a * gy;
     dx[o] = acc.dx ? dx[o] + v : v;
   });
@@ -512,6 +621,7 @@ struct Plan {
 
 Plan make_plan(int n, int c, int h, int w, int block, int per_thread, int max_chunks) {
   Plan p{};
+  p.g.width = w;
   p.g.hw = (long long)h * w;
   p.g.plane = c * p.g.hw;
   p.g.m = n * p.g.hw;
@@ -535,6 +645,29 @@ Plan reduce_plan(int n, int c, int h, int w, int block) {
 // the device; gridDim.y <= 65535.
 Plan pass_plan(int n, int c, int h, int w, int block) {
   return make_plan(n, c, h, w, block, kBatchNormPassElemsPerThread, 65535);
+}
+
+// The forward's output pass: pass_plan's, or with a fused pooling the same
+// over the pooled planes, with about as many values per thread (each
+// window is pool.h * pool.w of them).
+Plan output_plan(const BatchNormShape& s, BatchNormPool pool, int block) {
+  if (!pool.on()) return pass_plan(s.n, s.c, s.h, s.w, block);
+  const int per_window = pool.h * pool.w;
+  return make_plan(s.n, s.c, s.h / pool.h, s.w / pool.w, block,
+                   std::max(1, kBatchNormPassElemsPerThread / per_window), 65535);
+}
+
+// The backward passes' view of dy (see GradIn).
+template <class T>
+GradIn<T> grad_in(const T* dy, const BatchNormEpilogueGrad<T>& e, const BatchNormShape& s) {
+  const bool pooled = e.pool.on();
+  return {dy,
+          e.relu_out,
+          pooled ? e.argmax : nullptr,
+          e.pool,
+          pooled ? s.h / e.pool.h : 0,
+          pooled ? s.w / e.pool.w : 0,
+          s.c};
 }
 
 // One thread per channel for the finalize kernels.
@@ -578,6 +711,26 @@ void check_eps(const char* op, double eps) {
                                 str(eps));
 }
 
+// A fused pooling: none ({0, 0} and no argmax), or a window that fits the
+// planes with its argmax; the pooled output (y, or dy) must not alias the
+// full-size tensor (x, or dx) that other threads still read or write.
+void check_pool(const char* op, BatchNormPool pool, const BatchNormShape& s, const void* argmax,
+                const void* pooled, const void* full, const char* pooled_name,
+                const char* full_name) {
+  if (pool.h == 0 && pool.w == 0 && !argmax) return;
+  const std::string window = std::to_string(pool.h) + "x" + std::to_string(pool.w);
+  if (pool.h < 1 || pool.w < 1 || pool.h > s.h || pool.w > s.w)
+    throw std::invalid_argument(std::string(op) + ": the fused pool window " + window +
+                                " must fit the " + std::to_string(s.h) + "x" +
+                                std::to_string(s.w) + " planes (1 <= pool.h <= h, 1 <= pool.w <= w)");
+  if (!argmax)
+    throw std::invalid_argument(std::string(op) + ": the fused pool " + window +
+                                " needs its argmax (null)");
+  if (pooled == full)
+    throw std::invalid_argument(std::string(op) + ": with a fused pool, " + pooled_name +
+                                " must not alias " + full_name);
+}
+
 // Training needs values to take statistics of: M = n*h*w >= 1, and >= 2 for
 // the unbiased variance M/(M - 1).
 void check_train_count(const char* op, int n, int h, int w, bool unbiased) {
@@ -618,14 +771,16 @@ void batchnorm_forward_train(const BatchNormTrainForward<T>& t, BatchNormShape s
     throw std::invalid_argument(std::string(op) +
                                 ": running_mean and running_var must be both null (no "
                                 "running statistics) or both set");
-  const Plan r = reduce_plan(n, c, h, w, block), p = pass_plan(n, c, h, w, block);
+  check_pool(op, t.epilogue.pool, shape, t.epilogue.argmax, t.y, t.x, "y", "x");
+  const Plan r = reduce_plan(n, c, h, w, block), p = pass_plan(n, c, h, w, block),
+             out = output_plan(shape, t.epilogue.pool, block);
   double* shift = shifts_of(d_workspace, c);
   launch_sums(StatsSums<T>{t.x}, r, d_workspace, s, shift);
   const NormalizeTrain<T> pass{t.x,         t.gamma,        t.beta,         d_workspace,
                                shift,       r.g.chunks,     eps,            t.y,
                                t.save_mean, t.save_inv_std, t.running_mean, t.running_var,
                                running,     t.epilogue};
-  LAUNCH(normalize_train_kernel<T>, p.grid, p.threads, 0, s, pass, p.g);
+  LAUNCH(normalize_train_kernel<T>, out.grid, out.threads, 0, s, pass, p.g, out.g);
 }
 
 template <class T>
@@ -642,9 +797,10 @@ void batchnorm_forward_eval(const BatchNormEvalForward<T>& t, BatchNormShape sha
   check_pointer(op, t.running_mean, "running_mean");
   check_pointer(op, t.running_var, "running_var");
   check_pointer(op, t.y, "y");
-  const Plan p = pass_plan(n, c, h, w, block);
-  LAUNCH((normalize_kernel<T, true>), p.grid, p.threads, 0, s, t.x, t.gamma, t.beta,
-         t.running_mean, t.running_var, eps, t.y, p.g, t.epilogue);
+  check_pool(op, t.epilogue.pool, shape, t.epilogue.argmax, t.y, t.x, "y", "x");
+  const Plan p = pass_plan(n, c, h, w, block), out = output_plan(shape, t.epilogue.pool, block);
+  LAUNCH((normalize_kernel<T, true>), out.grid, out.threads, 0, s, t.x, t.gamma, t.beta,
+         t.running_mean, t.running_var, eps, t.y, p.g, out.g, t.epilogue);
 }
 
 template <class T>
@@ -662,10 +818,12 @@ void batchnorm_backward_train(const BatchNormTrainBackward<T>& t, BatchNormShape
   check_pointer(op, t.save_inv_std, "save_inv_std");
   check_pointer(op, t.dx, "dx");
   check_pointer(op, d_workspace, "d_workspace");
+  check_pool(op, t.epilogue.pool, shape, t.epilogue.argmax, t.dy, t.dx, "dy", "dx");
   const Plan r = reduce_plan(n, c, h, w, block), p = pass_plan(n, c, h, w, block);
-  launch_sums(GradSums<T>{t.x, t.dy, t.save_mean, t.epilogue.relu_out}, r, d_workspace, s);
-  const DxTrain<T> pass{t.x,        t.dy, t.gamma,  t.save_mean, t.save_inv_std, d_workspace,
-                        r.g.chunks, t.dx, t.dgamma, t.dbeta,     acc,            t.epilogue};
+  const GradIn<T> in = grad_in(t.dy, t.epilogue, shape);
+  launch_sums(GradSums<T>{t.x, in, t.save_mean}, r, d_workspace, s);
+  const DxTrain<T> pass{t.x,        in,   t.gamma,  t.save_mean, t.save_inv_std, d_workspace,
+                        r.g.chunks, t.dx, t.dgamma, t.dbeta,     acc,  t.epilogue.dresidual};
   LAUNCH(dx_train_kernel<T>, p.grid, p.threads, 0, s, pass, p.g);
 }
 
@@ -683,19 +841,21 @@ void batchnorm_backward_eval(const BatchNormEvalBackward<T>& t, BatchNormShape s
   check_pointer(op, t.gamma, "gamma");
   check_pointer(op, t.running_var, "running_var");
   check_pointer(op, t.dx, "dx");
+  check_pool(op, t.epilogue.pool, shape, t.epilogue.argmax, t.dy, t.dx, "dy", "dx");
+  const GradIn<T> in = grad_in(t.dy, t.epilogue, shape);
   if (param_grads) {
     check_pointer(op, t.x, "x");
     check_pointer(op, t.running_mean, "running_mean");
     check_pointer(op, d_workspace, "d_workspace");
     const Plan r = reduce_plan(n, c, h, w, block);
-    launch_sums(GradSums<T>{t.x, t.dy, t.running_mean, t.epilogue.relu_out}, r, d_workspace, s);
+    launch_sums(GradSums<T>{t.x, in, t.running_mean}, r, d_workspace, s);
     LAUNCH(grad_finalize_eval_kernel<T>, finalize_blocks(c), kFinalizeThreads, 0, s,
            d_workspace, t.running_var, eps, r.g.chunks, c, t.dgamma, t.dbeta, acc);
   }
   const Plan p = pass_plan(n, c, h, w, block);
   if (n > 0)
-    LAUNCH(dx_eval_kernel<T>, p.grid, p.threads, 0, s, t.dy, t.gamma, t.running_var, eps, p.g,
-           t.dx, acc, t.epilogue);
+    LAUNCH(dx_eval_kernel<T>, p.grid, p.threads, 0, s, in, t.gamma, t.running_var, eps, p.g,
+           t.dx, acc, t.epilogue.dresidual);
 }
 
 // ===========================================================================

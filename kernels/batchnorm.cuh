@@ -49,6 +49,15 @@
 //   * normalisation and dx are barrier-free passes (about
 //     kBatchNormPassElemsPerThread values per thread). Training forward and
 //     backward are 2 launches each.
+//   * a fused max pooling changes only what the passes walk: the forward's
+//     normalisation walks the pooled planes instead (lane l takes window
+//     m' = s0 + l, s0 + l + 32, ...: a warp reads 32 windows side by side,
+//     rows of 32*w consecutive values), normalises each window's values and
+//     writes its max and argmax; the backward passes walk the full planes
+//     as before, each value finding its window's dy (a read of the pooled
+//     dy and argmax, a quarter the size for 2 x 2) instead of reading a
+//     full-size dy that max pooling's backward would have scattered. Same
+//     launches, same bits as batch norm then max pooling.
 //
 // Gradients: each of dx, dgamma and dbeta is assigned (false) or added to
 // (true) according to BatchNormAccumulate. The parameter gradients are added
@@ -60,7 +69,9 @@
 // to normalise, and parameter gradients that are sums over nothing (0).
 // eps >= 0 and finite; keep in [0, 1]; block (the most threads per block) a
 // multiple of 32 in [32, 1024]; device pointers not null except where said.
-// Violations throw std::invalid_argument naming the launcher, the argument
+// A fused pooling (the forward's epilogue.pool, the backward's
+// epilogue.pool: the same) has 1 <= pool.h <= h and 1 <= pool.w <= w, and
+// its argmax set. Violations throw std::invalid_argument naming the launcher, the argument
 // and its value. Inputs are expected finite: a NaN in a channel makes its
 // statistics, and so all its outputs, NaN.
 #pragma once
@@ -123,19 +134,37 @@ struct BatchNormShape {
   int n, c, h, w;
 };
 
+// Max pooling fused after the activation: disjoint h x w windows (the
+// stride is the window), floor output size (n, c, H/h, W/w), the max and
+// argmax rules of kernels/pooling.cuh (the first maximum; NaN wins).
+// {0, 0}: none. The models' residual blocks end in it.
+struct BatchNormPool {
+  int h = 0, w = 0;
+  bool on() const { return h > 0; }
+};
+
 // What the forward pass applies after the normalisation, in the same pass
 // over the data (the models' conv -> batch norm -> ReLU, and a residual
-// block's batch norm -> add -> ReLU):
-//   y = act(gamma xhat + beta + residual),  act = ReLU or the identity.
+// block's batch norm -> add -> ReLU -> max pool):
+//   y = pool(act(gamma xhat + beta + residual)),  act = ReLU or the identity.
 // The default is plain batch normalisation. Backward needs the fused
 // output y to apply ReLU's derivative (y > 0: the gradient passes; relu'(0)
 // = 0 and a NaN passes no gradient, as ops::relu) and gives the residual's
 // gradient, the masked dy. residual must not alias y.
+// With pooling, y and argmax are the pooled planes (n, c, H/h, W/w) and
+// nothing full-size is written: the pass reads each window once and writes
+// a quarter of the values (2 x 2), where batch norm then pooling would
+// write the full tensor and read it back.
 template <class T>
 struct BatchNormEpilogue {
   const T* residual = nullptr;  // (n, c, h, w) added before the activation; null: none
   bool relu = false;
+  BatchNormPool pool{};
+  int* argmax = nullptr;  // with pooling: each window's choice (an index within the input plane)
 };
+
+// (Below, y, dy and relu_out are (n, c, h, w), or the pooled planes with a
+// fused pooling.)
 
 // Training forward: reads x, gamma, beta; writes y and the batch statistics
 // it normalised with (saved for the backward); updates the running
@@ -145,7 +174,7 @@ struct BatchNormTrainForward {
   const T* x;
   const T* gamma;
   const T* beta;
-  T* y;             // may alias x
+  T* y;             // may alias x (not with pooling)
   T* save_mean;     // the batch mean
   T* save_inv_std;  // 1 / sqrt(batch variance + eps)
   T* running_mean = nullptr;
@@ -162,7 +191,7 @@ struct BatchNormEvalForward {
   const T* beta;
   const T* running_mean;
   const T* running_var;
-  T* y;  // may alias x
+  T* y;  // may alias x (not with pooling)
   BatchNormEpilogue<T> epilogue{};
 };
 
@@ -170,10 +199,16 @@ struct BatchNormEvalForward {
 // output y when it applied ReLU (dy then counts only where y > 0); null:
 // no ReLU. dresidual: where the residual's gradient (dy, masked) goes
 // (assigned or added, acc.dresidual); null: not wanted. Must not alias dy.
+// With pooling (the forward's pool and argmax), dy and relu_out are the
+// pooled planes: a value's gradient is its window's dy (masked) where the
+// window chose it, else 0, as max pooling's backward would have scattered
+// it; dresidual and dx stay full-size.
 template <class T>
 struct BatchNormEpilogueGrad {
   const T* relu_out = nullptr;
   T* dresidual = nullptr;
+  BatchNormPool pool{};
+  const int* argmax = nullptr;
 };
 
 // Training backward, from what the training forward saved. dgamma and dbeta
@@ -185,7 +220,7 @@ struct BatchNormTrainBackward {
   const T* gamma;
   const T* save_mean;
   const T* save_inv_std;
-  T* dx;  // may alias dy when acc.dx is false
+  T* dx;  // may alias dy when acc.dx is false (not with pooling)
   T* dgamma;
   T* dbeta;
   BatchNormEpilogueGrad<T> epilogue{};

@@ -6,6 +6,8 @@
 // float on consumer parts) and silently widen registers.
 #pragma once
 
+#include <cmath>
+
 #include "kernels/sim/simcuda.h"
 
 namespace timbre::kernels {
@@ -36,6 +38,30 @@ __host__ __device__ __forceinline__ T sigmoid_of(T x) {
   const T e = exp_of(-abs_of(x));
   const T r = T(1) / (T(1) + e);
   return x >= T(0) ? r : e * r;
+}
+
+// Max pooling's choice in one window: the values value(at) for at = corner
+// + r*width + q (0 <= r < kh, 0 <= q < kw, an index within the plane), in
+// row-major order (r, then q). best is the first maximum, except that a NaN
+// wins over everything and a later NaN over an earlier one (v != v is the
+// NaN test: timbre never compiles with fast-math); best_at where it is (the
+// corner for a window of -inf). Shared by max pooling (kernels/pooling.cu)
+// and batch norm's fused pooling (kernels/batchnorm.cu), so both choose
+// alike, bit for bit.
+template <class T, class Value>
+__host__ __device__ __forceinline__ void window_max(int corner, int width, int kh, int kw,
+                                                    const Value& value, T& best, int& best_at) {
+  best_at = corner;
+  best = T(-INFINITY);
+  for (int r = 0; r < kh; ++r)
+    for (int q = 0; q < kw; ++q) {
+      const int at = corner + r * width + q;
+      const T v = value(at);
+      if (v > best || v != v) {
+        best = v;
+        best_at = at;
+      }
+    }
 }
 
 }  // namespace timbre::kernels

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/common.cuh"
+#include "kernels/device_math.cuh"
 #include "kernels/launcher.h"
 
 namespace timbre::kernels {
@@ -141,24 +142,15 @@ struct PoolGeometry {
 __device__ __forceinline__ unsigned first_index() { return blockIdx.x * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ unsigned grid_stride() { return blockDim.x * gridDim.x; }
 
-// The window's maximum and where it is, for output (i, j) of a plane. A NaN
-// wins over everything, a later NaN over an earlier one (v != v is the NaN
-// test: timbre never compiles with fast-math).
+// The window's maximum and where it is, for output (i, j) of a plane
+// (window_max, kernels/device_math.cuh: the first maximum; NaN wins).
 template <class T>
 __device__ __forceinline__ void max_window(const T* xp, const PoolGeometry& g, int i, int j,
                                            T* y, int* argmax) {
-  const int corner = i * g.p.sh * g.w + j * g.p.sw;
-  int best_at = corner;
-  T best = T(-INFINITY);
-  for (int r = 0; r < g.p.kh; ++r)
-    for (int q = 0; q < g.p.kw; ++q) {
-      const int at = corner + r * g.w + q;
-      const T v = xp[at];
-      if (v > best || v != v) {
-        best = v;
-        best_at = at;
-      }
-    }
+  T best;
+  int best_at;
+  window_max(i * g.p.sh * g.w + j * g.p.sw, g.w, g.p.kh, g.p.kw,
+             [xp](int at) { return xp[at]; }, best, best_at);
   *y = best;
   *argmax = best_at;
 }

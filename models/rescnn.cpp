@@ -58,12 +58,12 @@ ResidualBlock::ResidualBlock(int in_channels, int out_channels, Pool pool,
 }
 
 Variable ResidualBlock::forward(const Variable& x) {
-  // relu(bn1(conv1(x))), then relu(bn2(conv2(y)) + s): each batch norm with
-  // its ReLU (and the residual add) in one pass (nn::BatchNorm::forward_relu).
+  // relu(bn1(conv1(x))), then max_pool(relu(bn2(conv2(y)) + s)): each batch
+  // norm with its ReLU (and the residual add, and the pooling) in one pass
+  // (nn::BatchNorm::forward_relu).
   const Variable y = bn1_->forward_relu(conv1_->forward(x));
   const Variable s = shortcut_ ? shortcut_->forward(x) : x;
-  return ops::max_pool2d(bn2_->forward_relu(conv2_->forward(y), s),
-                         {pool_[0], pool_[1], pool_[0], pool_[1]});
+  return bn2_->forward_relu(conv2_->forward(y), s, {pool_[0], pool_[1]});
 }
 
 void ResidualBlock::describe(const std::string& p, int h, int w, std::vector<LayerInfo>* out) const {

@@ -163,9 +163,10 @@ TEST(Ops, BatchNormGradients) {
                ShapeError);  // 3 running statistics for 4 channels
 }
 
-// The fused epilogue, relu(batch_norm(x) + residual) as one op: its
-// gradients against finite differences (for x, gamma, beta and the
-// residual), and its values and gradients against the three ops it
+// The fused epilogue, max_pool(relu(batch_norm(x) + residual)) as one op
+// (with and without each part; the 2x3 pool leaves a row and a column out
+// of every window): its gradients against finite differences (for x, gamma,
+// beta and the residual), and its values and gradients against the ops it
 // replaces, to the bit (the same roundings in the same order).
 TEST(Ops, BatchNormReluResidualGradients) {
   const Shape shape{3, 4, 5, 7};
@@ -177,12 +178,16 @@ TEST(Ops, BatchNormReluResidualGradients) {
       return std::make_pair(Tensor::full(Shape{4}, 0.25, DType::f64),
                             Tensor::full(Shape{4}, 1.5, DType::f64));
     };
+    for (const timbre::kernels::BatchNormPool pool :
+         {timbre::kernels::BatchNormPool{}, timbre::kernels::BatchNormPool{2, 3}})
     for (const bool relu : {true, false})
       for (const bool residual : {true, false}) {
-        if (!relu && !residual) continue;
-        SCOPED_TRACE(std::string(relu ? "relu" : "") + (residual ? " residual" : ""));
+        if (!relu && !residual && !pool.on()) continue;
+        SCOPED_TRACE(std::string(relu ? "relu" : "") + (residual ? " residual" : "") +
+                     (pool.on() ? " pool" : ""));
         ops::BatchNormOptions o;
         o.relu = relu;
+        o.pool = pool;
         auto [rm, rv] = stats();
         auto fused = [&](auto& in) {
           return ops::batch_norm(in[0], in[1], in[2], rm, rv, training, o,
@@ -204,9 +209,11 @@ TEST(Ops, BatchNormReluResidualGradients) {
         Variable yb = ops::batch_norm(b[0], b[1], b[2], rm2, rv2, training, plain);
         if (residual) yb = ops::add(yb, b[3]);
         if (relu) yb = ops::relu(yb);
+        if (pool.on()) yb = ops::max_pool2d(yb, {pool.h, pool.w, pool.h, pool.w});
+        EXPECT_EQ(ya.value().shape(), yb.value().shape());
         EXPECT_TRUE(timbre::testing::same_bits(ya.value().to_host<double>(),
                                                yb.value().to_host<double>()));
-        std::vector<double> w(size_t(shape.numel()));
+        std::vector<double> w(size_t(ya.value().numel()));
         for (size_t i = 0; i < w.size(); ++i) w[i] = 0.5 + double((i * 7) % 11) / 10;
         timbre::testing::weighted_sum(ya, w).backward();
         timbre::testing::weighted_sum(yb, w).backward();
@@ -221,6 +228,10 @@ TEST(Ops, BatchNormReluResidualGradients) {
   EXPECT_THROW(ops::batch_norm(Variable(x), Variable(gamma), Variable(beta), rm, rv, true, {},
                                Variable(random_f64(Shape{3, 4, 5, 6}, 115))),
                ShapeError);  // a residual of another shape
+  ops::BatchNormOptions too_big;
+  too_big.pool = {6, 2};
+  EXPECT_THROW(ops::batch_norm(Variable(x), Variable(gamma), Variable(beta), rm, rv, true, too_big),
+               ShapeError);  // a 6x2 pool on 5x7 planes
 }
 
 TEST(Ops, PoolingGradients) {

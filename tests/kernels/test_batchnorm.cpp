@@ -25,6 +25,7 @@
 
 #include "kernels/batchnorm.cuh"
 #include "kernels/device_buffer.h"
+#include "kernels/pooling.cuh"
 #include "tests/kernels/op_cases.h"
 #include "tests/testing.h"
 
@@ -896,6 +897,147 @@ TYPED_TEST(BatchNorm, FusedEpilogueIsTheComposition) {
       }
     }
   });
+}
+
+// The fused pooling (BatchNormEpilogue::pool): y = max_pool(relu(bn(x) +
+// residual)) and its argmax are, to the bit, the fused epilogue's full
+// output pooled by max_pool2d_forward; the backward from the pooled dy is,
+// to the bit, the fused backward from the dy that max_pool2d_backward
+// scatters (masked by the full output's ReLU), residual gradient included;
+// in training and in evaluation, at an odd shape whose last rows and
+// columns fall outside every window, two windows, two block sizes and every
+// thread order. The CPU reference's pooling path agrees within the usual
+// tolerances.
+TYPED_TEST(BatchNorm, FusedPoolIsBatchNormThenMaxPool) {
+  using T = TypeParam;
+  const Shape s{3, 5, 7, 9};
+  const size_t n = s.size(), c = size_t(s.c);
+  const auto x = make_input<T>(s, 141);
+  const auto r = uniform<T>(n, 142);
+  const auto p = make_params<T>(s.c, 144);
+  const Convention& cv = kConventions[0];
+  for (const k::BatchNormPool pool : {k::BatchNormPool{2, 2}, k::BatchNormPool{3, 4}}) {
+    SCOPED_TRACE(std::to_string(pool.h) + "x" + std::to_string(pool.w));
+    const k::PoolWindow window{pool.h, pool.w, pool.h, pool.w};
+    const size_t pn = size_t(s.n) * c * size_t(s.h / pool.h) * size_t(s.w / pool.w);
+    const auto dy = uniform<T>(pn, 143);
+    timbre::testing::for_each_thread_order([&] {
+      for (int block : {64, 256}) {
+        SCOPED_TRACE(block);
+        for (bool training : {true, false}) {
+          SCOPED_TRACE(training ? "training" : "evaluation");
+          DeviceBuffer<T> d_x(x), d_r(r), d_g(p.gamma), d_b(p.beta), d_rm(p.running_mean),
+              d_rv(p.running_var), d_y(pn), d_full(n), d_y2(pn), d_m(c), d_i(c);
+          DeviceBuffer<int> d_arg(pn), d_arg2(pn);
+          DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
+          const k::BatchNormEpilogue<T> fused{d_r.get(), true, pool, d_arg.get()},
+              plain{d_r.get(), true};
+          for (const auto& [e, y] : {std::pair{fused, d_y.get()}, std::pair{plain, d_full.get()}}) {
+            if (training)
+              k::batchnorm_forward_train<T>({d_x.get(), d_g.get(), d_b.get(), y, d_m.get(),
+                                             d_i.get(), nullptr, nullptr, e},
+                                            s, cv.eps, cv.running, d_ws.get(), nullptr, block);
+            else
+              k::batchnorm_forward_eval<T>({d_x.get(), d_g.get(), d_b.get(), d_rm.get(),
+                                            d_rv.get(), y, e},
+                                           s, cv.eps, nullptr, block);
+          }
+          k::max_pool2d_forward<T>(d_full.get(), d_y2.get(), d_arg2.get(), s.n, s.c, s.h, s.w,
+                                   window, nullptr, block);
+          const std::vector<T> y = d_y.to_host();
+          const std::vector<int> arg = d_arg.to_host();
+          EXPECT_TRUE(timbre::testing::same_bits(y, d_y2.to_host())) << "y";
+          EXPECT_EQ(arg, d_arg2.to_host()) << "argmax";
+          // Backward: fused from the pooled dy; plain from max pooling's
+          // scatter of it, with the full output as the ReLU mask.
+          DeviceBuffer<T> d_dy(dy), d_dyfull(n), d_dx(n), d_dx2(n), d_dg(c), d_dg2(c), d_db(c),
+              d_db2(c), d_dres(n), d_dres2(n);
+          k::max_pool2d_backward<T>({d_dy.get(), d_arg2.get(), d_dyfull.get()}, s.n, s.c, s.h,
+                                    s.w, window, false, nullptr, block);
+          const k::BatchNormEpilogueGrad<T> gfused{d_y.get(), d_dres.get(), pool, d_arg.get()},
+              gplain{d_full.get(), d_dres2.get()};
+          if (training) {
+            k::batchnorm_backward_train<T>({d_x.get(), d_dy.get(), d_g.get(), d_m.get(), d_i.get(),
+                                            d_dx.get(), d_dg.get(), d_db.get(), gfused},
+                                           s, {}, d_ws.get(), nullptr, block);
+            k::batchnorm_backward_train<T>({d_x.get(), d_dyfull.get(), d_g.get(), d_m.get(),
+                                            d_i.get(), d_dx2.get(), d_dg2.get(), d_db2.get(),
+                                            gplain},
+                                           s, {}, d_ws.get(), nullptr, block);
+          } else {
+            k::batchnorm_backward_eval<T>({d_x.get(), d_dy.get(), d_g.get(), d_rm.get(),
+                                           d_rv.get(), d_dx.get(), d_dg.get(), d_db.get(), gfused},
+                                          s, cv.eps, {}, d_ws.get(), nullptr, block);
+            k::batchnorm_backward_eval<T>({d_x.get(), d_dyfull.get(), d_g.get(), d_rm.get(),
+                                           d_rv.get(), d_dx2.get(), d_dg2.get(), d_db2.get(),
+                                           gplain},
+                                          s, cv.eps, {}, d_ws.get(), nullptr, block);
+          }
+          const std::vector<T> dx = d_dx.to_host(), masked = d_dres2.to_host();
+          EXPECT_TRUE(timbre::testing::same_bits(dx, d_dx2.to_host())) << "dx";
+          EXPECT_TRUE(timbre::testing::same_bits(d_dg.to_host(), d_dg2.to_host())) << "dgamma";
+          EXPECT_TRUE(timbre::testing::same_bits(d_db.to_host(), d_db2.to_host())) << "dbeta";
+          EXPECT_TRUE(timbre::testing::same_bits(d_dres.to_host(), masked)) << "dresidual";
+          if (!training) continue;
+          // The reference's pooling path: the forward within y's tolerance
+          // (as in FusedEpilogueIsTheComposition; pooling picks, it does
+          // not round), the backward from the device's y and argmax within
+          // dx's tolerance for the masked full-size dy.
+          std::vector<T> want(pn), m(c), is(c), dx_ref(n), dres_ref(n);
+          std::vector<int> arg_ref(pn);
+          k::batchnorm_forward_train_cpu<T>({x.data(), p.gamma.data(), p.beta.data(), want.data(),
+                                             m.data(), is.data(), nullptr, nullptr,
+                                             {r.data(), true, pool, arg_ref.data()}},
+                                            s, cv.eps, cv.running);
+          const Tolerance tol = y_tol(p, batch_info(s, x, cv.eps), acc_err(s.m()), max_abs(x));
+          EXPECT_TRUE(all_close(widen(y), widen(want),
+                                Tolerance{tol.atol + 2 * max_abs(r) * unit_roundoff<T>, tol.rtol}));
+          const std::vector<T> dm = d_m.to_host(), di = d_i.to_host();
+          k::batchnorm_backward_train_cpu<T>({x.data(), dy.data(), p.gamma.data(), dm.data(),
+                                              di.data(), dx_ref.data(), nullptr, nullptr,
+                                              {y.data(), dres_ref.data(), pool, arg.data()}},
+                                             s, BatchNormAccumulate{});
+          EXPECT_TRUE(timbre::testing::same_bits(dres_ref, masked)) << "reference dresidual";
+          EXPECT_TRUE(all_close(dx, dx_ref,
+                                backward_tols(s, x, masked, p.gamma,
+                                              std::vector<double>(dm.begin(), dm.end()),
+                                              std::vector<double>(di.begin(), di.end()), true)
+                                    .dx));
+        }
+      }
+    });
+  }
+}
+
+// A fused pooling's arguments: a window that does not fit, a missing
+// argmax, a pooled y written over x.
+TEST(BatchNormPool, BadArgumentsThrowNamingThem) {
+  const Shape s{2, 3, 4, 5};
+  DeviceBuffer<float> x(s.size()), g(3), b(3), y(s.size()), m(3), is(3);
+  DeviceBuffer<int> arg(s.size());
+  DeviceBuffer<double> ws(size_t(k::batchnorm_workspace_size(3)));
+  const auto run = [&](k::BatchNormPool pool, int* a, float* out) {
+    k::batchnorm_forward_train<float>({x.get(), g.get(), b.get(), out, m.get(), is.get(), nullptr,
+                                       nullptr, {nullptr, true, pool, a}},
+                                      s, 1e-3, k::keras_running(), ws.get(), nullptr);
+  };
+  const auto message = [&](k::BatchNormPool pool, int* a, float* out) -> std::string {
+    try {
+      run(pool, a, out);
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+    return "no exception";
+  };
+  const std::pair<std::string, std::string> cases[] = {
+      {message({5, 2}, arg.get(), y.get()),
+       "batchnorm_forward_train: the fused pool window 5x2 must fit the 4x5 planes"},
+      {message({2, 0}, arg.get(), y.get()), "the fused pool window 2x0 must fit"},
+      {message({2, 2}, nullptr, y.get()), "the fused pool 2x2 needs its argmax"},
+      {message({0, 0}, arg.get(), y.get()), "the fused pool window 0x0 must fit"},
+      {message({2, 2}, arg.get(), x.get()), "with a fused pool, y must not alias x"}};
+  for (const auto& [got, want] : cases) EXPECT_NE(got.find(want), std::string::npos) << got;
+  run({2, 2}, arg.get(), y.get());  // and a good one runs
 }
 
 // Null parameter gradients: dx alone (a frozen layer), the same values. dx
