@@ -807,11 +807,12 @@ void filter_and_bias(const Conv2dShape& shape, const T* d_x, const T* d_dy, T* d
   }
   if (d_db && shape.pointwise()) {
     // Block (k, slot) sums about PQ * N / images values: a thread for every
-    // 8 or more of them (a multiple of 32, at most `block`), so that a small
-    // plane (16 x 16 in the models) does not leave most lanes idle through
-    // the block's reduction.
+    // 32 of them (as batch norm's passes; a multiple of 32, at most
+    // `block`), so that the loads, not the block's reduction, fill each
+    // thread's time, and a small plane (16 x 16 in the models) is one warp
+    // rather than 256 mostly idle lanes.
     const long long per_block = (long long)PQ * ceil_div(d.N, images);
-    const long long want = ceil_div(ceil_div(per_block, 8), 32) * 32;
+    const long long want = ceil_div(ceil_div(per_block, 32), 32) * 32;
     const unsigned threads = unsigned(std::clamp<long long>(want, 32, block));
     LAUNCH(bias_grad_kernel<T>, dim3(unsigned(d.K), unsigned(images)), threads, 0, stream, d,
            images, d_dy, partial + CRS, slot, (long long)row, false);
