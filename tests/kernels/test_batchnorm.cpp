@@ -796,8 +796,178 @@ void batchnorm_rows(OpTable& table) {
   }
 }
 
+// The op-case rows of the fused pooling (BatchNormEpilogue::pool, with the
+// residual and ReLU): training and evaluation forward (the pooled y and its
+// argmax), training and evaluation backward from the pooled dy (dx, dgamma,
+// dbeta, the residual's gradient), against the references' pooling path, at
+// an odd shape whose last row and columns fall outside every 2 x 2 window.
+template <class T>
+void batchnorm_pool_rows(OpTable& table) {
+  using timbre::testing::OpCase;
+  const Shape s{3, 5, 7, 9};
+  const k::BatchNormPool pool{2, 2};
+  const size_t n = s.size(), c = size_t(s.c);
+  const size_t pn = size_t(s.n) * c * size_t(s.h / pool.h) * size_t(s.w / pool.w);
+  const Convention cv = kConventions[0];
+  const std::string shape = s.str() + " pool 2x2";
+  struct In {
+    std::vector<T> x, r, dy;
+    Params<T> p;
+    std::vector<T> y, mean, inv_std;  // the training forward's reference outputs
+    std::vector<int> argmax;
+    std::vector<T> masked;  // the full-size dy the normalisation sees (for tolerances)
+  };
+  const auto in = once([=] {
+    In i{make_input<T>(s, 151), uniform<T>(n, 152), uniform<T>(pn, 153), make_params<T>(s.c, 154),
+         std::vector<T>(pn), std::vector<T>(c), std::vector<T>(c), std::vector<int>(pn),
+         std::vector<T>(n)};
+    k::batchnorm_forward_train_cpu<T>({i.x.data(), i.p.gamma.data(), i.p.beta.data(), i.y.data(),
+                                       i.mean.data(), i.inv_std.data(), nullptr, nullptr,
+                                       {i.r.data(), true, pool, i.argmax.data()}},
+                                      s, cv.eps, cv.running);
+    std::vector<T> dy_masked(pn);
+    for (size_t o = 0; o < pn; ++o) dy_masked[o] = i.y[o] > T(0) ? i.dy[o] : T(0);
+    k::max_pool2d_backward_cpu<T>({dy_masked.data(), i.argmax.data(), i.masked.data()}, s.n, s.c,
+                                  s.h, s.w, {2, 2, 2, 2}, false);
+    return i;
+  });
+  // y within the forward's tolerance plus the residual's add (as
+  // FusedEpilogueIsTheComposition); the argmax exactly (the choice of a
+  // maximum: no rounding, and no near-ties among these random inputs).
+  const auto forward_close = [=](const std::vector<double>& got, const std::vector<double>& want,
+                                 const ChannelInfo& ci) -> ::testing::AssertionResult {
+    const In& i = in();
+    const auto g = split(got, {pn, pn}), w = split(want, {pn, pn});
+    const Tolerance t = y_tol(i.p, ci, acc_err(s.m()), max_abs(i.x));
+    if (auto r = all_close(g[0], w[0],
+                           Tolerance{t.atol + 2 * max_abs(i.r) * unit_roundoff<T>, t.rtol});
+        !r)
+      return r << " (y)";
+    if (auto r = all_close(g[1], w[1], Tolerance{0, 0, true}); !r) return r << " (argmax)";
+    return ::testing::AssertionSuccess();
+  };
+  for (bool training : {true, false}) {
+    const auto forward = [=](bool device, int block) {
+      const In& i = in();
+      std::vector<T> y(pn), m(c), is(c);
+      std::vector<int> arg(pn);
+      if (device) {
+        DeviceBuffer<T> d_x(i.x), d_r(i.r), d_g(i.p.gamma), d_b(i.p.beta),
+            d_rm(i.p.running_mean), d_rv(i.p.running_var), d_y(pn), d_m(c), d_i(c);
+        DeviceBuffer<int> d_arg(pn);
+        DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
+        const k::BatchNormEpilogue<T> e{d_r.get(), true, pool, d_arg.get()};
+        if (training)
+          k::batchnorm_forward_train<T>({d_x.get(), d_g.get(), d_b.get(), d_y.get(), d_m.get(),
+                                         d_i.get(), nullptr, nullptr, e},
+                                        s, cv.eps, cv.running, d_ws.get(), nullptr, block);
+        else
+          k::batchnorm_forward_eval<T>({d_x.get(), d_g.get(), d_b.get(), d_rm.get(), d_rv.get(),
+                                        d_y.get(), e},
+                                       s, cv.eps, nullptr, block);
+        y = d_y.to_host();
+        arg = d_arg.to_host();
+      } else {
+        const k::BatchNormEpilogue<T> e{i.r.data(), true, pool, arg.data()};
+        if (training)
+          k::batchnorm_forward_train_cpu<T>({i.x.data(), i.p.gamma.data(), i.p.beta.data(),
+                                             y.data(), m.data(), is.data(), nullptr, nullptr, e},
+                                            s, cv.eps, cv.running);
+        else
+          k::batchnorm_forward_eval_cpu<T>({i.x.data(), i.p.gamma.data(), i.p.beta.data(),
+                                            i.p.running_mean.data(), i.p.running_var.data(),
+                                            y.data(), e},
+                                           s, cv.eps);
+      }
+      std::vector<double> out(y.begin(), y.end());
+      out.insert(out.end(), arg.begin(), arg.end());
+      return out;
+    };
+    OpCase fwd{std::string("batchnorm/") +
+                   (training ? "batchnorm_forward_train" : "batchnorm_forward_eval") +
+                   "/add_relu_max_pool",
+               dtype_name<T>(), shape, kBlockList, {},
+               "y: the forward's roundings plus the residual's add (pooling picks, it does not "
+               "round); argmax: exact",
+               [=](int block) { return forward(true, block); }, [=] { return forward(false, 0); }};
+    fwd.compare = [=](const std::vector<double>& got, const std::vector<double>& want, int) {
+      const In& i = in();
+      return forward_close(got, want,
+                           training ? batch_info(s, i.x, cv.eps) : running_info(s, i.x, i.p, cv.eps));
+    };
+    table.add(std::move(fwd));
+
+    // Backward from the pooled dy, with the reference forward's y and
+    // argmax (training: its saved statistics), every gradient assigned.
+    const auto backward = [=](bool device, int block) {
+      const In& i = in();
+      std::vector<T> dx(n), dg(c), db(c), dres(n);
+      if (device) {
+        DeviceBuffer<T> d_x(i.x), d_dy(i.dy), d_g(i.p.gamma), d_m(i.mean), d_i(i.inv_std),
+            d_rm(i.p.running_mean), d_rv(i.p.running_var), d_y(i.y), d_dx(n), d_dg(c), d_db(c),
+            d_dres(n);
+        DeviceBuffer<int> d_arg(i.argmax);
+        DeviceBuffer<double> d_ws(size_t(k::batchnorm_workspace_size(s.c)));
+        const k::BatchNormEpilogueGrad<T> e{d_y.get(), d_dres.get(), pool, d_arg.get()};
+        if (training)
+          k::batchnorm_backward_train<T>({d_x.get(), d_dy.get(), d_g.get(), d_m.get(), d_i.get(),
+                                          d_dx.get(), d_dg.get(), d_db.get(), e},
+                                         s, {}, d_ws.get(), nullptr, block);
+        else
+          k::batchnorm_backward_eval<T>({d_x.get(), d_dy.get(), d_g.get(), d_rm.get(), d_rv.get(),
+                                         d_dx.get(), d_dg.get(), d_db.get(), e},
+                                        s, cv.eps, {}, d_ws.get(), nullptr, block);
+        dx = d_dx.to_host();
+        dg = d_dg.to_host();
+        db = d_db.to_host();
+        dres = d_dres.to_host();
+      } else {
+        const k::BatchNormEpilogueGrad<T> e{i.y.data(), dres.data(), pool, i.argmax.data()};
+        if (training)
+          k::batchnorm_backward_train_cpu<T>({i.x.data(), i.dy.data(), i.p.gamma.data(),
+                                              i.mean.data(), i.inv_std.data(), dx.data(),
+                                              dg.data(), db.data(), e},
+                                             s, BatchNormAccumulate{});
+        else
+          k::batchnorm_backward_eval_cpu<T>({i.x.data(), i.dy.data(), i.p.gamma.data(),
+                                             i.p.running_mean.data(), i.p.running_var.data(),
+                                             dx.data(), dg.data(), db.data(), e},
+                                            s, cv.eps, BatchNormAccumulate{});
+      }
+      return concat<T>({&dx, &dg, &db, &dres});
+    };
+    OpCase bwd{std::string("batchnorm/") +
+                   (training ? "batchnorm_backward_train" : "batchnorm_backward_eval") +
+                   "/add_relu_max_pool",
+               dtype_name<T>(), shape, kBlockList, {},
+               "dx and the parameter gradients: the unpooled backward's tolerances for the "
+               "full-size dy max pooling would scatter; the residual's gradient: exact (a copy "
+               "or 0)",
+               [=](int block) { return backward(true, block); }, [=] { return backward(false, 0); }};
+    bwd.compare = [=](const std::vector<double>& got, const std::vector<double>& want, int) {
+      const In& i = in();
+      const ChannelInfo ci = training ? batch_info(s, i.x, cv.eps) : running_info(s, i.x, i.p, cv.eps);
+      BackwardTols<T> t = backward_tols(
+          s, i.x, i.masked, i.p.gamma,
+          training ? std::vector<double>(i.mean.begin(), i.mean.end()) : ci.mean,
+          training ? std::vector<double>(i.inv_std.begin(), i.inv_std.end()) : ci.inv_std,
+          training);
+      if (!training) t.dx = Tolerance{0, 4 * unit_roundoff<T>};  // as the unpooled eval rows
+      const auto g = split(got, {n, c, c, n}), w = split(want, {n, c, c, n});
+      if (auto r = all_close(g[0], w[0], t.dx); !r) return r << " (dx)";
+      if (auto r = all_close(g[1], w[1], t.dgamma); !r) return r << " (dgamma)";
+      if (auto r = all_close(g[2], w[2], t.dbeta); !r) return r << " (dbeta)";
+      if (auto r = all_close(g[3], w[3], Tolerance{0, 0, true}); !r) return r << " (dresidual)";
+      return ::testing::AssertionSuccess();
+    };
+    table.add(std::move(bwd));
+  }
+}
+
 OP_CASES(batchnorm) {
   batchnorm_rows<float>(table);
+  batchnorm_pool_rows<float>(table);
+  batchnorm_pool_rows<double>(table);
   batchnorm_rows<double>(table);
 }
 
