@@ -217,6 +217,7 @@ namespace {
 
 struct Geometry {
   long long width;  // W
+  FastDiv by_width; // divides by W (a fused pooling's index math)
   long long hw;     // H*W
   long long plane;  // C*H*W: from (b, ch) to (b + 1, ch)
   long long m;      // N*H*W: values per channel
@@ -334,21 +335,22 @@ __device__ __forceinline__ T masked_dy(const T* dy, const T* relu_out, long long
 // ReLU's output. With a fused pooling (argmax set), dy and relu_out are the
 // pooled planes: o's window's (masked) dy if the window chose o, else 0 (a
 // value outside every window too), which is what max pooling's backward
-// would have written at o. Three integer divisions find the window: the
-// passes are bound by memory, not by them.
+// would have written at o. Three divisions find the window, each a
+// multiply-high (FastDiv: the divisors are fixed at launch).
 template <class T>
 struct GradIn {
   const T* dy;
   const T* relu_out;  // null: no ReLU
   const int* argmax;  // null: no pooling
-  BatchNormPool pool;
-  long long pooled_h, pooled_w;
+  FastDiv by_pool_h, by_pool_w;
+  unsigned pooled_h, pooled_w;
   int channels;
   __device__ __forceinline__ T at(long long o, const ChannelWalk& w, int ch,
                                   const Geometry& g) const {
     if (!argmax) return masked_dy(dy, relu_out, o);
-    const long long row = w.i / g.width, col = w.i - row * g.width;
-    const long long wr = row / pool.h, wc = col / pool.w;
+    const unsigned i = unsigned(w.i);  // < H*W < 2^31
+    const unsigned row = g.by_width.div(i), col = i - row * unsigned(g.width);
+    const unsigned wr = by_pool_h.div(row), wc = by_pool_w.div(col);
     if (wr >= pooled_h || wc >= pooled_w) return T(0);
     const long long po = ((w.b * channels + ch) * pooled_h + wr) * pooled_w + wc;
     return argmax[po] == w.i ? masked_dy(dy, relu_out, po) : T(0);
@@ -450,7 +452,8 @@ __device__ __forceinline__ void write_outputs(const Geometry& g, const Geometry&
     return;
   }
   for_my_values(pg, [&](long long po, const ChannelWalk& w) {
-    const long long row = w.i / pg.width, col = w.i - row * pg.width;
+    const unsigned i = unsigned(w.i);
+    const long long row = pg.by_width.div(i), col = i - row * pg.width;
     const long long plane = w.b * g.plane + (long long)ch * g.hw;
     T best;
     int best_at;
@@ -622,6 +625,7 @@ struct Plan {
 Plan make_plan(int n, int c, int h, int w, int block, int per_thread, int max_chunks) {
   Plan p{};
   p.g.width = w;
+  p.g.by_width = FastDiv(unsigned(w));
   p.g.hw = (long long)h * w;
   p.g.plane = c * p.g.hw;
   p.g.m = n * p.g.hw;
@@ -664,9 +668,10 @@ GradIn<T> grad_in(const T* dy, const BatchNormEpilogueGrad<T>& e, const BatchNor
   return {dy,
           e.relu_out,
           pooled ? e.argmax : nullptr,
-          e.pool,
-          pooled ? s.h / e.pool.h : 0,
-          pooled ? s.w / e.pool.w : 0,
+          FastDiv(unsigned(pooled ? e.pool.h : 1)),
+          FastDiv(unsigned(pooled ? e.pool.w : 1)),
+          unsigned(pooled ? s.h / e.pool.h : 0),
+          unsigned(pooled ? s.w / e.pool.w : 0),
           s.c};
 }
 

@@ -40,6 +40,34 @@ __host__ __device__ __forceinline__ T sigmoid_of(T x) {
   return x >= T(0) ? r : e * r;
 }
 
+// n / d for a divisor d fixed before the launch, without a divide: a GPU
+// has no integer divide instruction (a 32-bit n / d compiles to a sequence
+// of about 20 instructions, 64-bit to a call of about 70), and index math
+// that divides per element can cost more than the element's memory
+// traffic. With s = ceil(log2 d) and m = floor(2^32 (2^s - d) / d) + 1,
+//   n / d = (umulhi(n, m) + n) >> s      for 0 <= n < 2^31
+// (Granlund and Montgomery, "Division by invariant integers using
+// multiplication", PLDI 1994): one multiply-high, an add and a shift.
+// umulhi(a, b) = the high 32 bits of the 64-bit product: the __umulhi
+// instruction on the device, the 64-bit product on the host (and so under
+// simcuda), the same value.
+struct FastDiv {
+  unsigned d = 1, m = 1, s = 0;
+  FastDiv() = default;
+  __host__ __device__ explicit FastDiv(unsigned divisor) : d(divisor) {
+    while ((1ull << s) < d) ++s;
+    m = unsigned((1ull << 32) * ((1ull << s) - d) / d + 1);
+  }
+  __host__ __device__ __forceinline__ unsigned div(unsigned n) const {
+#if defined(__CUDA_ARCH__)
+    const unsigned hi = __umulhi(n, m);
+#else
+    const unsigned hi = unsigned((unsigned long long)n * m >> 32);
+#endif
+    return (hi + n) >> s;
+  }
+};
+
 // Max pooling's choice in one window: the values value(at) for at = corner
 // + r*width + q (0 <= r < kh, 0 <= q < kw, an index within the plane), in
 // row-major order (r, then q). best is the first maximum, except that a NaN
