@@ -85,7 +85,10 @@ Tensor Tensor::empty(const Shape& s, DType d) {
 Tensor Tensor::zeros(const Shape& s, DType d) {
   Tensor t = empty(s, d);
   // Stream-ordered (the host does not wait; a captured step may hold it).
-  if (t.bytes()) CUDA_CHECK(cudaMemsetAsync(t.raw(), 0, t.bytes(), stream()));
+  if (t.bytes()) {
+    CUDA_CHECK(cudaMemsetAsync(t.raw(), 0, t.bytes(), stream()));
+    kernels::profile::record_copy(kernels::profile::Copy::memset, t.bytes(), false);
+  }
   return t;
 }
 

@@ -63,6 +63,7 @@ void add_copies(Totals& t, Copy kind, long long copies, long long bytes) {
     case Copy::h2d: t.h2d_copies += copies, t.h2d_bytes += bytes; break;
     case Copy::d2h: t.d2h_copies += copies, t.d2h_bytes += bytes; break;
     case Copy::d2d: t.d2d_copies += copies, t.d2d_bytes += bytes; break;
+    case Copy::memset: t.memsets += copies, t.memset_bytes += bytes; break;
   }
 }
 
@@ -152,7 +153,7 @@ void record_graph_launch(const GraphCounts& inside) {
   t.graph_launches++;
   t.graph_kernels += inside.kernels;
   t.graph_library_calls += inside.library_calls;
-  for (Copy kind : {Copy::h2d, Copy::d2h, Copy::d2d})
+  for (Copy kind : {Copy::h2d, Copy::d2h, Copy::d2d, Copy::memset})
     add_copies(t, kind, inside.copies[int(kind)], inside.bytes[int(kind)]);
 }
 

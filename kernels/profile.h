@@ -7,7 +7,9 @@
 //   * kernel launches (every simcuda::launch, in both flavours, through
 //     simcuda::launch_hook) and library calls (the cuBLAS GEMMs of
 //     kernels/blas.h), each timed between two CUDA events on its stream;
-//   * copies by direction and bytes, and host synchronisations: any call
+//   * copies by direction and bytes, memsets (device-side fills, counted
+//     with the copies: a graph holds them as memset nodes, not kernels),
+//     and host synchronisations: any call
 //     that waits for the device (a blocking cudaMemcpy, a stream, event or
 //     device synchronize). Code that copies or waits says so through
 //     record_copy and record_sync (engine/tensor.cpp, the trainer);
@@ -28,7 +30,7 @@
 
 namespace timbre::kernels::profile {
 
-enum class Copy { h2d, d2h, d2d };
+enum class Copy { h2d, d2h, d2d, memset };
 
 // A copy of `bytes` in direction `kind`; host_waits: the call returns only
 // when the device has finished it (cudaMemcpy, as opposed to
@@ -42,7 +44,7 @@ void record_sync();
 // library calls and copies issued while it was captured.
 struct GraphCounts {
   long long kernels = 0, library_calls = 0;
-  long long copies[3] = {0, 0, 0}, bytes[3] = {0, 0, 0};  // by Copy
+  long long copies[4] = {0, 0, 0, 0}, bytes[4] = {0, 0, 0, 0};  // by Copy
 };
 // Counts the launches, library calls and copies issued while it lives (a
 // stream capture: they are recorded into the graph, not run; record_copy
@@ -116,8 +118,8 @@ struct Totals {
   long long graph_launches = 0;
   long long graph_kernels = 0, graph_library_calls = 0;  // run by those launches
   long long host_syncs = 0;
-  long long h2d_copies = 0, d2h_copies = 0, d2d_copies = 0;
-  long long h2d_bytes = 0, d2h_bytes = 0, d2d_bytes = 0;
+  long long h2d_copies = 0, d2h_copies = 0, d2d_copies = 0, memsets = 0;
+  long long h2d_bytes = 0, d2h_bytes = 0, d2d_bytes = 0, memset_bytes = 0;
   std::vector<KernelRow> rows;  // by device time, longest first
   double device_ms = 0;         // sum over rows
   std::vector<TraceOp> trace;   // with trace = true: the groups in order

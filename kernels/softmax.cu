@@ -6,6 +6,7 @@
 
 #include "kernels/common.cuh"
 #include "kernels/launcher.h"
+#include "kernels/profile.h"
 
 namespace timbre::kernels {
 
@@ -454,6 +455,7 @@ void cross_entropy_forward(const CrossEntropyForwardTensors<T>& t, int rows, int
   check_pointer(op, d_row_loss, "d_row_loss");
   check_pointer(op, d_bad_labels, "d_bad_labels");
   CUDA_CHECK(cudaMemsetAsync(d_bad_labels, 0, sizeof(int), s));
+  profile::record_copy(profile::Copy::memset, sizeof(int), false);
   const CrossEntropyForwardRow<T> row_op{d_logits, d_labels, d_probs, d_row_loss, d_bad_labels,
                                          cols};
   launch_rows(row_op, rows, block, strategy, s);

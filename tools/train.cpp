@@ -381,6 +381,8 @@ std::string profile_training(const TrainOptions& o, models::Model& model, BatchL
       {"d2h_bytes_per_step", c.d2h_bytes / n},
       {"d2d_copies_per_step", c.d2d_copies / n},
       {"d2d_bytes_per_step", c.d2d_bytes / n},
+      {"memsets_per_step", c.memsets / n},
+      {"memset_bytes_per_step", c.memset_bytes / n},
       {"kernels", kernels_json}};
   if (graphs) {
     // The per-kernel rows and device_ms come from the steps run launch by

@@ -580,6 +580,11 @@ TEST_F(Pipeline, ProfileCountsAStepWithoutHostSynchronisations) {
   // The graph's step copies the batch into its input buffer (features and
   // labels in one copy); the copies inside the graph count at each replay.
   EXPECT_EQ(double(p.at("d2d_copies_per_step")), double(q.at("d2d_copies_per_step")) + 1);
+  // Memsets (Tensor::zeros, the loss's bad-label count) are counted inside
+  // the graph as well as launch by launch: the same per step.
+  EXPECT_GE(double(q.at("memsets_per_step")), 1.0);
+  EXPECT_EQ(p.at("memsets_per_step"), q.at("memsets_per_step"));
+  EXPECT_EQ(p.at("memset_bytes_per_step"), q.at("memset_bytes_per_step"));
 }
 
 // --trace: one more step, op by op, each op with the kernels it launched;
