@@ -22,6 +22,7 @@ packages=(
   libmp3lame-dev         # tests: MP3 fixtures encoded from synthesized audio
   libsvm-dev             # tools: the RBF SVM baseline
   zlib1g-dev             # engine: checkpoint checksums (crc32)
+  openmpi-bin libopenmpi-dev  # distributed runs: mpirun, MPI (simcuda's NCCL, the id exchange)
   python3-protobuf python3-crc32c  # tests: TensorBoard files read back by an independent reader
   mma fluidsynth fluid-soundfont-gm  # the demo dataset: accompaniment styles rendered to audio
 )

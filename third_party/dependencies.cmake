@@ -5,6 +5,10 @@
 
 find_package(Threads REQUIRED)
 find_package(PkgConfig REQUIRED)
+# MPI launches and places the ranks of a distributed run (engine/distributed.h)
+# and carries simcuda's NCCL (kernels/sim/nccl.cpp); Debian's Open MPI.
+set(MPI_CXX_SKIP_MPICXX ON)  # the C API from C++, without the old C++ bindings
+find_package(MPI REQUIRED COMPONENTS CXX)
 
 # The CUDA API headers. The cuda flavour needs the toolkit. The sim flavour
 # compiles its host code against the toolkit's cuda_runtime_api.h,
