@@ -246,6 +246,18 @@ std::array<int, 4> nchw(const char* op, const Tensor& x, bool allow_2d) {
 }
 }  // namespace
 
+namespace {
+thread_local kernels::BatchNormSync t_batchnorm_sync;
+}  // namespace
+
+SyncBatchNormScope::SyncBatchNormScope(kernels::BatchNormSync sync) {
+  if (t_batchnorm_sync.ranks != 1)
+    throw std::logic_error("SyncBatchNormScope: a scope is already open on this thread");
+  t_batchnorm_sync = sync;
+}
+
+SyncBatchNormScope::~SyncBatchNormScope() { t_batchnorm_sync = {}; }
+
 Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& beta,
                     Tensor& running_mean, Tensor& running_var, bool training, BatchNormOptions o,
                     const Variable& residual) {
@@ -278,6 +290,7 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
   }
   Tensor Y = Tensor::empty(out_shape, d);
   Tensor ws = Tensor::empty(Shape{kernels::batchnorm_workspace_size(c)}, DType::f64);
+  const kernels::BatchNormSync sync = training ? t_batchnorm_sync : kernels::BatchNormSync{};
   Tensor mean, inv_std;
   dispatch(d, [&](auto t) {
     using T = decltype(t);
@@ -288,7 +301,8 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
       inv_std = Tensor::empty(Shape{c}, d);
       kernels::batchnorm_forward_train<T>(
           {X.data<T>(), gamma.value().data<T>(), beta.value().data<T>(), Y.data<T>(),
-           mean.data<T>(), inv_std.data<T>(), running_mean.data<T>(), running_var.data<T>(), epi},
+           mean.data<T>(), inv_std.data<T>(), running_mean.data<T>(), running_var.data<T>(), epi,
+           sync},
           {n, c, h, w}, o.eps, o.running, ws.data<double>(), stream());
     } else {
       kernels::batchnorm_forward_eval<T>(
@@ -333,7 +347,7 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
           if (training)
             kernels::batchnorm_backward_train<T>({X.data<T>(), dY.data<T>(), v[1].value().data<T>(),
                                                   mean.data<T>(), inv_std.data<T>(), dx, dg, db,
-                                                  epi},
+                                                  epi, sync},
                                                  {n, c, h, w}, acc, ws2.data<double>(), stream());
           else
             kernels::batchnorm_backward_eval<T>({X.data<T>(), dY.data<T>(), v[1].value().data<T>(),

@@ -91,6 +91,18 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
                     Tensor& running_mean, Tensor& running_var, bool training,
                     BatchNormOptions o = {}, const Variable& residual = Variable());
 
+// Data-parallel training with --sync-batchnorm (engine/distributed.h):
+// while a scope lives, every training-mode batch_norm queued on this thread
+// takes its statistics over all the ranks' slices (kernels::BatchNormSync),
+// and so does its backward, whenever it runs. Scopes do not nest.
+class SyncBatchNormScope {
+ public:
+  explicit SyncBatchNormScope(kernels::BatchNormSync sync);
+  ~SyncBatchNormScope();
+  SyncBatchNormScope(const SyncBatchNormScope&) = delete;
+  SyncBatchNormScope& operator=(const SyncBatchNormScope&) = delete;
+};
+
 // Pooling over (N, C, H, W) with a (kh, kw) window moved by (sh, sw), no
 // padding, floor output size (kernels/pooling.cuh). Max pooling remembers its
 // argmax; both backward passes are gathers (deterministic).

@@ -51,6 +51,9 @@ class Adam {
   int64_t flat_offset(size_t i) const { return offsets_[i]; }
   int parameter_at(int64_t element) const;
   bool is_flat() const { return flat_values_.defined(); }
+  // The gradients, one contiguous f32 buffer (is_flat() only): what the
+  // data-parallel all-reduce sums (engine/distributed.h).
+  const Tensor& flat_gradients() const { return flat_grads_; }
   double current_lr() const;
   std::vector<Tensor>& first_moments() { return m_; }
   std::vector<Tensor>& second_moments() { return v_; }

@@ -1,6 +1,7 @@
 #include "engine/random.h"
 
 #include <stdexcept>
+#include <string>
 
 #include "engine/context.h"
 #include "kernels/cuda_check.h"
@@ -35,9 +36,23 @@ uint64_t Generator::take(int64_t n) {
   return first;
 }
 
+void Generator::set_shard(int rank, int ranks) {
+  if (ranks < 1 || rank < 0 || rank >= ranks)
+    throw std::invalid_argument("Generator::set_shard: rank " + std::to_string(rank) + " of " +
+                                std::to_string(ranks));
+  shard_ = rank, shards_ = ranks;
+}
+
 PhiloxDraw Generator::draw(int64_t n) {
-  const uint64_t first = take(n);
-  if (!in_step_) return {seed_, first, nullptr};
+  if (!in_step_) return {seed_, take(n), nullptr};
+  uint64_t first = offset_;
+  if (shards_ == 1) {
+    first = take(n);
+  } else {
+    const uint64_t per = uint64_t(kernels::philox_counters(n));
+    first += per * uint64_t(shard_);
+    offset_ += per * uint64_t(shards_);
+  }
   return {seed_, first - step_first_, static_cast<const unsigned long long*>(word_.raw())};
 }
 

@@ -47,6 +47,15 @@ class Generator {
   void begin_step();
   uint64_t end_step();
   void replayed(uint64_t counters) { offset_ += counters, word_value_ += counters; }
+  // Data-parallel training (engine/distributed.h): inside a step, each of
+  // `ranks` ranks holds one slice of a global batch. A draw of n values
+  // then reserves the counters of all the ranks' slices, rank after rank,
+  // and returns this rank's: for a batch-major tensor (dropout's masks)
+  // whose n is a multiple of 4 (philox_counters: 4 values a counter), rank
+  // r draws exactly the values that one process drawing for the global
+  // batch gives its slice r. Outside a step draws are not sharded (every
+  // rank initialises the same weights).
+  void set_shard(int rank, int ranks);
 
   void uniform(Tensor& t, double lo, double hi);
   void normal(Tensor& t, double mean, double std);
@@ -63,6 +72,7 @@ class Generator {
   Tensor word_;                  // the device word (one u64 as two i32), made by begin_step
   uint64_t word_value_ = ~0ull;  // what the word holds once the queued work is done
   bool in_step_ = false;
+  int shard_ = 0, shards_ = 1;
   uint64_t step_first_ = 0;
 };
 

@@ -1,5 +1,7 @@
 #include "kernels/batchnorm.cuh"
 
+#include <nccl.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -304,12 +306,16 @@ __device__ __forceinline__ double* partial_of(double* partial, const Geometry& g
 // k, a, b) accumulates one value into a and b.
 //
 // Statistics: shifted sums a = sum (x - K), b = sum (x - K)^2, K = the
-// channel's first value x[0, ch, 0, 0]. Every chunk uses the same K, so the
-// partials simply add.
+// channel's first value x[0, ch, 0, 0], or common[ch] when set (the same K
+// on every rank of a synchronised batch norm). Every chunk uses the same K,
+// so the partials simply add.
 template <class T>
 struct StatsSums {
   const T* x;
-  __device__ double per_channel(const Geometry& g, int ch) const { return x[ch * g.hw]; }
+  const T* common = nullptr;
+  __device__ double per_channel(const Geometry& g, int ch) const {
+    return common ? double(common[ch]) : double(x[ch * g.hw]);
+  }
   __device__ void add(long long o, const ChannelWalk&, int, const Geometry&, double shift,
                       double& a, double& b) const {
     const double d = double(x[o]) - shift;
@@ -406,15 +412,15 @@ __device__ __forceinline__ void channel_sums(const double* partial, int chunks, 
   }
 }
 
-// Statistics, from the reduce pass's sums of channel ch and its shift K:
-// mean = K + s1/M, var = (s2 - s1^2/M)/M (biased; clamped at 0 against
-// rounding, a NaN stays NaN).
+// Statistics, from the reduce pass's sums of channel ch and its shift K
+// over m values (this batch's, or every rank's): mean = K + s1/m, var =
+// (s2 - s1^2/m)/m (biased; clamped at 0 against rounding, a NaN stays NaN).
 __device__ __forceinline__ void channel_stats(const double* partial, const double* shift,
-                                              int chunks, const Geometry& g, int ch,
-                                              double& mean, double& var) {
+                                              int chunks, double m, int ch, double& mean,
+                                              double& var) {
   double s1, s2;
   channel_sums(partial, chunks, ch, s1, s2);
-  const double m = double(g.m), d = s1 / m;
+  const double d = s1 / m;
   mean = shift[ch] + d;
   var = (s2 - s1 * d) / m;
   var = var < 0 ? 0 : var;
@@ -491,6 +497,7 @@ struct NormalizeTrain {
   const double* partial;  // the reduce pass's partials
   const double* shift;    // the reduce pass's shifts K, one per channel
   int chunks;             // partials per channel
+  double count;           // values the statistics are over (M; times the ranks when synchronised)
   double eps;
   T* y;
   T* save_mean;
@@ -505,13 +512,13 @@ template <class T>
 __global__ void normalize_train_kernel(NormalizeTrain<T> p, Geometry g, Geometry pg) {
   const int ch = blockIdx.x;
   double mean, var;
-  channel_stats(p.partial, p.shift, p.chunks, g, ch, mean, var);
+  channel_stats(p.partial, p.shift, p.chunks, p.count, ch, mean, var);
   const T saved_mean = T(mean), saved_inv_std = T(1.0 / sqrt(var + p.eps));
   if (blockIdx.y == 0 && threadIdx.x == 0) {
     p.save_mean[ch] = saved_mean;
     p.save_inv_std[ch] = saved_inv_std;
     if (p.running_mean) {
-      const double m = double(g.m), k = p.running.keep;
+      const double m = p.count, k = p.running.keep;
       const double v = p.running.unbiased_var ? var * m / (m - 1) : var;
       p.running_mean[ch] = T(k * double(p.running_mean[ch]) + (1 - k) * mean);
       p.running_var[ch] = T(k * double(p.running_var[ch]) + (1 - k) * v);
@@ -563,6 +570,8 @@ struct DxTrain {
   const T* save_inv_std;
   const double* partial;  // the reduce pass's partials
   int chunks;             // partials per channel
+  double count;           // M (times the ranks when synchronised)
+  double param_scale;     // dgamma, dbeta: 1, or 1/ranks when synchronised (see BatchNormSync)
   T* dx;
   T* dgamma;  // null: not computed
   T* dbeta;   // null: not computed
@@ -575,10 +584,11 @@ __global__ void dx_train_kernel(DxTrain<T> p, Geometry g) {
   const int ch = blockIdx.x;
   double sum_dy, sum_dy_xc;
   channel_sums(p.partial, p.chunks, ch, sum_dy, sum_dy_xc);
-  const double inv_std = double(p.save_inv_std[ch]), m = double(g.m);
+  const double inv_std = double(p.save_inv_std[ch]), m = p.count;
   if (blockIdx.y == 0 && threadIdx.x == 0) {
-    if (p.dbeta) store_param_grad(p.dbeta + ch, sum_dy, p.acc.dbeta);
-    if (p.dgamma) store_param_grad(p.dgamma + ch, sum_dy_xc * inv_std, p.acc.dgamma);
+    if (p.dbeta) store_param_grad(p.dbeta + ch, sum_dy * p.param_scale, p.acc.dbeta);
+    if (p.dgamma)
+      store_param_grad(p.dgamma + ch, sum_dy_xc * inv_std * p.param_scale, p.acc.dgamma);
   }
   const T a = T(double(p.gamma[ch]) * inv_std), b = T(sum_dy / m),
           k = T(sum_dy_xc * inv_std * inv_std / m), mu = p.save_mean[ch];
@@ -690,6 +700,25 @@ void launch_sums(const Sums& sums, const Plan& r, double* partial, cudaStream_t 
 // Where the statistics' shifts live in the workspace: after the partials.
 double* shifts_of(double* d_workspace, int c) { return d_workspace + 2LL * c * kBatchNormMaxChunks; }
 
+void check_sync(const char* op, const BatchNormSync& sync) {
+  if (sync.ranks < 1 || (sync.ranks > 1 && !sync.comm))
+    throw std::invalid_argument(std::string(op) + ": sync.ranks " + std::to_string(sync.ranks) +
+                                (sync.ranks < 1 ? " must be at least 1"
+                                                : " needs sync.comm, an NCCL communicator"));
+}
+
+// The chunk partials (2 c chunks doubles, the same layout on every rank:
+// the same shapes give the same plan) summed over the ranks, in place, on
+// the stream between the reduction and the pass that reads them.
+void all_reduce_partials(const BatchNormSync& sync, double* partial, int c, int chunks,
+                         cudaStream_t s) {
+  const ncclResult_t r = ncclAllReduce(partial, partial, size_t(2) * c * chunks, ncclFloat64,
+                                       ncclSum, sync.comm, s);
+  if (r != ncclSuccess)
+    throw std::runtime_error(std::string("batch norm's all-reduce over the ranks failed: ") +
+                             ncclGetErrorString(r));
+}
+
 std::string str(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%g", v);
@@ -779,12 +808,33 @@ void batchnorm_forward_train(const BatchNormTrainForward<T>& t, BatchNormShape s
   check_pool(op, t.epilogue.pool, shape, t.epilogue.argmax, t.y, t.x, "y", "x");
   const Plan r = reduce_plan(n, c, h, w, block), p = pass_plan(n, c, h, w, block),
              out = output_plan(shape, t.epilogue.pool, block);
+  check_sync(op, t.sync);
+  const bool synced = t.sync.ranks > 1;
   double* shift = shifts_of(d_workspace, c);
-  launch_sums(StatsSums<T>{t.x}, r, d_workspace, s, shift);
-  const NormalizeTrain<T> pass{t.x,         t.gamma,        t.beta,         d_workspace,
-                               shift,       r.g.chunks,     eps,            t.y,
-                               t.save_mean, t.save_inv_std, t.running_mean, t.running_var,
-                               running,     t.epilogue};
+  // Synchronised: one K for every rank (the running mean, the same on every
+  // rank), and the partials summed over the ranks before the pass reads them.
+  if (synced && !t.running_mean)
+    throw std::invalid_argument(std::string(op) + ": a synchronised batch norm (sync.ranks " +
+                                std::to_string(t.sync.ranks) + ") needs running_mean: its "
+                                "statistics' shift, the same on every rank");
+  const T* common = synced ? t.running_mean : nullptr;
+  launch_sums(StatsSums<T>{t.x, common}, r, d_workspace, s, shift);
+  if (synced) all_reduce_partials(t.sync, d_workspace, c, r.g.chunks, s);
+  const NormalizeTrain<T> pass{t.x,
+                               t.gamma,
+                               t.beta,
+                               d_workspace,
+                               shift,
+                               r.g.chunks,
+                               double(r.g.m) * t.sync.ranks,
+                               eps,
+                               t.y,
+                               t.save_mean,
+                               t.save_inv_std,
+                               t.running_mean,
+                               t.running_var,
+                               running,
+                               t.epilogue};
   LAUNCH(normalize_train_kernel<T>, out.grid, out.threads, 0, s, pass, p.g, out.g);
 }
 
@@ -826,9 +876,23 @@ void batchnorm_backward_train(const BatchNormTrainBackward<T>& t, BatchNormShape
   check_pool(op, t.epilogue.pool, shape, t.epilogue.argmax, t.dy, t.dx, "dy", "dx");
   const Plan r = reduce_plan(n, c, h, w, block), p = pass_plan(n, c, h, w, block);
   const GradIn<T> in = grad_in(t.dy, t.epilogue, shape);
+  check_sync(op, t.sync);
   launch_sums(GradSums<T>{t.x, in, t.save_mean}, r, d_workspace, s);
-  const DxTrain<T> pass{t.x,        in,   t.gamma,  t.save_mean, t.save_inv_std, d_workspace,
-                        r.g.chunks, t.dx, t.dgamma, t.dbeta,     acc,  t.epilogue.dresidual};
+  if (t.sync.ranks > 1) all_reduce_partials(t.sync, d_workspace, c, r.g.chunks, s);
+  const DxTrain<T> pass{t.x,
+                        in,
+                        t.gamma,
+                        t.save_mean,
+                        t.save_inv_std,
+                        d_workspace,
+                        r.g.chunks,
+                        double(r.g.m) * t.sync.ranks,
+                        1.0 / t.sync.ranks,
+                        t.dx,
+                        t.dgamma,
+                        t.dbeta,
+                        acc,
+                        t.epilogue.dresidual};
   LAUNCH(dx_train_kernel<T>, p.grid, p.threads, 0, s, pass, p.g);
 }
 

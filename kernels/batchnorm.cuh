@@ -77,6 +77,7 @@
 #pragma once
 
 #include <cuda_runtime_api.h>
+#include <nccl.h>
 
 #include "kernels/cost.h"
 
@@ -166,6 +167,24 @@ struct BatchNormEpilogue {
 // (Below, y, dy and relu_out are (n, c, h, w), or the pooled planes with a
 // fused pooling.)
 
+// Data-parallel batch norm (synchronised; PyTorch's SyncBatchNorm): the
+// statistics, and the backward's two sums, over the global batch of `ranks`
+// ranks that each hold a slice of the same shape. Between the reduction and
+// the pass that reads it, the launcher sums the chunk partials (2 c chunks
+// doubles) over the ranks in place, one NCCL all-reduce on the launch
+// stream; every rank then normalises with the global batch's mean and
+// variance (M = ranks * n h w values). The shift K of the statistics' sums
+// must be the same on every rank: the running mean (required). Each rank's
+// dy is of its own mean loss, so the global sums in dx are those of one
+// process on the global batch times `ranks`, as is every gradient the rank
+// computes; dgamma and dbeta, formed from the global sums, are divided by
+// `ranks` so that the gradients' all-reduce average that follows gives
+// each the global batch's value. {null, 1}: this batch alone.
+struct BatchNormSync {
+  ncclComm_t comm = nullptr;
+  int ranks = 1;
+};
+
 // Training forward: reads x, gamma, beta; writes y and the batch statistics
 // it normalised with (saved for the backward); updates the running
 // statistics when running_mean and running_var are set (both or neither).
@@ -180,6 +199,7 @@ struct BatchNormTrainForward {
   T* running_mean = nullptr;
   T* running_var = nullptr;
   BatchNormEpilogue<T> epilogue{};
+  BatchNormSync sync{};
 };
 
 // Evaluation forward: y = gamma (x - running_mean) / sqrt(running_var + eps)
@@ -224,6 +244,7 @@ struct BatchNormTrainBackward {
   T* dgamma;
   T* dbeta;
   BatchNormEpilogueGrad<T> epilogue{};
+  BatchNormSync sync{};  // the forward's
 };
 
 // Evaluation backward: dx = gamma dy / sqrt(running_var + eps); dgamma and

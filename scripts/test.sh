@@ -17,7 +17,7 @@
 #      defaults (TIMBRE_DEFAULTS=gpu): the GPU's launch shapes and paths
 #      (cuFFT STFT, one column per thread, capped grids) end to end,
 #      the librosa and PyTorch comparisons included;
-#   7. runs the engine, models and tools suites with simcuda's adversarial
+#   7. runs the engine, models, tools and distributed suites with simcuda's adversarial
 #      stream order (SIMCUDA_STREAMS=adversarial, kernels/sim/control.h):
 #      work on created streams waits until an event or a synchronisation
 #      needs it, so a missing cudaStreamWaitEvent reads stale data there.
@@ -128,7 +128,7 @@ if [[ ${TIMBRE_SKIP_GPU_DEFAULTS:-0} != 1 ]]; then
 fi
 
 if [[ ${TIMBRE_SKIP_STREAMS:-0} != 1 ]]; then
-  stage "sim flavour with adversarial stream order (SIMCUDA_STREAMS=adversarial): engine, models, tools"
-  SIMCUDA_STREAMS=adversarial ctest --test-dir build/sim -L "engine|models|tools" -j "$jobs" \
+  stage "sim flavour with adversarial stream order (SIMCUDA_STREAMS=adversarial): engine, models, tools, distributed"
+  SIMCUDA_STREAMS=adversarial ctest --test-dir build/sim -L "engine|models|tools|distributed" -j "$jobs" \
     --output-on-failure --timeout 900
 fi

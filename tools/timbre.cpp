@@ -25,6 +25,7 @@
 #include <sstream>
 #include <thread>
 
+#include "engine/distributed.h"
 #include "features/audio.h"
 #include "kernels/cuda_check.h"
 #include "models/registry.h"
@@ -246,6 +247,9 @@ int main(int argc, char** argv) {
                   "it (one launch per step instead of some 200): on or off; the weights are the "
                   "same bits either way")
       ->check(CLI::IsMember({"on", "off"}))->capture_default_str();
+  trn->add_flag("--sync-batchnorm", tr.sync_batchnorm,
+                "Data-parallel (mpirun -np N timbre train): batch norms take their statistics "
+                "over the global batch, every rank's slice, as one process would");
   trn->add_flag("--resume", tr.resume, "Continue the run in --out from last.ckpt, with the "
                                        "options in its run.json (--epochs and --patience may "
                                        "change)");
@@ -261,6 +265,8 @@ int main(int argc, char** argv) {
                                      "kernels it launched (grid, block, time)")
       ->needs(profile_flag);
   trn->add_option("--debug-inject-nan-step", tr.inject_nan_step)->group("");  // tests only
+  trn->add_flag("--debug-step-losses", tr.debug_step_losses)->group("");      // tests only
+  trn->add_option("--debug-kill-step", tr.debug_kill_step)->group("");        // tests only
 
   // eval ---------------------------------------------------------------------
   EvalOptions ev;
@@ -375,7 +381,17 @@ int main(int argc, char** argv) {
       if (app.count("--device") > 0) select_device(device);
       return run_info();
     }
-    if (!mdl->parsed()) select_device(device);  // every other command computes
+    // Under mpirun or srun with several ranks, `train` is data-parallel and
+    // `extract` splits the tracks (engine/distributed.h): each rank takes
+    // the device of its local rank.
+    if (timbre::dist::launch_from_env().size > 1) {
+      if (!trn->parsed() && !ext->parsed())
+        throw UsageError("only `timbre train` and `timbre extract` run on several ranks "
+                         "(mpirun -np N timbre train ...); run this command as one process");
+      timbre::dist::start(device);
+    } else if (!mdl->parsed()) {
+      select_device(device);  // every other command computes
+    }
     if (kern->parsed()) return run_kernel_demo(size, kseed);
     if (mdl->parsed()) {
       const auto names = model_filter.empty() ? timbre::models::model_names() : model_filter;
@@ -389,7 +405,8 @@ int main(int argc, char** argv) {
       install_stop_handlers();
       try {
         const ExtractSummary s = run_extract(ex, &g_stop);
-        std::fputs(format_summary(s, ex.out).c_str(), stderr);
+        timbre::dist::finish();
+        if (timbre::dist::is_root()) std::fputs(format_summary(s, ex.out).c_str(), stderr);
       } catch (const ExtractInterrupted& e) {
         std::fprintf(stderr, "timbre: extract %s\n", e.what());
         return 128 + e.signal;
@@ -402,6 +419,8 @@ int main(int argc, char** argv) {
         fill_from_run(tr, [&](const char* flag) { return trn->count(flag) > 0; });
       tr.commit = TIMBRE_COMMIT;
       const TrainResult r = run_train(tr, &g_stop);
+      timbre::dist::finish();
+      if (!timbre::dist::is_root()) return r.signal != 0 ? 128 + r.signal : 0;
       if (tr.profile) {
         std::fprintf(stderr, "profile: %s\n", r.profile_path.c_str());
         return 0;
@@ -464,14 +483,12 @@ int main(int argc, char** argv) {
       return run_demo(demo, &g_stop);
     }
   } catch (const timbre::CudaError& e) {
-    std::fprintf(stderr, "timbre: CUDA error: %s\n", e.what());
-    return 1;
+    // (A rank of a data-parallel job ends the whole job: dist::fail.)
+    return timbre::dist::fail(std::string("CUDA error: ") + e.what(), 1);
   } catch (const UsageError& e) {
-    std::fprintf(stderr, "timbre: %s\n", e.what());
-    return 2;
+    return timbre::dist::fail(e.what(), 2);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "timbre: %s\n", e.what());
-    return 1;
+    return timbre::dist::fail(e.what(), 1);
   }
   return 0;
 }

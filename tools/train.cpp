@@ -20,6 +20,7 @@
 
 #include "engine/autograd.h"
 #include "engine/context.h"
+#include "engine/distributed.h"
 #include "engine/nn.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
@@ -215,7 +216,10 @@ void write_tensorboard(const std::string& run, const json& progress) {
 
 // Loss (mean over samples) and accuracy of the model on one split, in eval
 // mode without gradients; nullopt when `stop` (may be null) turned non-zero
-// before the split was done.
+// before the split was done. In a data-parallel job each rank evaluates a
+// contiguous shard of the split and the sums are added over the ranks
+// (every rank gets the same two numbers); `stop` is then not polled (the
+// ranks agree on a signal at the next training step).
 std::optional<std::pair<double, double>> evaluate_split(models::Model& model, BatchLoader& loader,
                                                         Split split, const BandNormaliser& norm,
                                                         int batch, Generator& g,
@@ -223,8 +227,10 @@ std::optional<std::pair<double, double>> evaluate_split(models::Model& model, Ba
   const auto& st = loader.store();
   const int64_t n = st.size(split);
   if (n == 0) return std::make_pair(0.0, 0.0);
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
+  const int64_t first = n * dist::rank() / dist::size(), last = n * (dist::rank() + 1) / dist::size();
+  if (dist::active()) stop = nullptr;
+  std::vector<int64_t> order;
+  for (int64_t i = first; i < last; ++i) order.push_back(i);
   loader.start(split, std::move(order), batch);
   NoGradGuard no_grad;
   model.eval();
@@ -257,7 +263,9 @@ std::optional<std::pair<double, double>> evaluate_split(models::Model& model, Ba
     for (int64_t i = 0; i < b.n(); ++i) correct += argmax_row(&l[size_t(i * c)], c) == b.y[i];
   }
   model.train();
-  return std::make_pair(loss_sum / double(n), double(correct) / double(n));
+  double sums[2] = {loss_sum, double(correct)};
+  dist::host_sum(sums, 2);
+  return std::make_pair(sums[0] / double(n), sums[1] / double(n));
 }
 
 // 3 significant digits for the profile table.
@@ -441,6 +449,23 @@ std::string profile_training(const TrainOptions& o, models::Model& model, BatchL
   return path;
 }
 
+// Rank `rank`'s part of each global batch of `batch` samples in `order`:
+// the slice [rank * b, (rank + 1) * b) of every batch, b = batch / ranks.
+// An epoch's last, shorter batch of n samples is cut the same way after
+// its last n % ranks samples are left out (they would make the slices
+// unequal). Rank 0's slices come first in every global batch, so the ranks
+// together see what one process sees, batch by batch.
+std::vector<int64_t> rank_slices(const std::vector<int64_t>& order, int batch, int rank, int ranks) {
+  std::vector<int64_t> mine;
+  for (size_t start = 0; start < order.size(); start += size_t(batch)) {
+    const size_t n = std::min(order.size() - start, size_t(batch));
+    const size_t b = n / size_t(ranks);
+    mine.insert(mine.end(), order.begin() + long(start + rank * b),
+                order.begin() + long(start + (rank + 1) * b));
+  }
+  return mine;
+}
+
 }  // namespace
 
 double default_lr(const std::string& model) { return model == "rescnn" ? 2e-4 : 1e-3; }
@@ -461,6 +486,17 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
     throw UsageError("--precise-bn must be auto, on or off, not '" + o.precise_bn + "'");
   if (o.cuda_graph != "on" && o.cuda_graph != "off")
     throw UsageError("--cuda-graph must be on or off, not '" + o.cuda_graph + "'");
+  // Data-parallel (engine/distributed.h): --batch-size is the global batch,
+  // each rank trains on its slice of batch_size / ranks samples.
+  const int ranks = dist::size(), me = dist::rank();
+  const bool quiet = o.quiet || !dist::is_root();  // rank 0 alone prints
+  if (ranks > 1 && o.batch_size % ranks != 0)
+    throw UsageError("--batch-size " + std::to_string(o.batch_size) + " is the global batch and "
+                     "must split evenly over the " + std::to_string(ranks) + " ranks");
+  if (ranks > 1 && o.profile)
+    throw UsageError("--profile measures one process's step; run it without mpirun");
+  if (o.sync_batchnorm && ranks == 1 && !quiet)
+    std::fprintf(stderr, "--sync-batchnorm: one rank, nothing to synchronise\n");
   for (const auto& [flag, path] : {std::pair<const char*, const std::string&>{"--data", o.data},
                                    {"--out", o.out}})
     if (!features::is_valid_utf8(path))
@@ -479,6 +515,9 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
   const int n_classes = int(st.label_names().size());
   const int64_t n_train = st.size(Split::train);
   if (n_train == 0) throw std::runtime_error(data + ": the train split is empty");
+  if (n_train < ranks)
+    throw UsageError(data + ": the train split's " + std::to_string(n_train) + " samples are fewer "
+                     "than the " + std::to_string(ranks) + " ranks");
   if (n_classes < 2)
     throw std::runtime_error(data + ": " + std::to_string(n_classes) +
                              " class in the file; a classifier needs at least two");
@@ -518,9 +557,18 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
   // under the lock (a second run on the same --out fails here, before it
   // writes anything).
   const std::string last_path = o.out + "/last.ckpt", best_path = o.out + "/best.ckpt";
-  make_run_folder(o.out);
-  const RunFolderLock lock(o.out);
-  if (!o.resume) {
+  // In a data-parallel job rank 0 alone makes, locks and writes the folder;
+  // the others read last.ckpt on resume, before rank 0 can write it again
+  // (it does so after an epoch of steps the ranks take together).
+  std::optional<RunFolderLock> lock;
+  if (dist::is_root()) {
+    make_run_folder(o.out);
+    lock.emplace(o.out);
+  }
+  if (!dist::is_root()) {
+    if (o.resume && !exists(last_path))
+      throw std::runtime_error("--resume: " + last_path + " does not exist");
+  } else if (!o.resume) {
     for (const char* f : {"last.ckpt", "best.ckpt", "log.csv", "run.json"})
       if (exists(o.out + "/" + f))
         throw std::runtime_error(o.out + " already holds a run (" + f + "); pass --resume to "
@@ -534,6 +582,8 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
   const double lr = o.lr > 0 ? o.lr : default_lr(o.model);
   const kernels::AdamConfig adam_cfg = adam_config(o, lr);
   StepParts parts(*model, adam_cfg, o.decay, st, gen, o.cuda_graph == "on");
+  parts.step.sync_batchnorm = o.sync_batchnorm && ranks > 1;
+  gen.set_shard(me, ranks);
   Adam& adam = parts.adam;
   const BandNormaliser& norm = parts.norm;
   auto last_read = std::chrono::steady_clock::now();
@@ -567,6 +617,7 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
                                "data the run was trained on");
   }
   auto save_state = [&](const std::string& path, bool with_optimiser) {
+    if (!dist::is_root()) return;
     TrainingState s = state;
     if (!with_optimiser) s.adam = nullptr, s.generator = nullptr;
     s.extra = fixed;
@@ -587,6 +638,8 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
                 {"max_steps", o.max_steps},
                 {"precise_bn", o.precise_bn},
                 {"cuda_graph", o.cuda_graph},
+                {"ranks", ranks},
+                {"sync_batchnorm", o.sync_batchnorm},
                 {"label_names", st.label_names()},
                 {"features", params_to_json(st.params())},
                 {"data_sizes", {st.size(Split::train), st.size(Split::validation),
@@ -597,7 +650,10 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
                 {"device", device_summary()},
                 {"started", utc_now()}};
     if (o.resume) {
-      const json was = check_resume_settings(o.out, run);
+      json now = run;
+      now.erase("ranks");  // another number of ranks may continue a run
+      now.erase("sync_batchnorm");
+      const json was = check_resume_settings(o.out, now);
       if (was.contains("started")) run["started"] = was.at("started");
       run["resumed"] = utc_now();
     }
@@ -605,10 +661,12 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
     TrainOptions effective = o;
     effective.data = data;
     effective.out = std::filesystem::absolute(o.out).lexically_normal().string();
-    write_text_atomically(o.out + "/config.toml", train_config_toml(effective, lr));
-    write_text_atomically(o.out + "/run.json", run.dump(2) + "\n");
+    if (dist::is_root()) {
+      write_text_atomically(o.out + "/config.toml", train_config_toml(effective, lr));
+      write_text_atomically(o.out + "/run.json", run.dump(2) + "\n");
+    }
   }
-  if (o.resume && !o.quiet) {
+  if (o.resume && !quiet) {
     const int done = progress["epoch"];
     if (done >= o.epochs)
       std::fprintf(stderr, "%s has trained its %d epoch%s already (a higher --epochs trains on)\n",
@@ -640,7 +698,11 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
     result.best_val_accuracy = std::max(0.0, double(progress["best_val_accuracy"]));
     return result;
   };
-  const int steps_full = int((n_train + o.batch_size - 1) / o.batch_size);
+  // With several ranks, an epoch's last, short batch is cut into equal
+  // slices, leaving out its last (tail % ranks) samples (rank_slices); a
+  // tail shorter than the ranks is left out.
+  const int64_t tail = n_train % o.batch_size;
+  const int steps_full = int(n_train / o.batch_size) + (tail >= ranks ? 1 : 0);
   const int steps_per_epoch = o.max_steps > 0 ? std::min(o.max_steps, steps_full) : steps_full;
 
   // Precise batch-norm statistics (engine/nn.h, PreciseBatchNorm): after
@@ -660,7 +722,7 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
       !bns.empty() && (o.precise_bn == "on" || (o.precise_bn == "auto" && left > 0.01));
   const int64_t bn_samples = std::min<int64_t>(n_train, int64_t(kPreciseBnBatches) * o.batch_size);
   const int bn_batches = int((bn_samples + o.batch_size - 1) / o.batch_size);
-  if (!o.quiet && result.precise_bn)
+  if (!quiet && result.precise_bn)
     std::fprintf(stderr,
                  "precise batch-norm statistics: on (%s): %d step%s per epoch leave%s %.0f%% "
                  "of the running statistics from before the epoch; they are recomputed over %d "
@@ -669,6 +731,7 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
                  steps_per_epoch == 1 ? "" : "s", steps_per_epoch == 1 ? "s" : "", 100 * left,
                  bn_batches, bn_batches == 1 ? "" : "es");
   bool report_warned = false;
+  json step_losses = json::array();  // --debug-step-losses (this invocation's steps)
   for (int epoch = int(progress["epoch"]); epoch < o.epochs; ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<int64_t> order = epoch_order(n_train, o.seed, epoch);
@@ -676,15 +739,21 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
     int step = int(progress["step_in_epoch"]);
     order.erase(order.begin(), order.begin() + std::min<size_t>(order.size(),
                                                                size_t(step) * o.batch_size));
-    loader.start(Split::train, std::move(order), o.batch_size);
-    if (!o.quiet) std::fprintf(stderr, "Epoch %d/%d\n", epoch + 1, o.epochs);
+    if (ranks > 1) order = rank_slices(order, o.batch_size, me, ranks);
+    loader.start(Split::train, std::move(order), o.batch_size / ranks);
+    if (!quiet) std::fprintf(stderr, "Epoch %d/%d\n", epoch + 1, o.epochs);
     std::optional<Progress> bar;
-    if (!o.quiet) bar.emplace("  train", steps_per_epoch, "steps", 30.0);
+    if (!quiet) bar.emplace("  train", steps_per_epoch, "steps", 30.0);
     // The epoch's sums live on the device (StepLog) from the values saved
     // at the last stop on: the same sequential sum of a run that never
     // stopped.
-    parts.log.start({double(progress["loss_sum"]), int64_t(progress["correct"]),
-                    int64_t(progress["seen"])});
+    // (With several ranks, rank 0 holds the saved sums and the others
+    // start from 0: their sum over the ranks is the epoch's.)
+    if (dist::is_root())
+      parts.log.start({double(progress["loss_sum"]), int64_t(progress["correct"]),
+                      int64_t(progress["seen"])});
+    else
+      parts.log.start({});
     auto refresh = [&] {  // one read: the progress line and the finite checks
       const StepTotals t = parts.read();
       progress["loss_sum"] = t.loss_sum;
@@ -699,22 +768,47 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
         bar->update(int(progress["step_in_epoch"]), status);
       }
     };
+    // The epoch's sums over every rank (the one rank's own for one).
+    auto all_ranks = [&] {
+      refresh();
+      if (ranks == 1) return;
+      double v[3] = {progress["loss_sum"], double(progress["correct"]), double(progress["seen"])};
+      dist::host_sum(v, 3);
+      progress["loss_sum"] = v[0];
+      progress["correct"] = int64_t(v[1]);
+      progress["seen"] = int64_t(v[2]);
+    };
+    // A signal to any rank stops them all at the same step (an MPI
+    // reduction on the host after each step: no wait for the device).
+    auto stop_signal = [&] {
+      const int sig = stop != nullptr ? stop->load() : 0;
+      return ranks > 1 ? dist::host_max(sig) : sig;
+    };
     HostBatch b;
     while (loader.next(b)) {
       const long long global = progress["global_step"];
       if (global == o.inject_nan_step) b.x[b.x.size() / 2] = NAN;
+      if (global == o.debug_kill_step && me == ranks - 1) ::raise(SIGKILL);
       // Queued, not waited for: the upload on the copy stream, the step on
       // the compute stream.
       parts.step.run(b, StepPlace{epoch, step, global, b.indices});
       progress["global_step"] = global + 1;
       progress["step_in_epoch"] = ++step;
-      if (std::chrono::steady_clock::now() - last_read >= std::chrono::seconds(1)) refresh();
-      if (stop != nullptr && stop->load() != 0) {
+      if (o.debug_step_losses) {
+        const double loss_before = progress["loss_sum"], seen_before = double(progress["seen"]);
         refresh();
-        return stopped(epoch, t0, stop->load());
+        double v[2] = {double(progress["loss_sum"]) - loss_before,
+                       double(progress["seen"]) - seen_before};
+        dist::host_sum(v, 2);
+        step_losses.push_back(v[0] / v[1]);
+      }
+      if (std::chrono::steady_clock::now() - last_read >= std::chrono::seconds(1)) refresh();
+      if (const int sig = stop_signal(); sig != 0) {
+        all_ranks();
+        return stopped(epoch, t0, sig);
       }
     }
-    refresh();  // the epoch's sums, and its last steps' checks
+    all_ranks();  // the epoch's sums, and its last steps' checks
     if (bar) bar->finish();
     // The training steps alone (ms/step and TensorBoard's step time leave
     // out the statistics pass and validation).
@@ -728,13 +822,13 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
       sample.resize(size_t(bn_samples));
       loader.start(Split::train, std::move(sample), o.batch_size);
       std::optional<Progress> bn_bar;
-      if (!o.quiet) bn_bar.emplace("  bn statistics", bn_batches, "batches", 30.0);
+      if (!quiet) bn_bar.emplace("  bn statistics", bn_batches, "batches", 30.0);
       NoGradGuard no_grad;
       const nn::PreciseBatchNorm pass(*model);
       int done = 0;
       while (loader.next(b)) {
-        if (stop != nullptr && stop->load() != 0)
-          return stopped(epoch, t0, stop->load(), steps_seconds);
+        if (const int sig = stop_signal(); sig != 0)
+          return stopped(epoch, t0, sig, steps_seconds);
         model->forward(Variable(norm(b.x.data(), b.n(), st.rows(), st.frames())), gen);
         if (bn_bar) bn_bar->update(++done);
       }
@@ -745,6 +839,14 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
     // after this epoch's last step, so a resume runs the validation again.
     std::atomic<int> injected{o.debug_signal_in_validation};  // tests
     const std::atomic<int>* val_stop = injected.load() != 0 ? &injected : stop;
+    // Without --sync-batchnorm each rank's running statistics followed its
+    // own slices: rank 0's are everyone's from here (what its checkpoint
+    // holds), as PyTorch DDP broadcasts its buffers.
+    if (ranks > 1)
+      for (nn::BatchNorm* bn : bns) {
+        dist::broadcast(bn->running_mean.data<float>(), size_t(bn->running_mean.numel()));
+        dist::broadcast(bn->running_var.data<float>(), size_t(bn->running_var.numel()));
+      }
     const auto val = evaluate_split(*model, loader, Split::validation, norm, o.batch_size, gen,
                                     val_stop);
     if (!val) return stopped(epoch, t0, val_stop->load(), steps_seconds);
@@ -780,17 +882,19 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
     progress["steps_seconds"] = 0.0;
     if (better) save_state(best_path, false);
     save_state(last_path, true);
-    write_text_atomically(o.out + "/log.csv", history_csv(progress["history"]));
-    try {  // the live views: a report that cannot be written does not stop training
+    if (dist::is_root()) write_text_atomically(o.out + "/log.csv", history_csv(progress["history"]));
+    if (o.debug_step_losses && dist::is_root())
+      write_text_atomically(o.out + "/step_losses.json", step_losses.dump() + "\n");
+    if (dist::is_root()) try {  // the live views: a report that cannot be written does not stop training
       write_training_report(o.out);
       write_tensorboard(o.out, progress);
     } catch (const std::exception& e) {
-      if (!report_warned && !o.quiet)
+      if (!report_warned && !quiet)
         std::fprintf(stderr, "warning: report.html or the TensorBoard files not refreshed: %s\n",
                      e.what());
       report_warned = true;
     }
-    if (!o.quiet) {
+    if (!quiet) {
       std::fprintf(stderr,
                    "%d/%d - %.0fs - %.0fms/step - loss: %.4f - accuracy: %.4f - val_loss: %.4f"
                    " - val_accuracy: %.4f%s\n",
@@ -800,7 +904,7 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
     }
     if (int(progress["bad_epochs"]) >= o.patience) {
       result.stopped_early = true;
-      if (!o.quiet)
+      if (!quiet)
         std::fprintf(stderr, "early stopping: no better val_accuracy in %d epochs\n", o.patience);
       break;
     }
@@ -808,7 +912,8 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
   result.epochs_done = progress["epoch"];
   result.best_epoch = progress["best_epoch"];
   result.best_val_accuracy = std::max(0.0, double(progress["best_val_accuracy"]));
-  // Restore the best weights (what eval and predict use).
+  // Restore the best weights (what eval and predict use; rank 0's).
+  if (!dist::is_root()) return result;
   TrainingState best = state;
   best.adam = nullptr, best.generator = nullptr;
   load_checkpoint(best_path, best);

@@ -53,12 +53,17 @@ struct TrainOptions {
                                     // after each epoch (see run_train)
   std::string cuda_graph = "on";    // on | off: each step replayed from a CUDA graph
                                     // (tools/train_step.h); the same bits either way
+  bool sync_batchnorm = false;  // data-parallel: batch-norm statistics over the global batch
+                                // (an NCCL all-reduce of each layer's sums; docs/distributed.md)
   bool quiet = false;          // no epoch lines (tests)
   std::string commit;          // the build's commit, recorded in run.json (tools/timbre.cpp)
   bool profile = false;         // count and time a few steps; write out/profile.json
   int profile_steps = 5;        // steps --profile measures (after 2 warm-up steps)
   bool trace = false;           // with --profile: print one step op by op, kernel by kernel
   long long inject_nan_step = -1;  // tests: a NaN in the input at this global step
+  bool debug_step_losses = false;  // tests: each step's loss (over every rank) read after it and
+                                   // written to out/step_losses.json (a host wait per step)
+  long long debug_kill_step = -1;  // tests: the last rank kills itself (SIGKILL) at this global step
   int debug_signal_in_validation = 0;  // tests: as if this signal came during the first
                                        // validation pass of this invocation
 };

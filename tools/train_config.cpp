@@ -101,7 +101,8 @@ std::string train_config_toml(const TrainOptions& o, double lr) {
                       {"adam", o.adam},
                       {"max-steps", o.max_steps},
                       {"precise-bn", o.precise_bn},
-                      {"cuda-graph", o.cuda_graph}};
+                      {"cuda-graph", o.cuda_graph},
+                      {"sync-batchnorm", o.sync_batchnorm}};
   std::ostringstream s;
   s << "# the effective configuration of this run: timbre train --config config.toml\n"
     << t << "\n";

@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 
 #include "engine/allocator.h"
 #include "engine/context.h"
+#include "engine/distributed.h"
 #include "engine/ops.h"
 #include "kernels/batchnorm.cuh"
 #include "kernels/cuda_check.h"
@@ -201,6 +203,8 @@ uint64_t TrainStep::queue(const DeviceBatch& d) const {
   // The marks name the trainer's own parts in a --trace (kernels/profile.h);
   // the ops mark themselves.
   gen.begin_step();
+  std::optional<ops::SyncBatchNormScope> sync;
+  if (sync_batchnorm) sync.emplace(kernels::BatchNormSync{dist::comm(), dist::size()});
   const Tensor x = norm(d.x);
   prof::mark("normalise the bands of " + d.x.shape().str());
   Variable logits = model.forward(Variable(x), gen);
@@ -209,6 +213,18 @@ uint64_t TrainStep::queue(const DeviceBatch& d) const {
   prof::mark("step metrics: loss and accuracy summed on the device");
   model.zero_grad();
   loss.backward();
+  if (dist::active()) {
+    // Data-parallel: every rank's gradients, of the mean loss over its
+    // slice, averaged in place (one NCCL all-reduce of the flat buffer,
+    // queued on the stream like a kernel): the gradient of the mean loss
+    // over the global batch, the same bits on every rank, so every rank's
+    // Adam step is the same.
+    const Tensor& g = adam.flat_gradients();
+    if (!g.defined())
+      throw std::logic_error("data-parallel training needs Adam's flat f32 gradient buffer");
+    dist::all_reduce_avg(static_cast<float*>(g.raw()), size_t(g.numel()));
+    prof::mark("all-reduce the gradients over " + std::to_string(dist::size()) + " ranks (NCCL)");
+  }
   adam.step(check);
   const uint64_t counters = gen.end_step();
   if (prof::tracing())

@@ -145,6 +145,9 @@ struct TrainStep {
   Generator& gen;
   int rows, frames;
   StepGraphs* graphs = nullptr;  // null: every step queued launch by launch
+  // Data-parallel with --sync-batchnorm: the step's batch norms take their
+  // statistics over every rank's slice (ops::SyncBatchNormScope).
+  bool sync_batchnorm = false;
   // Queues the step on batch b (upload, forward, loss, backward, Adam with
   // the finite check) and returns without waiting for the device: through
   // `graphs` when set (a warm-up step, then one capture per batch size,

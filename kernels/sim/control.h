@@ -3,7 +3,8 @@
 // start-up; a value set here overrides it.
 //
 //   SIMCUDA_ORDER     forward | reverse | random[:seed]   thread order between barriers
-//   SIMCUDA_WORKERS   N                                    worker threads (default: usable cores)
+//   SIMCUDA_WORKERS   N                                    worker threads (default: usable cores,
+//                                                          shared by the ranks of an mpirun/srun job)
 //   SIMCUDA_POISON    1 | 0   fill new cudaMalloc memory and dynamic shared memory with 0xFF (NaN)
 //   SIMCUDA_FASTPATH  1 | 0   run barrier-free blocks as a plain loop
 //   SIMCUDA_STACK     bytes   stack of each simulated thread (default 64 KiB, 256 KiB under ASan)

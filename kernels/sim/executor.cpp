@@ -122,9 +122,25 @@ int usable_cores() {
   return int(std::max(1u, std::thread::hardware_concurrency()));
 }
 
+// The processes of a distributed job on this machine (engine/distributed.h)
+// share its cores, as they would share one GPU: the launcher's count of
+// local ranks (Open MPI, Slurm, MPICH), 1 outside one.
+int local_ranks() {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE", "MPI_LOCALNRANKS"})
+    if (const char* s = std::getenv(name); s && *s) {
+      const long n = std::strtol(s, nullptr, 10);
+      if (n > 1) return int(n);
+    }
+  return 1;
+}
+
 int resolve_workers(const Options& o) {
   if (SIMCUDA_SHARED_STATIC_ON) return 1;  // static __shared__ is one copy per process
-  return o.workers > 0 ? o.workers : usable_cores();
+  if (o.workers > 0) return o.workers;
+  // A launcher that bound each rank to its own cores has shared them already.
+  const int cores = usable_cores();
+  const bool bound = cores < int(std::thread::hardware_concurrency());
+  return bound ? cores : std::max(1, cores / local_ranks());
 }
 
 // ---------------------------------------------------------------------------

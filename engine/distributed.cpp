@@ -1,0 +1,177 @@
+// distributed.cpp: see distributed.h.
+#include "engine/distributed.h"
+
+#include <mpi.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+#include <vector>
+
+#include "engine/context.h"
+#include "kernels/cuda_check.h"
+
+namespace timbre::dist {
+namespace {
+
+struct State {
+  Launch launch;
+  bool started = false, mpi = false;
+  ncclComm_t comm = nullptr;
+};
+State& state() {
+  static State s;
+  return s;
+}
+
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  if (*end || n < 0 || n > 1 << 20)
+    throw std::runtime_error(std::string("the launcher's ") + name + "=" + v +
+                             " is not a rank or a count");
+  return int(n);
+}
+
+void nccl_check(ncclResult_t r, const char* what) {
+  if (r == ncclSuccess) return;
+  std::string detail = ncclGetErrorString(r);
+  if (const char* last = ncclGetLastError(state().comm); last && *last) detail += std::string(": ") + last;
+  throw std::runtime_error(std::string("NCCL ") + what + " failed: " + detail);
+}
+
+
+}  // namespace
+
+Launch launch_from_env() {
+  Launch l;
+  if (std::getenv("OMPI_COMM_WORLD_SIZE")) {
+    l.launcher = "Open MPI";
+    l.rank = env_int("OMPI_COMM_WORLD_RANK", 0);
+    l.size = env_int("OMPI_COMM_WORLD_SIZE", 1);
+    l.local_rank = env_int("OMPI_COMM_WORLD_LOCAL_RANK", 0);
+    l.local_size = env_int("OMPI_COMM_WORLD_LOCAL_SIZE", 1);
+  } else if (std::getenv("SLURM_NTASKS") && std::getenv("SLURM_PROCID")) {
+    l.launcher = "Slurm";
+    l.rank = env_int("SLURM_PROCID", 0);
+    l.size = env_int("SLURM_NTASKS", 1);
+    l.local_rank = env_int("SLURM_LOCALID", 0);
+    l.local_size = env_int("SLURM_NTASKS_PER_NODE", l.size);
+  } else if (std::getenv("PMI_SIZE")) {
+    l.launcher = "PMI";
+    l.rank = env_int("PMI_RANK", 0);
+    l.size = env_int("PMI_SIZE", 1);
+    l.local_rank = env_int("MPI_LOCALRANKID", 0);
+    l.local_size = env_int("MPI_LOCALNRANKS", 1);
+  }
+  if (l.size < 1 || l.rank >= l.size || l.local_rank >= std::max(1, l.local_size))
+    throw std::runtime_error("the launcher's environment (" + l.launcher + ") gives rank " +
+                             std::to_string(l.rank) + " of " + std::to_string(l.size) +
+                             ", local rank " + std::to_string(l.local_rank) + " of " +
+                             std::to_string(l.local_size));
+  return l;
+}
+
+const Launch& start(int device) {
+  State& s = state();
+  if (s.started) return s.launch;
+  s.launch = launch_from_env();
+  s.started = true;
+  if (s.launch.size == 1) return s.launch;
+
+  int provided = 0;
+  MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+  s.mpi = true;
+  int mpi_size = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &mpi_size);
+  if (mpi_size != s.launch.size)
+    throw std::runtime_error("MPI sees " + std::to_string(mpi_size) + " ranks where " +
+                             s.launch.launcher + " launched " + std::to_string(s.launch.size));
+  int devices = 0;
+  CUDA_CHECK(cudaGetDeviceCount(&devices));
+  // One visible device per rank (srun --gpus-per-task=1, a launcher that
+  // sets CUDA_VISIBLE_DEVICES per rank; simcuda's one device, which the
+  // ranks of a machine share with its cores): that one; else the local
+  // rank's.
+  const int want = devices == 1 && device == 0 ? 0 : device + s.launch.local_rank;
+  if (want >= devices)
+    throw std::runtime_error("local rank " + std::to_string(s.launch.local_rank) + " needs device " +
+                             std::to_string(want) + ", but this node has " +
+                             std::to_string(devices) + " (one rank per GPU: start at most " +
+                             std::to_string(devices - device) + " ranks per node)");
+  CUDA_CHECK(cudaSetDevice(want));
+  ncclUniqueId id{};
+  if (s.launch.rank == 0) nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+  MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+  nccl_check(ncclCommInitRank(&s.comm, s.launch.size, id, s.launch.rank), "ncclCommInitRank");
+  return s.launch;
+}
+
+int rank() { return state().launch.rank; }
+int size() { return state().launch.size; }
+bool active() { return state().comm != nullptr; }
+bool is_root() { return state().launch.rank == 0; }
+ncclComm_t comm() { return state().comm; }
+
+void all_reduce_avg(float* d, size_t n) {
+  if (!active() || n == 0) return;
+  nccl_check(ncclAllReduce(d, d, n, ncclFloat32, ncclAvg, state().comm, stream()), "all-reduce");
+}
+
+void all_reduce_sum(double* d, size_t n) {
+  if (!active() || n == 0) return;
+  nccl_check(ncclAllReduce(d, d, n, ncclFloat64, ncclSum, state().comm, stream()), "all-reduce");
+}
+
+void broadcast(float* d, size_t n, int root) {
+  if (!active() || n == 0) return;
+  nccl_check(ncclBroadcast(d, d, n, ncclFloat32, root, state().comm, stream()), "broadcast");
+}
+
+void host_sum(double* v, int n) {
+  if (!state().mpi || n == 0) return;
+  // Reduced in rank order at rank 0, then broadcast: the same bits everywhere.
+  if (rank() == 0)
+    MPI_Reduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
+  else
+    MPI_Reduce(v, nullptr, n, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
+  MPI_Bcast(v, n, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+}
+
+int host_max(int v) {
+  if (!state().mpi) return v;
+  int out = v;
+  MPI_Allreduce(&v, &out, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  return out;
+}
+
+int fail(const std::string& what, int code) {
+  State& s = state();
+  if (!s.mpi) {
+    std::fprintf(stderr, "timbre: %s\n", what.c_str());
+    return code;
+  }
+  std::fprintf(stderr, "timbre: rank %d of %d: %s\n", s.launch.rank, s.launch.size, what.c_str());
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);  // MPI_Abort does not return; should it, the rank still ends
+}
+
+void finish() {
+  State& s = state();
+  if (s.comm) {
+    CUDA_CHECK_LOG(cudaStreamSynchronize(stream()));
+    ncclCommDestroy(s.comm);
+    s.comm = nullptr;
+  }
+  if (s.mpi) {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Finalize();
+    s.mpi = false;
+  }
+}
+
+}  // namespace timbre::dist
