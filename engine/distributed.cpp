@@ -3,8 +3,12 @@
 
 #include <mpi.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
+#include <thread>
 #include <stdexcept>
 #include <vector>
 
@@ -109,6 +113,68 @@ const Launch& start(int device) {
   return s.launch;
 }
 
+namespace {
+struct Watchdog {
+  std::mutex m;
+  std::condition_variable cv;
+  std::thread thread;
+  bool armed = false;
+  std::chrono::steady_clock::time_point last;
+  ~Watchdog() {
+    armed = false;
+    cv.notify_all();
+    if (thread.joinable()) thread.join();
+  }
+};
+Watchdog& watchdog() {
+  static Watchdog w;
+  return w;
+}
+}  // namespace
+
+void arm_watchdog(double seconds, const std::string& where) {
+  disarm_watchdog();
+  if (!active() || !(seconds > 0)) return;
+  Watchdog& w = watchdog();
+  {
+    std::lock_guard<std::mutex> lk(w.m);
+    w.armed = true;
+    w.last = std::chrono::steady_clock::now();
+  }
+  w.thread = std::thread([seconds, where, r = rank(), n = size()] {
+    Watchdog& w = watchdog();
+    const auto limit = std::chrono::duration<double>(seconds);
+    std::unique_lock<std::mutex> lk(w.m);
+    while (w.armed) {
+      if (std::chrono::steady_clock::now() - w.last > limit) {
+        std::fprintf(stderr,
+                     "timbre: rank %d of %d: no progress in %g s %s (another rank hung or died, "
+                     "or the step is slower than --rank-timeout); ending the job\n",
+                     r, n, seconds, where.c_str());
+        std::fflush(stderr);
+        std::_Exit(1);  // the launcher ends the other ranks
+      }
+      w.cv.wait_for(lk, std::chrono::milliseconds(200));
+    }
+  });
+}
+
+void heartbeat() {
+  Watchdog& w = watchdog();
+  std::lock_guard<std::mutex> lk(w.m);
+  w.last = std::chrono::steady_clock::now();
+}
+
+void disarm_watchdog() {
+  Watchdog& w = watchdog();
+  {
+    std::lock_guard<std::mutex> lk(w.m);
+    w.armed = false;
+  }
+  w.cv.notify_all();
+  if (w.thread.joinable()) w.thread.join();
+}
+
 int rank() { return state().launch.rank; }
 int size() { return state().launch.size; }
 bool active() { return state().comm != nullptr; }
@@ -160,6 +226,7 @@ int fail(const std::string& what, int code) {
 }
 
 void finish() {
+  disarm_watchdog();
   State& s = state();
   if (s.comm) {
     CUDA_CHECK_LOG(cudaStreamSynchronize(stream()));

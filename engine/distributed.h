@@ -63,6 +63,17 @@ void broadcast(float* d, size_t n, int root = 0);
 void host_sum(double* v, int n);
 int host_max(int v);
 
+// A watchdog for a rank that hangs: while armed (a data-parallel job
+// only), a thread checks that heartbeat() is called at least once every
+// `seconds`; if not, it prints "timbre: rank R of N: no progress in S s
+// (...)" and ends the process with exit code 1, and the launcher ends
+// the job. A rank that waits in a collective for a hung or stopped peer
+// stops beating too, so every rank of a stuck job ends, not one. NCCL
+// alone would wait for the peer forever. seconds <= 0: disarmed.
+void arm_watchdog(double seconds, const std::string& where);
+void heartbeat();
+void disarm_watchdog();
+
 // Ends the whole job from this rank: prints "timbre: rank R of N: what" on
 // stderr, then MPI_Abort (the launcher ends the other ranks). For a single
 // process it only prints and returns the code, for main to return.

@@ -250,6 +250,11 @@ int main(int argc, char** argv) {
   trn->add_flag("--sync-batchnorm", tr.sync_batchnorm,
                 "Data-parallel (mpirun -np N timbre train): batch norms take their statistics "
                 "over the global batch, every rank's slice, as one process would");
+  trn->add_option("--rank-timeout", tr.rank_timeout,
+                  "Data-parallel: seconds a rank waits without progress (a training step, a "
+                  "validation batch) before it ends the job, naming the wait: a hung or dead "
+                  "rank; 0: wait forever")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
   trn->add_flag("--resume", tr.resume, "Continue the run in --out from last.ckpt, with the "
                                        "options in its run.json (--epochs and --patience may "
                                        "change)");
@@ -267,6 +272,7 @@ int main(int argc, char** argv) {
   trn->add_option("--debug-inject-nan-step", tr.inject_nan_step)->group("");  // tests only
   trn->add_flag("--debug-step-losses", tr.debug_step_losses)->group("");      // tests only
   trn->add_option("--debug-kill-step", tr.debug_kill_step)->group("");        // tests only
+  trn->add_option("--debug-hang-step", tr.debug_hang_step)->group("");        // tests only
 
   // eval ---------------------------------------------------------------------
   EvalOptions ev;

@@ -17,6 +17,7 @@
 #include <fstream>
 #include <optional>
 #include <sstream>
+#include <thread>
 
 #include "engine/autograd.h"
 #include "engine/context.h"
@@ -261,6 +262,7 @@ std::optional<std::pair<double, double>> evaluate_split(models::Model& model, Ba
                        st.path());
     loss_sum += loss * double(b.n());
     for (int64_t i = 0; i < b.n(); ++i) correct += argmax_row(&l[size_t(i * c)], c) == b.y[i];
+    dist::heartbeat();
   }
   model.train();
   double sums[2] = {loss_sum, double(correct)};
@@ -731,6 +733,9 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
                  steps_per_epoch == 1 ? "" : "s", steps_per_epoch == 1 ? "s" : "", 100 * left,
                  bn_batches, bn_batches == 1 ? "" : "es");
   bool report_warned = false;
+  // A rank without progress for --rank-timeout seconds ends the job
+  // (dist::arm_watchdog): NCCL would wait for a hung peer forever.
+  dist::arm_watchdog(o.rank_timeout, "in training");
   json step_losses = json::array();  // --debug-step-losses (this invocation's steps)
   for (int epoch = int(progress["epoch"]); epoch < o.epochs; ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -789,6 +794,8 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
       const long long global = progress["global_step"];
       if (global == o.inject_nan_step) b.x[b.x.size() / 2] = NAN;
       if (global == o.debug_kill_step && me == ranks - 1) ::raise(SIGKILL);
+      if (global == o.debug_hang_step && me == ranks - 1)
+        for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
       // Queued, not waited for: the upload on the copy stream, the step on
       // the compute stream.
       parts.step.run(b, StepPlace{epoch, step, global, b.indices});
@@ -807,6 +814,7 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
         all_ranks();
         return stopped(epoch, t0, sig);
       }
+      dist::heartbeat();
     }
     all_ranks();  // the epoch's sums, and its last steps' checks
     if (bar) bar->finish();
@@ -830,6 +838,7 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
         if (const int sig = stop_signal(); sig != 0)
           return stopped(epoch, t0, sig, steps_seconds);
         model->forward(Variable(norm(b.x.data(), b.n(), st.rows(), st.frames())), gen);
+        dist::heartbeat();
         if (bn_bar) bn_bar->update(++done);
       }
       if (bn_bar) bn_bar->finish();
@@ -912,6 +921,7 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
   result.epochs_done = progress["epoch"];
   result.best_epoch = progress["best_epoch"];
   result.best_val_accuracy = std::max(0.0, double(progress["best_val_accuracy"]));
+  dist::disarm_watchdog();
   // Restore the best weights (what eval and predict use; rank 0's).
   if (!dist::is_root()) return result;
   TrainingState best = state;

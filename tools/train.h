@@ -53,6 +53,8 @@ struct TrainOptions {
                                     // after each epoch (see run_train)
   std::string cuda_graph = "on";    // on | off: each step replayed from a CUDA graph
                                     // (tools/train_step.h); the same bits either way
+  double rank_timeout = 600;   // data-parallel: seconds without a step (or validation batch)
+                               // before a rank ends the job (a hung or dead peer); 0: never
   bool sync_batchnorm = false;  // data-parallel: batch-norm statistics over the global batch
                                 // (an NCCL all-reduce of each layer's sums; docs/distributed.md)
   bool quiet = false;          // no epoch lines (tests)
@@ -64,6 +66,7 @@ struct TrainOptions {
   bool debug_step_losses = false;  // tests: each step's loss (over every rank) read after it and
                                    // written to out/step_losses.json (a host wait per step)
   long long debug_kill_step = -1;  // tests: the last rank kills itself (SIGKILL) at this global step
+  long long debug_hang_step = -1;  // tests: the last rank stops (sleeps) at this global step
   int debug_signal_in_validation = 0;  // tests: as if this signal came during the first
                                        // validation pass of this invocation
 };

@@ -257,6 +257,20 @@ TEST_F(Distributed, AKilledRankEndsTheJob) {
   EXPECT_NE(r.second.find("signal 9"), std::string::npos) << r.second;
 }
 
+// A rank that hangs (sleeps at step 3) ends the job too: the other rank
+// waits for it, stops beating, and its watchdog (--rank-timeout 5) ends it.
+TEST_F(Distributed, AHungRankEndsTheJob) {
+  TempDir t;
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = sh(mpirun(2) + train("crnn", t / "run", 50) +
+                    " --debug-hang-step 3 --rank-timeout 5");
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(r.first, 0) << r.second;
+  EXPECT_LT(seconds, 60) << r.second;
+  EXPECT_NE(r.second.find("no progress in 5 s in training"), std::string::npos) << r.second;
+}
+
 // `mpirun -np 2 timbre extract` writes the store one process writes: every
 // dataset and attribute the same, band statistics to the bit. --batch 7
 // puts batch boundaries across the two ranks' blocks.
