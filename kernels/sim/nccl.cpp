@@ -245,7 +245,7 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
     if (rank == 0)
       MPI_Reduce(send == recv ? MPI_IN_PLACE : send, recv, int(count), mt, mo, 0, mpi);
     else
-      MPI_Reduce(send, rank == 0 ? recv : nullptr, int(count), mt, mo, 0, mpi);
+      MPI_Reduce(send, nullptr, int(count), mt, mo, 0, mpi);
     if (rank == 0 && op == ncclAvg) scale_for_avg(type, recv, count, size);
     MPI_Bcast(recv, int(count), mt, 0, mpi);
   });
