@@ -38,19 +38,39 @@
 // has run.
 //
 // Stream capture (cudaStreamBeginCapture): while `capture` is set, the
-// stream's work is appended to that graph instead of running; a captured
-// graph replays its ops in order (cudaGraphLaunch).
+// stream's work is appended to that graph instead of running. Other streams
+// join the capture as on a GPU: a stream that waits on an event recorded in
+// the capture is captured into the same graph from then on (a fork), and
+// must be waited on by the capture before it ends (a join). Each op keeps
+// the ops it depends on: its stream's previous op and the record points of
+// the events its stream waited on. A captured graph replays its ops in
+// issue order (a valid topological order); under SIMCUDA_STREAMS=adversarial
+// it replays them in an order of its own that only the dependencies bound,
+// so a missing event wait between the captured streams shows.
 struct CUgraph_st {
   std::vector<std::function<void()>> ops;
+  struct Node {
+    int lane;                    // 0: the origin stream; 1, 2, ...: streams that joined
+    std::vector<uint32_t> deps;  // ops that must run before this one
+  };
+  std::vector<Node> nodes;  // one per op
+  int lanes = 1;
+  uint64_t id = 0;  // which capture (events name it)
 };
 struct CUgraphExec_st {
-  std::shared_ptr<const std::vector<std::function<void()>>> ops;
+  std::shared_ptr<const CUgraph_st> graph;
+  uint64_t launches = 0;  // adversarial replays alternate their preference
 };
 struct CUstream_st {
   unsigned flags = 0;
   uint64_t issued = 0;  // tickets handed out
   std::deque<std::pair<uint64_t, std::function<void()>>> pending;
   CUgraph_st* capture = nullptr;  // capturing into this graph
+  bool capture_origin = false;    // began the capture (owns the graph) or joined it
+  int capture_lane = 0;
+  std::vector<uint32_t> frontier;  // what the stream's next captured op depends on
+  int64_t last_op = -1;            // its last captured op
+  int64_t joined_upto = -1;        // its ops up to here are waited on in the capture
   cudaStreamCaptureMode capture_mode = cudaStreamCaptureModeGlobal;
   std::thread::id capture_thread;
   std::string capture_broken;  // why the capture is invalidated ("" while valid)
@@ -61,6 +81,11 @@ struct CUevent_st {
   std::chrono::steady_clock::time_point when{};
   CUstream_st* queued_on = nullptr;  // adversarial: recorded on this stream, not yet reached
   uint64_t ticket = 0;
+  // Recorded in a capture: which capture, on which stream, after which ops.
+  uint64_t capture_id = 0;
+  CUstream_st* capture_stream = nullptr;
+  std::vector<uint32_t> capture_frontier;
+  int64_t capture_last_op = -1;
 };
 
 namespace simcuda {
@@ -354,16 +379,108 @@ cudaError_t capture_forbids(const char* api) {
                                  "(cudaStreamBeginCapture); the capture is invalidated");
 }
 
-// simcuda captures one stream at a time: events recorded on, or waited on
-// by, a capturing stream (CUDA's fork and join of several streams into one
-// graph) are not simulated, and say so.
-cudaError_t single_stream_capture(cudaStream_t s, const char* api) {
-  if (g_captures.load(std::memory_order_relaxed) == 0 || !created(s) || !s->capture)
-    return cudaSuccess;
-  if (s->capture_broken.empty()) s->capture_broken = std::string(api) + " during the capture";
-  return fail(cudaErrorStreamCaptureUnsupported,
-              std::string(api) + " on a stream being captured: simcuda captures a single stream "
-                                 "(no fork or join through events); the capture is invalidated");
+// The streams capturing into g (the origin and those that joined).
+std::vector<cudaStream_t> streams_of(const CUgraph_st* g) {
+  std::vector<cudaStream_t> out;
+  for (cudaStream_t s : capturing_streams())
+    if (s->capture == g) out.push_back(s);
+  return out;
+}
+
+// The capture an event was recorded in, if that capture is still going on.
+CUgraph_st* live_capture_of(cudaEvent_t e) {
+  if (e->capture_id == 0 || g_captures.load(std::memory_order_relaxed) == 0) return nullptr;
+  for (cudaStream_t s : capturing_streams())
+    if (s == e->capture_stream && s->capture->id == e->capture_id) return s->capture;
+  return nullptr;
+}
+
+// cudaStreamWaitEvent where the stream or the event belongs to a capture:
+// a fork (s joins the event's capture), an edge inside one capture, or a
+// dependency across the capture's boundary (invalid, as on a GPU).
+cudaError_t captured_wait(cudaStream_t s, cudaEvent_t e) {
+  CUgraph_st* g = live_capture_of(e);
+  const bool s_capturing = created(s) && s->capture;
+  if (!g && !s_capturing) return cudaSuccess;  // nothing captured: an ordinary wait
+  if (!g || (s_capturing && s->capture != g) || !created(s)) {
+    const char* why = !g ? "the event was not recorded in this capture"
+                         : "the stream is not one that may join the event's capture";
+    if (s_capturing && s->capture_broken.empty())
+      s->capture_broken = std::string("cudaStreamWaitEvent across a capture's boundary (") + why + ")";
+    if (g && e->capture_stream->capture_broken.empty())
+      e->capture_stream->capture_broken = "cudaStreamWaitEvent across a capture's boundary";
+    return fail(cudaErrorStreamCaptureIsolation,
+                std::string("cudaStreamWaitEvent: ") + why + "; the capture is invalidated");
+  }
+  if (!s_capturing) {  // a fork: s joins the capture
+    const cudaStream_t origin = e->capture_stream;
+    s->capture = g;
+    s->capture_origin = false;
+    s->capture_lane = g->lanes++;
+    s->capture_mode = origin->capture_mode;
+    s->capture_thread = origin->capture_thread;
+    s->capture_broken.clear();
+    s->frontier.clear();
+    s->last_op = -1;
+    s->joined_upto = -1;
+    ++g_captures;
+  }
+  s->frontier.insert(s->frontier.end(), e->capture_frontier.begin(), e->capture_frontier.end());
+  e->capture_stream->joined_upto = std::max(e->capture_stream->joined_upto, e->capture_last_op);
+  return cudaSuccess;
+}
+
+// Appends op to s's capture, depending on what s's frontier holds.
+void record_op(cudaStream_t s, std::function<void()> op) {
+  if (!s->capture_broken.empty()) return;  // an invalidated capture drops it
+  CUgraph_st& g = *s->capture;
+  const auto index = uint32_t(g.ops.size());
+  g.ops.push_back(std::move(op));
+  g.nodes.push_back({s->capture_lane, std::move(s->frontier)});
+  s->frontier.assign(1, index);
+  s->last_op = index;
+}
+
+// Replays g's ops in a topological order other than their issue order:
+// among the ops whose dependencies have run, those of the streams that
+// joined the capture first (joined_first: as early as the edges allow), or
+// the origin's first (the joined streams' work as late as they allow).
+void replay_reordered(const CUgraph_st& g, bool joined_first) {
+  const size_t n = g.ops.size();
+  std::vector<uint32_t> waiting(n, 0);
+  std::vector<std::vector<uint32_t>> after(n);
+  for (size_t i = 0; i < n; ++i)
+    for (uint32_t d : g.nodes[i].deps) {
+      ++waiting[i];
+      after[d].push_back(uint32_t(i));
+    }
+  // Ready ops per lane, oldest first (a lane's ops form a chain).
+  std::vector<std::deque<uint32_t>> ready(size_t(g.lanes));
+  for (size_t i = 0; i < n; ++i)
+    if (waiting[i] == 0) ready[size_t(g.nodes[i].lane)].push_back(uint32_t(i));
+  for (size_t done = 0; done < n; ++done) {
+    int lane = -1;
+    for (int k = 0; k < g.lanes; ++k) {
+      const int l = joined_first ? g.lanes - 1 - k : k;
+      if (!ready[size_t(l)].empty()) {
+        lane = l;
+        break;
+      }
+    }
+    const uint32_t i = ready[size_t(lane)].front();
+    ready[size_t(lane)].pop_front();
+    g.ops[i]();
+    for (uint32_t j : after[i])
+      if (--waiting[j] == 0) ready[size_t(g.nodes[j].lane)].push_back(j);
+  }
+}
+
+// Ends s's part in a capture.
+void leave_capture(cudaStream_t s) {
+  s->capture = nullptr;
+  s->capture_origin = false;
+  s->frontier.clear();
+  --g_captures;
 }
 
 // Legacy-stream work while a blocking stream is captured: CUDA would make
@@ -408,8 +525,8 @@ void legacy_stream_waits() {
 bool queue(cudaStream_t s, std::function<void()> op) {
   if (g_captures.load(std::memory_order_relaxed) > 0) {
     if (created(s) && s->capture) {
-      if (s->capture_broken.empty()) s->capture->ops.push_back(std::move(op));
-      return true;  // recorded, not run (an invalidated capture drops it)
+      record_op(s, std::move(op));
+      return true;  // recorded, not run
     }
     if (!created(s)) legacy_during_capture();
   }
@@ -522,6 +639,9 @@ const char* cudaGetErrorName(cudaError_t e) {
     SIMCUDA_NAME(cudaErrorNotSupported)
     SIMCUDA_NAME(cudaErrorStreamCaptureUnsupported)
     SIMCUDA_NAME(cudaErrorStreamCaptureInvalidated)
+    SIMCUDA_NAME(cudaErrorStreamCaptureUnmatched)
+    SIMCUDA_NAME(cudaErrorStreamCaptureUnjoined)
+    SIMCUDA_NAME(cudaErrorStreamCaptureIsolation)
     SIMCUDA_NAME(cudaErrorIllegalState)
     SIMCUDA_NAME(cudaErrorUnknown)
 #undef SIMCUDA_NAME
@@ -552,6 +672,12 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
     case cudaErrorStreamCaptureInvalidated:
       return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureUnmatched:
+      return "the capture was not initiated in this stream";
+    case cudaErrorStreamCaptureUnjoined:
+      return "the capture sequence contains a fork that was not joined to the primary stream";
+    case cudaErrorStreamCaptureIsolation:
+      return "a dependency would have been created which crosses the capture sequence boundary";
     case cudaErrorUnknown: return "unknown error";
     default: return "unrecognized error code";
   }
@@ -822,10 +948,16 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
   if (!simcuda::detail::created(s) || !simcuda::detail::valid_stream(s))
     return simcuda::detail::bad_stream(s, "cudaStreamDestroy");
   simcuda::detail::drain(s);  // CUDA finishes a destroyed stream's work
-  if (s->capture) {  // an unfinished capture ends with its stream
-    delete s->capture;
-    s->capture = nullptr;
-    --simcuda::detail::g_captures;
+  if (s->capture) {  // an unfinished capture ends with its origin stream
+    CUgraph_st* g = s->capture;
+    if (s->capture_origin) {
+      for (cudaStream_t j : simcuda::detail::streams_of(g)) simcuda::detail::leave_capture(j);
+      delete g;
+    } else {
+      simcuda::detail::leave_capture(s);
+      for (cudaStream_t j : simcuda::detail::streams_of(g))
+        if (j->capture_broken.empty()) j->capture_broken = "the destruction of a joined stream";
+    }
   }
   auto& H = simcuda::detail::handles();
   std::lock_guard<std::mutex> lk(H.m);
@@ -852,7 +984,8 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int /*fl
   if (!simcuda::detail::valid_stream(s))
     return simcuda::detail::bad_stream(s, "cudaStreamWaitEvent");
   if (!simcuda::detail::valid_event(e)) return simcuda::detail::bad_event(e, "cudaStreamWaitEvent");
-  if (cudaError_t err = simcuda::detail::single_stream_capture(s, "cudaStreamWaitEvent")) return err;
+  if (cudaError_t err = simcuda::detail::captured_wait(s, e)) return err;
+  if (simcuda::detail::created(s) && s->capture) return cudaSuccess;  // an edge in the graph
   std::lock_guard<std::recursive_mutex> lk(simcuda::detail::g_queue_mutex);
   if (e->queued_on == nullptr) return cudaSuccess;  // its work is done
   // The work before the record runs when s reaches this wait (now, for the
@@ -867,7 +1000,8 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int /*fl
 // -------------------------------- events -----------------------------------
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int flags) {
   if (!e) return fail(cudaErrorInvalidValue, "cudaEventCreate: null pointer");
-  *e = new CUevent_st{flags};
+  *e = new CUevent_st;
+  (*e)->flags = flags;
   std::lock_guard<std::mutex> lk(simcuda::detail::handles().m);
   simcuda::detail::handles().events.insert(*e);
   return cudaSuccess;
@@ -883,7 +1017,14 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!simcuda::detail::valid_event(e)) return simcuda::detail::bad_event(e, "cudaEventRecord");
   if (!simcuda::detail::valid_stream(s)) return simcuda::detail::bad_stream(s, "cudaEventRecord");
-  if (cudaError_t err = simcuda::detail::single_stream_capture(s, "cudaEventRecord")) return err;
+  if (simcuda::detail::capturing(s)) {  // a record point in the graph, for forks and joins
+    e->capture_id = s->capture->id;
+    e->capture_stream = s;
+    e->capture_frontier = s->frontier;
+    e->capture_last_op = s->last_op;
+    return cudaSuccess;
+  }
+  e->capture_id = 0;
   std::lock_guard<std::recursive_mutex> lk(simcuda::detail::g_queue_mutex);
   auto reach = [e] {
     e->recorded = true;
@@ -929,11 +1070,11 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
 }
 
 // --------------------------- capture and graphs ----------------------------
-// One stream at a time is captured into a graph of its ops in issue order
-// (kernels, async copies and memsets, cuBLAS and cuFFT calls); a launch of
-// the instantiated graph replays them, in order, on the stream it is
-// launched on. Kernel arguments, copy addresses and GEMM scalars are the
-// ones captured, as on a GPU.
+// A capture records its streams' ops (kernels, async copies and memsets,
+// cuBLAS calls, NCCL collectives) with their dependencies; a launch of the
+// instantiated graph replays them on the stream it is launched on. Kernel
+// arguments, copy addresses and GEMM scalars are the ones captured, as on a
+// GPU.
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode mode) {
   if (!simcuda::detail::valid_stream(s))
     return simcuda::detail::bad_stream(s, "cudaStreamBeginCapture");
@@ -943,7 +1084,14 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode mo
                 "stream made with cudaStreamCreate");
   if (s->capture)
     return fail(cudaErrorIllegalState, "cudaStreamBeginCapture: the stream is already capturing");
+  static std::atomic<uint64_t> captures{0};
   s->capture = new CUgraph_st;
+  s->capture->id = ++captures;
+  s->capture_origin = true;
+  s->capture_lane = 0;
+  s->frontier.clear();
+  s->last_op = -1;
+  s->joined_upto = -1;
   s->capture_mode = mode;
   s->capture_thread = std::this_thread::get_id();
   s->capture_broken.clear();
@@ -958,13 +1106,30 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph) {
     return simcuda::detail::bad_stream(s, "cudaStreamEndCapture");
   if (!simcuda::detail::created(s) || !s->capture)
     return fail(cudaErrorIllegalState, "cudaStreamEndCapture: the stream is not capturing");
+  if (!s->capture_origin)
+    return fail(cudaErrorStreamCaptureUnmatched,
+                "cudaStreamEndCapture: the stream joined a capture begun on another stream; end it "
+                "on that one");
   CUgraph_st* g = s->capture;
-  s->capture = nullptr;
-  --simcuda::detail::g_captures;
-  if (!s->capture_broken.empty()) {
+  // Every stream that joined must be joined back: its last op waited on by
+  // the capture (an event recorded after it, waited on in the capture).
+  std::string broken = s->capture_broken;
+  std::string unjoined;
+  for (cudaStream_t j : simcuda::detail::streams_of(g)) {
+    if (broken.empty()) broken = j->capture_broken;
+    if (j != s && j->last_op > j->joined_upto && unjoined.empty())
+      unjoined = "cudaStreamEndCapture: a stream that joined the capture (lane " +
+                 std::to_string(j->capture_lane) +
+                 ") has work that nothing in the capture waits on; record an event after it and "
+                 "make the capturing stream wait on it";
+    simcuda::detail::leave_capture(j);
+  }
+  if (!broken.empty() || !unjoined.empty()) {
     delete g;
-    return fail(cudaErrorStreamCaptureInvalidated,
-                "cudaStreamEndCapture: the capture was invalidated by " + s->capture_broken);
+    if (!broken.empty())
+      return fail(cudaErrorStreamCaptureInvalidated,
+                  "cudaStreamEndCapture: the capture was invalidated by " + broken);
+    return fail(cudaErrorStreamCaptureUnjoined, unjoined);
   }
   std::lock_guard<std::mutex> lk(simcuda::detail::handles().m);
   simcuda::detail::handles().graphs.insert(g);
@@ -995,27 +1160,33 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph,
   std::lock_guard<std::mutex> lk(H.m);
   if (!graph || !H.graphs.count(graph))
     return fail(cudaErrorInvalidValue, "cudaGraphInstantiate: not a graph from cudaStreamEndCapture");
-  *exec = new CUgraphExec_st{
-      std::make_shared<const std::vector<std::function<void()>>>(graph->ops)};
+  *exec = new CUgraphExec_st{std::make_shared<const CUgraph_st>(*graph)};
   H.execs.insert(*exec);
   return cudaSuccess;
 }
 
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
   if (!simcuda::detail::valid_stream(s)) return simcuda::detail::bad_stream(s, "cudaGraphLaunch");
-  std::shared_ptr<const std::vector<std::function<void()>>> ops;
+  std::shared_ptr<const CUgraph_st> graph;
+  uint64_t launch = 0;
   {
     std::lock_guard<std::mutex> lk(simcuda::detail::handles().m);
     if (!exec || !simcuda::detail::handles().execs.count(exec))
       return fail(cudaErrorInvalidResourceHandle,
                   "cudaGraphLaunch: not an executable graph from cudaGraphInstantiate");
-    ops = exec->ops;
+    graph = exec->graph;
+    launch = exec->launches++;
   }
   if (simcuda::detail::created(s) && s->capture)
     return fail(cudaErrorStreamCaptureUnsupported,
                 "cudaGraphLaunch: launching a graph into a capture is not simulated");
-  auto replay = [ops] {
-    for (const auto& op : *ops) op();
+  const bool reorder = simcuda::detail::adversarial() && graph->lanes > 1;
+  auto replay = [graph, reorder, launch] {
+    if (!reorder) {
+      for (const auto& op : graph->ops) op();
+      return;
+    }
+    simcuda::detail::replay_reordered(*graph, /*joined_first=*/launch % 2 == 0);
   };
   if (!simcuda::detail::queue(s, replay)) replay();
   return cudaSuccess;
