@@ -1,5 +1,6 @@
 #include "engine/autograd.h"
 
+#include <unordered_map>
 #include <unordered_set>
 
 #include "kernels/profile.h"
@@ -117,14 +118,14 @@ void Variable::bind_storage(const Tensor& value, const Tensor& grad) {
   }
 }
 
-void Variable::backward() {
+void Variable::backward(const LeafHook& leaf_done) {
   if (value().numel() != 1)
     throw ShapeError(std::string("backward: without a seed the output must hold one element; ") +
                      op() + " gave " + value().str());
-  backward(Tensor::full(value().shape(), 1.0, value().dtype()));
+  backward(Tensor::full(value().shape(), 1.0, value().dtype()), leaf_done);
 }
 
-void Variable::backward(const Tensor& seed) {
+void Variable::backward(const Tensor& seed, const LeafHook& leaf_done) {
   check_same_shape("backward", value(), seed);
   if (!requires_grad())
     throw ShapeError(std::string("backward: ") + op() +
@@ -152,11 +153,27 @@ void Variable::backward(const Tensor& seed) {
     }
   }
 
+  // For leaf_done: the leaves whose last contribution comes from the op at
+  // each position of the walk below (outputs before inputs).
+  std::vector<std::vector<std::shared_ptr<Node>>> finishes;
+  if (leaf_done) {
+    std::unordered_map<Node*, size_t> last;  // leaf -> position of its last consumer
+    for (size_t k = 0; k < order.size(); ++k) {
+      const Node& n = *order[order.size() - 1 - k];
+      if (!n.backward) continue;
+      for (const Variable& in : n.inputs)
+        if (in.node_ && in.node_->requires_grad && !in.node_->backward) last[in.node_.get()] = k;
+    }
+    finishes.resize(order.size());
+    for (const auto& n : order)  // in the walk's order, so the calls' order is the graph's
+      if (auto it = last.find(n.get()); it != last.end()) finishes[it->second].push_back(n);
+  }
+
   // Seed, then outputs before inputs.
   node_->grad = seed.clone();
   if (kernels::profile::tracing()) kernels::profile::mark("backward seed " + seed.shape().str());
-  for (auto it = order.rbegin(); it != order.rend(); ++it) {
-    Node* n = it->get();
+  for (size_t k = 0; k < order.size(); ++k) {
+    Node* n = order[order.size() - 1 - k].get();
     if (!n->backward) continue;  // a leaf
     if (n->grad.defined()) {
       n->backward(n->grad, n->inputs);
@@ -168,6 +185,12 @@ void Variable::backward(const Tensor& seed) {
     n->inputs.clear();
     n->backward = nullptr;
     n->grad = Tensor();
+    if (leaf_done)
+      for (const std::shared_ptr<Node>& leaf : finishes[k]) {
+        Variable v;
+        v.node_ = leaf;
+        leaf_done(v);
+      }
   }
 }
 

@@ -67,10 +67,21 @@ class Variable {
   // allocated and uninitialised).
   Tensor& grad_for_update(bool* accumulate);
 
+  // Called by backward once for each leaf that requires a gradient, as
+  // soon as no op left in the graph adds to that gradient: from then on
+  // the gradient's tensor holds its final value (once the work queued on
+  // the stream so far has run). A data-parallel step starts the all-reduce
+  // of a bucket of gradients there, overlapping the rest of the backward
+  // pass (engine/distributed.h, GradientBuckets).
+  using LeafHook = std::function<void(const Variable& leaf)>;
+
   // dL/d(this) for a one-element Variable: seeds 1 and runs the graph.
-  void backward();
+  void backward(const LeafHook& leaf_done = {});
   // Same with an explicit seed of this Variable's shape.
-  void backward(const Tensor& seed);
+  void backward(const Tensor& seed, const LeafHook& leaf_done = {});
+
+  // Whether two handles name the same Variable (a map key for leaves).
+  const void* id() const { return node_.get(); }
 
  private:
   struct Node;

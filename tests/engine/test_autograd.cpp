@@ -50,6 +50,28 @@ TEST(Autograd, DiamondGraphVisitsEachNodeOnce) {
   }
 }
 
+// The leaf hook (what a data-parallel step starts its gradient buckets
+// from): once per leaf that requires a gradient and takes part, right after
+// the last rule that adds to it, so the gradient it sees is the final one.
+// x feeds the first op and the last (its last contribution comes late); w
+// feeds one in the middle; `unused` is not in the graph.
+TEST(Autograd, LeafHookFiresOnceAfterALeafsLastContribution) {
+  Variable x(vec({0.5, -1.0, 2.0}), true), w(vec({0.25, 0.75, -0.5}), true);
+  Variable unused(vec({1.0}), true);
+  Variable c(vec({3.0, 1.0, -2.0}));  // a constant: no gradient, no call
+  Variable y = ops::add(ops::sigmoid(ops::add(ops::add(ops::tanh(x), w), c)), x);
+  std::vector<std::pair<const void*, std::vector<double>>> calls;
+  timbre::testing::weighted_sum(y, {1, -2, 0.5}).backward([&](const Variable& leaf) {
+    calls.emplace_back(leaf.id(), leaf.grad().to_host<double>());
+  });
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(calls[0].first, w.id()) << "w is done before x's first op is reached";
+  EXPECT_EQ(calls[1].first, x.id());
+  EXPECT_EQ(calls[0].second, w.grad().to_host<double>());
+  EXPECT_EQ(calls[1].second, x.grad().to_host<double>()) << "x's gradient was not final at the call";
+  EXPECT_FALSE(unused.grad().defined());
+}
+
 TEST(Autograd, NoGradScopeRecordsNothing) {
   Variable x(vec({1.0}), true);
   {
