@@ -3,6 +3,7 @@
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -22,6 +23,8 @@ struct State {
   Launch launch;
   bool started = false, mpi = false;
   ncclComm_t comm = nullptr;
+  cudaStream_t comm_stream = nullptr;  // every collective's
+  cudaEvent_t fork = nullptr, join = nullptr;
 };
 State& state() {
   static State s;
@@ -110,6 +113,10 @@ const Launch& start(int device) {
   if (s.launch.rank == 0) nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId");
   MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
   nccl_check(ncclCommInitRank(&s.comm, s.launch.size, id, s.launch.rank), "ncclCommInitRank");
+  // Non-blocking: ordered against the compute stream by events alone.
+  CUDA_CHECK(cudaStreamCreateWithFlags(&s.comm_stream, cudaStreamNonBlocking));
+  CUDA_CHECK(cudaEventCreateWithFlags(&s.fork, cudaEventDisableTiming));
+  CUDA_CHECK(cudaEventCreateWithFlags(&s.join, cudaEventDisableTiming));
   return s.launch;
 }
 
@@ -181,19 +188,100 @@ bool active() { return state().comm != nullptr; }
 bool is_root() { return state().launch.rank == 0; }
 ncclComm_t comm() { return state().comm; }
 
+cudaStream_t comm_stream() { return state().comm_stream; }
+
+kernels::BatchNormSync batchnorm_sync() {
+  const State& s = state();
+  return {s.comm, size(), s.comm_stream, s.fork, s.join};
+}
+
+namespace {
+// comm_stream() waits for the work queued on stream() so far...
+void fork() {
+  CUDA_CHECK(cudaEventRecord(state().fork, stream()));
+  CUDA_CHECK(cudaStreamWaitEvent(state().comm_stream, state().fork, 0));
+}
+// ...and stream() for the collectives queued on comm_stream() so far.
+void join() {
+  CUDA_CHECK(cudaEventRecord(state().join, state().comm_stream));
+  CUDA_CHECK(cudaStreamWaitEvent(stream(), state().join, 0));
+}
+}  // namespace
+
 void all_reduce_avg(float* d, size_t n) {
   if (!active() || n == 0) return;
-  nccl_check(ncclAllReduce(d, d, n, ncclFloat32, ncclAvg, state().comm, stream()), "all-reduce");
+  fork();
+  nccl_check(ncclAllReduce(d, d, n, ncclFloat32, ncclAvg, state().comm, comm_stream()),
+             "all-reduce");
+  join();
 }
 
 void all_reduce_sum(double* d, size_t n) {
   if (!active() || n == 0) return;
-  nccl_check(ncclAllReduce(d, d, n, ncclFloat64, ncclSum, state().comm, stream()), "all-reduce");
+  fork();
+  nccl_check(ncclAllReduce(d, d, n, ncclFloat64, ncclSum, state().comm, comm_stream()),
+             "all-reduce");
+  join();
 }
 
 void broadcast(float* d, size_t n, int root) {
   if (!active() || n == 0) return;
-  nccl_check(ncclBroadcast(d, d, n, ncclFloat32, root, state().comm, stream()), "broadcast");
+  fork();
+  nccl_check(ncclBroadcast(d, d, n, ncclFloat32, root, state().comm, comm_stream()), "broadcast");
+  join();
+}
+
+GradientBuckets::GradientBuckets(const Adam& adam, size_t bucket_bytes) {
+  if (!adam.is_flat())
+    throw std::logic_error("GradientBuckets: data-parallel training needs Adam's flat f32 "
+                           "gradient buffer");
+  grads_ = static_cast<float*>(adam.flat_gradients().raw());
+  const std::vector<Variable>& params = adam.parameters();
+  const int64_t cap = std::max<int64_t>(1, int64_t(bucket_bytes / sizeof(float)));
+  // Last parameter first: a bucket takes parameters down to the one that
+  // brings it to `cap` elements (one bucket for all when bucket_bytes is 0).
+  for (size_t i = params.size(); i-- > 0;) {
+    const bool open = !buckets_.empty() &&
+                      (bucket_bytes == 0 || buckets_.back().end - buckets_.back().begin < cap);
+    if (!open) buckets_.push_back({adam.flat_offset(i + 1), adam.flat_offset(i + 1)});
+    Bucket& b = buckets_.back();
+    b.begin = adam.flat_offset(i);
+    ++b.params;
+    bucket_of_[params[i].id()] = buckets_.size() - 1;
+  }
+}
+
+void GradientBuckets::begin() {
+  for (Bucket& b : buckets_) {
+    b.waiting = b.params;
+    b.reduced = false;
+  }
+  early_ = 0;
+}
+
+void GradientBuckets::reduce(Bucket& b) {
+  b.reduced = true;
+  if (!active()) return;
+  fork();
+  nccl_check(ncclAllReduce(grads_ + b.begin, grads_ + b.begin, size_t(b.end - b.begin),
+                           ncclFloat32, ncclAvg, state().comm, comm_stream()),
+             "gradient all-reduce");
+}
+
+void GradientBuckets::ready(const Variable& leaf) {
+  const auto it = bucket_of_.find(leaf.id());
+  if (it == bucket_of_.end()) return;
+  Bucket& b = buckets_[it->second];
+  if (--b.waiting == 0 && !b.reduced) {
+    reduce(b);
+    ++early_;
+  }
+}
+
+void GradientBuckets::finish() {
+  for (Bucket& b : buckets_)
+    if (!b.reduced) reduce(b);
+  if (active()) join();
 }
 
 void host_sum(double* v, int n) {
@@ -230,8 +318,13 @@ void finish() {
   State& s = state();
   if (s.comm) {
     CUDA_CHECK_LOG(cudaStreamSynchronize(stream()));
+    CUDA_CHECK_LOG(cudaStreamSynchronize(s.comm_stream));
     ncclCommDestroy(s.comm);
     s.comm = nullptr;
+    CUDA_CHECK_LOG(cudaStreamDestroy(s.comm_stream));
+    CUDA_CHECK_LOG(cudaEventDestroy(s.fork));
+    CUDA_CHECK_LOG(cudaEventDestroy(s.join));
+    s.comm_stream = nullptr;
   }
   if (s.mpi) {
     int finalized = 0;

@@ -3,10 +3,14 @@
 // `mpirun -np N timbre train ...` (or `srun` under Slurm) starts N copies of
 // the program; each is a rank with its own GPU (its local rank on its node).
 // The ranks talk in two ways, each where it belongs:
-//   * NCCL for the device buffers, queued on the compute stream like a
-//     kernel: the gradients' all-reduce in every step, batch norm's sums
-//     with --sync-batchnorm (kernels/batchnorm.cuh, BatchNormSync), the
-//     running statistics' broadcast. Graph capture records them too.
+//   * NCCL for the device buffers, queued on a stream of their own,
+//     comm_stream(), forked from and joined to the compute stream by
+//     events: the gradients' all-reduce in buckets that overlap the
+//     backward pass (GradientBuckets), batch norm's sums with
+//     --sync-batchnorm (kernels/batchnorm.cuh, BatchNormSync), the running
+//     statistics' broadcast. One stream for every collective keeps them in
+//     one order, the same on every rank, as NCCL needs. Graph capture
+//     records them too (the comm stream joins the step's capture).
 //   * MPI on the host, at log points only: the unique id that starts NCCL,
 //     the epoch's summed metrics, the stop flag after a signal, and the end
 //     of the job when a rank fails (MPI_Abort).
@@ -18,9 +22,16 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
+#include <cuda_runtime.h>
 #include <nccl.h>
+
+#include "engine/optim.h"
+#include "kernels/batchnorm.cuh"
 
 namespace timbre::dist {
 
@@ -51,12 +62,59 @@ bool is_root();  // rank 0: the rank that prints and writes
 // The communicator, or null for a single process.
 ncclComm_t comm();
 
-// Device collectives on stream(), queued without waiting (no-ops for a
-// single process). all_reduce_avg: every rank gets the mean of the ranks'
-// buffers; all_reduce_sum: their sum; broadcast: root's buffer everywhere.
+// The stream every device collective runs on (null for a single process).
+cudaStream_t comm_stream();
+
+// What --sync-batchnorm passes to batch norm: this job's communicator and
+// ranks, its all-reduce on comm_stream().
+kernels::BatchNormSync batchnorm_sync();
+
+// Device collectives, queued without waiting (no-ops for a single
+// process): on comm_stream() after the work queued on stream() so far, and
+// stream()'s later work after them. all_reduce_avg: every rank gets the
+// mean of the ranks' buffers; all_reduce_sum: their sum; broadcast: root's
+// buffer everywhere.
 void all_reduce_avg(float* d, size_t n);
 void all_reduce_sum(double* d, size_t n);
 void broadcast(float* d, size_t n, int root = 0);
+
+// The gradients' all-reduce (average) in buckets that overlap the backward
+// pass, as PyTorch's DDP does. Adam's flat gradient buffer is cut at
+// parameter boundaries, from the last parameter to the first (the order in
+// which backward finishes them), into buckets of about `bucket_bytes`
+// (0: one bucket, reduced after the backward pass). When every gradient of
+// a bucket is final (ready(leaf), from autograd's leaf hook), stream() records
+// an event and the bucket's all-reduce is queued on comm_stream() behind
+// it: the all-reduce runs while stream() goes on with the backward pass.
+// finish() queues the buckets not yet reduced, then makes stream() wait
+// for every bucket (Adam reads them next). Each rank runs the same graph,
+// so the buckets are reduced in the same order everywhere. simcuda's
+// all-reduce (and NCCL's on 2 ranks) adds each element's terms in one
+// order whatever the buckets, so the result is the same bits; NCCL's ring
+// on more ranks may order them by the message's size. A single process:
+// every call is a no-op.
+class GradientBuckets {
+ public:
+  // adam must lay its parameters out flat (Adam::is_flat).
+  GradientBuckets(const Adam& adam, size_t bucket_bytes);
+  void begin();                      // a backward pass starts: no bucket reduced
+  void ready(const Variable& leaf);  // leaf's gradient is final (a leaf not of adam: ignored)
+  void finish();                     // the rest reduced; stream() waits for them all
+  size_t buckets() const { return buckets_.size(); }
+  size_t reduced_early() const { return early_; }  // last step: buckets reduced before finish()
+
+ private:
+  struct Bucket {
+    int64_t begin, end;  // elements of grads
+    int params = 0, waiting = 0;
+    bool reduced = false;
+  };
+  void reduce(Bucket& b);
+  float* grads_;
+  std::vector<Bucket> buckets_;
+  std::unordered_map<const void*, size_t> bucket_of_;  // parameter (Variable::id) -> bucket
+  size_t early_ = 0;
+};
 
 // Host collectives (MPI), each rank calling them at the same point:
 // sums of n doubles (the same bits on every rank), the largest of an int.

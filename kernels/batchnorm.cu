@@ -705,18 +705,31 @@ void check_sync(const char* op, const BatchNormSync& sync) {
     throw std::invalid_argument(std::string(op) + ": sync.ranks " + std::to_string(sync.ranks) +
                                 (sync.ranks < 1 ? " must be at least 1"
                                                 : " needs sync.comm, an NCCL communicator"));
+  if (sync.stream && (!sync.fork || !sync.join))
+    throw std::invalid_argument(std::string(op) + ": sync.stream needs the events sync.fork and "
+                                                  "sync.join");
 }
 
 // The chunk partials (2 c chunks doubles, the same layout on every rank:
-// the same shapes give the same plan) summed over the ranks, in place, on
-// the stream between the reduction and the pass that reads them.
+// the same shapes give the same plan) summed over the ranks, in place,
+// between the reduction and the pass that reads them: on s, or on
+// sync.stream between s's fork and join.
 void all_reduce_partials(const BatchNormSync& sync, double* partial, int c, int chunks,
                          cudaStream_t s) {
+  const cudaStream_t on = sync.stream ? sync.stream : s;
+  if (on != s) {
+    CUDA_CHECK(cudaEventRecord(sync.fork, s));
+    CUDA_CHECK(cudaStreamWaitEvent(on, sync.fork, 0));
+  }
   const ncclResult_t r = ncclAllReduce(partial, partial, size_t(2) * c * chunks, ncclFloat64,
-                                       ncclSum, sync.comm, s);
+                                       ncclSum, sync.comm, on);
   if (r != ncclSuccess)
     throw std::runtime_error(std::string("batch norm's all-reduce over the ranks failed: ") +
                              ncclGetErrorString(r));
+  if (on != s) {
+    CUDA_CHECK(cudaEventRecord(sync.join, on));
+    CUDA_CHECK(cudaStreamWaitEvent(s, sync.join, 0));
+  }
 }
 
 std::string str(double v) {

@@ -180,9 +180,19 @@ struct BatchNormEpilogue {
 // computes; dgamma and dbeta, formed from the global sums, are divided by
 // `ranks` so that the gradients' all-reduce average that follows gives
 // each the global batch's value. {null, 1}: this batch alone.
+//
+// `stream`: where the all-reduce runs when it is not the launch stream. A
+// GPU may deadlock when NCCL kernels of one communicator run on two streams
+// in no fixed order (each waits in its kernel for peers that wait in the
+// other), so a job that queues collectives on a stream of their own (the
+// gradients' buckets, engine/distributed.h) sends these there too: the
+// launch stream records `fork`, the collective stream waits on it and
+// all-reduces, records `join`, and the launch stream waits on that.
 struct BatchNormSync {
   ncclComm_t comm = nullptr;
   int ranks = 1;
+  cudaStream_t stream = nullptr;  // null: the launch stream
+  cudaEvent_t fork = nullptr, join = nullptr;  // needed with a stream
 };
 
 // Training forward: reads x, gamma, beta; writes y and the batch statistics

@@ -6,16 +6,18 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <climits>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -322,10 +324,19 @@ ExtractSummary run_extract(const ExtractOptions& o, const std::atomic<int>* stop
                                : std::string("extract"),
                      (long long)paths.size(), "tracks");
   size_t done = 0;
+  // Several ranks: a rank that finishes no track for --rank-timeout seconds
+  // (stuck I/O, a wedged device) ends itself, and the launcher the job;
+  // else the others would wait for its part forever. Disarmed before the
+  // wait for the other ranks, which may take longer than the timeout.
+  if (ranks > 1)
+    dist::arm_watchdog(o.rank_timeout, "in extraction (rank " + std::to_string(me) + "'s " +
+                                           std::to_string(paths.size()) + " tracks)");
   features::decode_all(paths, sr, size_t(seg), o.jobs, [&](features::DecodeResult&& r) {
     // Thrown out of decode_all, which joins its workers; the writer's
     // destructor then removes the temporary file.
     if (stop && stop->load() != 0) throw ExtractInterrupted(stop->load(), o.out);
+    if ((long long)done == o.debug_hang_track && me == ranks - 1 && ranks > 1)
+      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
     const features::Track& t = listing.tracks[first + r.index];
     ++done;
     if (!r.error.empty()) {
@@ -348,6 +359,7 @@ ExtractSummary run_extract(const ExtractOptions& o, const std::atomic<int>* stop
       ++summary.tracks_read;
     }
     if (progress) progress->update((long long)done, std::to_string(summary.skipped.size()) + " skipped");
+    dist::heartbeat();
   });
   for (Split s : {Split::train, Split::validation, Split::test}) flush(s, true);
   if (progress) progress->finish(std::to_string(summary.skipped.size()) + " skipped");
@@ -355,6 +367,7 @@ ExtractSummary run_extract(const ExtractOptions& o, const std::atomic<int>* stop
 
   if (ranks > 1) {
     if (part) part->finish(summary);
+    dist::disarm_watchdog();
     dist::host_max(0);  // every part is complete
     if (part) return summary;  // rank 0 reports
     // Rank 0: the parts in rank order, through the same batches.

@@ -39,6 +39,9 @@ struct ExtractOptions {
   uint64_t seed = 0;            // random split and crops
   int batch = 64;               // segments per device batch
   bool force = false;           // replace an existing --out
+  double rank_timeout = 600;    // several ranks: seconds a rank may go without finishing a
+                                // track before it ends the job (a hung rank); 0: never
+  long long debug_hang_track = -1;  // tests: the last rank stops (sleeps) at this track of its block
   features::FeatureParams params;
 };
 

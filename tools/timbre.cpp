@@ -200,6 +200,12 @@ int main(int argc, char** argv) {
   ext->add_option("--batch", ex.batch, "Segments per device batch")->check(CLI::Range(1, 4096))
       ->capture_default_str();
   ext->add_flag("--force", ex.force, "Replace an existing --out");
+  ext->add_option("--rank-timeout", ex.rank_timeout,
+                  "Several ranks (mpirun -np N timbre extract): seconds a rank may go without "
+                  "finishing a track before it ends the job, naming itself: a hung rank; 0: "
+                  "wait forever")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  ext->add_option("--debug-hang-track", ex.debug_hang_track)->group("");  // tests only
   add_feature_options(ext, ex.params);
 
   // train --------------------------------------------------------------------
@@ -250,6 +256,12 @@ int main(int argc, char** argv) {
   trn->add_flag("--sync-batchnorm", tr.sync_batchnorm,
                 "Data-parallel (mpirun -np N timbre train): batch norms take their statistics "
                 "over the global batch, every rank's slice, as one process would");
+  trn->add_option("--bucket-mib", tr.bucket_mib,
+                  "Data-parallel: all-reduce the gradients in buckets of about this many MiB, "
+                  "each as soon as backward has finished it, overlapping the rest of the "
+                  "backward pass; 0: one all-reduce after the backward pass (the same bits "
+                  "either way)")
+      ->check(CLI::Range(0.0, 1024.0))->capture_default_str();
   trn->add_option("--rank-timeout", tr.rank_timeout,
                   "Data-parallel: seconds a rank waits without progress (a training step, a "
                   "validation batch) before it ends the job, naming the wait: a hung or dead "

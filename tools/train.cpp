@@ -585,6 +585,18 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
   const kernels::AdamConfig adam_cfg = adam_config(o, lr);
   StepParts parts(*model, adam_cfg, o.decay, st, gen, o.cuda_graph == "on");
   parts.step.sync_batchnorm = o.sync_batchnorm && ranks > 1;
+  if (ranks > 1) {
+    parts.buckets.emplace(parts.adam, size_t(o.bucket_mib * double(1 << 20)));
+    parts.step.buckets = &*parts.buckets;
+    if (!quiet)
+      std::fprintf(stderr,
+                   "data-parallel: %d ranks, %d samples per rank in each global batch of %d; the "
+                   "gradients all-reduced in %zu bucket%s%s\n",
+                   ranks, o.batch_size / ranks, o.batch_size, parts.buckets->buckets(),
+                   parts.buckets->buckets() == 1 ? "" : "s",
+                   parts.buckets->buckets() == 1 ? " after the backward pass"
+                                                 : " overlapping the backward pass");
+  }
   gen.set_shard(me, ranks);
   Adam& adam = parts.adam;
   const BandNormaliser& norm = parts.norm;

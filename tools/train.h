@@ -55,6 +55,8 @@ struct TrainOptions {
                                     // (tools/train_step.h); the same bits either way
   double rank_timeout = 600;   // data-parallel: seconds without a step (or validation batch)
                                // before a rank ends the job (a hung or dead peer); 0: never
+  double bucket_mib = 1;       // data-parallel: the gradients' all-reduce in buckets of about
+                               // this many MiB, overlapping backward; 0: one, after backward
   bool sync_batchnorm = false;  // data-parallel: batch-norm statistics over the global batch
                                 // (an NCCL all-reduce of each layer's sums; docs/distributed.md)
   bool quiet = false;          // no epoch lines (tests)

@@ -204,7 +204,7 @@ uint64_t TrainStep::queue(const DeviceBatch& d) const {
   // the ops mark themselves.
   gen.begin_step();
   std::optional<ops::SyncBatchNormScope> sync;
-  if (sync_batchnorm) sync.emplace(kernels::BatchNormSync{dist::comm(), dist::size()});
+  if (sync_batchnorm) sync.emplace(dist::batchnorm_sync());
   const Tensor x = norm(d.x);
   prof::mark("normalise the bands of " + d.x.shape().str());
   Variable logits = model.forward(Variable(x), gen);
@@ -212,18 +212,21 @@ uint64_t TrainStep::queue(const DeviceBatch& d) const {
   const kernels::AdamCheck check = log.add(logits.value(), d.labels, loss.value());
   prof::mark("step metrics: loss and accuracy summed on the device");
   model.zero_grad();
-  loss.backward();
-  if (dist::active()) {
+  if (buckets) {
     // Data-parallel: every rank's gradients, of the mean loss over its
-    // slice, averaged in place (one NCCL all-reduce of the flat buffer,
-    // queued on the stream like a kernel): the gradient of the mean loss
-    // over the global batch, the same bits on every rank, so every rank's
-    // Adam step is the same.
-    const Tensor& g = adam.flat_gradients();
-    if (!g.defined())
-      throw std::logic_error("data-parallel training needs Adam's flat f32 gradient buffer");
-    dist::all_reduce_avg(static_cast<float*>(g.raw()), size_t(g.numel()));
-    prof::mark("all-reduce the gradients over " + std::to_string(dist::size()) + " ranks (NCCL)");
+    // slice, averaged in place: the gradient of the mean loss over the
+    // global batch, the same bits on every rank, so every rank's Adam step
+    // is the same. A bucket's NCCL all-reduce starts on the comm stream as
+    // soon as backward has finished its gradients, while the backward
+    // pass goes on; Adam waits for them all.
+    buckets->begin();
+    loss.backward([this](const Variable& leaf) { buckets->ready(leaf); });
+    buckets->finish();
+    prof::mark("all-reduce the gradients over " + std::to_string(dist::size()) + " ranks in " +
+               std::to_string(buckets->buckets()) + " buckets (NCCL, " +
+               std::to_string(buckets->reduced_early()) + " overlapping the backward pass)");
+  } else {
+    loss.backward();
   }
   adam.step(check);
   const uint64_t counters = gen.end_step();

@@ -22,10 +22,12 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/distributed.h"
 #include "engine/optim.h"
 #include "engine/random.h"
 #include "kernels/metrics.cuh"
@@ -148,6 +150,9 @@ struct TrainStep {
   // Data-parallel with --sync-batchnorm: the step's batch norms take their
   // statistics over every rank's slice (ops::SyncBatchNormScope).
   bool sync_batchnorm = false;
+  // Data-parallel: the gradients' all-reduce, bucket by bucket as backward
+  // finishes them (null: a single process).
+  dist::GradientBuckets* buckets = nullptr;
   // Queues the step on batch b (upload, forward, loss, backward, Adam with
   // the finite check) and returns without waiting for the device: through
   // `graphs` when set (a warm-up step, then one capture per batch size,
@@ -213,6 +218,7 @@ class StepGraphs {
 // same way. Holds references to its own members: neither copied nor moved.
 struct StepParts {
   Adam adam;
+  std::optional<dist::GradientBuckets> buckets;  // data-parallel: set by the trainer
   std::vector<std::string> names;
   BandNormaliser norm;
   BatchUploads uploads;

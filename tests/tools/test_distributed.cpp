@@ -20,9 +20,9 @@
 
 #include "engine/serialize.h"
 #include "features/h5store.h"
-#include "tests/features/synth_audio.h"
 #include "tests/testing.h"
 #include "tests/tools/command.h"
+#include "tests/tools/tiny_data.h"
 #include "tools/extract.h"
 
 namespace {
@@ -30,7 +30,6 @@ namespace {
 using nlohmann::json;
 using timbre::testing::sh;
 using timbre::testing::TempDir;
-namespace synth = timbre::testing::synth;
 namespace tt = timbre::tools;
 
 const std::string kTimbre = timbre::testing::timbre_exe();
@@ -81,27 +80,12 @@ class Distributed : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new TempDir;
     const std::string audio = *dir_ / "audio";
-    for (int k = 0; k < 24; ++k) {
-      for (const char* label : {"low", "high", "noise"})
-        std::filesystem::create_directories(audio + "/" + label);
-      const size_t n = 8000;
-      synth::write_wav(audio + "/low/" + std::to_string(k) + ".wav",
-                       synth::sine(n, 150.0 + 10 * k, 8000), 1, 8000, synth::WavFormat::Float);
-      synth::write_wav(audio + "/high/" + std::to_string(k) + ".wav",
-                       synth::sine(n, 2500.0 + 40 * k, 8000), 1, 8000, synth::WavFormat::Float);
-      synth::write_wav(audio + "/noise/" + std::to_string(k) + ".wav",
-                       synth::noise(n, uint32_t(k + 1)), 1, 8000, synth::WavFormat::Float);
-    }
+    timbre::testing::write_three_label_audio(audio, 24);
     tt::ExtractOptions e;
     e.dataset = "folder";
     e.audio_dir = audio;
     e.out = data();
-    e.params.sample_rate = 8000;
-    e.params.n_fft = 256;
-    e.params.hop = 128;
-    e.params.n_mels = 16;
-    e.params.fmax = 4000;
-    e.params.frames = 16;
+    e.params = timbre::testing::tiny_params();
     e.seed = 5;
     tt::run_extract(e);
   }
@@ -178,6 +162,35 @@ TEST_F(Distributed, TwoRanksMatchOneRank) {
     // Rank 0 alone writes: one set of run files.
     EXPECT_TRUE(std::filesystem::exists(t / "two/best.ckpt"));
     EXPECT_EQ(read_json(t / "two/run.json").at("ranks"), 2);
+  }
+}
+
+// The gradients' all-reduce in small buckets, each started by autograd's
+// leaf hook while backward goes on (on the comm stream, forked from and
+// joined to the compute stream; captured into the step's graph), gives the
+// same bits as one all-reduce after backward: each element is averaged the
+// same way. A bucket reduced before backward finished writing it, or
+// missed, would change the losses. CI runs this under
+// SIMCUDA_STREAMS=adversarial too, where the graph replays the comm
+// stream's work as early, then as late, as its event waits allow.
+TEST_F(Distributed, BucketedAllReduceGivesTheSameBits) {
+  for (const char* model : {"rescnn", "crnn", "parallel"}) {
+    SCOPED_TRACE(model);
+    TempDir t;
+    const auto one = sh(mpirun(2) + train(model, t / "one", 2) + " --sync-batchnorm --bucket-mib 0");
+    ASSERT_EQ(one.first, 0) << one.second;
+    EXPECT_NE(one.second.find("in 1 bucket after the backward pass"), std::string::npos)
+        << one.second;
+    // 512 bytes: about one bucket per parameter tensor of these tiny models.
+    const auto many =
+        sh(mpirun(2) + train(model, t / "many", 2) + " --sync-batchnorm --bucket-mib 0.00049");
+    ASSERT_EQ(many.first, 0) << many.second;
+    EXPECT_NE(many.second.find("buckets overlapping the backward pass"), std::string::npos)
+        << many.second;
+    EXPECT_EQ(read_json(t / "one/step_losses.json"), read_json(t / "many/step_losses.json"));
+    const auto wa = parameters(t / "one/last.ckpt"), wb = parameters(t / "many/last.ckpt");
+    for (const auto& [name, va] : wa)
+      EXPECT_TRUE(timbre::testing::same_bits(va, wb.at(name))) << name;
   }
 }
 
@@ -271,14 +284,32 @@ TEST_F(Distributed, AHungRankEndsTheJob) {
   EXPECT_NE(r.second.find("no progress in 5 s in training"), std::string::npos) << r.second;
 }
 
+// An extraction rank that hangs (sleeps at its third track): its watchdog
+// (--rank-timeout 3) ends it, the launcher the job; no store is left that
+// looks complete.
+TEST_F(Distributed, AHungExtractionRankEndsTheJob) {
+  TempDir t;
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = sh(mpirun(2) + kTimbre + " extract --dataset folder --audio " + (*dir_ / "audio") +
+                    timbre::testing::tiny_feature_flags() + " --jobs 1 --rank-timeout 3" +
+                    " --debug-hang-track 2 --out " + (t / "x.h5"));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(r.first, 0) << r.second;
+  EXPECT_LT(seconds, 60) << r.second;
+  EXPECT_NE(r.second.find("rank 1 of 2: no progress in 3 s in extraction"), std::string::npos)
+      << r.second;
+  EXPECT_FALSE(std::filesystem::exists(t / "x.h5"));
+}
+
 // `mpirun -np 2 timbre extract` writes the store one process writes: every
 // dataset and attribute the same, band statistics to the bit. --batch 7
 // puts batch boundaries across the two ranks' blocks.
 TEST_F(Distributed, ExtractionOnTwoRanksIsTheSameStore) {
   TempDir t;
   const std::string args = " extract --dataset folder --audio " + (*dir_ / "audio") +
-                           " --sample-rate 8000 --n-fft 256 --hop 128 --n-mels 16 --fmax 4000"
-                           " --frames 16 --seed 5 --batch 7 --jobs 1 --out ";
+                           timbre::testing::tiny_feature_flags() +
+                           " --seed 5 --batch 7 --jobs 1 --out ";
   const auto one = sh(kTimbre + args + (t / "one.h5"));
   ASSERT_EQ(one.first, 0) << one.second;
   const auto two = sh(mpirun(2) + kTimbre + args + (t / "two.h5"));

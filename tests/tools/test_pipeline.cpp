@@ -24,6 +24,7 @@
 #include "features/h5store.h"
 #include "tests/features/synth_audio.h"
 #include "tests/tools/command.h"
+#include "tests/tools/tiny_data.h"
 #include "tools/export.h"
 #include "tools/extract.h"
 #include "tools/inference.h"
@@ -34,20 +35,11 @@
 namespace {
 
 using timbre::testing::TempDir;
+using timbre::testing::tiny_params;
+using timbre::testing::write_three_label_audio;
 using timbre::features::Split;
 namespace synth = timbre::testing::synth;
 namespace tt = timbre::tools;
-
-timbre::features::FeatureParams tiny_params() {
-  timbre::features::FeatureParams p;
-  p.sample_rate = 8000;
-  p.n_fft = 256;
-  p.hop = 128;
-  p.n_mels = 16;
-  p.fmax = 4000;
-  p.frames = 16;  // segments of 15 * 128 = 1920 samples
-  return p;
-}
 
 // A folder dataset under t/audio: a folder per label holding `clips` sine
 // WAVs of `samples` samples at 8 kHz (a frequency per label), and the
@@ -69,9 +61,7 @@ tt::ExtractOptions tone_dataset(const TempDir& t, const std::vector<std::string>
   return e;
 }
 
-std::string feature_flags() {
-  return " --sample-rate 8000 --n-fft 256 --hop 128 --n-mels 16 --fmax 4000 --frames 16";
-}
+std::string feature_flags() { return timbre::testing::tiny_feature_flags(); }
 
 using timbre::testing::sh;
 const std::string kTimbre = timbre::testing::timbre_exe();
@@ -292,18 +282,7 @@ class Pipeline : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new TempDir;
     const std::string audio = *dir_ / "audio";
-    for (int k = 0; k < 10; ++k) {
-      const size_t n = 8000;  // 1 s at 8 kHz: 4 segments
-      std::filesystem::create_directories(audio + "/low");
-      std::filesystem::create_directories(audio + "/high");
-      std::filesystem::create_directories(audio + "/noise");
-      synth::write_wav(audio + "/low/" + std::to_string(k) + ".wav",
-                                 synth::sine(n, 150.0 + 10 * k, 8000), 1, 8000, synth::WavFormat::Float);
-      synth::write_wav(audio + "/high/" + std::to_string(k) + ".wav",
-                                 synth::sine(n, 2500.0 + 40 * k, 8000), 1, 8000, synth::WavFormat::Float);
-      synth::write_wav(audio + "/noise/" + std::to_string(k) + ".wav",
-                                 synth::noise(n, uint32_t(k + 1)), 1, 8000, synth::WavFormat::Float);
-    }
+    write_three_label_audio(audio, 10);
     tt::ExtractOptions e;
     e.dataset = "folder";
     e.audio_dir = audio;
