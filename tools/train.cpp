@@ -734,7 +734,13 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
   const double left = std::pow(keep, double(steps_per_epoch));
   result.precise_bn =
       !bns.empty() && (o.precise_bn == "on" || (o.precise_bn == "auto" && left > 0.01));
-  const int64_t bn_samples = std::min<int64_t>(n_train, int64_t(kPreciseBnBatches) * o.batch_size);
+  // Whole batches only (when there is one): each batch's statistics enter
+  // with the same weight, so a short last batch would count as much as a
+  // whole one (and on N ranks lose its last n mod N samples).
+  const int64_t bn_samples =
+      n_train < o.batch_size
+          ? n_train
+          : std::min<int64_t>(n_train / o.batch_size, kPreciseBnBatches) * o.batch_size;
   const int bn_batches = int((bn_samples + o.batch_size - 1) / o.batch_size);
   if (!quiet && result.precise_bn)
     std::fprintf(stderr,
@@ -835,12 +841,31 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
     const double steps_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
+    // Without --sync-batchnorm each rank's running statistics followed its
+    // own slices: rank 0's are everyone's from here (what its checkpoint
+    // holds), as PyTorch DDP broadcasts its buffers. (The precise pass
+    // below needs them equal too: they are its statistics' shift.)
+    if (ranks > 1)
+      for (nn::BatchNorm* bn : bns) {
+        dist::broadcast(bn->running_mean.data<float>(), size_t(bn->running_mean.numel()));
+        dist::broadcast(bn->running_var.data<float>(), size_t(bn->running_var.numel()));
+      }
+
     if (result.precise_bn) {
       // A signal here stops the run with the state after the epoch's last
       // step; a resume recomputes the statistics from the first batch.
       std::vector<int64_t> sample = epoch_order(n_train, o.seed, epoch);
       sample.resize(size_t(bn_samples));
-      loader.start(Split::train, std::move(sample), o.batch_size);
+      // Several ranks share the pass: each forwards its slice of every
+      // global batch, and the batch norms take their statistics over all
+      // the slices (synchronised), so every rank ends with the statistics
+      // one process computes over the whole batches, at 1/N of the work.
+      std::optional<ops::SyncBatchNormScope> sync;
+      if (ranks > 1) {
+        sample = rank_slices(sample, o.batch_size, me, ranks);
+        sync.emplace(dist::batchnorm_sync());
+      }
+      loader.start(Split::train, std::move(sample), o.batch_size / ranks);
       std::optional<Progress> bn_bar;
       if (!quiet) bn_bar.emplace("  bn statistics", bn_batches, "batches", 30.0);
       NoGradGuard no_grad;
@@ -860,14 +885,6 @@ TrainResult run_train(const TrainOptions& o, const std::atomic<int>* stop) {
     // after this epoch's last step, so a resume runs the validation again.
     std::atomic<int> injected{o.debug_signal_in_validation};  // tests
     const std::atomic<int>* val_stop = injected.load() != 0 ? &injected : stop;
-    // Without --sync-batchnorm each rank's running statistics followed its
-    // own slices: rank 0's are everyone's from here (what its checkpoint
-    // holds), as PyTorch DDP broadcasts its buffers.
-    if (ranks > 1)
-      for (nn::BatchNorm* bn : bns) {
-        dist::broadcast(bn->running_mean.data<float>(), size_t(bn->running_mean.numel()));
-        dist::broadcast(bn->running_var.data<float>(), size_t(bn->running_var.numel()));
-      }
     const auto val = evaluate_split(*model, loader, Split::validation, norm, o.batch_size, gen,
                                     val_stop);
     if (!val) return stopped(epoch, t0, val_stop->load(), steps_seconds);

@@ -194,6 +194,49 @@ TEST_F(Distributed, BucketedAllReduceGivesTheSameBits) {
   }
 }
 
+// The precise batch-norm pass, shared: each rank forwards its slices of
+// the global batches with synchronised batch norms, and ends with the
+// running statistics one process computes over the whole batches (crnn,
+// against 1 rank, in the checkpoints). Without the synchronisation rank 0
+// would keep the statistics of its own slices, 1e-2 apart.
+//
+// The running mean is compared less the conv bias before the batch norm:
+// that bias is rounding noise that Adam turns into steps of up to lr
+// (kWeightTolerance's comment), and it shifts the activations' mean by
+// itself; the batch norm takes it out again. The variance does not see it.
+TEST_F(Distributed, TheRanksShareThePreciseBatchNormPass) {
+  TempDir t;
+  const auto one = sh(train("crnn", t / "one", 1) + " --precise-bn on");
+  ASSERT_EQ(one.first, 0) << one.second;
+  const auto two = sh(mpirun(2) + train("crnn", t / "two", 1) + " --precise-bn on --sync-batchnorm");
+  ASSERT_EQ(two.first, 0) << two.second;
+  auto read = [](const std::string& path) {
+    std::map<std::string, std::vector<float>> m;
+    for (const auto& [name, v] : timbre::load_tensor_file(path))
+      if (v.dtype() == timbre::DType::f32) m[name] = v.to_host<float>();
+    return m;
+  };
+  auto a = read(t / "one/last.ckpt"), b = read(t / "two/last.ckpt");
+  double worst = 0;
+  for (const char* block : {"block1", "block2"}) {
+    const std::string bn = std::string("buffer/") + block + ".bn.";
+    const std::string bias = std::string("param/") + block + ".conv.bias";
+    ASSERT_TRUE(a.count(bn + "running_mean") && a.count(bias) && b.count(bn + "running_var"))
+        << block;
+    for (size_t i = 0; i < a[bias].size(); ++i) {
+      const double mean_a = a[bn + "running_mean"][i] - a[bias][i];
+      const double mean_b = b[bn + "running_mean"][i] - b[bias][i];
+      const double var_a = a[bn + "running_var"][i], var_b = b[bn + "running_var"][i];
+      worst = std::max({worst, std::abs(mean_a - mean_b) / std::max(1.0, std::abs(mean_a)),
+                        std::abs(var_a - var_b) / std::max(1.0, var_a)});
+    }
+  }
+  std::printf("precise batch-norm statistics, 2 ranks against 1: largest gap %.2e\n", worst);
+  // Rounding: the weights the pass runs with part in the last bits (6e-8),
+  // and the sums are taken in another order.
+  EXPECT_LT(worst, 1e-5);
+}
+
 // Without --sync-batchnorm each rank normalises with its own slice's
 // statistics: the test above would see it.
 TEST_F(Distributed, WithoutSyncBatchNormTheStepsDiffer) {
