@@ -256,7 +256,6 @@ void GradientBuckets::begin() {
     b.waiting = b.params;
     b.reduced = false;
   }
-  early_ = 0;
 }
 
 void GradientBuckets::reduce(Bucket& b) {
@@ -272,10 +271,7 @@ void GradientBuckets::ready(const Variable& leaf) {
   const auto it = bucket_of_.find(leaf.id());
   if (it == bucket_of_.end()) return;
   Bucket& b = buckets_[it->second];
-  if (--b.waiting == 0 && !b.reduced) {
-    reduce(b);
-    ++early_;
-  }
+  if (--b.waiting == 0 && !b.reduced) reduce(b);
 }
 
 void GradientBuckets::finish() {

@@ -101,7 +101,6 @@ class GradientBuckets {
   void ready(const Variable& leaf);  // leaf's gradient is final (a leaf not of adam: ignored)
   void finish();                     // the rest reduced; stream() waits for them all
   size_t buckets() const { return buckets_.size(); }
-  size_t reduced_early() const { return early_; }  // last step: buckets reduced before finish()
 
  private:
   struct Bucket {
@@ -113,7 +112,6 @@ class GradientBuckets {
   float* grads_;
   std::vector<Bucket> buckets_;
   std::unordered_map<const void*, size_t> bucket_of_;  // parameter (Variable::id) -> bucket
-  size_t early_ = 0;
 };
 
 // Host collectives (MPI), each rank calling them at the same point:

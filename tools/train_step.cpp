@@ -223,8 +223,7 @@ uint64_t TrainStep::queue(const DeviceBatch& d) const {
     loss.backward([this](const Variable& leaf) { buckets->ready(leaf); });
     buckets->finish();
     prof::mark("all-reduce the gradients over " + std::to_string(dist::size()) + " ranks in " +
-               std::to_string(buckets->buckets()) + " buckets (NCCL, " +
-               std::to_string(buckets->reduced_early()) + " overlapping the backward pass)");
+               std::to_string(buckets->buckets()) + " buckets, each as backward finished it (NCCL)");
   } else {
     loss.backward();
   }
