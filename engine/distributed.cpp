@@ -208,22 +208,6 @@ void join() {
 }
 }  // namespace
 
-void all_reduce_avg(float* d, size_t n) {
-  if (!active() || n == 0) return;
-  fork();
-  nccl_check(ncclAllReduce(d, d, n, ncclFloat32, ncclAvg, state().comm, comm_stream()),
-             "all-reduce");
-  join();
-}
-
-void all_reduce_sum(double* d, size_t n) {
-  if (!active() || n == 0) return;
-  fork();
-  nccl_check(ncclAllReduce(d, d, n, ncclFloat64, ncclSum, state().comm, comm_stream()),
-             "all-reduce");
-  join();
-}
-
 void broadcast(float* d, size_t n, int root) {
   if (!active() || n == 0) return;
   fork();

@@ -69,13 +69,9 @@ cudaStream_t comm_stream();
 // ranks, its all-reduce on comm_stream().
 kernels::BatchNormSync batchnorm_sync();
 
-// Device collectives, queued without waiting (no-ops for a single
-// process): on comm_stream() after the work queued on stream() so far, and
-// stream()'s later work after them. all_reduce_avg: every rank gets the
-// mean of the ranks' buffers; all_reduce_sum: their sum; broadcast: root's
-// buffer everywhere.
-void all_reduce_avg(float* d, size_t n);
-void all_reduce_sum(double* d, size_t n);
+// root's buffer on every rank, queued without waiting (a no-op for a
+// single process): on comm_stream() after the work queued on stream() so
+// far, and stream()'s later work after it.
 void broadcast(float* d, size_t n, int root = 0);
 
 // The gradients' all-reduce (average) in buckets that overlap the backward
