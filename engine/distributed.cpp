@@ -221,12 +221,12 @@ GradientBuckets::GradientBuckets(const Adam& adam, size_t bucket_bytes) {
                            "gradient buffer");
   grads_ = static_cast<float*>(adam.flat_gradients().raw());
   const std::vector<Variable>& params = adam.parameters();
-  const int64_t cap = std::max<int64_t>(1, int64_t(bucket_bytes / sizeof(float)));
   // Last parameter first: a bucket takes parameters down to the one that
   // brings it to `cap` elements (one bucket for all when bucket_bytes is 0).
+  const int64_t cap = bucket_bytes == 0 ? INT64_MAX
+                                        : std::max<int64_t>(1, int64_t(bucket_bytes / sizeof(float)));
   for (size_t i = params.size(); i-- > 0;) {
-    const bool open = !buckets_.empty() &&
-                      (bucket_bytes == 0 || buckets_.back().end - buckets_.back().begin < cap);
+    const bool open = !buckets_.empty() && buckets_.back().end - buckets_.back().begin < cap;
     if (!open) buckets_.push_back({adam.flat_offset(i + 1), adam.flat_offset(i + 1)});
     Bucket& b = buckets_.back();
     b.begin = adam.flat_offset(i);

@@ -57,11 +57,16 @@ json read_json(const std::string& path) {
   return json::parse(in);
 }
 
-std::map<std::string, std::vector<float>> parameters(const std::string& checkpoint) {
+// A checkpoint's f32 tensors by name, those whose name starts with `prefix`.
+std::map<std::string, std::vector<float>> f32_tensors(const std::string& checkpoint,
+                                                      const std::string& prefix = "") {
   std::map<std::string, std::vector<float>> m;
   for (const auto& [name, t] : timbre::load_tensor_file(checkpoint))
-    if (name.rfind("param/", 0) == 0 && t.dtype() == timbre::DType::f32) m[name] = t.to_host<float>();
+    if (name.rfind(prefix, 0) == 0 && t.dtype() == timbre::DType::f32) m[name] = t.to_host<float>();
   return m;
+}
+std::map<std::string, std::vector<float>> parameters(const std::string& checkpoint) {
+  return f32_tensors(checkpoint, "param/");
 }
 
 // The models, tiny, with batch norm, dropout (crnn) and the GRU (crnn and
@@ -210,13 +215,7 @@ TEST_F(Distributed, TheRanksShareThePreciseBatchNormPass) {
   ASSERT_EQ(one.first, 0) << one.second;
   const auto two = sh(mpirun(2) + train("crnn", t / "two", 1) + " --precise-bn on --sync-batchnorm");
   ASSERT_EQ(two.first, 0) << two.second;
-  auto read = [](const std::string& path) {
-    std::map<std::string, std::vector<float>> m;
-    for (const auto& [name, v] : timbre::load_tensor_file(path))
-      if (v.dtype() == timbre::DType::f32) m[name] = v.to_host<float>();
-    return m;
-  };
-  auto a = read(t / "one/last.ckpt"), b = read(t / "two/last.ckpt");
+  auto a = f32_tensors(t / "one/last.ckpt"), b = f32_tensors(t / "two/last.ckpt");
   double worst = 0;
   for (const char* block : {"block1", "block2"}) {
     const std::string bn = std::string("buffer/") + block + ".bn.";

@@ -35,6 +35,7 @@
 namespace {
 
 using timbre::testing::TempDir;
+using timbre::testing::tiny_feature_flags;
 using timbre::testing::tiny_params;
 using timbre::testing::write_three_label_audio;
 using timbre::features::Split;
@@ -60,8 +61,6 @@ tt::ExtractOptions tone_dataset(const TempDir& t, const std::vector<std::string>
   e.params = tiny_params();
   return e;
 }
-
-std::string feature_flags() { return timbre::testing::tiny_feature_flags(); }
 
 using timbre::testing::sh;
 const std::string kTimbre = timbre::testing::timbre_exe();
@@ -118,7 +117,7 @@ TEST(Extract, FmaLayoutThroughTheCommand) {
   const std::string out = fx.dir / "features.h5";
   const auto [rc, log] = sh(kTimbre + " extract --dataset fma --audio " + fx.audio +
                              " --metadata " + fx.csv + " --out " + out + " --jobs 2" +
-                             feature_flags());
+                             tiny_feature_flags());
   ASSERT_EQ(rc, 0) << log;
   // Each skipped track is named with its reason.
   EXPECT_NE(log.find("8 of 9 listed tracks read"), std::string::npos) << log;
@@ -253,7 +252,7 @@ TEST(Extract, AFullDiskFailsCleanlyNamingTheReason) {
   // ignored), exits 1 with the reason, not 139, and leaves nothing.
   const auto [rc, out] =
       sh("(ulimit -f 24; trap '' XFSZ; exec " + kTimbre + " extract --dataset folder --audio " +
-         e.audio_dir + " --out " + e.out + " --jobs 1" + feature_flags() + ")");
+         e.audio_dir + " --out " + e.out + " --jobs 1" + tiny_feature_flags() + ")");
   EXPECT_EQ(rc, 1) << out;
   EXPECT_NE(out.find("File too large"), std::string::npos) << out;
   for (const auto& f : std::filesystem::directory_iterator(t.path()))
